@@ -1,0 +1,1 @@
+//! indicatif implementation of the libraries' progress traits.

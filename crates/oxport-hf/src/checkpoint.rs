@@ -1,0 +1,373 @@
+//! A Phi-3 checkpoint folder: `config.json` plus `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`. Shards are memory-mapped; nothing is copied until a tensor is asked for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Component, Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::config::Phi3Config;
+use crate::dtype::DType;
+use crate::error::{Error, Result, io};
+use crate::role::Role;
+
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+pub const SINGLE_FILE: &str = "model.safetensors";
+
+/// Metadata of one tensor; known before any of its bytes are touched.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TensorInfo {
+    pub name: String,
+    pub role: Role,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Index into [`Checkpoint::shard_paths`].
+    pub shard: usize,
+    /// Byte range of the data inside the shard file.
+    pub file_offset: usize,
+    pub size_bytes: usize,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A borrowed view of one tensor's bytes in its shard's mmap.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorView<'a> {
+    pub info: &'a TensorInfo,
+    pub bytes: &'a [u8],
+    pub path: &'a Path,
+}
+
+impl TensorView<'_> {
+    /// Decode rows `rows` (of the 2-D view `[shape[0], rest]`) into f32.
+    pub fn rows_f32(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let cols: usize = self.info.shape[1..].iter().product();
+        let es = self.info.dtype.size_bytes();
+        self.info
+            .dtype
+            .decode_into(&self.bytes[rows.start * cols * es..rows.end * cols * es], out);
+    }
+
+    /// The whole tensor as f32, refusing NaN and Inf with an error naming the file and tensor.
+    pub fn to_f32(&self) -> Result<Vec<f32>> {
+        let mut out = vec![0f32; self.info.numel()];
+        self.info.dtype.decode_into(self.bytes, &mut out);
+        check_finite(&out, self)?;
+        Ok(out)
+    }
+}
+
+fn check_finite(values: &[f32], view: &TensorView<'_>) -> Result<()> {
+    let mut count = 0;
+    let mut first = usize::MAX;
+    for (i, v) in values.iter().enumerate() {
+        if !v.is_finite() {
+            count += 1;
+            first = first.min(i);
+        }
+    }
+    if count > 0 {
+        return Err(Error::NonFinite {
+            path: view.path.to_path_buf(),
+            tensor: view.info.name.clone(),
+            count,
+            first,
+        });
+    }
+    Ok(())
+}
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+}
+
+/// An opened checkpoint: config, shard mmaps, and the tensor table in canonical order.
+pub struct Checkpoint {
+    dir: PathBuf,
+    config: Phi3Config,
+    shards: Vec<Shard>,
+    tensors: Vec<TensorInfo>,
+    by_role: HashMap<Role, usize>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("shards", &self.shard_paths())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl Checkpoint {
+    /// Open a checkpoint folder. Validates the config, every shard header, the index's `weight_map`,
+    /// tensor names (roles), dtypes and shapes; reads no tensor data.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        let config = Phi3Config::from_file(&dir.join("config.json"))?;
+        let canonical_dir = dir.canonicalize().map_err(io(&dir))?;
+
+        let index_path = dir.join(INDEX_FILE);
+        let (shard_names, weight_map) = if index_path.exists() {
+            let (names, map) = read_index(&index_path)?;
+            (names, Some(map))
+        } else if dir.join(SINGLE_FILE).exists() {
+            (vec![SINGLE_FILE.to_string()], None)
+        } else {
+            return Err(Error::Resolve(format!(
+                "{}: no {SINGLE_FILE} or {INDEX_FILE} in the model folder",
+                dir.display()
+            )));
+        };
+
+        let mut shards = Vec::with_capacity(shard_names.len());
+        let mut found: BTreeMap<String, (usize, safetensors::tensor::TensorInfo, usize)> = BTreeMap::new();
+        for (shard_idx, shard_name) in shard_names.iter().enumerate() {
+            let path = resolve_shard(&dir, &canonical_dir, &index_path, shard_name)?;
+            let file = File::open(&path).map_err(io(&path))?;
+            // SAFETY: the mapping is read-only; oxport never writes to checkpoint files. A file truncated by
+            // another process while mapped would fault, as it would for every mmap-based loader (candle, safetensors).
+            let mmap = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
+            let (header_len, metadata) = parse_header(&path, &mmap)?;
+            let data_start = 8 + header_len;
+            for (name, info) in metadata.tensors() {
+                if let Some((other, _, _)) = found.get(&name) {
+                    return Err(Error::DuplicateTensor {
+                        path: path.clone(),
+                        tensor: name,
+                        other: dir.join(&shard_names[*other]),
+                    });
+                }
+                found.insert(name, (shard_idx, info.clone(), data_start));
+            }
+            shards.push(Shard { path, mmap });
+        }
+
+        if let Some(map) = &weight_map {
+            let missing: Vec<_> = map.keys().filter(|k| !found.contains_key(*k)).cloned().collect();
+            let extra: Vec<_> = found.keys().filter(|k| !map.contains_key(*k)).cloned().collect();
+            if !missing.is_empty() || !extra.is_empty() {
+                return Err(Error::Index {
+                    path: index_path,
+                    msg: format!(
+                        "weight_map disagrees with the shards: listed but in no shard: [{}]; in a shard but not listed: [{}]",
+                        missing.join(", "),
+                        extra.join(", ")
+                    ),
+                });
+            }
+            for (name, (shard_idx, _, _)) in &found {
+                if map[name] != shard_names[*shard_idx] {
+                    return Err(Error::Index {
+                        path: index_path,
+                        msg: format!(
+                            "weight_map puts {name} in {}, but it is in {}",
+                            map[name], shard_names[*shard_idx]
+                        ),
+                    });
+                }
+            }
+        }
+
+        let mut tensors = Vec::with_capacity(found.len());
+        for (name, (shard_idx, info, data_start)) in found {
+            let path = &shards[shard_idx].path;
+            let role = Role::from_name(&name).ok_or_else(|| Error::UnknownTensor {
+                path: path.clone(),
+                tensor: name.clone(),
+            })?;
+            let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| Error::UnsupportedDtype {
+                path: path.clone(),
+                tensor: name.clone(),
+                dtype: format!("{:?}", info.dtype),
+            })?;
+            let expected = role.expected_shape(&config);
+            if info.shape != expected || (role.layer().is_some_and(|l| l >= config.num_hidden_layers)) {
+                return Err(Error::Shape {
+                    path: path.clone(),
+                    tensor: name,
+                    expected,
+                    actual: info.shape.clone(),
+                });
+            }
+            let (start, end) = info.data_offsets;
+            tensors.push(TensorInfo {
+                name,
+                role,
+                dtype,
+                shape: info.shape.clone(),
+                shard: shard_idx,
+                file_offset: data_start + start,
+                size_bytes: end - start,
+            });
+        }
+        let mut by_role: HashMap<Role, usize> = HashMap::new();
+        let roles = Role::all_for(&config);
+        let order: HashMap<Role, usize> = roles.iter().enumerate().map(|(i, r)| (*r, i)).collect();
+        for t in &tensors {
+            if !order.contains_key(&t.role) {
+                // e.g. lm_head.weight in a checkpoint with tied embeddings, or a layer past num_hidden_layers.
+                return Err(Error::UnknownTensor { path: shards[t.shard].path.clone(), tensor: t.name.clone() });
+            }
+        }
+        tensors.sort_by_key(|t| order[&t.role]);
+        let missing: Vec<String> = roles
+            .iter()
+            .filter(|r| !tensors.iter().any(|t| t.role == **r))
+            .map(Role::name)
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::MissingTensors { dir, names: missing });
+        }
+        for (i, t) in tensors.iter().enumerate() {
+            by_role.insert(t.role, i);
+        }
+        Ok(Checkpoint { dir, config, shards, tensors, by_role })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &Phi3Config {
+        &self.config
+    }
+
+    /// Tensors in canonical order: embedding, then per layer (input norm, qkv, o, post norm, gate_up, down),
+    /// final norm, lm_head.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    pub fn shard_paths(&self) -> Vec<&Path> {
+        self.shards.iter().map(|s| s.path.as_path()).collect()
+    }
+
+    pub fn info(&self, role: Role) -> Option<&TensorInfo> {
+        self.by_role.get(&role).map(|&i| &self.tensors[i])
+    }
+
+    /// The tensor for `role`; with tied embeddings `LmHead` resolves to the embedding.
+    pub fn view(&self, role: Role) -> Option<TensorView<'_>> {
+        let role = if role == Role::LmHead && self.config.tie_word_embeddings { Role::Embedding } else { role };
+        let info = self.info(role)?;
+        let shard = &self.shards[info.shard];
+        Some(TensorView {
+            info,
+            bytes: &shard.mmap[info.file_offset..info.file_offset + info.size_bytes],
+            path: &shard.path,
+        })
+    }
+
+    /// Decode `role` to f32 (NaN/Inf refused), then [`release`](Self::release) its mapped pages.
+    pub fn read_f32(&self, role: Role) -> Result<Vec<f32>> {
+        let view = self
+            .view(role)
+            .ok_or_else(|| Error::MissingTensors { dir: self.dir.clone(), names: vec![role.name()] })?;
+        let out = view.to_f32()?;
+        self.release(role);
+        Ok(out)
+    }
+
+    /// Tell the kernel the mapped pages of `role` are no longer needed, so a streaming export's RSS stays
+    /// at about one tensor. Later reads fault the pages back in from the file.
+    pub fn release(&self, role: Role) {
+        if let Some(info) = self.info(role) {
+            let shard = &self.shards[info.shard];
+            // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping drops clean pages only; the
+            // contents are re-read from the file on the next access, so no borrowed slice sees changed bytes.
+            let _ = unsafe {
+                shard
+                    .mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, info.file_offset, info.size_bytes)
+            };
+        }
+    }
+
+    /// Sum of tensor elements (tied lm_head counted once).
+    pub fn total_params(&self) -> usize {
+        self.tensors.iter().map(TensorInfo::numel).sum()
+    }
+
+    pub fn total_bytes(&self) -> usize {
+        self.tensors.iter().map(|t| t.size_bytes).sum()
+    }
+}
+
+fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let bad = |msg: String| Error::Index { path: path.to_path_buf(), msg };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| bad("missing `weight_map` object".into()))?;
+    let mut weight_map = BTreeMap::new();
+    for (k, v) in map {
+        let shard = v.as_str().ok_or_else(|| bad(format!("weight_map[{k:?}] is not a file name")))?;
+        weight_map.insert(k.clone(), shard.to_string());
+    }
+    if weight_map.is_empty() {
+        return Err(bad("`weight_map` is empty".into()));
+    }
+    let mut names: Vec<String> = weight_map.values().cloned().collect();
+    names.sort();
+    names.dedup();
+    Ok((names, weight_map))
+}
+
+/// A shard named by the index must stay inside the model folder: no absolute paths, no `..`, and no symlink
+/// that resolves outside it.
+fn resolve_shard(dir: &Path, canonical_dir: &Path, index_path: &Path, name: &str) -> Result<PathBuf> {
+    let escapes = || Error::ShardEscapes { path: index_path.to_path_buf(), shard: name.to_string() };
+    let rel = Path::new(name);
+    if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(escapes());
+    }
+    let path = dir.join(rel);
+    let canonical = path.canonicalize().map_err(io(&path))?;
+    if !canonical.starts_with(canonical_dir) {
+        return Err(escapes());
+    }
+    Ok(path)
+}
+
+/// Validate a safetensors header against the file: the header length fits, the JSON parses, every tensor's
+/// byte range lies inside the data section, matches dtype × shape, and no two ranges overlap.
+fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor::Metadata)> {
+    let bad = |msg: String| Error::Safetensors { path: path.to_path_buf(), msg };
+    if bytes.len() < 8 {
+        return Err(bad(format!("file is {} bytes, shorter than the 8-byte header length", bytes.len())));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if n > (bytes.len() - 8) as u64 {
+        return Err(bad(format!(
+            "header length {n} is larger than the file ({} bytes): truncated or not a safetensors file",
+            bytes.len()
+        )));
+    }
+    match safetensors::SafeTensors::read_metadata(bytes) {
+        Ok((n, meta)) => Ok((n, meta)),
+        Err(e) => {
+            use safetensors::SafeTensorError as E;
+            let msg = match e {
+                E::InvalidOffset(t) => format!("tensor {t}: data offsets are out of bounds, overlap another tensor, or leave a gap"),
+                E::TensorInvalidInfo => "a tensor's byte size disagrees with its dtype and shape".to_string(),
+                E::MetadataIncompleteBuffer => format!(
+                    "the data section ({} bytes) does not match the tensors' offsets: file truncated or offsets out of bounds",
+                    bytes.len() - 8 - n as usize
+                ),
+                E::InvalidHeaderDeserialization(m) => format!("header is not valid JSON metadata: {m}"),
+                other => other.to_string(),
+            };
+            Err(bad(msg))
+        }
+    }
+}

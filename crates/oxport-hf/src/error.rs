@@ -1,0 +1,64 @@
+use std::path::PathBuf;
+
+/// Errors name the file and, where there is one, the tensor.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed config: {msg}")]
+    Config { path: PathBuf, msg: String },
+    #[error(
+        "{path}: unsupported architecture {arch:?}; oxport supports {supported}",
+        supported = crate::config::SUPPORTED_ARCHITECTURES.join(", ")
+    )]
+    UnsupportedArchitecture { path: PathBuf, arch: String },
+    #[error("{path}: invalid safetensors file: {msg}")]
+    Safetensors { path: PathBuf, msg: String },
+    #[error("{path}: invalid shard index: {msg}")]
+    Index { path: PathBuf, msg: String },
+    #[error("{path}: shard {shard:?} resolves outside the model folder")]
+    ShardEscapes { path: PathBuf, shard: String },
+    #[error("{path}: tensor {tensor}: unsupported dtype {dtype} (oxport reads BF16, F16, F32)")]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+    #[error("{path}: tensor {tensor}: shape {actual:?} disagrees with config.json, which implies {expected:?}")]
+    Shape {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+    #[error("{path}: unknown tensor {tensor} (not part of a Phi-3 checkpoint)")]
+    UnknownTensor { path: PathBuf, tensor: String },
+    #[error("{dir}: missing tensors: {}", names.join(", "))]
+    MissingTensors { dir: PathBuf, names: Vec<String> },
+    #[error("{path}: tensor {tensor} appears twice (also in {other})")]
+    DuplicateTensor {
+        path: PathBuf,
+        tensor: String,
+        other: PathBuf,
+    },
+    #[error("{path}: tensor {tensor}: {count} non-finite values (NaN or Inf), first at element {first}")]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        count: usize,
+        first: usize,
+    },
+    #[error("{0}")]
+    Resolve(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, source }
+}
