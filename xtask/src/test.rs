@@ -1,2 +1,94 @@
-pub fn run(_a: Args) -> anyhow::Result<()> { Ok(()) }
-#[derive(clap::Args)] pub struct Args {}
+//! `cargo xtask test`: the one command that sets up everything the tests need on a fresh machine and runs them.
+//!
+//! 1. a Python venv at `<repo>/.venv` with the runtimes from PyPI (`tests/python/requirements.txt`), recreated
+//!    when the requirements change;
+//! 2. the `oxport` binary;
+//! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip the Python tests (pytest); the Rust tests still need the venv's runtimes.
+    #[arg(long)]
+    no_python: bool,
+    /// Extra arguments passed to `cargo test` (after `--workspace`), e.g. a test name filter.
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_path_buf()
+}
+
+/// Create (or refresh) `<repo>/.venv` from `tests/python/requirements.txt`; returns the venv's python.
+pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join(".venv");
+    let python = venv.join("bin/python");
+    let req = root.join("tests/python/requirements.txt");
+    let wanted = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let stamp = venv.join(".oxport-requirements");
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+        return Ok(python);
+    }
+    eprintln!("xtask: setting up {} from {}", venv.display(), req.display());
+    if !python.exists() {
+        let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        run_checked(Command::new(&host).args(["-m", "venv"]).arg(&venv)).context("creating the venv (is python3-venv installed?)")?;
+    }
+    run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = repo_root();
+    let python = ensure_venv(&root)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
+    let bin = root.join("target/release/oxport");
+
+    let mut failures = Vec::new();
+    let mut cargo_test = Command::new(&cargo);
+    cargo_test
+        .current_dir(&root)
+        .args(["test", "--release", "--workspace"])
+        .args(&args.cargo_args)
+        .env("OXPORT_PYTHON", &python)
+        .env("OXPORT_BIN", &bin);
+    if let Err(e) = run_checked(&mut cargo_test) {
+        failures.push(format!("cargo test: {e:#}"));
+    }
+
+    let has_python_tests = std::fs::read_dir(root.join("tests/python"))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("test_"));
+    if !args.no_python && has_python_tests {
+        let mut pytest = Command::new(&python);
+        pytest
+            .current_dir(&root)
+            .args(["-m", "pytest", "-q", "tests/python"])
+            .env("OXPORT_PYTHON", &python)
+            .env("OXPORT_BIN", &bin);
+        if let Err(e) = run_checked(&mut pytest) {
+            failures.push(format!("pytest: {e:#}"));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("tests failed:\n  {}", failures.join("\n  "));
+    }
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
