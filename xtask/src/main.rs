@@ -1,5 +1,6 @@
 //! Project automation: `cargo xtask test|fixtures|codegen|bench`.
 
+mod fixtures;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -15,10 +16,13 @@ struct Cli {
 enum Command {
     /// Set up everything the tests need (Python venv with the runtimes) and run the whole test suite.
     Test(test::Args),
+    /// Write the deterministic tiny Phi-3 fixtures (or, with --full-size DIR, a Phi-3-mini-4k-shaped checkpoint).
+    Fixtures(fixtures::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(args),
+        Command::Fixtures(args) => fixtures::run(args, &test::repo_root()),
     }
 }
