@@ -1,1 +1,19 @@
-//! oxport-quant
+//! Weight quantization for oxport: the kernels (ORT MatMulNBits, NNCF weight compression, fp16) and the
+//! per-tensor [`plan`] that decides which scheme each checkpoint tensor gets.
+//!
+//! Every kernel is a pure function of its input (rayon inside one tensor, same bytes on any thread count).
+
+pub mod error;
+pub mod fp16;
+pub mod nbits;
+pub mod nncf;
+pub mod plan;
+
+pub use error::QuantError;
+pub use fp16::f32_to_f16_bytes;
+pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits};
+pub use nncf::{NncfMode, NncfWeight, compress_nncf};
+pub use plan::{
+    Backup, Fallback, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanStats, Precision, PrecisionStats,
+    QuantPlan, Scheme, plan_onnx, plan_openvino,
+};

@@ -1,0 +1,74 @@
+//! Errors of the quantization kernels and the planner; each names the tensor (or matrix shape) involved.
+
+/// Why a tensor could not be quantized or planned.
+#[derive(Debug, thiserror::Error)]
+pub enum QuantError {
+    /// NaN or ±Inf in the weight; quantizing it would silently produce garbage.
+    #[error("tensor {tensor}: {count} non-finite value(s), first at flat index {first}")]
+    NonFinite { tensor: String, count: usize, first: usize },
+    /// `weight.len()` does not equal `n * k`.
+    #[error("tensor {tensor}: {len} values do not form a [{n}, {k}] matrix")]
+    ShapeMismatch { tensor: String, n: usize, k: usize, len: usize },
+    /// Parameters the kernel does not support (bits, block size, group size).
+    #[error("tensor {tensor}: unsupported parameters: {msg}")]
+    Unsupported { tensor: String, msg: String },
+    /// NNCF's `InvalidGroupSizeError`: K is not divisible by the group size and the fallback is `error`.
+    #[error(
+        "tensor {tensor} [{n}, {k}]: reduction dimension {k} is not divisible by group size {group_size} \
+         (NNCF InvalidGroupSizeError; use group size fallback `ignore` or `adjust`)"
+    )]
+    InvalidGroupSize { tensor: String, n: usize, k: usize, group_size: usize },
+    /// The checkpoint could not be read while planning (sensitivity needs the weights).
+    #[error("reading {tensor} for planning: {source}")]
+    Checkpoint {
+        tensor: String,
+        #[source]
+        source: oxport_hf::Error,
+    },
+    /// Options that contradict each other.
+    #[error("invalid quantization options: {0}")]
+    Options(String),
+}
+
+impl QuantError {
+    /// Kernels see an anonymous matrix (named `<matrix>` in their errors); callers that know the checkpoint
+    /// tensor rename it here: `quantize_nbits(..).map_err(|e| e.for_tensor(&info.name))`.
+    pub fn for_tensor(self, name: &str) -> Self {
+        let mut e = self;
+        match &mut e {
+            QuantError::NonFinite { tensor, .. }
+            | QuantError::ShapeMismatch { tensor, .. }
+            | QuantError::Unsupported { tensor, .. }
+            | QuantError::InvalidGroupSize { tensor, .. }
+            | QuantError::Checkpoint { tensor, .. } => {
+                if tensor == ANON {
+                    *tensor = name.to_string();
+                }
+            }
+            QuantError::Options(_) => {}
+        }
+        e
+    }
+}
+
+/// Kernel entry points take an anonymous matrix; this is the name they use in errors.
+pub(crate) const ANON: &str = "<matrix>";
+
+/// Check `weight` is `[n, k]` and finite; errors name `tensor`.
+pub(crate) fn check_matrix(tensor: &str, weight: &[f32], n: usize, k: usize) -> Result<(), QuantError> {
+    if weight.len() != n * k || n == 0 || k == 0 {
+        return Err(QuantError::ShapeMismatch { tensor: tensor.into(), n, k, len: weight.len() });
+    }
+    let mut count = 0;
+    let mut first = usize::MAX;
+    for (i, v) in weight.iter().enumerate() {
+        if !v.is_finite() {
+            count += 1;
+            first = first.min(i);
+        }
+    }
+    if count > 0 {
+        return Err(QuantError::NonFinite { tensor: tensor.into(), count, first });
+    }
+    Ok(())
+}

@@ -1,0 +1,204 @@
+//! Plan first, then execute: every checkpoint tensor gets a [`Scheme`] and a reason before any heavy work.
+//!
+//! [`plan_openvino`] reproduces what `optimum-cli export openvino` + NNCF 3.4 decide (shared/docs/openvino-ir.md
+//! §5, §6, §9); [`plan_onnx`] what the onnxruntime-genai builder decides (shared/docs/onnx-genai.md §1.8, §2.2).
+
+use oxport_hf::{Checkpoint, Role};
+
+use crate::error::QuantError;
+use crate::nbits::{NBitsParams, ScaleDtype};
+use crate::nncf::NncfMode;
+
+/// How one tensor is stored.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "scheme", rename_all = "snake_case")]
+pub enum Scheme {
+    /// Plain f32.
+    F32,
+    /// Plain IEEE f16 (round-to-nearest-even, see [`crate::fp16`]).
+    F16,
+    /// Kept in the checkpoint's own dtype (NNCF group-size fallback `ignore`: "kept with original precision").
+    Keep,
+    /// ONNX Runtime `MatMulNBits`.
+    NBits(NBitsParams),
+    /// NNCF weight compression; `group_size` `None` = per output channel.
+    Nncf { mode: NncfMode, group_size: Option<usize> },
+}
+
+/// One tensor's decision.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanEntry {
+    pub role: Role,
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub scheme: Scheme,
+    /// Why this scheme (the rule that fired), for `--dry-run`.
+    pub reason: String,
+    /// NNCF "ratio-defining" weight (a mixed-precision candidate).
+    pub ratio_defining: bool,
+    /// Data-free sensitivity score used for ranking (NNCF `weight_quantization_error`), when computed.
+    pub sensitivity: Option<f64>,
+}
+
+impl PlanEntry {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// One row of the NNCF-style statistics table.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct PrecisionStats {
+    /// e.g. `int4_sym, group size 128`, `int8_asym, per-channel`, `float`.
+    pub label: String,
+    pub params: usize,
+    pub layers: usize,
+    pub ratio_defining_params: usize,
+    pub ratio_defining_layers: usize,
+}
+
+/// Statistics over the weight layers (MatMul weights and the embedding), as NNCF prints them.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PlanStats {
+    pub total_params: usize,
+    pub total_layers: usize,
+    pub ratio_defining_params: usize,
+    pub ratio_defining_layers: usize,
+    /// Sorted by label.
+    pub rows: Vec<PrecisionStats>,
+}
+
+/// The whole plan, entries in the checkpoint's canonical order.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct QuantPlan {
+    pub entries: Vec<PlanEntry>,
+    pub stats: PlanStats,
+}
+
+impl QuantPlan {
+    /// The entry for `role`.
+    pub fn entry(&self, role: Role) -> Option<&PlanEntry> {
+        self.entries.iter().find(|e| e.role == role)
+    }
+}
+
+/// `--weight-format` of `optimum-cli export openvino`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OvWeightFormat {
+    Fp32,
+    Fp16,
+    Int8,
+    Int4,
+}
+
+/// NNCF `BackupMode`: what non-int4 weights get in an int4 export.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backup {
+    /// Keep in the original precision.
+    None,
+    Int8Sym,
+    Int8Asym,
+}
+
+/// NNCF `GroupSizeFallbackMode` for K not divisible by the group size (shared/docs/openvino-ir.md §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// `InvalidGroupSizeError` naming the weights selected for int4.
+    Error,
+    /// Drop such weights from the candidates; they keep the checkpoint precision.
+    Ignore,
+    /// Use the largest power of two dividing K if ≥ `min_adjusted_group_size`, else the backup.
+    Adjust,
+}
+
+/// Options mirroring `optimum-cli export openvino` / NNCF `compress_weights`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpenVinoPlanOptions {
+    pub weight_format: OvWeightFormat,
+    /// 128 by default; for int4 only.
+    pub group_size: usize,
+    /// Fraction of ratio-defining parameters in int4 (1.0 default).
+    pub ratio: f64,
+    /// int4_sym instead of int4_asym.
+    pub sym: bool,
+    /// Embedding and last MatMul become candidates too.
+    pub all_layers: bool,
+    pub backup_precision: Backup,
+    pub group_size_fallback: Fallback,
+    /// NNCF `min_adjusted_group_size` (32).
+    pub min_adjusted_group_size: usize,
+}
+
+impl Default for OpenVinoPlanOptions {
+    fn default() -> Self {
+        OpenVinoPlanOptions {
+            weight_format: OvWeightFormat::Int4,
+            group_size: 128,
+            ratio: 1.0,
+            sym: false,
+            all_layers: false,
+            backup_precision: Backup::Int8Asym,
+            group_size_fallback: Fallback::Error,
+            min_adjusted_group_size: 32,
+        }
+    }
+}
+
+/// `-p` of the onnxruntime-genai builder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    Int4,
+    Fp16,
+    Fp32,
+}
+
+/// Options mirroring the onnxruntime-genai builder's int4 path.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OnnxPlanOptions {
+    pub precision: Precision,
+    /// MatMulNBits block size (32 default).
+    pub block_size: usize,
+    pub symmetric: bool,
+    /// F32 for cpu, F16 for cuda.
+    pub scale_dtype: ScaleDtype,
+    /// lm_head as 8-bit MatMulNBits instead of 4-bit (builder `matmul_mixed_precision=last_matmul:int8`).
+    pub int8_lm_head: bool,
+    /// Fraction of ratio-defining parameters in 4-bit, the rest 8-bit MatMulNBits, ranked like NNCF.
+    pub ratio: Option<f64>,
+}
+
+impl Default for OnnxPlanOptions {
+    fn default() -> Self {
+        OnnxPlanOptions {
+            precision: Precision::Int4,
+            block_size: 32,
+            symmetric: true,
+            scale_dtype: ScaleDtype::F32,
+            int8_lm_head: false,
+            ratio: None,
+        }
+    }
+}
+
+/// Plan an OpenVINO IR export.
+pub fn plan_openvino(ckpt: &Checkpoint, opts: &OpenVinoPlanOptions) -> Result<QuantPlan, QuantError> {
+    let _ = (ckpt, opts);
+    unimplemented!()
+}
+
+/// Plan an ONNX (onnxruntime-genai layout) export.
+pub fn plan_onnx(ckpt: &Checkpoint, opts: &OnnxPlanOptions) -> Result<QuantPlan, QuantError> {
+    let _ = (ckpt, opts);
+    unimplemented!()
+}
+
+impl std::fmt::Display for QuantPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let _ = f;
+        unimplemented!()
+    }
+}
