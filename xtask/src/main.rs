@@ -1,5 +1,7 @@
 //! Project automation: `cargo xtask test|fixtures|codegen|bench`.
 
+mod bench;
+mod codegen;
 mod fixtures;
 mod test;
 
@@ -18,11 +20,17 @@ enum Command {
     Test(test::Args),
     /// Write the deterministic tiny Phi-3 fixtures (or, with --full-size DIR, a Phi-3-mini-4k-shaped checkpoint).
     Fixtures(fixtures::Args),
+    /// Regenerate the committed prost code for onnx.proto (`--check`: fail if it is stale).
+    Codegen(codegen::Args),
+    /// Export speed, memory and accuracy side by side with optimum-cli and the genai builder.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Test(args) => test::run(args),
         Command::Fixtures(args) => fixtures::run(args, &test::repo_root()),
+        Command::Codegen(args) => codegen::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

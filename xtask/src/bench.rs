@@ -1,0 +1,541 @@
+//! `cargo xtask bench`: export speed, memory and accuracy of oxport side by side with optimum-cli and the
+//! onnxruntime-genai model builder, on the same machine in the same run.
+//!
+//! Every case runs as a child process under the same measurement: wall time, CPU time (wait4 rusage), peak RSS
+//! of the whole process tree (sampled from /proc every 20 ms, summed over descendants), bytes read and written
+//! (this process's /proc/self/io delta, which includes reaped children), and the output folder's size. The I/O
+//! floor (reading the input once and writing a file of the output's size) shows how close a case is to the limit.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::test::{repo_root, run_checked};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint folder to export. Default: the full-size random Phi-3-mini-4k shape, created once under
+    /// `.cache/phi3-mini-4k-random` by `cargo xtask fixtures --full-size`.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Also run optimum-cli and the onnxruntime-genai builder (creates `.venv-peers` from PyPI once).
+    #[arg(long)]
+    peers: bool,
+    /// Quick check on the bundled tiny fixture, no peers, 2 threads (part of `cargo xtask test`).
+    #[arg(long)]
+    smoke: bool,
+    /// Only run the cases whose name contains this string (e.g. `ov-int4`).
+    #[arg(long)]
+    only: Option<String>,
+    /// Thread counts to run oxport with.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Perplexity of each export on the fixed evaluation text via `oxport validate` (for real checkpoints).
+    #[arg(long)]
+    accuracy: bool,
+    /// Markdown report; JSON is written beside it with the `.json` extension.
+    #[arg(long, default_value = "target/bench/results.md")]
+    out: PathBuf,
+}
+
+/// One export case: oxport's command line and the equivalent peer command, if any.
+struct Case {
+    name: &'static str,
+    oxport: &'static [&'static str],
+    peer: Option<Peer>,
+}
+
+#[derive(Clone, Copy)]
+enum Peer {
+    OptimumCli(&'static [&'static str]),
+    GenaiBuilder(&'static [&'static str]),
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "ov-int4-sym-g128-r0.6",
+        oxport: &["export", "openvino", "--task", "text-generation-with-past", "--weight-format", "int4",
+            "--group-size", "128", "--ratio", "0.6", "--sym"],
+        peer: Some(Peer::OptimumCli(&["--task", "text-generation-with-past", "--weight-format", "int4",
+            "--group-size", "128", "--ratio", "0.6", "--sym"])),
+    },
+    Case {
+        name: "ov-fp16",
+        oxport: &["export", "openvino", "--task", "text-generation-with-past", "--weight-format", "fp16"],
+        peer: Some(Peer::OptimumCli(&["--task", "text-generation-with-past", "--weight-format", "fp16"])),
+    },
+    Case {
+        name: "ov-int8",
+        oxport: &["export", "openvino", "--task", "text-generation-with-past", "--weight-format", "int8"],
+        peer: Some(Peer::OptimumCli(&["--task", "text-generation-with-past", "--weight-format", "int8"])),
+    },
+    Case {
+        name: "onnx-int4-b32",
+        oxport: &["export", "onnx", "--precision", "int4", "--execution-provider", "cpu", "--block-size", "32"],
+        peer: Some(Peer::GenaiBuilder(&["-p", "int4", "-e", "cpu"])),
+    },
+    Case {
+        name: "onnx-int4-b128",
+        oxport: &["export", "onnx", "--precision", "int4", "--execution-provider", "cpu", "--block-size", "128"],
+        peer: Some(Peer::GenaiBuilder(&["-p", "int4", "-e", "cpu", "--extra_options", "int4_block_size=128"])),
+    },
+    Case {
+        // The builder accepts fp16 only for GPU EPs; both sides write the CUDA variant (same graph, fp16 I/O).
+        name: "onnx-fp16",
+        oxport: &["export", "onnx", "--precision", "fp16", "--execution-provider", "cuda"],
+        peer: Some(Peer::GenaiBuilder(&["-p", "fp16", "-e", "cuda"])),
+    },
+    Case {
+        name: "onnx-fp32",
+        oxport: &["export", "onnx", "--precision", "fp32", "--execution-provider", "cpu"],
+        peer: Some(Peer::GenaiBuilder(&["-p", "fp32", "-e", "cpu"])),
+    },
+];
+
+/// Peer versions pinned to those the reference exports in `fixtures/reference/` were made with.
+const PEER_REQUIREMENTS: &str = "\
+optimum-intel==2.2.0
+optimum==2.3.0
+nncf==3.4.0
+openvino==2026.4.1
+openvino-tokenizers==2026.4.1.0
+onnxruntime==1.32.0
+onnxruntime-genai==0.18.0
+onnx==1.23.2
+onnx-ir==1.1.0
+transformers==5.5.4
+torch==2.15.0
+accelerate
+sentencepiece
+";
+
+#[derive(Serialize, Clone, Default)]
+pub struct Measurement {
+    pub tool: String,
+    pub case: String,
+    pub threads: Option<usize>,
+    pub ok: bool,
+    pub wall_secs: f64,
+    pub cpu_secs: f64,
+    pub peak_rss_tree_bytes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub output_bytes: u64,
+    pub perplexity: Option<f64>,
+    pub log: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    date: String,
+    machine: Machine,
+    model: String,
+    model_bytes: u64,
+    io_floor_read_secs: f64,
+    peer_versions: Vec<(String, String)>,
+    results: Vec<Measurement>,
+}
+
+#[derive(Serialize)]
+struct Machine {
+    cores: usize,
+    ram_gib: f64,
+    cpu: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = repo_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
+    let oxport = root.join("target/release/oxport");
+
+    let model = match (&args.model, args.smoke) {
+        (Some(m), _) => m.clone(),
+        (None, true) => root.join("fixtures/tiny"),
+        (None, false) => ensure_full_size(&root)?,
+    };
+    let model = model.canonicalize().with_context(|| format!("model folder {}", model.display()))?;
+    let work = root.join("target/bench/work");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+
+    let peers_python = if args.peers && !args.smoke { Some(ensure_peer_venv(&root)?) } else { None };
+    let threads = if args.smoke { vec![2] } else { args.threads.clone() };
+
+    let model_bytes = dir_size(&model);
+    let io_floor_read_secs = time_read_dir(&model)?;
+    let mut results = Vec::new();
+    for case in CASES {
+        if args.only.as_deref().is_some_and(|o| !case.name.contains(o)) {
+            continue;
+        }
+        for &t in &threads {
+            let out = work.join(format!("oxport-{}-t{t}", case.name));
+            let mut cmd = Command::new(&oxport);
+            cmd.args(case.oxport).arg("--model").arg(&model).arg(&out).env("RAYON_NUM_THREADS", t.to_string());
+            eprintln!("bench: oxport {} ({t} threads)", case.name);
+            let mut m = measure(cmd, &out, &work.join(format!("oxport-{}-t{t}.log", case.name)))?;
+            m.tool = "oxport".into();
+            m.case = case.name.into();
+            m.threads = Some(t);
+            if args.smoke && !m.ok {
+                bail!("smoke bench: oxport {} failed:\n{}", case.name, m.log);
+            }
+            if args.accuracy && m.ok {
+                m.perplexity = perplexity(&oxport, &out, &model, &root);
+            }
+            results.push(m);
+            let _ = fs::remove_dir_all(&out);
+        }
+        if let (Some(py), Some(peer)) = (&peers_python, case.peer) {
+            let out = work.join(format!("peer-{}", case.name));
+            let (tool, mut cmd) = peer_command(py, peer, &model, &out, &work);
+            eprintln!("bench: {tool} {} (this can take minutes)", case.name);
+            let mut m = measure(cmd_with_threads(&mut cmd), &out, &work.join(format!("peer-{}.log", case.name)))?;
+            m.tool = tool.into();
+            m.case = case.name.into();
+            if args.accuracy && m.ok {
+                m.perplexity = perplexity(&oxport, &out, &model, &root);
+            }
+            results.push(m);
+            let _ = fs::remove_dir_all(&out);
+        }
+    }
+
+    let report = Report {
+        date: String::from_utf8_lossy(&Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout)
+            .trim()
+            .to_string(),
+        machine: machine(),
+        model: model.display().to_string(),
+        model_bytes,
+        io_floor_read_secs,
+        peer_versions: peers_python.as_deref().map(peer_versions).unwrap_or_default(),
+        results,
+    };
+    let md = render_markdown(&report)?;
+    let out = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
+    if let Some(parent) = out.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::write(&out, &md)?;
+    fs::write(out.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
+    println!("{md}");
+    eprintln!("bench: wrote {} and {}", out.display(), out.with_extension("json").display());
+    let failed: Vec<_> = report.results.iter().filter(|m| !m.ok).map(|m| format!("{} {}", m.tool, m.case)).collect();
+    if !failed.is_empty() {
+        eprintln!("bench: failed cases (logs under {}): {}", work.display(), failed.join(", "));
+    }
+    Ok(())
+}
+
+fn cmd_with_threads(cmd: &mut Command) -> Command {
+    let mut c = Command::new(cmd.get_program());
+    c.args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        if let Some(v) = v {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+fn ensure_full_size(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(".cache/phi3-mini-4k-random");
+    if dir.join("model.safetensors.index.json").exists() {
+        return Ok(dir);
+    }
+    eprintln!("bench: creating the full-size random Phi-3-mini-4k checkpoint in {} (once)", dir.display());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_checked(
+        Command::new(&cargo)
+            .current_dir(root)
+            .args(["run", "--quiet", "--release", "-p", "xtask", "--", "fixtures", "--full-size"])
+            .arg(&dir),
+    )?;
+    Ok(dir)
+}
+
+fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
+    let venv = root.join(".venv-peers");
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".oxport-requirements");
+    if python.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(PEER_REQUIREMENTS) {
+        return Ok(python);
+    }
+    eprintln!("bench: creating {} with the peers from PyPI (once; several GB with torch)", venv.display());
+    if !python.exists() {
+        run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let req = venv.join("requirements.txt");
+    fs::write(&req, PEER_REQUIREMENTS)?;
+    run_checked(Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check", "-r"]).arg(&req))?;
+    fs::write(&stamp, PEER_REQUIREMENTS)?;
+    Ok(python)
+}
+
+fn peer_command(python: &Path, peer: Peer, model: &Path, out: &Path, work: &Path) -> (&'static str, Command) {
+    let bin = python.parent().expect("venv bin");
+    match peer {
+        Peer::OptimumCli(args) => {
+            let mut c = Command::new(bin.join("optimum-cli"));
+            c.args(["export", "openvino", "--model"]).arg(model).args(args).arg(out);
+            c.env("HF_HUB_OFFLINE", "1");
+            ("optimum-cli", c)
+        }
+        Peer::GenaiBuilder(args) => {
+            let mut c = Command::new(python);
+            c.args(["-m", "onnxruntime_genai.models.builder", "-i"])
+                .arg(model)
+                .arg("-o")
+                .arg(out)
+                .arg("-c")
+                .arg(work.join("genai-cache"))
+                .args(args);
+            c.env("HF_HUB_OFFLINE", "1");
+            ("genai-builder", c)
+        }
+    }
+}
+
+fn peer_versions(python: &Path) -> Vec<(String, String)> {
+    let script = "import importlib.metadata as m\nfor p in ['optimum-intel','nncf','openvino','onnxruntime-genai','onnxruntime','torch','transformers']:\n  print(p, m.version(p))";
+    Command::new(python)
+        .args(["-c", script])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn perplexity(oxport: &Path, export: &Path, model: &Path, root: &Path) -> Option<f64> {
+    let text = root.join("fixtures/eval_text.txt");
+    let json = export.with_extension("validate.json");
+    let status = Command::new(oxport)
+        .arg("validate")
+        .arg(export)
+        .arg("--reference")
+        .arg(model)
+        .args(["--device", "cpu", "--text"])
+        .arg(&text)
+        .arg("--json")
+        .arg(&json)
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
+    let _ = status;
+    let v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json).ok()?).ok()?;
+    find_number(&v, "perplexity")
+}
+
+fn find_number(v: &serde_json::Value, key: &str) -> Option<f64> {
+    match v {
+        serde_json::Value::Object(o) => {
+            o.get(key).and_then(|x| x.as_f64()).or_else(|| o.values().find_map(|x| find_number(x, key)))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_number(x, key)),
+        _ => None,
+    }
+}
+
+/// Run `cmd`, sampling the RSS of its whole process tree until it exits.
+fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement> {
+    let log = fs::File::create(log_path)?;
+    cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+    let io_before = self_io();
+    let start = Instant::now();
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id() as i32;
+    let mut peak = 0u64;
+    let mut last_note = Instant::now();
+    let (status, rusage) = loop {
+        let mut status = 0i32;
+        // SAFETY: plain wait4 on our own child with valid out-pointers.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+        if r == pid {
+            break (status, ru);
+        }
+        if r < 0 {
+            bail!("wait4 failed: {}", std::io::Error::last_os_error());
+        }
+        peak = peak.max(tree_rss(pid));
+        if last_note.elapsed() > Duration::from_secs(15) {
+            eprintln!("bench:   … {:.0} s, RSS {:.2} GB", start.elapsed().as_secs_f64(), tree_rss(pid) as f64 / 1e9);
+            last_note = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let wall_secs = start.elapsed().as_secs_f64();
+    let io_after = self_io();
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // ru_maxrss (KiB) is the largest single process; the sampled tree sum catches multi-process peers.
+    let peak = peak.max(rusage.ru_maxrss as u64 * 1024);
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let log_text = fs::read_to_string(log_path).unwrap_or_default();
+    let tail: String = log_text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    Ok(Measurement {
+        ok,
+        wall_secs,
+        cpu_secs: tv(rusage.ru_utime) + tv(rusage.ru_stime),
+        peak_rss_tree_bytes: peak,
+        read_bytes: io_after.0.saturating_sub(io_before.0),
+        write_bytes: io_after.1.saturating_sub(io_before.1),
+        output_bytes: dir_size(out),
+        log: tail,
+        ..Default::default()
+    })
+}
+
+/// (read_bytes + rchar-from-page-cache not counted, write_bytes) of this process including reaped children.
+fn self_io() -> (u64, u64) {
+    let text = fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()))
+            .unwrap_or(0)
+    };
+    (field("rchar:"), field("wchar:"))
+}
+
+/// Sum of VmRSS over `root` and all its descendants.
+fn tree_rss(root: i32) -> u64 {
+    let mut parent_of = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+            // The command name may hold spaces and parentheses: fields start after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+            let mut it = rest.split_whitespace();
+            let _state = it.next();
+            let Some(ppid) = it.next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        tree.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    tree.iter()
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .sum()
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let Ok(meta) = fs::metadata(p) else { return 0 };
+    if meta.is_file() {
+        return meta.len();
+    }
+    fs::read_dir(p).map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum()).unwrap_or(0)
+}
+
+/// Seconds to read every file of the input once (page cache as it is: the exporters see the same cache).
+fn time_read_dir(dir: &Path) -> Result<f64> {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 1 << 20];
+    for e in fs::read_dir(dir)?.flatten() {
+        if e.path().is_file() {
+            let mut f = fs::File::open(e.path())?;
+            while f.read(&mut buf)? > 0 {}
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Seconds to write `bytes` to a fresh file (no fsync, like the exporters).
+fn time_write(dir: &Path, bytes: u64) -> Result<f64> {
+    let path = dir.join("io-floor.tmp");
+    let buf = vec![0x5au8; 1 << 20];
+    let start = Instant::now();
+    let mut f = std::io::BufWriter::new(fs::File::create(&path)?);
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        f.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    f.flush()?;
+    drop(f);
+    let secs = start.elapsed().as_secs_f64();
+    fs::remove_file(&path)?;
+    Ok(secs)
+}
+
+fn machine() -> Machine {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_default();
+    let ram_kb = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
+        .unwrap_or(0.0);
+    Machine { cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), ram_gib: ram_kb / 1024.0 / 1024.0, cpu }
+}
+
+fn render_markdown(r: &Report) -> Result<String> {
+    let work = repo_root().join("target/bench/work");
+    let mut s = String::new();
+    use std::fmt::Write as _;
+    writeln!(s, "Measured {} on {} cores, {:.0} GiB RAM ({}).", r.date, r.machine.cores, r.machine.ram_gib, r.machine.cpu)?;
+    writeln!(s, "Model: `{}` ({:.2} GB). Reading it once takes {:.2} s.", r.model, r.model_bytes as f64 / 1e9, r.io_floor_read_secs)?;
+    if !r.peer_versions.is_empty() {
+        let v: Vec<String> = r.peer_versions.iter().map(|(a, b)| format!("{a} {b}")).collect();
+        writeln!(s, "Peers: {}.", v.join(", "))?;
+    }
+    writeln!(s)?;
+    writeln!(s, "| case | tool | threads | ok | wall s | CPU s | peak RSS GB | out GB | I/O floor s | × floor | peer ÷ oxport time | peer ÷ oxport RSS | ppl |")?;
+    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for m in &r.results {
+        let floor = r.io_floor_read_secs + time_write(&work, m.output_bytes).unwrap_or(0.0);
+        let best_oxport = r
+            .results
+            .iter()
+            .filter(|o| o.tool == "oxport" && o.case == m.case && o.ok)
+            .min_by(|a, b| a.wall_secs.total_cmp(&b.wall_secs));
+        let (rt, rm) = match (m.tool != "oxport", best_oxport) {
+            (true, Some(o)) if m.ok => (
+                format!("{:.1}×", m.wall_secs / o.wall_secs),
+                format!("{:.1}×", m.peak_rss_tree_bytes as f64 / o.peak_rss_tree_bytes.max(1) as f64),
+            ),
+            _ => (String::new(), String::new()),
+        };
+        writeln!(
+            s,
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
+            m.case,
+            m.tool,
+            m.threads.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+            if m.ok { "yes" } else { "FAILED" },
+            m.wall_secs,
+            m.cpu_secs,
+            m.peak_rss_tree_bytes as f64 / 1e9,
+            m.output_bytes as f64 / 1e9,
+            floor,
+            m.wall_secs / floor.max(1e-9),
+            rt,
+            rm,
+            m.perplexity.map(|p| format!("{p:.3}")).unwrap_or_default(),
+        )?;
+    }
+    Ok(s)
+}
