@@ -1,0 +1,340 @@
+//! Plan, then stream: one checkpoint tensor at a time is decoded, quantized and appended to
+//! `model.onnx.data` inside a temporary folder beside the output, which is renamed into place at the end
+//! (style.md rule 8). Any error removes the temporary folder, so a failed export leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oxport_hf::{Checkpoint, Role};
+use oxport_quant::{QuantPlan, Scheme, plan_onnx};
+use prost::Message;
+
+use crate::error::{OnnxError, Result, io};
+use crate::external::ExternalData;
+use crate::genai_config::{genai_config, to_pretty_json};
+use crate::graph::{self, COS_CACHE, GraphLayout, LinearForm, SIN_CACHE, WeightItem};
+use crate::options::{ExportOptions, Precision};
+use crate::progress::Progress;
+use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
+use crate::rope::rope_caches;
+use crate::weights::{Initializer, linear_initializers};
+
+pub const MODEL_FILE: &str = "model.onnx";
+pub const DATA_FILE: &str = "model.onnx.data";
+pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
+/// Default-domain opset. Builder HEAD writes 21 (shared/docs/onnx-genai.md §1.1); builder 0.18.0 writes 22
+/// (`fixtures/reference/ort/ort_summary.txt`). Every op used has the same definition in both; 21 also loads
+/// in ORT 1.18–1.19.
+pub const OPSET: i64 = 21;
+/// IR 10 (ONNX 1.16) introduced INT4/UINT4 (onnx.proto `IR_VERSION_2024_3_25`).
+pub const IR_VERSION: i64 = 10;
+
+/// Files copied verbatim from the checkpoint when present (tokenizer, chat template, HF configs).
+pub const COPIED_FILES: &[&str] = &[
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
+];
+
+/// What an export wrote.
+#[derive(Clone, Debug)]
+pub struct ExportSummary {
+    pub output: PathBuf,
+    /// File name → size in bytes, sorted by name.
+    pub files: BTreeMap<String, u64>,
+    pub initializers: usize,
+    pub nodes: usize,
+}
+
+/// The quantization plan for `opts` (printable with `--dry-run`).
+pub fn plan(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<QuantPlan> {
+    opts.validate()?;
+    plan_onnx(ckpt, &opts.plan_options()).map_err(OnnxError::Plan)
+}
+
+/// The graph for `plan` (no weights are read).
+pub fn layout(ckpt: &Checkpoint, opts: &ExportOptions, plan: &QuantPlan) -> Result<GraphLayout> {
+    let mut forms = BTreeMap::new();
+    for entry in plan.entries.iter().filter(|e| e.role.is_matmul()) {
+        let form = match entry.scheme {
+            Scheme::F32 | Scheme::F16 | Scheme::Keep => LinearForm::Float,
+            Scheme::NBits(p) if opts.qdq => {
+                if p.bits != 4 {
+                    return Err(OnnxError::UnsupportedScheme {
+                        tensor: entry.name.clone(),
+                        scheme: format!(
+                            "{}-bit Q/DQ (only 4-bit DequantizeLinear is written)",
+                            p.bits
+                        ),
+                    });
+                }
+                LinearForm::Qdq(p)
+            }
+            Scheme::NBits(p) => LinearForm::NBits(p),
+            Scheme::Nncf { .. } => {
+                return Err(OnnxError::UnsupportedScheme {
+                    tensor: entry.name.clone(),
+                    scheme: format!("{:?}", entry.scheme),
+                });
+            }
+        };
+        forms.insert(entry.role, form);
+    }
+    // Tied embeddings: the plan may have no LmHead entry; lm_head then follows the precision.
+    let default_form = match opts.precision {
+        Precision::Int4 => None,
+        Precision::Fp16 | Precision::Fp32 => Some(LinearForm::Float),
+    };
+    for role in Role::all_for(ckpt.config())
+        .into_iter()
+        .filter(Role::is_matmul)
+    {
+        if !forms.contains_key(&role) {
+            match default_form {
+                Some(f) => {
+                    forms.insert(role, f);
+                }
+                None => {
+                    return Err(OnnxError::UnsupportedScheme {
+                        tensor: role.name(),
+                        scheme: "no plan entry".into(),
+                    });
+                }
+            }
+        }
+    }
+    let form_for = |role: Role| forms[&role];
+    Ok(graph::build(ckpt.config(), opts, &form_for))
+}
+
+/// Removes the temporary folder unless the export completed.
+struct TempDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// `.{name}.oxport-tmp-{pid}` in the output's parent folder (same filesystem, so the final rename is atomic).
+pub fn temp_dir_for(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(format!(".{name}.oxport-tmp-{}", std::process::id()))
+}
+
+/// Export `ckpt` to `output` (which must not exist, or be an empty folder).
+pub fn export(
+    ckpt: &Checkpoint,
+    opts: &ExportOptions,
+    output: &Path,
+    progress: &dyn Progress,
+) -> Result<ExportSummary> {
+    if output.exists() {
+        let empty = output.is_dir()
+            && std::fs::read_dir(output)
+                .map_err(io(output))?
+                .next()
+                .is_none();
+        if !empty {
+            return Err(OnnxError::OutputExists(output.to_path_buf()));
+        }
+    }
+    let plan = plan(ckpt, opts)?;
+    let layout = layout(ckpt, opts, &plan)?;
+
+    let tmp = TempDir {
+        path: temp_dir_for(output),
+        keep: false,
+    };
+    if tmp.path.exists() {
+        std::fs::remove_dir_all(&tmp.path).map_err(io(&tmp.path))?;
+    }
+    if let Some(parent) = tmp.path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::create_dir(&tmp.path).map_err(io(&tmp.path))?;
+
+    let initializers = write_weights(ckpt, opts, &layout, &tmp.path, progress)?;
+    progress.finishing();
+    let n_init = initializers.len();
+    let n_nodes = layout.nodes.len();
+    write_model(&tmp.path, layout, initializers)?;
+
+    let config = genai_config(ckpt.config(), ckpt.dir(), opts, MODEL_FILE)?;
+    let path = tmp.path.join(GENAI_CONFIG_FILE);
+    std::fs::write(&path, to_pretty_json(&config)?).map_err(io(&path))?;
+    for name in COPIED_FILES {
+        let src = ckpt.dir().join(name);
+        if src.is_file() {
+            let dst = tmp.path.join(name);
+            std::fs::copy(&src, &dst).map_err(io(&dst))?;
+        }
+    }
+
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&tmp.path).map_err(io(&tmp.path))? {
+        let entry = entry.map_err(io(&tmp.path))?;
+        let len = entry.metadata().map_err(io(&entry.path()))?.len();
+        files.insert(entry.file_name().to_string_lossy().into_owned(), len);
+    }
+    if output.exists() {
+        std::fs::remove_dir(output).map_err(io(output))?;
+    }
+    std::fs::rename(&tmp.path, output).map_err(io(output))?;
+    let mut tmp = tmp;
+    tmp.keep = true;
+    Ok(ExportSummary {
+        output: output.to_path_buf(),
+        files,
+        initializers: n_init,
+        nodes: n_nodes,
+    })
+}
+
+/// Stream every weight of `layout.weight_order` into `model.onnx.data`.
+fn write_weights(
+    ckpt: &Checkpoint,
+    opts: &ExportOptions,
+    layout: &GraphLayout,
+    dir: &Path,
+    progress: &dyn Progress,
+) -> Result<Vec<TensorProto>> {
+    let c = ckpt.config();
+    let io_dtype = opts.io_dtype();
+    let total: usize = layout
+        .weight_order
+        .iter()
+        .map(|w| match w {
+            WeightItem::Embedding { .. } | WeightItem::Norm(_) => 1,
+            WeightItem::RopeCaches => 2,
+            WeightItem::Linear(l) => l.initializer_names().len(),
+        })
+        .sum();
+    progress.start(total);
+    let mut data = ExternalData::create(dir, DATA_FILE)?;
+    let mut out = Vec::with_capacity(total);
+    let mut emit = |data: &mut ExternalData, init: Initializer| -> Result<()> {
+        let t = data.append(&init.name, init.elem, &init.dims, &init.bytes)?;
+        progress.tensor_written(&init.name, init.bytes.len() as u64);
+        out.push(t);
+        Ok(())
+    };
+    // gate_proj and up_proj are two row ranges of one checkpoint tensor: decode it once.
+    let mut cached: Option<(Role, Vec<f32>)> = None;
+    for item in &layout.weight_order {
+        match item {
+            WeightItem::Embedding { name } => {
+                let w = read_checked(ckpt, Role::Embedding)?;
+                let init = Initializer {
+                    name: name.clone(),
+                    elem: io_dtype.onnx(),
+                    dims: vec![c.vocab_size, c.hidden_size],
+                    bytes: io_dtype.bytes(&w),
+                };
+                emit(&mut data, init)?;
+            }
+            WeightItem::RopeCaches => {
+                let r = rope_caches(c, None, c.max_position_embeddings);
+                for (name, values) in [(COS_CACHE, &r.cos), (SIN_CACHE, &r.sin)] {
+                    let init = Initializer {
+                        name: name.to_string(),
+                        elem: io_dtype.onnx(),
+                        dims: vec![r.rows, r.half_dim],
+                        bytes: io_dtype.bytes(values),
+                    };
+                    emit(&mut data, init)?;
+                }
+            }
+            WeightItem::Norm(n) => {
+                let w = read_checked(ckpt, n.role)?;
+                let init = Initializer {
+                    name: n.name.clone(),
+                    elem: io_dtype.onnx(),
+                    dims: vec![w.len()],
+                    bytes: io_dtype.bytes(&w),
+                };
+                emit(&mut data, init)?;
+            }
+            WeightItem::Linear(spec) => {
+                if cached.as_ref().is_none_or(|(r, _)| *r != spec.role) {
+                    drop(cached.take()); // free the previous tensor before decoding the next
+                    cached = Some((spec.role, read_checked(ckpt, spec.role)?));
+                }
+                let (_, w) = cached.as_ref().expect("just filled");
+                let rows = &w[spec.rows.start * spec.k..spec.rows.end * spec.k];
+                for init in linear_initializers(spec, rows, io_dtype)? {
+                    emit(&mut data, init)?;
+                }
+            }
+        }
+    }
+    data.finish()?;
+    Ok(out)
+}
+
+/// Decode `role` to f32 (NaN/Inf refused by oxport-hf) and check its shape against the config.
+fn read_checked(ckpt: &Checkpoint, role: Role) -> Result<Vec<f32>> {
+    let expected = role.expected_shape(ckpt.config());
+    if let Some(view) = ckpt.view(role)
+        && view.info.shape != expected
+    {
+        return Err(OnnxError::Shape {
+            tensor: view.info.name.clone(),
+            actual: view.info.shape.clone(),
+            expected,
+        });
+    }
+    Ok(ckpt.read_f32(role)?)
+}
+
+/// The ModelProto header the builder writes (`Model.__init__`), with our producer.
+fn write_model(dir: &Path, layout: GraphLayout, initializers: Vec<TensorProto>) -> Result<()> {
+    let graph = GraphProto {
+        node: layout.nodes,
+        name: Some("main_graph".into()),
+        initializer: initializers,
+        input: layout.inputs,
+        output: layout.outputs,
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: Some(IR_VERSION),
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(OPSET),
+            },
+            OperatorSetIdProto {
+                domain: Some(graph::MS_DOMAIN.into()),
+                version: Some(1),
+            },
+        ],
+        producer_name: Some("oxport".into()),
+        producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let bytes = model.encode_to_vec();
+    if bytes.len() > i32::MAX as usize {
+        return Err(OnnxError::TooLarge { bytes: bytes.len() });
+    }
+    let path = dir.join(MODEL_FILE);
+    std::fs::write(&path, bytes).map_err(io(&path))
+}

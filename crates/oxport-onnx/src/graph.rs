@@ -1,0 +1,765 @@
+//! The Phi-3 decoder graph exactly as the onnxruntime-genai builder (0.18.0, `builders/base.py::Model`)
+//! emits it for cpu/cuda: node order, node and value names, attributes and graph I/O. Shape and naming rules
+//! are from shared/docs/onnx-genai.md §1.3–§1.7 and checked against `fixtures/reference/ort/*/model.onnx`.
+//!
+//! Weights are not touched here: the graph names every initializer through [`LinearSpec`] / [`NormSpec`], and
+//! the exporter streams their bytes into `model.onnx.data` in [`GraphLayout::weight_order`].
+
+use oxport_hf::{Phi3Config, Role};
+use oxport_quant::NBitsParams;
+
+use crate::options::{ExportOptions, IoDtype};
+use crate::proto::{GraphProto, NodeProto, ValueInfoProto, tensor_proto::DataType};
+use crate::protoutil::{Attr, Dim, f16_bytes, f32_bytes, node, raw_tensor, value_info};
+use crate::rope::{RopeCaches, rope_caches};
+
+pub const MS_DOMAIN: &str = "com.microsoft";
+const MASK: &str = "/model/attn_mask_reformat/attn_mask_subgraph";
+pub const COS_CACHE: &str = "cos_cache";
+pub const SIN_CACHE: &str = "sin_cache";
+
+/// How one linear layer's weight is stored and consumed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LinearForm {
+    /// `MatMul` with the weight transposed to `[K, N]` in the I/O dtype (`make_matmul_float`).
+    Float,
+    /// com.microsoft `MatMulNBits` (ORT `matmul_nbits_quantizer.py`, QOperator format).
+    NBits(NBitsParams),
+    /// `DequantizeLinear` (blocked along K, axis 0) + `MatMul` (the same quantizer's QDQ format).
+    Qdq(NBitsParams),
+}
+
+/// One MatMul of the graph and the slice of the checkpoint tensor it multiplies by.
+#[derive(Clone, Debug)]
+pub struct LinearSpec {
+    pub role: Role,
+    /// Rows `[start, end)` of the HF `[out, in]` weight (gate and up share `gate_up_proj`).
+    pub rows: std::ops::Range<usize>,
+    /// The float node name, e.g. `/model/layers.0/attn/qkv_proj/MatMul`.
+    pub node_base: String,
+    pub k: usize,
+    pub n: usize,
+    pub form: LinearForm,
+}
+
+impl LinearSpec {
+    /// `name[1:].replace("/", ".") + ".weight"` (`make_matmul_float`).
+    pub fn weight_name(&self) -> String {
+        format!("{}.weight", self.node_base[1..].replace('/', "."))
+    }
+
+    /// The initializers this linear needs, in the order the exporter writes them.
+    pub fn initializer_names(&self) -> Vec<String> {
+        let w = self.weight_name();
+        match self.form {
+            LinearForm::Float => vec![w],
+            LinearForm::NBits(p) => {
+                let mut v = vec![format!("{w}_Q{}", p.bits), format!("{w}_scales")];
+                if !p.symmetric {
+                    v.push(format!("{w}_zero_points"));
+                }
+                v
+            }
+            LinearForm::Qdq(p) => {
+                let mut v = vec![format!("{w}_DQ_Q{}", p.bits), format!("{w}_DQ_scales")];
+                if !p.symmetric {
+                    v.push(format!("{w}_DQ_zero_points"));
+                }
+                v
+            }
+        }
+    }
+}
+
+/// One RMSNorm gamma.
+#[derive(Clone, Debug)]
+pub struct NormSpec {
+    pub role: Role,
+    pub name: String,
+}
+
+/// What the exporter writes, in this order.
+#[derive(Clone, Debug)]
+pub enum WeightItem {
+    Embedding {
+        name: String,
+    },
+    Norm(NormSpec),
+    Linear(LinearSpec),
+    /// `cos_cache` and `sin_cache` initializers (absent with LongRoPE, whose caches live in the If branches).
+    RopeCaches,
+}
+
+/// The graph without initializers, plus the list of weights to stream.
+#[derive(Clone, Debug)]
+pub struct GraphLayout {
+    pub nodes: Vec<NodeProto>,
+    pub inputs: Vec<ValueInfoProto>,
+    pub outputs: Vec<ValueInfoProto>,
+    pub weight_order: Vec<WeightItem>,
+}
+
+impl IoDtype {
+    pub fn onnx(self) -> DataType {
+        match self {
+            IoDtype::F32 => DataType::Float,
+            IoDtype::F16 => DataType::Float16,
+        }
+    }
+
+    pub fn bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            IoDtype::F32 => f32_bytes(values),
+            IoDtype::F16 => f16_bytes(values),
+        }
+    }
+}
+
+/// Whether the builder would pick `Phi3MiniLongRoPEModel` (builder.py `create_model`): context extended past
+/// `original_max_position_embeddings` with LongRoPE factors.
+pub fn uses_longrope(c: &Phi3Config) -> bool {
+    c.max_position_embeddings != c.original_max_position_embeddings
+        && c.rope_scaling
+            .as_ref()
+            .is_some_and(|r| !r.short_factor.is_empty())
+}
+
+struct Builder<'a> {
+    c: &'a Phi3Config,
+    opts: &'a ExportOptions,
+    io: IoDtype,
+    nodes: Vec<NodeProto>,
+    constants: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, n: NodeProto) {
+        self.nodes.push(n);
+    }
+
+    /// `make_constant`: a Constant node `/model/constant_nodes/{DTYPE}/{value}` with output
+    /// `/model/constants/{DTYPE}/{value}`, made once, where first used.
+    fn constant_i64(&mut self, values: &[i64], scalar: bool) -> String {
+        let text = if scalar {
+            values[0].to_string()
+        } else {
+            format!(
+                "[{}]",
+                values
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        self.constant(
+            "INT64",
+            &text,
+            DataType::Int64,
+            if scalar { vec![] } else { vec![values.len()] },
+            { values.iter().flat_map(|v| v.to_le_bytes()).collect() },
+        )
+    }
+
+    fn constant(
+        &mut self,
+        dtype: &str,
+        text: &str,
+        elem: DataType,
+        dims: Vec<usize>,
+        raw: Vec<u8>,
+    ) -> String {
+        let out = format!("/model/constants/{dtype}/{text}");
+        if !self.constants.contains(&out) {
+            let name = format!("/model/constant_nodes/{dtype}/{text}");
+            let t = raw_tensor(&out, elem, &dims, raw);
+            self.push(node(
+                "Constant",
+                &name,
+                "",
+                &[],
+                &[&out],
+                vec![("value", Attr::Tensor(t))],
+            ));
+            self.constants.push(out.clone());
+        }
+        out
+    }
+
+    /// `make_attention_mask_reformatting_for_gqa` (§1.4): seqlens_k = int32(ReduceSum(mask, 1) - 1),
+    /// total_sequence_length = int32(Shape(mask)[1]).
+    fn mask_subgraph(&mut self) -> (String, String) {
+        let one = self.constant_i64(&[1], false);
+        let reduce = format!("{MASK}/ReduceSum");
+        self.push(node(
+            "ReduceSum",
+            &reduce,
+            "",
+            &["attention_mask", &one],
+            &[&format!("{reduce}/output_0")],
+            vec![("keepdims", Attr::Int(0))],
+        ));
+        let sub = format!("{MASK}/Sub");
+        self.push(node(
+            "Sub",
+            &sub,
+            "",
+            &[&format!("{reduce}/output_0"), &one],
+            &[&format!("{sub}/output_0")],
+            vec![],
+        ));
+        let seqlens = format!("{sub}/Cast/output_0");
+        self.push(node(
+            "Cast",
+            &format!("{sub}/Cast"),
+            "",
+            &[&format!("{sub}/output_0")],
+            &[&seqlens],
+            vec![("to", Attr::Int(DataType::Int32 as i64))],
+        ));
+        let shape = format!("{MASK}/Shape");
+        self.push(node(
+            "Shape",
+            &shape,
+            "",
+            &["attention_mask"],
+            &[&format!("{shape}/output_0")],
+            vec![],
+        ));
+        let one_scalar = self.constant_i64(&[1], true);
+        let gather = format!("{MASK}/Gather");
+        self.push(node(
+            "Gather",
+            &gather,
+            "",
+            &[&format!("{shape}/output_0"), &one_scalar],
+            &[&format!("{gather}/output_0")],
+            vec![("axis", Attr::Int(0))],
+        ));
+        let total = format!("{gather}/Cast/output_0");
+        self.push(node(
+            "Cast",
+            &format!("{gather}/Cast"),
+            "",
+            &[&format!("{gather}/output_0")],
+            &[&total],
+            vec![("to", Attr::Int(DataType::Int32 as i64))],
+        ));
+        (seqlens, total)
+    }
+
+    /// `make_rotary_embedding_multi_cache` (§1.6): one If on `total_len > original_context` selecting the long
+    /// or short cos/sin caches, which live as Constant nodes inside the branches.
+    fn longrope_subgraph(&mut self) {
+        let c = self.c;
+        let threshold = self.constant_i64(&[c.original_max_position_embeddings as i64], true);
+        let greater = "/model/rope_caches_subgraph/Greater";
+        self.push(node(
+            "Greater",
+            greater,
+            "",
+            &[&format!("{MASK}/Gather/output_0"), &threshold],
+            &[&format!("{greater}/output_0")],
+            vec![],
+        ));
+        let RopeCaches {
+            cos: cos_large,
+            sin: sin_large,
+            rows: large_rows,
+            half_dim,
+        } = rope_caches(c, Some(true), c.max_position_embeddings);
+        let RopeCaches {
+            cos: cos_small,
+            sin: sin_small,
+            rows: small_rows,
+            ..
+        } = rope_caches(c, Some(false), c.original_max_position_embeddings);
+        let io = self.io;
+        let branch = |label: &str, cos: Vec<f32>, sin: Vec<f32>, rows: usize| {
+            let mut g = GraphProto {
+                name: Some(format!("{label}_rope_caches_graph")),
+                ..Default::default()
+            };
+            for (kind, data) in [("cos", cos), ("sin", sin)] {
+                let out = format!("{kind}_cache_{label}");
+                let t = raw_tensor(&out, io.onnx(), &[rows, half_dim], io.bytes(&data));
+                g.node.push(node(
+                    "Constant",
+                    &format!("/{label}/{kind}_cache/Constant"),
+                    "",
+                    &[],
+                    &[&out],
+                    vec![("value", Attr::Tensor(t))],
+                ));
+                g.output.push(value_info(
+                    &out,
+                    io.onnx(),
+                    &[Dim::Fixed(rows), Dim::Fixed(half_dim)],
+                ));
+            }
+            g
+        };
+        let then_branch = branch("large", cos_large, sin_large, large_rows);
+        let else_branch = branch("small", cos_small, sin_small, small_rows);
+        self.push(node(
+            "If",
+            "/model/rope_caches_subgraph/If",
+            "",
+            &[&format!("{greater}/output_0")],
+            &[COS_CACHE, SIN_CACHE],
+            vec![
+                ("then_branch", Attr::Graph(then_branch)),
+                ("else_branch", Attr::Graph(else_branch)),
+            ],
+        ));
+    }
+
+    /// `make_layernorm` for the first norm: SimplifiedLayerNormalization in the default domain, or (with
+    /// `--qdq`) the same math in standard ops so `onnx.checker` accepts the model (§1.3 watch-out).
+    fn first_norm(&mut self, input: &str, weight: &str, output: &str) {
+        let base = "/model/layers.0/input_layernorm";
+        let eps = self.c.rms_norm_eps as f32;
+        if !self.opts.qdq {
+            self.push(node(
+                "SimplifiedLayerNormalization",
+                &format!("{base}/LayerNorm"),
+                "",
+                &[input, weight],
+                &[output],
+                vec![
+                    ("epsilon", Attr::Float(eps)),
+                    ("axis", Attr::Int(-1)),
+                    ("stash_type", Attr::Int(1)),
+                ],
+            ));
+            return;
+        }
+        // y = x / sqrt(mean(x*x, -1) + eps) * gamma
+        let axes = self.constant_i64(&[-1], false);
+        let (dtype, elem) = match self.io {
+            IoDtype::F32 => ("FLOAT", DataType::Float),
+            IoDtype::F16 => ("FLOAT16", DataType::Float16),
+        };
+        let eps_name = self.constant(
+            dtype,
+            &format!("{eps:e}"),
+            elem,
+            vec![],
+            self.io.bytes(&[eps]),
+        );
+        let o = |s: &str| format!("{base}/{s}/output_0");
+        self.push(node(
+            "Mul",
+            &format!("{base}/Square"),
+            "",
+            &[input, input],
+            &[&o("Square")],
+            vec![],
+        ));
+        self.push(node(
+            "ReduceMean",
+            &format!("{base}/ReduceMean"),
+            "",
+            &[&o("Square"), &axes],
+            &[&o("ReduceMean")],
+            vec![("keepdims", Attr::Int(1))],
+        ));
+        self.push(node(
+            "Add",
+            &format!("{base}/Add"),
+            "",
+            &[&o("ReduceMean"), &eps_name],
+            &[&o("Add")],
+            vec![],
+        ));
+        self.push(node(
+            "Sqrt",
+            &format!("{base}/Sqrt"),
+            "",
+            &[&o("Add")],
+            &[&o("Sqrt")],
+            vec![],
+        ));
+        self.push(node(
+            "Div",
+            &format!("{base}/Div"),
+            "",
+            &[input, &o("Sqrt")],
+            &[&o("Div")],
+            vec![],
+        ));
+        self.push(node(
+            "Mul",
+            &format!("{base}/LayerNorm"),
+            "",
+            &[&o("Div"), weight],
+            &[output],
+            vec![],
+        ));
+    }
+
+    /// `make_layernorm` with a residual: com.microsoft SkipSimplifiedLayerNormalization, outputs
+    /// `[output_0, "", "", output_3]` (output_3 = the residual sum), or only output_0 for the final norm.
+    fn skip_norm(
+        &mut self,
+        base: &str,
+        inputs: [&str; 3],
+        with_residual_out: bool,
+    ) -> (String, String) {
+        let out0 = format!("{base}/output_0");
+        let out3 = format!("{base}/output_3");
+        let outputs: Vec<&str> = if with_residual_out {
+            vec![&out0, "", "", &out3]
+        } else {
+            vec![&out0]
+        };
+        self.push(node(
+            "SkipSimplifiedLayerNormalization",
+            &format!("{base}/SkipLayerNorm"),
+            MS_DOMAIN,
+            &inputs,
+            &outputs,
+            vec![("epsilon", Attr::Float(self.c.rms_norm_eps as f32))],
+        ));
+        (out0, out3)
+    }
+
+    /// A MatMul in the form `spec.form` asks for; returns the output name.
+    fn linear(&mut self, spec: &LinearSpec, input: &str, output: Option<&str>) -> String {
+        let base = &spec.node_base;
+        let out = output
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{base}/output_0"));
+        let names = spec.initializer_names();
+        match spec.form {
+            LinearForm::Float => {
+                self.push(node(
+                    "MatMul",
+                    base,
+                    "",
+                    &[input, &names[0]],
+                    &[&out],
+                    vec![],
+                ));
+            }
+            LinearForm::NBits(p) => {
+                let mut attrs = vec![
+                    ("K", Attr::Int(spec.k as i64)),
+                    ("N", Attr::Int(spec.n as i64)),
+                ];
+                let level = self.opts.effective_accuracy_level();
+                // "Do not output accuracy_level if it is 0" (matmul_nbits_quantizer.py).
+                if level != 0 {
+                    attrs.push(("accuracy_level", Attr::Int(level as i64)));
+                }
+                attrs.push(("bits", Attr::Int(p.bits as i64)));
+                attrs.push(("block_size", Attr::Int(p.block_size as i64)));
+                let inputs: Vec<&str> = std::iter::once(input)
+                    .chain(names.iter().map(String::as_str))
+                    .collect();
+                self.push(node(
+                    "MatMulNBits",
+                    &format!("{base}_Q{}", p.bits),
+                    MS_DOMAIN,
+                    &inputs,
+                    &[&out],
+                    attrs,
+                ));
+            }
+            LinearForm::Qdq(p) => {
+                let dq_out = format!("{}_output", names[0]);
+                let dq_inputs: Vec<&str> = names.iter().map(String::as_str).collect();
+                self.push(node(
+                    "DequantizeLinear",
+                    &format!("{base}_DQ_Q{}", p.bits),
+                    "",
+                    &dq_inputs,
+                    &[&dq_out],
+                    vec![
+                        ("axis", Attr::Int(0)),
+                        ("block_size", Attr::Int(p.block_size as i64)),
+                    ],
+                ));
+                self.push(node(
+                    "MatMul",
+                    &format!("{base}_matmul_Q{}", p.bits),
+                    "",
+                    &[input, &dq_out],
+                    &[&out],
+                    vec![],
+                ));
+            }
+        }
+        out
+    }
+
+    fn gqa(&mut self, layer: usize, qkv: &str, seqlens: &str, total: &str) -> String {
+        let c = self.c;
+        let base = format!("/model/layers.{layer}/attn/GroupQueryAttention");
+        let out = format!("{base}/output_0");
+        let past_k = format!("past_key_values.{layer}.key");
+        let past_v = format!("past_key_values.{layer}.value");
+        let present_k = format!("present.{layer}.key");
+        let present_v = format!("present.{layer}.value");
+        let scale = 1.0 / (c.head_dim() as f64).sqrt();
+        self.push(node(
+            "GroupQueryAttention",
+            &base,
+            MS_DOMAIN,
+            &[
+                qkv, "", "", &past_k, &past_v, seqlens, total, COS_CACHE, SIN_CACHE, "", "", "",
+            ],
+            &[&out, &present_k, &present_v],
+            vec![
+                ("num_heads", Attr::Int(c.num_attention_heads as i64)),
+                ("kv_num_heads", Attr::Int(c.num_key_value_heads as i64)),
+                ("scale", Attr::Float(scale as f32)),
+                // Builder 0.18 passes `config.sliding_window` only for layers HF marks "sliding_attention"
+                // (`is_local`); Phi-3 has no such layers, so every layer gets -1 and the window moves to
+                // genai_config `sliding_window` (builders/base.py `make_attention`, `make_genai_config`).
+                ("local_window_size", Attr::Int(-1)),
+                ("softcap", Attr::Float(0.0)),
+                ("do_rotary", Attr::Int(1)),
+                ("rotary_interleaved", Attr::Int(0)),
+            ],
+        ));
+        out
+    }
+}
+
+/// Which form each linear layer takes, given the quantization decision for its checkpoint role.
+pub type FormFor<'a> = dyn Fn(Role) -> LinearForm + 'a;
+
+/// Build the decoder graph for `c`.
+pub fn build(c: &Phi3Config, opts: &ExportOptions, form_for: &FormFor<'_>) -> GraphLayout {
+    let io = opts.io_dtype();
+    let mut b = Builder {
+        c,
+        opts,
+        io,
+        nodes: Vec::new(),
+        constants: Vec::new(),
+    };
+    let mut weights = Vec::new();
+    let h = c.hidden_size;
+    let inter = c.intermediate_size;
+    let layers = c.num_hidden_layers;
+
+    let (seqlens, total) = b.mask_subgraph();
+    if uses_longrope(c) {
+        b.longrope_subgraph();
+    } else {
+        weights.push(WeightItem::RopeCaches);
+    }
+
+    let embed_name = "model.embed_tokens.weight".to_string();
+    let embed_out = "/model/embed_tokens/Gather/output_0".to_string();
+    b.push(node(
+        "Gather",
+        "/model/embed_tokens/Gather",
+        "",
+        &[&embed_name, "input_ids"],
+        &[&embed_out],
+        vec![],
+    ));
+    weights.insert(0, WeightItem::Embedding { name: embed_name });
+
+    let spec = |role: Role, rows: std::ops::Range<usize>, base: String, k: usize| LinearSpec {
+        n: rows.len(),
+        role,
+        rows,
+        node_base: base,
+        k,
+        form: form_for(role),
+    };
+
+    // (residual stream, sub-layer output) carried into the next Skip norm.
+    let mut carry: Option<(String, String)> = None;
+    for layer in 0..layers {
+        let p = format!("/model/layers.{layer}");
+        let in_norm = NormSpec {
+            role: Role::InputNorm { layer },
+            name: format!("model.layers.{layer}.input_layernorm.weight"),
+        };
+        let (normed, residual) = match &carry {
+            None => {
+                let out = format!("{p}/input_layernorm/output_0");
+                b.first_norm(&embed_out, &in_norm.name, &out);
+                (out, embed_out.clone())
+            }
+            Some((res, sub)) => b.skip_norm(
+                &format!("{p}/input_layernorm"),
+                [res, sub, &in_norm.name],
+                true,
+            ),
+        };
+        weights.push(WeightItem::Norm(in_norm));
+
+        let qkv = spec(
+            Role::AttnQkv { layer },
+            0..c.qkv_rows(),
+            format!("{p}/attn/qkv_proj/MatMul"),
+            h,
+        );
+        let qkv_out = b.linear(&qkv, &normed, None);
+        weights.push(WeightItem::Linear(qkv));
+        let attn = b.gqa(layer, &qkv_out, &seqlens, &total);
+        let o = spec(
+            Role::AttnOut { layer },
+            0..h,
+            format!("{p}/attn/o_proj/MatMul"),
+            c.num_attention_heads * c.head_dim(),
+        );
+        let o_out = b.linear(&o, &attn, None);
+        weights.push(WeightItem::Linear(o));
+
+        let post = NormSpec {
+            role: Role::PostAttnNorm { layer },
+            name: format!("model.layers.{layer}.post_attention_layernorm.weight"),
+        };
+        let (normed2, residual2) = b.skip_norm(
+            &format!("{p}/post_attention_layernorm"),
+            [&residual, &o_out, &post.name],
+            true,
+        );
+        weights.push(WeightItem::Norm(post));
+
+        let gate = spec(
+            Role::MlpGateUp { layer },
+            0..inter,
+            format!("{p}/mlp/gate_proj/MatMul"),
+            h,
+        );
+        let up = spec(
+            Role::MlpGateUp { layer },
+            inter..2 * inter,
+            format!("{p}/mlp/up_proj/MatMul"),
+            h,
+        );
+        let gate_out = b.linear(&gate, &normed2, None);
+        let up_out = b.linear(&up, &normed2, None);
+        weights.push(WeightItem::Linear(gate));
+        weights.push(WeightItem::Linear(up));
+        // `make_activation_with_mul`: SiLU as Sigmoid then Mul.
+        let sig = format!("{p}/mlp/act_fn/Sigmoid");
+        b.push(node(
+            "Sigmoid",
+            &sig,
+            "",
+            &[&gate_out],
+            &[&format!("{sig}/output_0")],
+            vec![],
+        ));
+        let act = format!("{p}/mlp/act_fn/Mul");
+        b.push(node(
+            "Mul",
+            &act,
+            "",
+            &[&gate_out, &format!("{sig}/output_0")],
+            &[&format!("{act}/output_0")],
+            vec![],
+        ));
+        let mul = format!("{p}/mlp/Mul");
+        b.push(node(
+            "Mul",
+            &mul,
+            "",
+            &[&format!("{act}/output_0"), &up_out],
+            &[&format!("{mul}/output_0")],
+            vec![],
+        ));
+        let down = spec(
+            Role::MlpDown { layer },
+            0..h,
+            format!("{p}/mlp/down_proj/MatMul"),
+            inter,
+        );
+        let down_out = b.linear(&down, &format!("{mul}/output_0"), None);
+        weights.push(WeightItem::Linear(down));
+        carry = Some((residual2, down_out));
+    }
+
+    let final_norm = NormSpec {
+        role: Role::FinalNorm,
+        name: format!("model.layers.{layers}.final_norm_layernorm.weight"),
+    };
+    let (res, sub) = carry.expect("a Phi-3 config has at least one layer");
+    let (normed, _) = b.skip_norm(
+        &format!("/model/layers.{layers}/final_norm_layernorm"),
+        [&res, &sub, &final_norm.name],
+        false,
+    );
+    weights.push(WeightItem::Norm(final_norm));
+    let lm = spec(
+        Role::LmHead,
+        0..c.vocab_size,
+        "/lm_head/MatMul".to_string(),
+        h,
+    );
+    b.linear(&lm, &normed, Some("logits"));
+    weights.push(WeightItem::Linear(lm));
+
+    let (inputs, outputs) = graph_io(c, io);
+    GraphLayout {
+        nodes: b.nodes,
+        inputs,
+        outputs,
+        weight_order: weights,
+    }
+}
+
+/// Graph inputs and outputs (§1.7): all past keys, then all past values; likewise for presents.
+fn graph_io(c: &Phi3Config, io: IoDtype) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+    let kv = c.num_key_value_heads;
+    let mut inputs = vec![
+        value_info(
+            "input_ids",
+            DataType::Int64,
+            &[Dim::Named("batch_size"), Dim::Named("sequence_length")],
+        ),
+        value_info(
+            "attention_mask",
+            DataType::Int64,
+            &[
+                Dim::Named("batch_size"),
+                Dim::Named("total_sequence_length"),
+            ],
+        ),
+    ];
+    let past = [
+        Dim::Named("batch_size"),
+        Dim::Fixed(kv),
+        Dim::Named("past_sequence_length"),
+        Dim::Named("kv_cache_dim"),
+    ];
+    let present = [
+        Dim::Named("batch_size"),
+        Dim::Fixed(kv),
+        Dim::Named("total_sequence_length"),
+        Dim::Named("kv_cache_dim"),
+    ];
+    let mut outputs = vec![value_info(
+        "logits",
+        io.onnx(),
+        &[
+            Dim::Named("batch_size"),
+            Dim::Named("sequence_length"),
+            Dim::Fixed(c.vocab_size),
+        ],
+    )];
+    for kind in ["key", "value"] {
+        for layer in 0..c.num_hidden_layers {
+            inputs.push(value_info(
+                &format!("past_key_values.{layer}.{kind}"),
+                io.onnx(),
+                &past,
+            ));
+            outputs.push(value_info(
+                &format!("present.{layer}.{kind}"),
+                io.onnx(),
+                &present,
+            ));
+        }
+    }
+    (inputs, outputs)
+}

@@ -1,0 +1,212 @@
+//! Checkpoint tensor → initializer bytes for each [`LinearForm`]: transposed float, MatMulNBits, or Q/DQ int4.
+
+use oxport_quant::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits};
+use rayon::prelude::*;
+
+use crate::error::{OnnxError, Result};
+use crate::graph::{LinearForm, LinearSpec};
+use crate::options::IoDtype;
+use crate::proto::tensor_proto::DataType;
+
+/// One initializer ready to append.
+pub struct Initializer {
+    pub name: String,
+    pub elem: DataType,
+    pub dims: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+/// `weight` is the HF `[out, in]` matrix rows `spec.rows` (row-major, `spec.n × spec.k`).
+pub fn linear_initializers(
+    spec: &LinearSpec,
+    weight: &[f32],
+    io: IoDtype,
+) -> Result<Vec<Initializer>> {
+    let names = spec.initializer_names();
+    let (n, k) = (spec.n, spec.k);
+    match spec.form {
+        LinearForm::Float => {
+            // `make_matmul_float` stores `weight.T`: [K, N].
+            let t = transpose(weight, n, k);
+            Ok(vec![Initializer {
+                name: names[0].clone(),
+                elem: io.onnx(),
+                dims: vec![k, n],
+                bytes: io.bytes(&t),
+            }])
+        }
+        LinearForm::NBits(p) => {
+            let q = quantize(spec, weight, &p)?;
+            let mut out = vec![
+                Initializer {
+                    name: names[0].clone(),
+                    elem: DataType::Uint8,
+                    dims: vec![n, q.k_blocks, q.blob_size],
+                    bytes: q.packed,
+                },
+                Initializer {
+                    name: names[1].clone(),
+                    elem: scale_elem(p.scale_dtype),
+                    dims: vec![n, q.k_blocks],
+                    bytes: q.scales,
+                },
+            ];
+            if let Some(zp) = q.zero_points {
+                let per_row = zp.len() / n;
+                out.push(Initializer {
+                    name: names[2].clone(),
+                    elem: DataType::Uint8,
+                    dims: vec![n, per_row],
+                    bytes: zp,
+                });
+            }
+            Ok(out)
+        }
+        LinearForm::Qdq(p) => {
+            let q = quantize(spec, weight, &p)?;
+            Ok(qdq_initializers(&names, &q, &p))
+        }
+    }
+}
+
+fn scale_elem(s: ScaleDtype) -> DataType {
+    match s {
+        ScaleDtype::F32 => DataType::Float,
+        ScaleDtype::F16 => DataType::Float16,
+    }
+}
+
+fn quantize(spec: &LinearSpec, weight: &[f32], p: &NBitsParams) -> Result<NBitsWeight> {
+    quantize_nbits(weight, spec.n, spec.k, p).map_err(|source| OnnxError::Quant {
+        tensor: format!(
+            "{} (rows {:?} of {})",
+            spec.weight_name(),
+            spec.rows,
+            spec.role.name()
+        ),
+        source: source.for_tensor(&spec.role.name()),
+    })
+}
+
+/// `[n, k]` → `[k, n]`, rows of the output in parallel.
+pub fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0f32; n * k];
+    t.par_chunks_mut(n).enumerate().for_each(|(kk, row)| {
+        for (nn, v) in row.iter_mut().enumerate() {
+            *v = w[nn * k + kk];
+        }
+    });
+    t
+}
+
+/// The 4-bit code of element `kk` of output row `nn` in MatMulNBits layout (low nibble first within a block,
+/// ORT ContribOperators.md MatMulNBits `B`).
+fn nbits_code(q: &NBitsWeight, nn: usize, kk: usize, block_size: usize) -> u8 {
+    let (b, j) = (kk / block_size, kk % block_size);
+    let byte = q.packed[(nn * q.k_blocks + b) * q.blob_size + j / 2];
+    if j % 2 == 0 { byte & 0x0f } else { byte >> 4 }
+}
+
+/// MatMulNBits → DequantizeLinear-21 inputs: weight `[K, N]` INT4 (symmetric: `q - 8`, i.e. `q ^ 8` in 4-bit
+/// two's complement) or UINT4 (asymmetric, with a UINT4 `[k_blocks, N]` zero point), packed row-major with
+/// the first element in the low nibble (onnx.proto `raw_data` comment); scales `[k_blocks, N]`
+/// (shared/docs/onnx-genai.md §3 "Standard form for a MatMul weight").
+fn qdq_initializers(names: &[String], q: &NBitsWeight, p: &NBitsParams) -> Vec<Initializer> {
+    let (n, k, kb) = (q.n, q.k, q.k_blocks);
+    let flip = if p.symmetric { 0x8 } else { 0x0 };
+    let pack = |count: usize, code: &dyn Fn(usize) -> u8| {
+        let mut bytes = vec![0u8; count.div_ceil(2)];
+        for i in 0..count {
+            bytes[i / 2] |= (code(i) & 0x0f) << (4 * (i % 2));
+        }
+        bytes
+    };
+    let weight = pack(k * n, &|i| nbits_code(q, i % n, i / n, p.block_size) ^ flip);
+    let es = match p.scale_dtype {
+        ScaleDtype::F32 => 4,
+        ScaleDtype::F16 => 2,
+    };
+    let mut scales = vec![0u8; kb * n * es];
+    for nn in 0..n {
+        for b in 0..kb {
+            let src = (nn * kb + b) * es;
+            let dst = (b * n + nn) * es;
+            scales[dst..dst + es].copy_from_slice(&q.scales[src..src + es]);
+        }
+    }
+    let elem = if p.symmetric {
+        DataType::Int4
+    } else {
+        DataType::Uint4
+    };
+    let mut out = vec![
+        Initializer {
+            name: names[0].clone(),
+            elem,
+            dims: vec![k, n],
+            bytes: weight,
+        },
+        Initializer {
+            name: names[1].clone(),
+            elem: scale_elem(p.scale_dtype),
+            dims: vec![kb, n],
+            bytes: scales,
+        },
+    ];
+    if let Some(zp) = &q.zero_points {
+        let per_row = zp.len() / n;
+        let code = |i: usize| {
+            let (b, nn) = (i / n, i % n);
+            let byte = zp[nn * per_row + b / 2];
+            if b % 2 == 0 { byte & 0x0f } else { byte >> 4 }
+        };
+        out.push(Initializer {
+            name: names[2].clone(),
+            elem: DataType::Uint4,
+            dims: vec![kb, n],
+            bytes: pack(kb * n, &code),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_moves_element_n_k_to_k_n() {
+        let w: Vec<f32> = (0..6).map(|x| x as f32).collect(); // [2, 3]
+        assert_eq!(transpose(&w, 2, 3), vec![0., 3., 1., 4., 2., 5.]);
+    }
+
+    #[test]
+    fn qdq_repacks_nbits_codes_along_n_with_sign_flip() {
+        // n = 2 rows, k = 4, one block of 16 (padded): row 0 codes 0,1,2,3; row 1 codes 15,14,13,12.
+        let mut packed = vec![0u8; 2 * 8];
+        packed[0] = 0x10;
+        packed[1] = 0x32;
+        packed[8] = 0xEF;
+        packed[9] = 0xCD;
+        let q = NBitsWeight {
+            n: 2,
+            k: 4,
+            k_blocks: 1,
+            blob_size: 8,
+            packed,
+            scales: [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            zero_points: None,
+        };
+        let p = NBitsParams {
+            bits: 4,
+            block_size: 16,
+            symmetric: true,
+            scale_dtype: ScaleDtype::F32,
+        };
+        let out = qdq_initializers(&["w".into(), "s".into()], &q, &p);
+        // [K=4, N=2] row-major: (k0: 0^8, 15^8), (k1: 1^8, 14^8), ... low nibble first.
+        assert_eq!(out[0].dims, vec![4, 2]);
+        assert_eq!(out[0].bytes, vec![0x78, 0x69, 0x5A, 0x4B]);
+        assert_eq!(out[1].dims, vec![1, 2]);
+    }
+}
