@@ -48,9 +48,10 @@ impl TensorView<'_> {
     pub fn rows_f32(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
         let cols: usize = self.info.shape[1..].iter().product();
         let es = self.info.dtype.size_bytes();
-        self.info
-            .dtype
-            .decode_into(&self.bytes[rows.start * cols * es..rows.end * cols * es], out);
+        self.info.dtype.decode_into(
+            &self.bytes[rows.start * cols * es..rows.end * cols * es],
+            out,
+        );
     }
 
     /// The whole tensor as f32, refusing NaN and Inf with an error naming the file and tensor.
@@ -128,7 +129,8 @@ impl Checkpoint {
         };
 
         let mut shards = Vec::with_capacity(shard_names.len());
-        let mut found: BTreeMap<String, (usize, safetensors::tensor::TensorInfo, usize)> = BTreeMap::new();
+        let mut found: BTreeMap<String, (usize, safetensors::tensor::TensorInfo, usize)> =
+            BTreeMap::new();
         for (shard_idx, shard_name) in shard_names.iter().enumerate() {
             let path = resolve_shard(&dir, &canonical_dir, &index_path, shard_name)?;
             let file = File::open(&path).map_err(io(&path))?;
@@ -151,8 +153,16 @@ impl Checkpoint {
         }
 
         if let Some(map) = &weight_map {
-            let missing: Vec<_> = map.keys().filter(|k| !found.contains_key(*k)).cloned().collect();
-            let extra: Vec<_> = found.keys().filter(|k| !map.contains_key(*k)).cloned().collect();
+            let missing: Vec<_> = map
+                .keys()
+                .filter(|k| !found.contains_key(*k))
+                .cloned()
+                .collect();
+            let extra: Vec<_> = found
+                .keys()
+                .filter(|k| !map.contains_key(*k))
+                .cloned()
+                .collect();
             if !missing.is_empty() || !extra.is_empty() {
                 return Err(Error::Index {
                     path: index_path,
@@ -183,13 +193,16 @@ impl Checkpoint {
                 path: path.clone(),
                 tensor: name.clone(),
             })?;
-            let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| Error::UnsupportedDtype {
-                path: path.clone(),
-                tensor: name.clone(),
-                dtype: format!("{:?}", info.dtype),
-            })?;
+            let dtype =
+                DType::from_safetensors(info.dtype).ok_or_else(|| Error::UnsupportedDtype {
+                    path: path.clone(),
+                    tensor: name.clone(),
+                    dtype: format!("{:?}", info.dtype),
+                })?;
             let expected = role.expected_shape(&config);
-            if info.shape != expected || (role.layer().is_some_and(|l| l >= config.num_hidden_layers)) {
+            if info.shape != expected
+                || (role.layer().is_some_and(|l| l >= config.num_hidden_layers))
+            {
                 return Err(Error::Shape {
                     path: path.clone(),
                     tensor: name,
@@ -214,7 +227,10 @@ impl Checkpoint {
         for t in &tensors {
             if !order.contains_key(&t.role) {
                 // e.g. lm_head.weight in a checkpoint with tied embeddings, or a layer past num_hidden_layers.
-                return Err(Error::UnknownTensor { path: shards[t.shard].path.clone(), tensor: t.name.clone() });
+                return Err(Error::UnknownTensor {
+                    path: shards[t.shard].path.clone(),
+                    tensor: t.name.clone(),
+                });
             }
         }
         tensors.sort_by_key(|t| order[&t.role]);
@@ -224,12 +240,21 @@ impl Checkpoint {
             .map(Role::name)
             .collect();
         if !missing.is_empty() {
-            return Err(Error::MissingTensors { dir, names: missing });
+            return Err(Error::MissingTensors {
+                dir,
+                names: missing,
+            });
         }
         for (i, t) in tensors.iter().enumerate() {
             by_role.insert(t.role, i);
         }
-        Ok(Checkpoint { dir, config, shards, tensors, by_role })
+        Ok(Checkpoint {
+            dir,
+            config,
+            shards,
+            tensors,
+            by_role,
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -256,7 +281,11 @@ impl Checkpoint {
 
     /// The tensor for `role`; with tied embeddings `LmHead` resolves to the embedding.
     pub fn view(&self, role: Role) -> Option<TensorView<'_>> {
-        let role = if role == Role::LmHead && self.config.tie_word_embeddings { Role::Embedding } else { role };
+        let role = if role == Role::LmHead && self.config.tie_word_embeddings {
+            Role::Embedding
+        } else {
+            role
+        };
         let info = self.info(role)?;
         let shard = &self.shards[info.shard];
         Some(TensorView {
@@ -268,9 +297,10 @@ impl Checkpoint {
 
     /// Decode `role` to f32 (NaN/Inf refused), then [`release`](Self::release) its mapped pages.
     pub fn read_f32(&self, role: Role) -> Result<Vec<f32>> {
-        let view = self
-            .view(role)
-            .ok_or_else(|| Error::MissingTensors { dir: self.dir.clone(), names: vec![role.name()] })?;
+        let view = self.view(role).ok_or_else(|| Error::MissingTensors {
+            dir: self.dir.clone(),
+            names: vec![role.name()],
+        })?;
         let out = view.to_f32()?;
         self.release(role);
         Ok(out)
@@ -284,9 +314,11 @@ impl Checkpoint {
             // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping drops clean pages only; the
             // contents are re-read from the file on the next access, so no borrowed slice sees changed bytes.
             let _ = unsafe {
-                shard
-                    .mmap
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, info.file_offset, info.size_bytes)
+                shard.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    info.file_offset,
+                    info.size_bytes,
+                )
             };
         }
     }
@@ -303,15 +335,21 @@ impl Checkpoint {
 
 fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
-    let bad = |msg: String| Error::Index { path: path.to_path_buf(), msg };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    let bad = |msg: String| Error::Index {
+        path: path.to_path_buf(),
+        msg,
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
         .ok_or_else(|| bad("missing `weight_map` object".into()))?;
     let mut weight_map = BTreeMap::new();
     for (k, v) in map {
-        let shard = v.as_str().ok_or_else(|| bad(format!("weight_map[{k:?}] is not a file name")))?;
+        let shard = v
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map[{k:?}] is not a file name")))?;
         weight_map.insert(k.clone(), shard.to_string());
     }
     if weight_map.is_empty() {
@@ -324,16 +362,31 @@ fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
 }
 
 /// A shard named by the index must stay inside the model folder: no absolute paths, no `..`, and no symlink
-/// that resolves outside it.
-fn resolve_shard(dir: &Path, canonical_dir: &Path, index_path: &Path, name: &str) -> Result<PathBuf> {
-    let escapes = || Error::ShardEscapes { path: index_path.to_path_buf(), shard: name.to_string() };
+/// that resolves outside it. The one exception is the Hugging Face cache layout, where
+/// `<repo>/snapshots/<sha>/<file>` is a symlink to `<repo>/blobs/<etag>` (huggingface_hub `file_download.py`).
+fn resolve_shard(
+    dir: &Path,
+    canonical_dir: &Path,
+    index_path: &Path,
+    name: &str,
+) -> Result<PathBuf> {
+    let escapes = || Error::ShardEscapes {
+        path: index_path.to_path_buf(),
+        shard: name.to_string(),
+    };
     let rel = Path::new(name);
     if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(escapes());
     }
     let path = dir.join(rel);
     let canonical = path.canonicalize().map_err(io(&path))?;
-    if !canonical.starts_with(canonical_dir) {
+    let cache_blobs = canonical_dir
+        .parent()
+        .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
+        .and_then(Path::parent)
+        .map(|repo| repo.join("blobs"));
+    let in_blobs = cache_blobs.is_some_and(|b| canonical.parent() == Some(b.as_path()));
+    if !canonical.starts_with(canonical_dir) && !in_blobs {
         return Err(escapes());
     }
     Ok(path)
@@ -342,9 +395,15 @@ fn resolve_shard(dir: &Path, canonical_dir: &Path, index_path: &Path, name: &str
 /// Validate a safetensors header against the file: the header length fits, the JSON parses, every tensor's
 /// byte range lies inside the data section, matches dtype × shape, and no two ranges overlap.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor::Metadata)> {
-    let bad = |msg: String| Error::Safetensors { path: path.to_path_buf(), msg };
+    let bad = |msg: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        msg,
+    };
     if bytes.len() < 8 {
-        return Err(bad(format!("file is {} bytes, shorter than the 8-byte header length", bytes.len())));
+        return Err(bad(format!(
+            "file is {} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        )));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if n > (bytes.len() - 8) as u64 {
@@ -358,13 +417,19 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor
         Err(e) => {
             use safetensors::SafeTensorError as E;
             let msg = match e {
-                E::InvalidOffset(t) => format!("tensor {t}: data offsets are out of bounds, overlap another tensor, or leave a gap"),
-                E::TensorInvalidInfo => "a tensor's byte size disagrees with its dtype and shape".to_string(),
+                E::InvalidOffset(t) => format!(
+                    "tensor {t}: data offsets are out of bounds, overlap another tensor, or leave a gap"
+                ),
+                E::TensorInvalidInfo => {
+                    "a tensor's byte size disagrees with its dtype and shape".to_string()
+                }
                 E::MetadataIncompleteBuffer => format!(
                     "the data section ({} bytes) does not match the tensors' offsets: file truncated or offsets out of bounds",
                     bytes.len() - 8 - n as usize
                 ),
-                E::InvalidHeaderDeserialization(m) => format!("header is not valid JSON metadata: {m}"),
+                E::InvalidHeaderDeserialization(m) => {
+                    format!("header is not valid JSON metadata: {m}")
+                }
                 other => other.to_string(),
             };
             Err(bad(msg))

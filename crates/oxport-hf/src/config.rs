@@ -58,9 +58,15 @@ impl Phi3Config {
 
     /// Parse `text`; `path` only names the file in errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Self> {
-        let bad = |msg: String| Error::Config { path: path.to_path_buf(), msg };
-        let v: Value = serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| bad("top level is not a JSON object".into()))?;
+        let bad = |msg: String| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let v: Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("top level is not a JSON object".into()))?;
 
         let architecture = match obj.get("architectures") {
             Some(Value::Array(a)) if !a.is_empty() => a[0]
@@ -70,11 +76,18 @@ impl Phi3Config {
             _ => match obj.get("model_type").and_then(Value::as_str) {
                 Some("phi3") => "Phi3ForCausalLM".to_string(),
                 Some(other) => other.to_string(),
-                None => return Err(bad("neither `architectures` nor `model_type` is present".into())),
+                None => {
+                    return Err(bad(
+                        "neither `architectures` nor `model_type` is present".into()
+                    ));
+                }
             },
         };
         if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
-            return Err(Error::UnsupportedArchitecture { path: path.to_path_buf(), arch: architecture });
+            return Err(Error::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                arch: architecture,
+            });
         }
 
         let usize_field = |name: &str| -> Result<usize> {
@@ -84,7 +97,9 @@ impl Phi3Config {
                     .filter(|&x| x > 0)
                     .map(|x| x as usize)
                     .ok_or_else(|| bad(format!("`{name}` must be a positive integer, got {n}"))),
-                Some(other) => Err(bad(format!("`{name}` must be a positive integer, got {other}"))),
+                Some(other) => Err(bad(format!(
+                    "`{name}` must be a positive integer, got {other}"
+                ))),
                 None => Err(bad(format!("missing `{name}`"))),
             }
         };
@@ -132,7 +147,11 @@ impl Phi3Config {
         let rope_params = match obj.get("rope_parameters") {
             Some(Value::Object(o)) => Some(o.clone()),
             None | Some(Value::Null) => None,
-            Some(other) => return Err(bad(format!("`rope_parameters` must be an object, got {other}"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "`rope_parameters` must be an object, got {other}"
+                )));
+            }
         };
         let rope_theta = match &rope_params {
             Some(p) => opt_f64(p, "rope_theta")?,
@@ -143,22 +162,32 @@ impl Phi3Config {
         let scaling_obj = match (&rope_params, obj.get("rope_scaling")) {
             (_, Some(Value::Object(o))) => Some(o.clone()),
             (_, Some(Value::Null)) | (_, None) => rope_params.clone(),
-            (_, Some(other)) => return Err(bad(format!("`rope_scaling` must be an object or null, got {other}"))),
+            (_, Some(other)) => {
+                return Err(bad(format!(
+                    "`rope_scaling` must be an object or null, got {other}"
+                )));
+            }
         };
         let rope_scaling = match scaling_obj {
             None => None,
             Some(o) => {
-                let kind = o.get("rope_type").or(o.get("type")).and_then(Value::as_str).unwrap_or("default");
+                let kind = o
+                    .get("rope_type")
+                    .or(o.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("default");
                 match kind {
                     "default" => None,
                     "longrope" | "su" => {
                         let factors = |name: &str| -> Result<Vec<f64>> {
-                            let a = o
-                                .get(name)
-                                .and_then(Value::as_array)
-                                .ok_or_else(|| bad(format!("rope scaling `{kind}` needs `{name}` as a list")))?;
+                            let a = o.get(name).and_then(Value::as_array).ok_or_else(|| {
+                                bad(format!("rope scaling `{kind}` needs `{name}` as a list"))
+                            })?;
                             a.iter()
-                                .map(|x| x.as_f64().ok_or_else(|| bad(format!("`{name}` must hold numbers"))))
+                                .map(|x| {
+                                    x.as_f64()
+                                        .ok_or_else(|| bad(format!("`{name}` must hold numbers")))
+                                })
                                 .collect()
                         };
                         let short_factor = factors("short_factor")?;
@@ -166,7 +195,10 @@ impl Phi3Config {
                         let head_dim = hidden_size / num_attention_heads;
                         let prf = opt_f64(obj, "partial_rotary_factor")?.unwrap_or(1.0);
                         let rotary_half = ((head_dim as f64 * prf) as usize) / 2;
-                        for (name, f) in [("short_factor", &short_factor), ("long_factor", &long_factor)] {
+                        for (name, f) in [
+                            ("short_factor", &short_factor),
+                            ("long_factor", &long_factor),
+                        ] {
                             if f.len() != rotary_half {
                                 return Err(bad(format!(
                                     "`{name}` has {} entries, expected rotary_dim/2 = {rotary_half}",
@@ -204,18 +236,30 @@ impl Phi3Config {
             None | Some(Value::Null) => vec![],
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|x| x.as_u64().map(|x| x as u32).ok_or_else(|| bad("`eos_token_id` must hold token ids".into())))
+                .map(|x| {
+                    x.as_u64()
+                        .map(|x| x as u32)
+                        .ok_or_else(|| bad("`eos_token_id` must hold token ids".into()))
+                })
                 .collect::<Result<_>>()?,
             Some(_) => vec![opt_u32("eos_token_id")?.unwrap_or_default()],
         };
         let partial_rotary_factor = opt_f64(obj, "partial_rotary_factor")?.unwrap_or(1.0);
         if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
-            return Err(bad(format!("`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}")));
+            return Err(bad(format!(
+                "`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}"
+            )));
         }
         let rms_norm_eps = opt_f64(obj, "rms_norm_eps")?.unwrap_or(1e-5);
-        let hidden_act = obj.get("hidden_act").and_then(Value::as_str).unwrap_or("silu").to_string();
+        let hidden_act = obj
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("silu")
+            .to_string();
         if hidden_act != "silu" {
-            return Err(bad(format!("hidden_act {hidden_act:?} is not supported (Phi-3 uses silu)")));
+            return Err(bad(format!(
+                "hidden_act {hidden_act:?} is not supported (Phi-3 uses silu)"
+            )));
         }
 
         Ok(Phi3Config {
@@ -233,7 +277,10 @@ impl Phi3Config {
             original_max_position_embeddings,
             sliding_window: opt_usize("sliding_window")?,
             partial_rotary_factor,
-            tie_word_embeddings: obj.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
+            tie_word_embeddings: obj
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             bos_token_id: opt_u32("bos_token_id")?,
             eos_token_ids,
             pad_token_id: opt_u32("pad_token_id")?,
@@ -267,7 +314,8 @@ impl Phi3Config {
     /// LongRoPE attention scaling factor for the long (and short) cos/sin caches, as transformers computes it:
     /// `sqrt(1 + ln(max/original) / ln(original))` when the context was extended, else 1.
     pub fn longrope_attention_factor(&self) -> f64 {
-        let scale = self.max_position_embeddings as f64 / self.original_max_position_embeddings as f64;
+        let scale =
+            self.max_position_embeddings as f64 / self.original_max_position_embeddings as f64;
         if scale <= 1.0 {
             1.0
         } else {
@@ -293,7 +341,10 @@ mod tests {
     #[test]
     fn legacy_layout() {
         let c = parse(LEGACY).unwrap();
-        assert_eq!((c.head_dim(), c.num_key_value_heads, c.qkv_rows()), (64, 2, 512));
+        assert_eq!(
+            (c.head_dim(), c.num_key_value_heads, c.qkv_rows()),
+            (64, 2, 512)
+        );
         assert_eq!(c.eos_token_ids, vec![8187]);
         assert_eq!(c.sliding_window, Some(2047));
         assert_eq!(c.dtype.as_deref(), Some("bfloat16"));
@@ -312,22 +363,35 @@ mod tests {
         let r = c.rope_scaling.as_ref().unwrap();
         assert_eq!(r.long_factor, vec![2.0; 8]);
         assert_eq!(c.eos_token_ids, vec![2, 3]);
-        assert!((c.longrope_attention_factor() - (1.0 + 4f64.ln() / 64f64.ln()).sqrt()).abs() < 1e-12);
+        assert!(
+            (c.longrope_attention_factor() - (1.0 + 4f64.ln() / 64f64.ln()).sqrt()).abs() < 1e-12
+        );
     }
 
     #[test]
     fn other_architectures_are_refused_with_the_supported_list() {
-        let e = parse(&LEGACY.replace("Phi3ForCausalLM", "Phi3SmallForCausalLM")).unwrap_err().to_string();
-        assert!(e.contains("Phi3SmallForCausalLM") && e.contains("Phi3ForCausalLM"), "{e}");
+        let e = parse(&LEGACY.replace("Phi3ForCausalLM", "Phi3SmallForCausalLM"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("Phi3SmallForCausalLM") && e.contains("Phi3ForCausalLM"),
+            "{e}"
+        );
     }
 
     #[test]
     fn malformed_configs_name_the_field() {
-        let e = parse(&LEGACY.replace("\"hidden_size\":256", "\"hidden_size\":\"x\"")).unwrap_err().to_string();
-        assert!(e.contains("hidden_size") && e.contains("config.json"), "{e}");
+        let e = parse(&LEGACY.replace("\"hidden_size\":256", "\"hidden_size\":\"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hidden_size") && e.contains("config.json"),
+            "{e}"
+        );
         let e = parse("{not json").unwrap_err().to_string();
         assert!(e.contains("not valid JSON"), "{e}");
-        let e = parse(&LEGACY.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3")).unwrap_err();
+        let e = parse(&LEGACY.replace("\"num_key_value_heads\":2", "\"num_key_value_heads\":3"))
+            .unwrap_err();
         assert!(e.to_string().contains("num_key_value_heads"), "{e}");
     }
 }

@@ -38,7 +38,14 @@ impl DType {
     /// Unaligned input is fine: values are read byte-wise.
     pub fn decode_into(self, bytes: &[u8], out: &mut [f32]) {
         let n = bytes.len() / self.size_bytes();
-        assert_eq!(n, out.len(), "decode_into: {} bytes of {} for {} values", bytes.len(), self.name(), out.len());
+        assert_eq!(
+            n,
+            out.len(),
+            "decode_into: {} bytes of {} for {} values",
+            bytes.len(),
+            self.name(),
+            out.len()
+        );
         match self {
             DType::BF16 => {
                 for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {

@@ -28,7 +28,9 @@ pub enum Error {
         tensor: String,
         dtype: String,
     },
-    #[error("{path}: tensor {tensor}: shape {actual:?} disagrees with config.json, which implies {expected:?}")]
+    #[error(
+        "{path}: tensor {tensor}: shape {actual:?} disagrees with config.json, which implies {expected:?}"
+    )]
     Shape {
         path: PathBuf,
         tensor: String,
@@ -45,7 +47,9 @@ pub enum Error {
         tensor: String,
         other: PathBuf,
     },
-    #[error("{path}: tensor {tensor}: {count} non-finite values (NaN or Inf), first at element {first}")]
+    #[error(
+        "{path}: tensor {tensor}: {count} non-finite values (NaN or Inf), first at element {first}"
+    )]
     NonFinite {
         path: PathBuf,
         tensor: String,
@@ -54,6 +58,20 @@ pub enum Error {
     },
     #[error("{0}")]
     Resolve(String),
+    #[error("{spec}: no such model folder, and not a Hugging Face hub id (`org/name`)")]
+    ModelNotFound { spec: String },
+    #[error(
+        "{repo} at revision {revision} is not in the Hugging Face cache {} and HF_HUB_OFFLINE is set",
+        cache.display()
+    )]
+    NotCached {
+        repo: String,
+        revision: String,
+        cache: PathBuf,
+    },
+    /// `url` never holds a token: tokens travel only in the `Authorization` header.
+    #[error("downloading {url}: {msg}")]
+    Download { url: String, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,16 +2,22 @@
 //!
 //! * [`Phi3Config`]: `config.json` in the 2024 legacy layout or the newer `rope_parameters` layout, normalised.
 //! * [`Role`]: every tensor name maps once to a typed role; policies match on the enum, never on strings.
+//! * [`resolve_model`]: a local folder, a hub id in the Hugging Face cache, or a download into that cache.
 //! * [`Checkpoint`]: shards memory-mapped, headers validated, tensors handed out as borrowed byte views.
 
 mod checkpoint;
 mod config;
 mod dtype;
 mod error;
+mod resolve;
 mod role;
 
 pub use checkpoint::{Checkpoint, TensorInfo, TensorView};
 pub use config::{Phi3Config, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use resolve::{
+    DEFAULT_ENDPOINT, DownloadProgress, NoProgress, ResolveOptions, resolve_model,
+    resolve_model_with,
+};
 pub use role::Role;

@@ -3,7 +3,9 @@
 use crate::config::Phi3Config;
 
 /// What a checkpoint tensor is. Every policy (quantization, graph wiring) matches on this, never on names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(tag = "role", rename_all = "snake_case")]
 pub enum Role {
     /// `model.embed_tokens.weight` `[vocab, hidden]`.
@@ -61,7 +63,9 @@ impl Role {
             Role::InputNorm { layer } => format!("model.layers.{layer}.input_layernorm.weight"),
             Role::AttnQkv { layer } => format!("model.layers.{layer}.self_attn.qkv_proj.weight"),
             Role::AttnOut { layer } => format!("model.layers.{layer}.self_attn.o_proj.weight"),
-            Role::PostAttnNorm { layer } => format!("model.layers.{layer}.post_attention_layernorm.weight"),
+            Role::PostAttnNorm { layer } => {
+                format!("model.layers.{layer}.post_attention_layernorm.weight")
+            }
             Role::MlpGateUp { layer } => format!("model.layers.{layer}.mlp.gate_up_proj.weight"),
             Role::MlpDown { layer } => format!("model.layers.{layer}.mlp.down_proj.weight"),
         }
@@ -83,12 +87,19 @@ impl Role {
     pub fn is_matmul(&self) -> bool {
         matches!(
             self,
-            Role::AttnQkv { .. } | Role::AttnOut { .. } | Role::MlpGateUp { .. } | Role::MlpDown { .. } | Role::LmHead
+            Role::AttnQkv { .. }
+                | Role::AttnOut { .. }
+                | Role::MlpGateUp { .. }
+                | Role::MlpDown { .. }
+                | Role::LmHead
         )
     }
 
     pub fn is_norm(&self) -> bool {
-        matches!(self, Role::InputNorm { .. } | Role::PostAttnNorm { .. } | Role::FinalNorm)
+        matches!(
+            self,
+            Role::InputNorm { .. } | Role::PostAttnNorm { .. } | Role::FinalNorm
+        )
     }
 
     /// The shape `config` implies for this tensor (row-major, `[out, in]` for linear layers as in PyTorch).
@@ -164,8 +175,14 @@ mod tests {
         ] {
             assert_eq!(Role::from_name(name).unwrap().name(), name);
         }
-        assert_eq!(Role::from_name("model.layers.07.mlp.down_proj.weight"), None);
-        assert_eq!(Role::from_name("model.layers.1.self_attn.rotary_emb.inv_freq"), None);
+        assert_eq!(
+            Role::from_name("model.layers.07.mlp.down_proj.weight"),
+            None
+        );
+        assert_eq!(
+            Role::from_name("model.layers.1.self_attn.rotary_emb.inv_freq"),
+            None
+        );
         assert_eq!(Role::from_name("model.layers.x.mlp.down_proj.weight"), None);
     }
 }

@@ -1,0 +1,373 @@
+//! Hub resolution against a loopback server that answers the hub's file API like huggingface.co does:
+//! `GET /{repo}/resolve/{revision}/{file}` → 200 with `X-Repo-Commit` + `ETag` for small files, 302 to a CDN URL
+//! with `X-Repo-Commit` + `X-Linked-Etag` for safetensors (LFS) files, 404 for absent files.
+//! The environment is passed in a `ResolveOptions`, so these tests never touch process-wide state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use oxport_hf::{Checkpoint, DownloadProgress, NoProgress, ResolveOptions, resolve_model_with};
+
+const REPO: &str = "oxport-test/phi3-tiny";
+const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+const TOKEN: &str = "hf_loopbackSECRETtoken123";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+#[derive(Default)]
+struct Log {
+    /// (path, Authorization header) of every request.
+    requests: Vec<(String, Option<String>)>,
+}
+
+struct Hub {
+    endpoint: String,
+    log: Arc<Mutex<Log>>,
+    server: Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hub {
+    /// Serve `dir` as `REPO` at revisions `main` and `COMMIT`.
+    fn start(dir: PathBuf) -> Hub {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1"));
+        let port = server.server_addr().to_ip().unwrap().port();
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (s, l, e) = (server.clone(), log.clone(), endpoint.clone());
+        let thread = std::thread::spawn(move || {
+            for req in s.incoming_requests() {
+                let url = req.url().to_string();
+                let auth = req
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Authorization"))
+                    .map(|h| h.value.as_str().to_string());
+                l.lock().unwrap().requests.push((url.clone(), auth));
+                let _ = req.respond(answer(&dir, &e, &url));
+            }
+        });
+        Hub {
+            endpoint,
+            log,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    fn requests(&self) -> Vec<(String, Option<String>)> {
+        self.log.lock().unwrap().requests.clone()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn header(k: &str, v: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()).unwrap()
+}
+
+fn etag_of(bytes: &[u8]) -> String {
+    // Any stable per-content string will do for the test (the hub uses a git sha1 or the LFS sha256).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    format!("{h:016x}{:08x}", bytes.len())
+}
+
+fn answer(dir: &Path, endpoint: &str, url: &str) -> tiny_http::ResponseBox {
+    let not_found = || {
+        tiny_http::Response::from_string("Entry not found")
+            .with_status_code(404)
+            .boxed()
+    };
+    if let Some(file) = url.strip_prefix("/cdn/") {
+        return match std::fs::read(dir.join(file)) {
+            Ok(bytes) => tiny_http::Response::from_data(bytes).boxed(),
+            Err(_) => not_found(),
+        };
+    }
+    let Some(rest) = url.strip_prefix(&format!("/{REPO}/resolve/")) else {
+        return not_found();
+    };
+    let Some((rev, file)) = rest.split_once('/') else {
+        return not_found();
+    };
+    if rev != "main" && rev != COMMIT {
+        return not_found();
+    }
+    let Ok(bytes) = std::fs::read(dir.join(file)) else {
+        return not_found();
+    };
+    let etag = etag_of(&bytes);
+    if file.ends_with(".safetensors") {
+        tiny_http::Response::empty(302)
+            .with_header(header("Location", &format!("{endpoint}/cdn/{file}")))
+            .with_header(header("X-Repo-Commit", COMMIT))
+            .with_header(header("X-Linked-Etag", &format!("\"{etag}\"")))
+            .boxed()
+    } else {
+        tiny_http::Response::from_data(bytes)
+            .with_header(header("X-Repo-Commit", COMMIT))
+            .with_header(header("ETag", &format!("\"{etag}\"")))
+            .boxed()
+    }
+}
+
+fn options(endpoint: &str, hf_home: &Path, offline: bool) -> ResolveOptions {
+    ResolveOptions {
+        cache_dir: hf_home.join("hub"),
+        endpoint: endpoint.to_string(),
+        token: Some(TOKEN.to_string()),
+        offline,
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    bytes: Mutex<u64>,
+}
+
+impl DownloadProgress for Recorder {
+    fn file_started(&self, file: &str, _total: Option<u64>) {
+        self.events.lock().unwrap().push(file.to_string());
+    }
+    fn bytes_received(&self, bytes: u64) {
+        *self.bytes.lock().unwrap() += bytes;
+    }
+}
+
+fn all_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.symlink_metadata().unwrap().is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn downloads_into_the_cache_layout_then_resolves_offline() {
+    let hf_home = tempfile::tempdir().unwrap();
+    let src = fixture("tiny");
+    let hub = Hub::start(src.clone());
+    let progress = Recorder::default();
+
+    let path = resolve_model_with(
+        REPO,
+        None,
+        &options(&hub.endpoint, hf_home.path(), false),
+        &progress,
+    )
+    .unwrap();
+    let repo_dir = hf_home.path().join("hub/models--oxport-test--phi3-tiny");
+    assert_eq!(path, repo_dir.join("snapshots").join(COMMIT));
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
+
+    // Every fixture file arrived byte for byte, as a relative symlink into blobs/.
+    let mut expected = BTreeMap::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        expected.insert(
+            e.file_name().into_string().unwrap(),
+            std::fs::read(e.path()).unwrap(),
+        );
+    }
+    let mut got = BTreeMap::new();
+    for e in std::fs::read_dir(&path).unwrap() {
+        let e = e.unwrap();
+        let link = std::fs::read_link(e.path()).expect("snapshot entries are symlinks");
+        assert!(link.starts_with("../../blobs"), "{}", link.display());
+        got.insert(
+            e.file_name().into_string().unwrap(),
+            std::fs::read(e.path()).unwrap(),
+        );
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        expected.keys().collect::<Vec<_>>()
+    );
+    assert!(got == expected, "downloaded bytes differ from the fixture");
+    let weight_bytes: u64 = expected.values().map(|b| b.len() as u64).sum();
+    assert_eq!(*progress.bytes.lock().unwrap(), weight_bytes);
+    assert!(
+        progress
+            .events
+            .lock()
+            .unwrap()
+            .contains(&"model-00002-of-00002.safetensors".to_string())
+    );
+    // No leftovers from the temp-file-then-rename protocol.
+    let mut files = vec![];
+    all_files(hf_home.path(), &mut files);
+    assert!(
+        files
+            .iter()
+            .all(|f| f.extension().is_none_or(|e| e != "incomplete")),
+        "{files:?}"
+    );
+
+    // The checkpoint opens from the snapshot.
+    let ckpt = Checkpoint::open(&path).unwrap();
+    assert_eq!(ckpt.config().hidden_size, 256);
+
+    // The token reached the hub on every resolve request, and appears in no file on disk.
+    let requests = hub.requests();
+    let resolves: Vec<_> = requests
+        .iter()
+        .filter(|(u, _)| u.contains("/resolve/"))
+        .collect();
+    assert!(resolves.len() >= 5, "{requests:?}");
+    for (url, auth) in &resolves {
+        assert_eq!(
+            auth.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str()),
+            "{url}"
+        );
+    }
+    // After config.json, files are asked for at the commit the hub named, so the snapshot cannot mix revisions.
+    assert!(resolves[0].0.ends_with("/resolve/main/config.json"));
+    assert!(
+        resolves[1..]
+            .iter()
+            .all(|(u, _)| u.contains(&format!("/resolve/{COMMIT}/")))
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(
+            !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "token written to {}",
+            f.display()
+        );
+    }
+
+    // Second resolve: offline, with the server gone.
+    let endpoint = hub.endpoint.clone();
+    drop(hub);
+    let again = resolve_model_with(
+        REPO,
+        None,
+        &options(&endpoint, hf_home.path(), true),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(again, path);
+    // Also by commit sha, and online without any request needed (the server is down: a request would fail).
+    let by_sha = resolve_model_with(
+        REPO,
+        Some(COMMIT),
+        &options(&endpoint, hf_home.path(), false),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(by_sha, path);
+}
+
+#[test]
+fn offline_without_a_cached_snapshot_names_the_repo_and_the_cache() {
+    let hf_home = tempfile::tempdir().unwrap();
+    let e = resolve_model_with(
+        REPO,
+        Some("v2"),
+        &options("http://127.0.0.1:9", hf_home.path(), true),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(REPO) && e.contains("v2") && e.contains("HF_HUB_OFFLINE"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&hf_home.path().join("hub").display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_repo_or_revision_is_a_clear_error_and_writes_no_snapshot() {
+    let hf_home = tempfile::tempdir().unwrap();
+    let hub = Hub::start(fixture("tiny"));
+    let opts = options(&hub.endpoint, hf_home.path(), false);
+    let e = resolve_model_with("oxport-test/absent", None, &opts, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("oxport-test/absent") && e.contains("config.json"),
+        "{e}"
+    );
+    assert!(!e.contains(TOKEN));
+    let e = resolve_model_with(REPO, Some("no-such-branch"), &opts, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no-such-branch"), "{e}");
+    assert!(
+        !hf_home
+            .path()
+            .join("hub/models--oxport-test--phi3-tiny/snapshots")
+            .exists()
+    );
+}
+
+#[test]
+fn a_hub_index_naming_a_shard_outside_the_snapshot_is_refused_before_download() {
+    let src = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture("tiny")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), src.path().join(e.file_name())).unwrap();
+    }
+    let index = src.path().join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).unwrap().replace(
+        "\"model.norm.weight\": \"model-00002-of-00002.safetensors\"",
+        "\"model.norm.weight\": \"../../../../evil.safetensors\"",
+    );
+    std::fs::write(&index, text).unwrap();
+    let hf_home = tempfile::tempdir().unwrap();
+    let hub = Hub::start(src.path().to_path_buf());
+    let e = resolve_model_with(
+        REPO,
+        None,
+        &options(&hub.endpoint, hf_home.path(), false),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("evil.safetensors") && e.contains("model.norm.weight"),
+        "{e}"
+    );
+    assert!(!hub.requests().iter().any(|(u, _)| u.contains("evil")));
+    assert!(!hf_home.path().join("evil.safetensors").exists());
+}
+
+#[test]
+fn local_folders_are_returned_as_is_and_bad_specs_are_named() {
+    let opts = options("http://127.0.0.1:9", Path::new("/nonexistent"), true);
+    let dir = fixture("tiny");
+    assert_eq!(
+        resolve_model_with(dir.to_str().unwrap(), None, &opts, &NoProgress).unwrap(),
+        dir
+    );
+    let e = resolve_model_with("./no/such/folder", None, &opts, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("./no/such/folder"), "{e}");
+}
