@@ -1,1 +1,21 @@
-//! oxport-openvino
+//! oxport-openvino: Phi-3 checkpoints → stateful OpenVINO IR v11 laid out like `optimum-cli export openvino`.
+//!
+//! * [`plan`]: which compression each weight gets (optimum-cli defaults, NNCF mixed precision by `--ratio`).
+//! * [`ir`]: a small IR writer (layer/edge builder, streamed `.bin`, deterministic XML).
+//! * `phi3`: the graph optimum-intel exports (stateful KV cache, decomposed RMSNorm/RoPE/SwiGLU, SDPA).
+//! * [`export()`]: the output folder, written into a temporary folder and renamed into place.
+
+mod compress;
+mod error;
+mod export;
+pub mod ir;
+mod phi3;
+pub mod plan;
+
+pub use error::{Error, Result};
+pub use export::{ExportSummary, MODEL_BIN, MODEL_XML, export};
+pub use phi3::{NoProgress, Progress};
+pub use plan::{
+    BackupPrecision, CompressionOptions, GroupSizeFallback, Plan, PlanEntry, Scheme, WeightFormat,
+    plan,
+};

@@ -1,8 +1,251 @@
+//! `oxport export openvino`: optimum-cli's `export openvino` flags, accepted verbatim.
+//!
+//! Every optimum-cli flag parses; the ones oxport does not implement fail with a message naming the flag instead
+//! of being ignored.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use oxport_hf::{Checkpoint, Role};
+use oxport_openvino::{
+    BackupPrecision, CompressionOptions, GroupSizeFallback, Progress, WeightFormat,
+};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model folder (a Hugging Face Phi-3 checkpoint: config.json + safetensors + tokenizer).
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Output folder.
+    pub output: PathBuf,
+    /// Task; oxport writes the stateful KV-cache model of `text-generation-with-past` (`auto` means that).
+    #[arg(long, default_value = "auto")]
+    pub task: String,
+    /// fp32, fp16, int8 or int4 (optimum-cli's other formats are refused).
+    #[arg(long = "weight-format")]
+    pub weight_format: Option<String>,
+    /// Fraction of the ratio-defining weights compressed to 4 bits (int4; NNCF mixed precision).
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// Symmetric compression (int4_sym / int8_sym).
+    #[arg(long)]
+    pub sym: bool,
+    /// Group size along the input dimension for int4 (default 128).
+    #[arg(long = "group-size", allow_hyphen_values = true)]
+    pub group_size: Option<i64>,
+    /// Precision of the weights not compressed to 4 bits: none, int8_sym, int8_asym (default).
+    #[arg(long = "backup-precision")]
+    pub backup_precision: Option<String>,
+    /// Make the embedding and lm_head candidates for 4 bits as well.
+    #[arg(long = "all-layers")]
+    pub all_layers: bool,
+    /// What to do when the group size does not divide a weight's input dimension: error (default), ignore, adjust.
+    #[arg(long = "group-size-fallback")]
+    pub group_size_fallback: Option<String>,
+    /// Accepted for compatibility; Phi-3 needs no remote code.
+    #[arg(long = "trust-remote-code")]
+    pub trust_remote_code: bool,
+    /// Print the compression plan and the files that would be written; write nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Accepted: oxport never converts the tokenizer to OpenVINO IR.
+    #[arg(long = "disable-convert-tokenizer")]
+    pub disable_convert_tokenizer: bool,
+    /// `pt` only.
+    #[arg(long)]
+    pub framework: Option<String>,
+    /// `transformers` only.
+    #[arg(long)]
+    pub library: Option<String>,
+
+    // optimum-cli flags oxport does not implement: parsed so that using them is an explicit error.
+    #[arg(long, hide = true)]
+    pub awq: bool,
+    #[arg(long = "scale-estimation", hide = true)]
+    pub scale_estimation: bool,
+    #[arg(long, hide = true)]
+    pub gptq: bool,
+    #[arg(long = "lora-correction", hide = true)]
+    pub lora_correction: bool,
+    #[arg(long, hide = true)]
+    pub dataset: Option<String>,
+    #[arg(long = "quant-mode", hide = true)]
+    pub quant_mode: Option<String>,
+    #[arg(long = "sensitivity-metric", hide = true)]
+    pub sensitivity_metric: Option<String>,
+    #[arg(long = "num-samples", hide = true)]
+    pub num_samples: Option<String>,
+    #[arg(long = "quantization-statistics-path", hide = true)]
+    pub quantization_statistics_path: Option<String>,
+    #[arg(long = "smooth-quant-alpha", hide = true)]
+    pub smooth_quant_alpha: Option<String>,
+    #[arg(long = "disable-stateful", hide = true)]
+    pub disable_stateful: bool,
+    #[arg(long = "pad-token-id", hide = true)]
+    pub pad_token_id: Option<String>,
+    #[arg(long = "cache_dir", alias = "cache-dir", hide = true)]
+    pub cache_dir: Option<String>,
+    #[arg(long, hide = true)]
+    pub revision: Option<String>,
+    #[arg(long, hide = true)]
+    pub variant: Option<String>,
+    #[arg(long = "model-kwargs", hide = true)]
+    pub model_kwargs: Option<String>,
+}
+
+impl Args {
+    /// The first optimum-cli flag given that oxport does not implement.
+    fn unsupported_flag(&self) -> Option<&'static str> {
+        let flags: [(&'static str, bool); 16] = [
+            ("--awq", self.awq),
+            ("--scale-estimation", self.scale_estimation),
+            ("--gptq", self.gptq),
+            ("--lora-correction", self.lora_correction),
+            ("--dataset", self.dataset.is_some()),
+            ("--quant-mode", self.quant_mode.is_some()),
+            ("--sensitivity-metric", self.sensitivity_metric.is_some()),
+            ("--num-samples", self.num_samples.is_some()),
+            (
+                "--quantization-statistics-path",
+                self.quantization_statistics_path.is_some(),
+            ),
+            ("--smooth-quant-alpha", self.smooth_quant_alpha.is_some()),
+            ("--disable-stateful", self.disable_stateful),
+            ("--pad-token-id", self.pad_token_id.is_some()),
+            ("--cache_dir", self.cache_dir.is_some()),
+            ("--revision", self.revision.is_some()),
+            ("--variant", self.variant.is_some()),
+            ("--model-kwargs", self.model_kwargs.is_some()),
+        ];
+        flags.iter().find(|(_, set)| *set).map(|(name, _)| *name)
+    }
+
+    fn options(&self, params: usize) -> anyhow::Result<CompressionOptions> {
+        if let Some(flag) = self.unsupported_flag() {
+            bail!(
+                "{flag} is an optimum-cli option that oxport does not implement (oxport does data-free weight \
+                 compression of local Phi-3 checkpoints only); remove it or use optimum-cli"
+            );
+        }
+        match self.task.as_str() {
+            "auto" | "text-generation-with-past" => {}
+            other => bail!(
+                "--task {other}: oxport exports the stateful KV-cache model of `text-generation-with-past` only"
+            ),
+        }
+        if let Some(f) = self.framework.as_deref().filter(|f| *f != "pt") {
+            bail!("--framework {f}: only `pt` (a PyTorch/safetensors checkpoint) is supported");
+        }
+        if let Some(l) = self.library.as_deref().filter(|l| *l != "transformers") {
+            bail!("--library {l}: only `transformers` is supported");
+        }
+        // Without --weight-format optimum-cli exports fp32 below 1B parameters and int8 above
+        // (optimum/exporters/openvino/__main__.py, `_MAX_UNCOMPRESSED_SIZE`).
+        let format = match self.weight_format.as_deref() {
+            None if params > 1_000_000_000 => WeightFormat::Int8,
+            None | Some("fp32") => WeightFormat::Fp32,
+            Some("fp16") => WeightFormat::Fp16,
+            Some("int8") => WeightFormat::Int8,
+            Some("int4") => WeightFormat::Int4,
+            Some(other) => bail!(
+                "--weight-format {other}: oxport implements fp32, fp16, int8 and int4 (optimum-cli also has mxfp4, \
+                 nf4, cb4, … which oxport does not)"
+            ),
+        };
+        let backup = match self.backup_precision.as_deref() {
+            None => None,
+            Some("none") => Some(BackupPrecision::None),
+            Some("int8_sym") => Some(BackupPrecision::Int8Sym),
+            Some("int8_asym") => Some(BackupPrecision::Int8Asym),
+            Some(other) => {
+                bail!("--backup-precision {other}: expected none, int8_sym or int8_asym")
+            }
+        };
+        let fallback = match self.group_size_fallback.as_deref() {
+            None | Some("error") => GroupSizeFallback::Error,
+            Some("ignore") => GroupSizeFallback::Ignore,
+            Some("adjust") => GroupSizeFallback::Adjust,
+            Some(other) => bail!("--group-size-fallback {other}: expected error, ignore or adjust"),
+        };
+        Ok(CompressionOptions {
+            weight_format: format,
+            sym: self.sym,
+            group_size: self.group_size,
+            ratio: self.ratio,
+            all_layers: self.all_layers,
+            backup,
+            group_size_fallback: fallback,
+        })
+    }
+}
+
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn weight(&self, role: Role, index: usize, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(index as u64);
+        self.0.set_message(role.to_string());
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Refuse unimplemented flags before touching the model.
+    args.options(0)?;
+    let start = Instant::now();
+    let ckpt = Checkpoint::open(&args.model)
+        .with_context(|| format!("opening {}", args.model.display()))?;
+    let options = args.options(ckpt.total_params())?;
+    let plan = oxport_openvino::plan(&ckpt, &options).context("planning the weight compression")?;
+    if args.dry_run {
+        println!(
+            "oxport export openvino (dry run): {} → {} ({})",
+            args.model.display(),
+            args.output.display(),
+            options.weight_format.name()
+        );
+        print!("{}", plan.describe());
+        let mut files = vec![
+            "openvino_model.xml",
+            "openvino_model.bin",
+            "config.json",
+            "generation_config.json",
+        ];
+        files.extend([
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "chat_template.jinja",
+        ]);
+        if plan.nncf.is_some() {
+            files.push("openvino_config.json");
+        }
+        println!(
+            "would write (where the checkpoint has the source): {}",
+            files.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = ProgressBar::new(plan.entries.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} weights {msg}")
+            .expect("static template"),
+    );
+    let model_arg = args.model.to_string_lossy();
+    let summary =
+        oxport_openvino::export(&ckpt, &plan, &args.output, &model_arg, &Bar(bar.clone()))
+            .with_context(|| format!("exporting to {}", args.output.display()))?;
+    bar.finish_and_clear();
+    let total: u64 = summary.files.iter().map(|f| f.1).sum();
+    eprintln!(
+        "wrote {} ({} files, {:.2} MB) in {:.2}s",
+        summary.output.display(),
+        summary.files.len(),
+        total as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }

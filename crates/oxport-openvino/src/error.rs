@@ -1,0 +1,47 @@
+//! Errors of the OpenVINO exporter; each names the file, tensor or option involved.
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Checkpoint(#[from] oxport_hf::Error),
+    #[error("checkpoint has no tensor for role {0}")]
+    MissingTensor(String),
+    /// NNCF's `InvalidGroupSizeError` (nncf/quantization/algorithms/weight_compression/algorithm.py): a weight chosen
+    /// for group-wise 4-bit has a reduction dimension that the group size does not divide.
+    #[error(
+        "failed to apply group-wise quantization with group size {group_size}: the group size must divide the \
+         channel size; use --group-size-fallback ignore or adjust. Failed weights: {}",
+        failed.join(", ")
+    )]
+    InvalidGroupSize {
+        group_size: usize,
+        failed: Vec<String>,
+    },
+    #[error("invalid export options: {0}")]
+    Options(String),
+    #[error("graph: {0}")]
+    Graph(String),
+    #[error(
+        "output folder {path} already exists and is not empty (oxport never overwrites a folder it did not write)"
+    )]
+    OutputExists { path: PathBuf },
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

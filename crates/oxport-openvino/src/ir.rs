@@ -1,0 +1,652 @@
+//! A small OpenVINO IR v11 writer: a layer/edge graph builder whose constants stream into the `.bin` as they
+//! are created, and a deterministic XML serializer laid out like OpenVINO's own `ov::pass::Serialize`
+//! (src/core/src/pass/serialize.cpp: tab indentation, `<data>` then `<rt_info>` then `<input>`/`<output>`,
+//! output port ids continue after the input port ids, edges after the layers, model `<rt_info>` last).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// A dynamic dimension (`?` in shapes, `-1` in `<dim>`).
+pub const DYN: i64 = -1;
+
+/// OpenVINO element types used by the Phi-3 graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    F16,
+    Bf16,
+    I64,
+    I32,
+    I8,
+    U8,
+    I4,
+    U4,
+    Boolean,
+}
+
+impl Elem {
+    /// The `element_type` / `destination_type` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Elem::F32 => "f32",
+            Elem::F16 => "f16",
+            Elem::Bf16 => "bf16",
+            Elem::I64 => "i64",
+            Elem::I32 => "i32",
+            Elem::I8 => "i8",
+            Elem::U8 => "u8",
+            Elem::I4 => "i4",
+            Elem::U4 => "u4",
+            Elem::Boolean => "boolean",
+        }
+    }
+
+    /// The port `precision` spelling.
+    pub fn precision(self) -> &'static str {
+        match self {
+            Elem::F32 => "FP32",
+            Elem::F16 => "FP16",
+            Elem::Bf16 => "BF16",
+            Elem::I64 => "I64",
+            Elem::I32 => "I32",
+            Elem::I8 => "I8",
+            Elem::U8 => "U8",
+            Elem::I4 => "I4",
+            Elem::U4 => "U4",
+            Elem::Boolean => "BOOL",
+        }
+    }
+
+    /// Bytes for `numel` elements (4-bit types pack two per byte, rounded up).
+    pub fn bytes_for(self, numel: usize) -> usize {
+        match self {
+            Elem::F32 | Elem::I32 => 4 * numel,
+            Elem::F16 | Elem::Bf16 => 2 * numel,
+            Elem::I64 => 8 * numel,
+            Elem::I8 | Elem::U8 | Elem::Boolean => numel,
+            Elem::I4 | Elem::U4 => numel.div_ceil(2),
+        }
+    }
+}
+
+/// One output of one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Out {
+    pub layer: usize,
+    pub index: usize,
+}
+
+#[derive(Clone, Debug)]
+struct PortSpec {
+    elem: Elem,
+    dims: Vec<i64>,
+    names: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    name: String,
+    kind: &'static str,
+    version: &'static str,
+    data: Vec<(&'static str, String)>,
+    rt_info: Vec<(&'static str, Option<String>)>,
+    inputs: Vec<PortSpec>,
+    outputs: Vec<PortSpec>,
+    output_names_attr: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Edge {
+    from_layer: usize,
+    from_port: usize,
+    to_layer: usize,
+    to_port: usize,
+}
+
+/// Model-level `<rt_info>` entries, written in insertion order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RtInfo {
+    /// `<tag value="…" />`.
+    Value { tag: String, value: String },
+    /// `<tag> children </tag>`.
+    Group { tag: String, children: Vec<RtInfo> },
+}
+
+impl RtInfo {
+    pub fn value(tag: &str, value: impl Into<String>) -> Self {
+        RtInfo::Value {
+            tag: tag.into(),
+            value: value.into(),
+        }
+    }
+    pub fn group(tag: &str, children: Vec<RtInfo>) -> Self {
+        RtInfo::Group {
+            tag: tag.into(),
+            children,
+        }
+    }
+}
+
+/// The `.bin` side: constants are appended as they are created, tightly packed (OpenVINO's serializer writes no
+/// padding), and small constants with identical bytes share one offset as OpenVINO's `ConstantWriter` does.
+struct BinWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    dedup: HashMap<Vec<u8>, u64>,
+}
+
+/// Constants up to this size are de-duplicated (the shape/index constants); weights are always written.
+const DEDUP_MAX_BYTES: usize = 256;
+
+impl BinWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<u64> {
+        if bytes.len() <= DEDUP_MAX_BYTES
+            && let Some(&offset) = self.dedup.get(bytes)
+        {
+            return Ok(offset);
+        }
+        let offset = self.offset;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.offset += bytes.len() as u64;
+        if bytes.len() <= DEDUP_MAX_BYTES {
+            self.dedup.insert(bytes.to_vec(), offset);
+        }
+        Ok(offset)
+    }
+}
+
+/// A graph under construction whose weights are already on disk.
+pub struct Graph {
+    name: String,
+    layers: Vec<Layer>,
+    edges: Vec<Edge>,
+    bin: BinWriter,
+    rt_info: Vec<RtInfo>,
+}
+
+impl std::fmt::Debug for Graph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Graph")
+            .field("layers", &self.layers.len())
+            .field("bin", &self.bin.path)
+            .finish()
+    }
+}
+
+impl Graph {
+    /// Start a graph whose constants go to `bin_path` (created, truncated).
+    pub fn create(name: &str, bin_path: &Path) -> Result<Self> {
+        let file = File::create(bin_path).map_err(|e| Error::io(bin_path, e))?;
+        Ok(Graph {
+            name: name.into(),
+            layers: Vec::new(),
+            edges: Vec::new(),
+            bin: BinWriter {
+                path: bin_path.to_path_buf(),
+                out: BufWriter::with_capacity(1 << 20, file),
+                offset: 0,
+                dedup: HashMap::new(),
+            },
+            rt_info: Vec::new(),
+        })
+    }
+
+    pub fn layer_count(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn elem(&self, o: Out) -> Elem {
+        self.layers[o.layer].outputs[o.index].elem
+    }
+
+    pub fn dims(&self, o: Out) -> &[i64] {
+        &self.layers[o.layer].outputs[o.index].dims
+    }
+
+    fn push(&mut self, mut layer: Layer, inputs: &[Out]) -> usize {
+        let id = self.layers.len();
+        if layer.name.is_empty() {
+            layer.name = format!("{}_{id}", layer.kind);
+        }
+        for (to_port, src) in inputs.iter().enumerate() {
+            layer.inputs.push(PortSpec {
+                elem: self.elem(*src),
+                dims: self.dims(*src).to_vec(),
+                names: vec![],
+            });
+            self.edges.push(Edge {
+                from_layer: src.layer,
+                from_port: src.index,
+                to_layer: id,
+                to_port,
+            });
+        }
+        self.layers.push(layer);
+        id
+    }
+
+    /// `Parameter` (opset1) named `name`, whose tensor name is also `name`.
+    pub fn parameter(&mut self, name: &str, elem: Elem, dims: &[i64]) -> Out {
+        let layer = Layer {
+            name: name.into(),
+            kind: "Parameter",
+            version: "opset1",
+            data: vec![
+                ("shape", partial_shape(dims)),
+                ("element_type", elem.name().into()),
+            ],
+            rt_info: vec![],
+            inputs: vec![],
+            outputs: vec![PortSpec {
+                elem,
+                dims: dims.to_vec(),
+                names: vec![name.into()],
+            }],
+            output_names_attr: None,
+        };
+        Out {
+            layer: self.push(layer, &[]),
+            index: 0,
+        }
+    }
+
+    /// `Const` with `bytes` already in the IR's element layout (4-bit packed low nibble first), appended to the bin now.
+    pub fn constant(
+        &mut self,
+        name: &str,
+        elem: Elem,
+        shape: &[usize],
+        bytes: &[u8],
+    ) -> Result<Out> {
+        let numel: usize = shape.iter().product();
+        if elem.bytes_for(numel) != bytes.len() {
+            return Err(Error::Graph(format!(
+                "constant {name}: {} bytes do not hold {} [{}]",
+                bytes.len(),
+                elem.name(),
+                shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let offset = self.bin.write(bytes)?;
+        let layer = Layer {
+            name: name.into(),
+            kind: "Const",
+            version: "opset1",
+            data: vec![
+                ("element_type", elem.name().into()),
+                ("shape", static_shape(shape)),
+                ("offset", offset.to_string()),
+                ("size", bytes.len().to_string()),
+            ],
+            rt_info: vec![],
+            inputs: vec![],
+            outputs: vec![PortSpec {
+                elem,
+                dims: shape.iter().map(|&d| d as i64).collect(),
+                names: vec![],
+            }],
+            output_names_attr: None,
+        };
+        Ok(Out {
+            layer: self.push(layer, &[]),
+            index: 0,
+        })
+    }
+
+    /// Any operation: `kind`/`version` as OpenVINO names them, `name` (empty: `<kind>_<id>`), attributes in the order
+    /// OpenVINO's visitor writes them, and the output element types and shapes.
+    pub fn op(
+        &mut self,
+        kind: &'static str,
+        version: &'static str,
+        name: &str,
+        inputs: &[Out],
+        data: &[(&'static str, &str)],
+        outputs: &[(Elem, &[i64])],
+    ) -> Vec<Out> {
+        let layer = Layer {
+            name: name.into(),
+            kind,
+            version,
+            data: data.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            rt_info: vec![],
+            inputs: vec![],
+            outputs: outputs
+                .iter()
+                .map(|(elem, dims)| PortSpec {
+                    elem: *elem,
+                    dims: dims.to_vec(),
+                    names: vec![],
+                })
+                .collect(),
+            output_names_attr: None,
+        };
+        let id = self.push(layer, inputs);
+        (0..outputs.len())
+            .map(|index| Out { layer: id, index })
+            .collect()
+    }
+
+    /// [`Graph::op`] with exactly one output.
+    pub fn op1(
+        &mut self,
+        kind: &'static str,
+        version: &'static str,
+        name: &str,
+        inputs: &[Out],
+        data: &[(&'static str, &str)],
+        elem: Elem,
+        dims: &[i64],
+    ) -> Out {
+        self.op(kind, version, name, inputs, data, &[(elem, dims)])[0]
+    }
+
+    /// An op with no outputs (`Assign`).
+    pub fn sink(
+        &mut self,
+        kind: &'static str,
+        version: &'static str,
+        name: &str,
+        inputs: &[Out],
+        data: &[(&'static str, &str)],
+    ) {
+        self.op(kind, version, name, inputs, data, &[]);
+    }
+
+    /// `Result` (opset1) carrying `output_names` like OpenVINO 2026 writes it.
+    pub fn result(&mut self, name: &str, input: Out, tensor_name: &str) {
+        let layer = Layer {
+            name: name.into(),
+            kind: "Result",
+            version: "opset1",
+            data: vec![],
+            rt_info: vec![],
+            inputs: vec![],
+            outputs: vec![],
+            output_names_attr: Some(tensor_name.into()),
+        };
+        self.push(layer, &[input]);
+    }
+
+    /// Add a tensor name to an output port.
+    pub fn name_tensor(&mut self, o: Out, name: &str) {
+        self.layers[o.layer].outputs[o.index]
+            .names
+            .push(name.into());
+    }
+
+    /// Per-node rt_info attribute (`<attribute name=… version="0" [value=…] />`), e.g. `decompression`.
+    pub fn mark(&mut self, o: Out, attribute: &'static str, value: Option<&str>) {
+        self.layers[o.layer]
+            .rt_info
+            .push((attribute, value.map(str::to_string)));
+    }
+
+    pub fn set_rt_info(&mut self, rt_info: Vec<RtInfo>) {
+        self.rt_info = rt_info;
+    }
+
+    /// Flush the bin and write the XML to `xml_path`.
+    pub fn finish(mut self, xml_path: &Path) -> Result<()> {
+        self.bin
+            .out
+            .flush()
+            .map_err(|e| Error::io(&self.bin.path, e))?;
+        let file = self
+            .bin
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.bin.path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.bin.path, e))?;
+        let xml = to_xml(&self.name, &self.layers, &self.edges, &self.rt_info);
+        std::fs::write(xml_path, xml).map_err(|e| Error::io(xml_path, e))
+    }
+}
+
+/// `?,4,?,64` (Parameter and ReadValue spelling).
+pub fn partial_shape(dims: &[i64]) -> String {
+    dims.iter()
+        .map(|&d| {
+            if d < 0 {
+                "?".to_string()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `768, 2, 128` (Const spelling; scalars are empty).
+fn static_shape(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+fn write_port(x: &mut String, id: usize, p: &PortSpec) {
+    let names = if p.names.is_empty() {
+        String::new()
+    } else {
+        format!(" names=\"{}\"", escape(&p.names.join(",")))
+    };
+    if p.dims.is_empty() {
+        let _ = writeln!(
+            x,
+            "\t\t\t\t<port id=\"{id}\" precision=\"{}\"{names} />",
+            p.elem.precision()
+        );
+        return;
+    }
+    let _ = writeln!(
+        x,
+        "\t\t\t\t<port id=\"{id}\" precision=\"{}\"{names}>",
+        p.elem.precision()
+    );
+    for d in &p.dims {
+        let _ = writeln!(x, "\t\t\t\t\t<dim>{d}</dim>");
+    }
+    x.push_str("\t\t\t\t</port>\n");
+}
+
+fn write_rt(x: &mut String, node: &RtInfo, depth: usize) {
+    let tabs = "\t".repeat(depth);
+    match node {
+        RtInfo::Value { tag, value } => {
+            let _ = writeln!(x, "{tabs}<{tag} value=\"{}\" />", escape(value));
+        }
+        RtInfo::Group { tag, children } => {
+            let _ = writeln!(x, "{tabs}<{tag}>");
+            for c in children {
+                write_rt(x, c, depth + 1);
+            }
+            let _ = writeln!(x, "{tabs}</{tag}>");
+        }
+    }
+}
+
+fn to_xml(name: &str, layers: &[Layer], edges: &[Edge], rt_info: &[RtInfo]) -> String {
+    let mut x = String::with_capacity(layers.len() * 600);
+    x.push_str("<?xml version=\"1.0\"?>\n");
+    let _ = writeln!(x, "<net name=\"{}\" version=\"11\">", escape(name));
+    x.push_str("\t<layers>\n");
+    for (id, l) in layers.iter().enumerate() {
+        let extra = match &l.output_names_attr {
+            Some(n) => format!(" output_names=\"{}\"", escape(n)),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            x,
+            "\t\t<layer id=\"{id}\" name=\"{}\" type=\"{}\" version=\"{}\"{extra}>",
+            escape(&l.name),
+            l.kind,
+            l.version
+        );
+        if !l.data.is_empty() {
+            x.push_str("\t\t\t<data");
+            for (k, v) in &l.data {
+                let _ = write!(x, " {k}=\"{}\"", escape(v));
+            }
+            x.push_str(" />\n");
+        }
+        if !l.rt_info.is_empty() {
+            x.push_str("\t\t\t<rt_info>\n");
+            for (attr, value) in &l.rt_info {
+                match value {
+                    Some(v) => {
+                        let _ = writeln!(
+                            x,
+                            "\t\t\t\t<attribute name=\"{attr}\" version=\"0\" value=\"{}\" />",
+                            escape(v)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(x, "\t\t\t\t<attribute name=\"{attr}\" version=\"0\" />");
+                    }
+                }
+            }
+            x.push_str("\t\t\t</rt_info>\n");
+        }
+        if !l.inputs.is_empty() {
+            x.push_str("\t\t\t<input>\n");
+            for (i, p) in l.inputs.iter().enumerate() {
+                write_port(&mut x, i, p);
+            }
+            x.push_str("\t\t\t</input>\n");
+        }
+        if !l.outputs.is_empty() {
+            x.push_str("\t\t\t<output>\n");
+            for (i, p) in l.outputs.iter().enumerate() {
+                write_port(&mut x, l.inputs.len() + i, p);
+            }
+            x.push_str("\t\t\t</output>\n");
+        }
+        x.push_str("\t\t</layer>\n");
+    }
+    x.push_str("\t</layers>\n\t<edges>\n");
+    // OpenVINO writes edges grouped by producer; any order is read back, this one is stable.
+    let mut sorted: Vec<&Edge> = edges.iter().collect();
+    sorted.sort_by_key(|e| (e.from_layer, e.from_port, e.to_layer, e.to_port));
+    for e in sorted {
+        let from_port = layers[e.from_layer].inputs.len() + e.from_port;
+        let _ = writeln!(
+            x,
+            "\t\t<edge from-layer=\"{}\" from-port=\"{from_port}\" to-layer=\"{}\" to-port=\"{}\" />",
+            e.from_layer, e.to_layer, e.to_port
+        );
+    }
+    x.push_str("\t</edges>\n");
+    if !rt_info.is_empty() {
+        x.push_str("\t<rt_info>\n");
+        for node in rt_info {
+            write_rt(&mut x, node, 2);
+        }
+        x.push_str("\t</rt_info>\n");
+    }
+    x.push_str("</net>\n");
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_graph_serializes_like_openvino() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Graph::create("m", &dir.path().join("m.bin")).unwrap();
+        let x = g.parameter("x", Elem::F32, &[DYN, 2]);
+        let c = g
+            .constant("c", Elem::F32, &[1], &2f32.to_le_bytes())
+            .unwrap();
+        let c2 = g
+            .constant("c2", Elem::F32, &[1], &2f32.to_le_bytes())
+            .unwrap();
+        let y = g.op1(
+            "Add",
+            "opset1",
+            "",
+            &[x, c],
+            &[("auto_broadcast", "numpy")],
+            Elem::F32,
+            &[DYN, 2],
+        );
+        let z = g.op1(
+            "Add",
+            "opset1",
+            "add2",
+            &[y, c2],
+            &[("auto_broadcast", "numpy")],
+            Elem::F32,
+            &[DYN, 2],
+        );
+        g.mark(z, "decompression", None);
+        g.result("r", z, "y");
+        g.set_rt_info(vec![RtInfo::group("a", vec![RtInfo::value("b", "1")])]);
+        g.finish(&dir.path().join("m.xml")).unwrap();
+        let xml = std::fs::read_to_string(dir.path().join("m.xml")).unwrap();
+        // Identical small constants share one offset, so the bin holds one f32.
+        assert_eq!(
+            std::fs::metadata(dir.path().join("m.bin")).unwrap().len(),
+            4
+        );
+        assert!(
+            xml.contains("<data element_type=\"f32\" shape=\"1\" offset=\"0\" size=\"4\" />"),
+            "{xml}"
+        );
+        assert!(xml.contains("name=\"Add_3\" type=\"Add\""), "{xml}");
+        assert!(xml.contains("<port id=\"2\" precision=\"FP32\">"), "{xml}");
+        assert!(
+            xml.contains("<edge from-layer=\"3\" from-port=\"2\" to-layer=\"4\" to-port=\"0\" />"),
+            "{xml}"
+        );
+        assert!(xml.contains("output_names=\"y\""), "{xml}");
+        assert!(
+            xml.contains(
+                "\t<rt_info>\n\t\t<a>\n\t\t\t<b value=\"1\" />\n\t\t</a>\n\t</rt_info>\n</net>\n"
+            ),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn constant_size_must_match_its_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = Graph::create("m", &dir.path().join("m.bin")).unwrap();
+        assert!(g.constant("w", Elem::I4, &[3, 4], &[0u8; 6]).is_ok());
+        let e = g
+            .constant("w2", Elem::I4, &[3, 4], &[0u8; 12])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("w2") && e.contains("i4 [3, 4]"), "{e}");
+    }
+}
