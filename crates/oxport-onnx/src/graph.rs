@@ -157,7 +157,7 @@ impl Builder<'_> {
             &text,
             DataType::Int64,
             if scalar { vec![] } else { vec![values.len()] },
-            { values.iter().flat_map(|v| v.to_le_bytes()).collect() },
+            values.iter().flat_map(|v| v.to_le_bytes()).collect(),
         )
     }
 

@@ -1,8 +1,192 @@
+//! `oxport export onnx`: the onnxruntime-genai model builder's output (`python -m
+//! onnxruntime_genai.models.builder -p int4 -e cpu`), written by streaming one tensor at a time.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use oxport_hf::Checkpoint;
+use oxport_onnx::{ExecutionProvider, ExportOptions, Precision, Progress};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PrecisionArg {
+    Int4,
+    Fp16,
+    Fp32,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum EpArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Model folder (a Hugging Face Phi-3 checkpoint: config.json, safetensors, tokenizer files).
+    #[arg(short = 'm', long)]
+    pub model: String,
+    /// Hub revision (branch, tag or commit) when --model is a hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Output folder (must not exist or be empty); written atomically.
+    pub output: PathBuf,
+    /// Weight precision: int4 (MatMulNBits), fp16 or fp32.
+    #[arg(short = 'p', long, value_enum, default_value = "int4")]
+    pub precision: PrecisionArg,
+    /// Execution provider the graph targets: cpu (fp32 I/O for int4) or cuda (fp16 I/O).
+    #[arg(
+        short = 'e',
+        long = "execution-provider",
+        value_enum,
+        default_value = "cpu"
+    )]
+    pub execution_provider: EpArg,
+    /// MatMulNBits block size along K: 16, 32, 64, 128 or 256.
+    #[arg(long = "block-size", default_value_t = 32)]
+    pub block_size: usize,
+    /// Symmetric int4 (default): no zero points, zero point 8.
+    #[arg(long, conflicts_with = "asym")]
+    pub sym: bool,
+    /// Asymmetric int4: uint4 with per-block zero points.
+    #[arg(long)]
+    pub asym: bool,
+    /// MatMulNBits accuracy_level 0-4 (default 4 on cpu, 0 on cuda; 4 quantizes activations to int8).
+    #[arg(long = "accuracy-level")]
+    pub accuracy_level: Option<u32>,
+    /// Quantize lm_head to 8 bits instead of 4.
+    #[arg(long = "int8-lm-head")]
+    pub int8_lm_head: bool,
+    /// Fraction of the ratio-defining weights in 4 bits; the rest become 8-bit MatMulNBits.
+    #[arg(long)]
+    pub ratio: Option<f64>,
+    /// Standard ops: DequantizeLinear (INT4) + MatMul and a decomposed first norm; passes onnx.checker.
+    #[arg(long)]
+    pub qdq: bool,
+    /// Print the quantization plan and the graph summary; write nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+}
+
+impl Args {
+    fn options(&self) -> ExportOptions {
+        ExportOptions {
+            precision: match self.precision {
+                PrecisionArg::Int4 => Precision::Int4,
+                PrecisionArg::Fp16 => Precision::Fp16,
+                PrecisionArg::Fp32 => Precision::Fp32,
+            },
+            execution_provider: match self.execution_provider {
+                EpArg::Cpu => ExecutionProvider::Cpu,
+                EpArg::Cuda => ExecutionProvider::Cuda,
+            },
+            block_size: self.block_size,
+            symmetric: !self.asym,
+            accuracy_level: self.accuracy_level,
+            int8_lm_head: self.int8_lm_head,
+            ratio: self.ratio,
+            qdq: self.qdq,
+        }
+    }
+}
+
+/// indicatif bar over the initializers.
+struct Bar(ProgressBar);
+
+impl Progress for Bar {
+    fn start(&self, total: usize) {
+        self.0.set_length(total as u64);
+    }
+    fn tensor_written(&self, name: &str, _bytes: u64) {
+        self.0.set_message(name.to_string());
+        self.0.inc(1);
+    }
+    fn finishing(&self) {
+        self.0
+            .set_message("writing model.onnx, genai_config.json, tokenizer files");
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let opts = args.options();
+    let model_dir = resolve(&args)?;
+    let ckpt =
+        Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
+
+    if args.dry_run {
+        let plan = oxport_onnx::plan(&ckpt, &opts)?;
+        let layout = oxport_onnx::layout(&ckpt, &opts, &plan)?;
+        println!("{plan}");
+        let mut ops = std::collections::BTreeMap::<String, usize>::new();
+        for n in &layout.nodes {
+            let op = n.op_type.clone().unwrap_or_default();
+            let key = match n.domain.as_deref() {
+                Some(d) if !d.is_empty() => format!("{d}:{op}"),
+                _ => op,
+            };
+            *ops.entry(key).or_default() += 1;
+        }
+        println!(
+            "graph: {} nodes, opset {} + com.microsoft 1, IR {}",
+            layout.nodes.len(),
+            oxport_onnx::OPSET,
+            oxport_onnx::IR_VERSION
+        );
+        for (op, count) in ops {
+            println!("  {op:<45} {count}");
+        }
+        println!(
+            "would write {} with {}, {}, {} and the tokenizer files",
+            args.output.display(),
+            oxport_onnx::MODEL_FILE,
+            oxport_onnx::DATA_FILE,
+            oxport_onnx::GENAI_CONFIG_FILE
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {wide_msg}",
+        )
+        .expect("static template"),
+    );
+    let started = Instant::now();
+    let summary =
+        oxport_onnx::export(&ckpt, &opts, &args.output, &Bar(bar.clone())).with_context(|| {
+            format!(
+                "exporting {} to {}",
+                model_dir.display(),
+                args.output.display()
+            )
+        })?;
+    bar.finish_and_clear();
+    let total: u64 = summary.files.values().sum();
+    println!(
+        "wrote {} in {:.1} s: {} nodes, {} initializers, {:.1} MB",
+        summary.output.display(),
+        started.elapsed().as_secs_f64(),
+        summary.nodes,
+        summary.initializers,
+        total as f64 / 1e6
+    );
+    for (name, bytes) in &summary.files {
+        println!("  {name:<28} {bytes:>14} bytes");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--model`: a local folder, else a hub id resolved through the Hugging Face cache.
+fn resolve(args: &Args) -> anyhow::Result<PathBuf> {
+    let local = PathBuf::from(&args.model);
+    if local.is_dir() {
+        return Ok(local);
+    }
+    anyhow::bail!(
+        "--model {}: not a local folder (hub ids need the oxport-hf resolver)",
+        args.model
+    )
 }
