@@ -132,12 +132,27 @@ impl Checkpoint {
         let mut found: BTreeMap<String, (usize, safetensors::tensor::TensorInfo, usize)> =
             BTreeMap::new();
         for (shard_idx, shard_name) in shard_names.iter().enumerate() {
-            let path = resolve_shard(&dir, &canonical_dir, &index_path, shard_name)?;
+            // Errors about a whole shard (no tensor of its own to name) name the tensors the index places in it.
+            let placed = weight_map
+                .as_ref()
+                .map(|m| placed_in(m, shard_name))
+                .unwrap_or_default();
+            let path = resolve_shard(&dir, &canonical_dir, &index_path, shard_name, &placed)?;
             let file = File::open(&path).map_err(io(&path))?;
             // SAFETY: the mapping is read-only; oxport never writes to checkpoint files. A file truncated by
             // another process while mapped would fault, as it would for every mmap-based loader (candle, safetensors).
             let mmap = unsafe { Mmap::map(&file) }.map_err(io(&path))?;
-            let (header_len, metadata) = parse_header(&path, &mmap)?;
+            let (header_len, metadata) = parse_header(&path, &mmap).map_err(|e| match e {
+                Error::Safetensors { path, msg }
+                    if !placed.is_empty() && !msg.starts_with("tensor") =>
+                {
+                    Error::Safetensors {
+                        path,
+                        msg: format!("{msg} (the index places {placed} in this shard)"),
+                    }
+                }
+                e => e,
+            })?;
             let data_start = 8 + header_len;
             for (name, info) in metadata.tensors() {
                 if let Some((other, _, _)) = found.get(&name) {
@@ -361,6 +376,19 @@ fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
     Ok((names, weight_map))
 }
 
+/// "`first` and N more": the tensors `weight_map` places in `shard`, for error messages.
+fn placed_in(weight_map: &BTreeMap<String, String>, shard: &str) -> String {
+    let mut names = weight_map
+        .iter()
+        .filter(|(_, s)| *s == shard)
+        .map(|(t, _)| t);
+    match (names.next(), names.count()) {
+        (None, _) => String::new(),
+        (Some(first), 0) => first.clone(),
+        (Some(first), more) => format!("{first} and {more} more"),
+    }
+}
+
 /// A shard named by the index must stay inside the model folder: no absolute paths, no `..`, and no symlink
 /// that resolves outside it. The one exception is the Hugging Face cache layout, where
 /// `<repo>/snapshots/<sha>/<file>` is a symlink to `<repo>/blobs/<etag>` (huggingface_hub `file_download.py`).
@@ -369,17 +397,31 @@ fn resolve_shard(
     canonical_dir: &Path,
     index_path: &Path,
     name: &str,
+    placed: &str,
 ) -> Result<PathBuf> {
     let escapes = || Error::ShardEscapes {
         path: index_path.to_path_buf(),
         shard: name.to_string(),
+        tensors: placed.to_string(),
     };
     let rel = Path::new(name);
     if name.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(escapes());
     }
     let path = dir.join(rel);
-    let canonical = path.canonicalize().map_err(io(&path))?;
+    let canonical = path.canonicalize().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() {
+            Error::Index {
+                path: index_path.to_path_buf(),
+                msg: format!("shard {name} is missing (the index places {placed} in it)"),
+            }
+        } else {
+            Error::Io {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
     let cache_blobs = canonical_dir
         .parent()
         .filter(|p| p.file_name().is_some_and(|n| n == "snapshots"))
@@ -412,6 +454,8 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor
             bytes.len()
         )));
     }
+    let n = n as usize;
+    check_tensor_ranges(&bytes[8..8 + n], bytes.len() - 8 - n).map_err(bad)?;
     match safetensors::SafeTensors::read_metadata(bytes) {
         Ok((n, meta)) => Ok((n, meta)),
         Err(e) => {
@@ -425,7 +469,7 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor
                 }
                 E::MetadataIncompleteBuffer => format!(
                     "the data section ({} bytes) does not match the tensors' offsets: file truncated or offsets out of bounds",
-                    bytes.len() - 8 - n as usize
+                    bytes.len() - 8 - n
                 ),
                 E::InvalidHeaderDeserialization(m) => {
                     format!("header is not valid JSON metadata: {m}")
@@ -435,4 +479,79 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor
             Err(bad(msg))
         }
     }
+}
+
+/// Element size of a safetensors dtype name (the format's full list, `safetensors/src/tensor.rs` `Dtype`), so a
+/// header can be checked before the crate parses it and every message can name the tensor.
+fn dtype_bits(name: &str) -> Option<usize> {
+    Some(match name {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
+        "F4" => 4,
+        "F6_E2M3" | "F6_E3M2" => 6,
+        "I16" | "U16" | "F16" | "BF16" => 16,
+        "I32" | "U32" | "F32" => 32,
+        "I64" | "U64" | "F64" | "C64" => 64,
+        _ => return None,
+    })
+}
+
+/// Per-tensor checks of a header against a data section of `data_len` bytes, each naming the tensor: a known dtype,
+/// a byte range matching dtype × shape, inside the data section (a shorter range means a truncated file), and no
+/// two ranges overlapping. Gaps and ordering are left to the safetensors crate.
+pub(crate) fn check_tensor_ranges(header: &[u8], data_len: usize) -> Result<(), String> {
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header)
+        .map_err(|e| format!("header is not valid JSON metadata: {e}"))?;
+    let mut ranges: Vec<(usize, usize, &str)> = Vec::with_capacity(v.len());
+    for (name, info) in &v {
+        if name == "__metadata__" {
+            continue;
+        }
+        let field = |f: &str| {
+            info.get(f)
+                .ok_or_else(|| format!("tensor {name}: header entry has no `{f}`"))
+        };
+        let dtype = field("dtype")?
+            .as_str()
+            .ok_or_else(|| format!("tensor {name}: `dtype` is not a string"))?;
+        let bits =
+            dtype_bits(dtype).ok_or_else(|| format!("tensor {name}: unknown dtype {dtype:?}"))?;
+        let shape: Vec<usize> = field("shape")?
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .ok_or_else(|| format!("tensor {name}: `shape` is not a list of sizes"))?;
+        let offsets: Vec<usize> = field("data_offsets")?
+            .as_array()
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .filter(|o: &Vec<usize>| o.len() == 2)
+            .ok_or_else(|| format!("tensor {name}: `data_offsets` is not [begin, end]"))?;
+        let (begin, end) = (offsets[0], offsets[1]);
+        let expected = shape
+            .iter()
+            .try_fold(bits, |acc, &d| acc.checked_mul(d))
+            .map(|b| b.div_ceil(8))
+            .ok_or_else(|| format!("tensor {name}: shape {shape:?} overflows"))?;
+        if end < begin || end - begin != expected {
+            return Err(format!(
+                "tensor {name}: data offsets [{begin}, {end}) hold {} bytes, but {dtype} {shape:?} needs {expected}",
+                end.saturating_sub(begin)
+            ));
+        }
+        if end > data_len {
+            return Err(format!(
+                "tensor {name}: data offsets [{begin}, {end}) run past the end of the data section ({data_len} bytes): \
+                 the file is truncated or the offsets are out of bounds"
+            ));
+        }
+        ranges.push((begin, end, name));
+    }
+    ranges.sort();
+    for w in ranges.windows(2) {
+        let ((b0, e0, a), (b1, e1, b)) = (w[0], w[1]);
+        if b1 < e0 {
+            return Err(format!(
+                "tensors {a} [{b0}, {e0}) and {b} [{b1}, {e1}) overlap"
+            ));
+        }
+    }
+    Ok(())
 }

@@ -20,8 +20,12 @@ pub enum Error {
     Safetensors { path: PathBuf, msg: String },
     #[error("{path}: invalid shard index: {msg}")]
     Index { path: PathBuf, msg: String },
-    #[error("{path}: shard {shard:?} resolves outside the model folder")]
-    ShardEscapes { path: PathBuf, shard: String },
+    #[error("{path}: shard {shard:?} (holding {tensors}) resolves outside the model folder")]
+    ShardEscapes {
+        path: PathBuf,
+        shard: String,
+        tensors: String,
+    },
     #[error("{path}: tensor {tensor}: unsupported dtype {dtype} (oxport reads BF16, F16, F32)")]
     UnsupportedDtype {
         path: PathBuf,
