@@ -64,6 +64,7 @@ struct Shared {
     lens: Option<(Out, Out, Out)>,
     gqa_target: Option<Out>,
     chunk_lengths: Option<Out>,
+    sdpa_scale: Option<Out>,
 }
 
 impl Builder<'_> {
@@ -757,6 +758,7 @@ pub(crate) fn build(
         lens: None,
         gqa_target: None,
         chunk_lengths: None,
+        sdpa_scale: None,
     };
 
     for layer in 0..cfg.num_hidden_layers {
@@ -1022,7 +1024,20 @@ fn decoder_layer(
         (k_all, v_all)
     };
 
-    let scale = b.c_float("", &[1.0 / (hd as f32).sqrt()], &[])?;
+    // One scale constant shared by all layers (in fp16 exports its decompression Convert carries layer 0's traced
+    // `ConvertLike` name, as in the reference).
+    let scale = match s.sdpa_scale {
+        Some(o) => o,
+        None => {
+            let o = b.c_float(
+                &format!("{sa}/aten::scaled_dot_product_attention/ConvertLike"),
+                &[1.0 / (hd as f32).sqrt()],
+                &[],
+            )?;
+            s.sdpa_scale = Some(o);
+            o
+        }
+    };
     let attn = b.op(
         "ScaledDotProductAttention",
         "opset13",
