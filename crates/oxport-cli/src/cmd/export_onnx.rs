@@ -9,6 +9,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use oxport_hf::Checkpoint;
 use oxport_onnx::{ExecutionProvider, ExportOptions, Precision, Progress};
+use oxport_quant::Scheme;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum PrecisionArg {
@@ -118,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.dry_run {
         let plan = oxport_onnx::plan(&ckpt, &opts)?;
         let layout = oxport_onnx::layout(&ckpt, &opts, &plan)?;
-        println!("{plan}");
+        print_plan(&plan);
         let mut ops = std::collections::BTreeMap::<String, usize>::new();
         for n in &layout.nodes {
             let op = n.op_type.clone().unwrap_or_default();
@@ -177,6 +178,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  {name:<28} {bytes:>14} bytes");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per checkpoint tensor: shape, scheme and the rule that chose it.
+fn print_plan(plan: &oxport_quant::QuantPlan) {
+    println!("{:<48} {:>14}  {:<26} reason", "tensor", "shape", "scheme");
+    for e in &plan.entries {
+        let shape = format!("{:?}", e.shape);
+        let scheme = match e.scheme {
+            Scheme::F32 => "f32".to_string(),
+            Scheme::F16 => "f16".to_string(),
+            Scheme::Keep => "checkpoint dtype".to_string(),
+            Scheme::NBits(p) => format!(
+                "MatMulNBits {}-bit {} b{}",
+                p.bits,
+                if p.symmetric { "sym" } else { "asym" },
+                p.block_size
+            ),
+            Scheme::Nncf { .. } => format!("{:?}", e.scheme),
+        };
+        println!("{:<48} {:>14}  {:<26} {}", e.name, shape, scheme, e.reason);
+    }
 }
 
 /// `--model`: a local folder, else a hub id resolved through the Hugging Face cache.
