@@ -1,0 +1,255 @@
+"""`oxport export openvino` on the tiny fixtures (fixtures/tiny*: MHA, GQA, LongRoPE, K=320) at every weight
+format, against an independent numpy f32 forward pass of HF Phi-3 written here; plus the CLI's refusals and
+--dry-run. Run with OXPORT_BIN and OXPORT_PYTHON set (cargo xtask test does both).
+"""
+
+import json
+import struct
+import subprocess
+import os
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "fixtures"
+REF = FIX / "reference"
+TINY = sorted(p.name for p in FIX.glob("tiny*") if (p / "config.json").exists())
+F32_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "KV_CACHE_PRECISION": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": "0"}
+FORMATS = {
+    "fp32": ["--weight-format", "fp32"],
+    "fp16": ["--weight-format", "fp16"],
+    "int8": ["--weight-format", "int8"],
+    "int8_sym": ["--weight-format", "int8", "--sym"],
+    "int4": ["--weight-format", "int4", "--group-size", "128", "--ratio", "0.6", "--sym", "--group-size-fallback", "adjust"],
+    "int4_asym": ["--weight-format", "int4", "--group-size", "64", "--group-size-fallback", "adjust"],
+}
+# max |Δ| of the logits against the numpy f32 forward. fp32 is exact up to accumulation order; fp16 adds the
+# bf16→f16 rounding (exact for these weights); int8/int4 add their compression error (random weights, |logits| ≲ 2).
+TOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 0.06, "int8_sym": 0.06, "int4": 0.4, "int4_asym": 0.4}
+
+
+def oxport(*args):
+    exe = os.environ.get("OXPORT_BIN")
+    assert exe, "OXPORT_BIN must name the built oxport binary"
+    return subprocess.run([exe, *args], capture_output=True, text=True)
+
+
+# ---- independent numpy reference (transformers Phi3ForCausalLM, eager attention, f32) ----
+
+def read_safetensors(path):
+    raw = path.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        buf = raw[8 + n + a:8 + n + b]
+        if t["dtype"] == "BF16":
+            arr = (np.frombuffer(buf, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        elif t["dtype"] == "F16":
+            arr = np.frombuffer(buf, np.float16).astype(np.float32)
+        else:
+            arr = np.frombuffer(buf, np.float32)
+        out[name] = arr.reshape(t["shape"])
+    return out
+
+
+def load_weights(d):
+    files = sorted(d.glob("*.safetensors"))
+    w = {}
+    for f in files:
+        w.update(read_safetensors(f))
+    return w
+
+
+def inv_freq_for(cfg, seq_len):
+    hd = cfg["hidden_size"] // cfg["num_attention_heads"]
+    rot = int(hd * cfg.get("partial_rotary_factor", 1.0))
+    base = cfg.get("rope_theta", 10000.0)
+    inv = 1.0 / (base ** (np.arange(0, rot, 2, dtype=np.float32) / rot))
+    scaling = cfg.get("rope_scaling")
+    attn = 1.0
+    if scaling and scaling.get("type", scaling.get("rope_type")) in ("longrope", "su"):
+        orig = cfg["original_max_position_embeddings"]
+        factors = scaling["long_factor"] if seq_len > orig else scaling["short_factor"]
+        inv = 1.0 / (np.array(factors, np.float32) * (base ** (np.arange(0, rot, 2, dtype=np.float32) / rot)))
+        scale = cfg["max_position_embeddings"] / orig
+        attn = 1.0 if scale <= 1.0 else float(np.sqrt(1 + np.log(scale) / np.log(orig)))
+    return inv.astype(np.float32), attn, rot
+
+
+def numpy_logits(model_dir, ids, positions):
+    cfg = json.loads((model_dir / "config.json").read_text())
+    w = load_weights(model_dir)
+    h, nh = cfg["hidden_size"], cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads", nh)
+    hd = h // nh
+    eps = cfg.get("rms_norm_eps", 1e-5)
+    inv, attn_factor, rot = inv_freq_for(cfg, int(positions.max()) + 1)
+    freqs = positions[:, None].astype(np.float32) * inv[None]
+    emb = np.concatenate([freqs, freqs], -1)
+    cos, sin = np.cos(emb) * attn_factor, np.sin(emb) * attn_factor
+
+    def rms(x, g):
+        return g * (x / np.sqrt((x * x).mean(-1, keepdims=True) + eps))
+
+    def rope(x):  # [heads, T, hd]
+        r, p = x[..., :rot], x[..., rot:]
+        half = rot // 2
+        rotated = np.concatenate([-r[..., half:], r[..., :half]], -1)
+        return np.concatenate([r * cos + rotated * sin, p], -1)
+
+    x = w["model.embed_tokens.weight"][ids]
+    t = len(ids)
+    causal = np.tril(np.ones((t, t), bool))
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        xn = rms(x, w[p + "input_layernorm.weight"])
+        qkv = xn @ w[p + "self_attn.qkv_proj.weight"].T
+        q = qkv[:, :nh * hd].reshape(t, nh, hd).transpose(1, 0, 2)
+        k = qkv[:, nh * hd:(nh + kv) * hd].reshape(t, kv, hd).transpose(1, 0, 2)
+        v = qkv[:, (nh + kv) * hd:].reshape(t, kv, hd).transpose(1, 0, 2)
+        q, k = rope(q), rope(k)
+        k, v = np.repeat(k, nh // kv, 0), np.repeat(v, nh // kv, 0)
+        s = q @ k.transpose(0, 2, 1) / np.sqrt(hd)
+        s = np.where(causal, s, -np.inf)
+        s = np.exp(s - s.max(-1, keepdims=True))
+        a = (s / s.sum(-1, keepdims=True)) @ v
+        x = x + a.transpose(1, 0, 2).reshape(t, nh * hd) @ w[p + "self_attn.o_proj.weight"].T
+        xn = rms(x, w[p + "post_attention_layernorm.weight"])
+        gu = xn @ w[p + "mlp.gate_up_proj.weight"].T
+        inter = gu.shape[-1] // 2
+        gate, up = gu[:, :inter], gu[:, inter:]
+        x = x + (up * (gate / (1 + np.exp(-gate)))) @ w[p + "mlp.down_proj.weight"].T
+    x = rms(x, w["model.norm.weight"])
+    head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
+    return x @ head.T
+
+
+def test_numpy_reference_matches_transformers():
+    """The reference itself: it reproduces transformers' fp32 logits for the reference checkpoints."""
+    for model in ["phi3-tiny-random", "phi3-tiny-gqa", "phi3-tiny-k320"]:
+        ids = np.load(REF / "numerics" / model / "input_ids.npy")[0]
+        got = numpy_logits(REF / "checkpoints" / model, ids, np.arange(len(ids)))
+        want = np.load(REF / "numerics" / model / "logits_fp32.npy")[0]
+        assert np.abs(got - want).max() < 1e-4, model
+
+
+# ---- exports of the tiny fixtures ----
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    cache = {}
+
+    def get(model, fmt):
+        if (model, fmt) not in cache:
+            out = tmp_path_factory.mktemp(f"{model}-{fmt}") / "ov"
+            r = oxport("export", "openvino", "--model", str(FIX / model), *FORMATS[fmt], str(out))
+            assert r.returncode == 0, r.stderr
+            core = ov.Core()
+            cache[(model, fmt)] = core.compile_model(core.read_model(out / "openvino_model.xml"), "CPU", F32_CONFIG)
+        return cache[(model, fmt)]
+
+    return get
+
+
+def run(request, ids, positions, past=0):
+    request.infer({
+        "input_ids": ids[None].astype(np.int64),
+        "attention_mask": np.ones((1, past + len(ids)), np.int64),
+        "position_ids": positions[None].astype(np.int64),
+        "beam_idx": np.array([0], np.int32),
+    })
+    return request.get_tensor("logits").data[0].copy()
+
+
+def prompt(model):
+    vocab = json.loads((FIX / model / "config.json").read_text())["vocab_size"]
+    return np.random.default_rng(7).integers(3, vocab - 8, 12)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("model", TINY)
+def test_tiny_fixture_logits_match_numpy_reference(exported, model, fmt):
+    compiled = exported(model, fmt)
+    ids = prompt(model)
+    offsets = [0]
+    cfg = json.loads((FIX / model / "config.json").read_text())
+    if cfg.get("rope_scaling"):
+        # Past original_max_position_embeddings LongRoPE switches to the long factors.
+        offsets.append(cfg["original_max_position_embeddings"] + 10)
+    for start in offsets:
+        positions = np.arange(start, start + len(ids))
+        request = compiled.create_infer_request()
+        request.reset_state()
+        got = run(request, ids, positions)
+        want = numpy_logits(FIX / model, ids, positions)
+        err = np.abs(got - want).max()
+        assert err <= TOL[fmt], f"{model} {fmt} positions from {start}: max |Δ| {err}"
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "int4"])
+@pytest.mark.parametrize("model", TINY)
+def test_tiny_fixture_stateful_greedy_matches_full_recomputation(exported, model, fmt):
+    compiled = exported(model, fmt)
+    ids = prompt(model)
+    request = compiled.create_infer_request()
+    request.reset_state()
+    logits = run(request, ids, np.arange(len(ids)))
+    seq = list(ids)
+    for _ in range(5):
+        nxt = int(logits[-1].argmax())
+        full_req = compiled.create_infer_request()
+        full = run(full_req, np.array(seq), np.arange(len(seq)))
+        assert int(full[-1].argmax()) == nxt
+        seq.append(nxt)
+        logits = run(request, np.array([nxt]), np.array([len(seq) - 1]), past=len(seq) - 1)
+
+
+def test_longrope_graph_selects_factors_at_runtime(tmp_path):
+    out = tmp_path / "ov"
+    assert oxport("export", "openvino", "--model", str(FIX / "tiny-longrope"), "--weight-format", "fp16", str(out)).returncode == 0
+    model = ov.Core().read_model(out / "openvino_model.xml")
+    types = [op.get_type_name() for op in model.get_ordered_ops()]
+    assert "ReduceMax" in types and types.count("Select") == 2  # factor switch + mask
+
+
+# ---- CLI ----
+
+@pytest.mark.parametrize("flag", [["--awq"], ["--scale-estimation"], ["--gptq"], ["--lora-correction"],
+                                  ["--dataset", "wikitext2"], ["--quant-mode", "int8"], ["--num-samples", "4"],
+                                  ["--sensitivity-metric", "hessian_input_activation"], ["--disable-stateful"]])
+def test_unimplemented_optimum_flags_fail_naming_the_flag(tmp_path, flag):
+    out = tmp_path / "ov"
+    r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--weight-format", "int4", *flag, str(out))
+    assert r.returncode != 0
+    assert flag[0] in r.stderr and "not implement" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_unknown_weight_format_and_task_are_refused(tmp_path):
+    r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--weight-format", "nf4", str(tmp_path / "a"))
+    assert r.returncode != 0 and "nf4" in r.stderr
+    r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--task", "text-generation", str(tmp_path / "b"))
+    assert r.returncode != 0 and "text-generation-with-past" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
+    out = tmp_path / "ov"
+    r = oxport("export", "openvino", "--model", str(REF / "checkpoints" / "phi3-tiny-random"), "--task",
+               "text-generation-with-past", "--weight-format", "int4", "--group-size", "128", "--ratio", "0.6", "--sym",
+               "--trust-remote-code", "--dry-run", str(out))
+    assert r.returncode == 0, r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.strip()}
+    # NNCF's choice for this checkpoint (shared/docs/openvino-ir.md §6): L0.qkv, L1.qkv, L0.down at int4.
+    for role in ["attn_qkv[0]", "attn_qkv[1]", "mlp_down[0]"]:
+        assert "int4_sym group 128" in lines[role], r.stdout
+    for role in ["embedding", "lm_head", "attn_out[0]", "mlp_gate_up[0]", "mlp_down[1]"]:
+        assert "int8_asym" in lines[role], r.stdout
