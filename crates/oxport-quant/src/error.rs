@@ -5,10 +5,19 @@
 pub enum QuantError {
     /// NaN or ±Inf in the weight; quantizing it would silently produce garbage.
     #[error("tensor {tensor}: {count} non-finite value(s), first at flat index {first}")]
-    NonFinite { tensor: String, count: usize, first: usize },
+    NonFinite {
+        tensor: String,
+        count: usize,
+        first: usize,
+    },
     /// `weight.len()` does not equal `n * k`.
     #[error("tensor {tensor}: {len} values do not form a [{n}, {k}] matrix")]
-    ShapeMismatch { tensor: String, n: usize, k: usize, len: usize },
+    ShapeMismatch {
+        tensor: String,
+        n: usize,
+        k: usize,
+        len: usize,
+    },
     /// Parameters the kernel does not support (bits, block size, group size).
     #[error("tensor {tensor}: unsupported parameters: {msg}")]
     Unsupported { tensor: String, msg: String },
@@ -17,7 +26,12 @@ pub enum QuantError {
         "tensor {tensor} [{n}, {k}]: reduction dimension {k} is not divisible by group size {group_size} \
          (NNCF InvalidGroupSizeError; use group size fallback `ignore` or `adjust`)"
     )]
-    InvalidGroupSize { tensor: String, n: usize, k: usize, group_size: usize },
+    InvalidGroupSize {
+        tensor: String,
+        n: usize,
+        k: usize,
+        group_size: usize,
+    },
     /// The checkpoint could not be read while planning (sensitivity needs the weights).
     #[error("reading {tensor} for planning: {source}")]
     Checkpoint {
@@ -55,9 +69,19 @@ impl QuantError {
 pub(crate) const ANON: &str = "<matrix>";
 
 /// Check `weight` is `[n, k]` and finite; errors name `tensor`.
-pub(crate) fn check_matrix(tensor: &str, weight: &[f32], n: usize, k: usize) -> Result<(), QuantError> {
+pub(crate) fn check_matrix(
+    tensor: &str,
+    weight: &[f32],
+    n: usize,
+    k: usize,
+) -> Result<(), QuantError> {
     if weight.len() != n * k || n == 0 || k == 0 {
-        return Err(QuantError::ShapeMismatch { tensor: tensor.into(), n, k, len: weight.len() });
+        return Err(QuantError::ShapeMismatch {
+            tensor: tensor.into(),
+            n,
+            k,
+            len: weight.len(),
+        });
     }
     let mut count = 0;
     let mut first = usize::MAX;
@@ -68,7 +92,11 @@ pub(crate) fn check_matrix(tensor: &str, weight: &[f32], n: usize, k: usize) -> 
         }
     }
     if count > 0 {
-        return Err(QuantError::NonFinite { tensor: tensor.into(), count, first });
+        return Err(QuantError::NonFinite {
+            tensor: tensor.into(),
+            count,
+            first,
+        });
     }
     Ok(())
 }

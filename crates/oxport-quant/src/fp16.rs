@@ -1,10 +1,56 @@
-//! f32 → IEEE half conversion as ONNX Runtime / onnx `float32_to_float16` and numpy `astype(float16)` do it.
+//! f32 → IEEE half conversion as numpy `astype(np.float16)` does it (used by onnx `numpy_helper`, by ORT's
+//! float16 converter and by NNCF for its f16 scales).
 
-/// Convert to little-endian IEEE f16 bytes, round-to-nearest-even.
+use rayon::prelude::*;
+
+/// Values per rayon task; small enough to split a tensor row-free, large enough to amortise scheduling.
+const CHUNK: usize = 1 << 16;
+
+/// Convert one value, round-to-nearest-even.
 ///
-/// Overflow: values beyond the f16 range (|x| ≥ 65520) become ±inf, subnormal results are kept (not flushed),
-/// exactly as numpy `astype(np.float16)` (used by onnx `numpy_helper` and ORT's float16 converter) does.
+/// Overflow: |x| ≥ 65520 (halfway above f16::MAX = 65504) becomes ±inf, exactly as numpy and the F16C
+/// `vcvtps2ph` instruction with RNE do; results below the normal range are kept as subnormals (not flushed),
+/// and ±0 keep their sign. NaN stays NaN (the planner never hands NaN to a kernel).
+#[inline]
+pub fn f32_to_f16(value: f32) -> half::f16 {
+    half::f16::from_f32(value)
+}
+
+/// Convert to little-endian IEEE f16 bytes, round-to-nearest-even (see [`f32_to_f16`] for overflow).
 pub fn f32_to_f16_bytes(values: &[f32]) -> Vec<u8> {
-    let _ = values;
-    unimplemented!()
+    let mut out = vec![0u8; values.len() * 2];
+    out.par_chunks_mut(CHUNK * 2)
+        .zip(values.par_chunks(CHUNK))
+        .for_each(|(dst, src)| {
+            for (d, v) in dst.chunks_exact_mut(2).zip(src) {
+                d.copy_from_slice(&f32_to_f16(*v).to_bits().to_le_bytes());
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(v: f32) -> u16 {
+        u16::from_le_bytes(f32_to_f16_bytes(&[v]).try_into().unwrap())
+    }
+
+    #[test]
+    fn rounding_and_overflow_match_numpy() {
+        // Expected bits from numpy 2.4: np.array([...], np.float32).astype(np.float16).view(np.uint16).
+        assert_eq!(bits(1.0), 0x3c00);
+        assert_eq!(bits(-0.0), 0x8000);
+        assert_eq!(bits(65504.0), 0x7bff);
+        assert_eq!(bits(65519.996), 0x7bff); // just below the halfway point stays finite
+        assert_eq!(bits(65520.0), 0x7c00); // halfway between f16::MAX and 2^16 rounds to even = inf
+        assert_eq!(bits(-1e6), 0xfc00);
+        assert_eq!(bits(5.9604645e-8), 0x0001); // smallest subnormal
+        assert_eq!(bits(2.9802322e-8), 0x0000); // exactly half of it: ties to even (0)
+        assert_eq!(bits(8.940697e-8), 0x0002); // 1.5 × smallest subnormal: ties to even (2)
+        assert_eq!(bits(1.0009766), 0x3c01);
+        assert_eq!(bits(1.0004883), 0x3c00); // tie between 0x3c00 and 0x3c01 → even
+        assert_eq!(bits(1.0014648), 0x3c02); // tie between 0x3c01 and 0x3c02 → even
+    }
 }

@@ -14,6 +14,6 @@ pub use fp16::f32_to_f16_bytes;
 pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits};
 pub use nncf::{NncfMode, NncfWeight, compress_nncf};
 pub use plan::{
-    Backup, Fallback, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanStats, Precision, PrecisionStats,
-    QuantPlan, Scheme, plan_onnx, plan_openvino,
+    Backup, Fallback, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanStats,
+    Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx, plan_openvino,
 };

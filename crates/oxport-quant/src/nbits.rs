@@ -1,6 +1,14 @@
 //! ONNX Runtime `MatMulNBits` blockwise quantizer (shared/docs/onnx-genai.md §2).
+//!
+//! Bit-exact with `onnxruntime/python/tools/quantization/matmul_nbits_quantizer.py`
+//! (`DefaultWeightOnlyQuantizer.qbits_block_quant`, QOperator format) → pybind `quantize_matmul_{4,8}bits` →
+//! `MlasQuantizeBlockwise` → `BlockwiseQuantizer::quantizeAndTranspose` in `onnxruntime/core/mlas/lib/q4_dq.cpp`
+//! (`range2scale`, `range2scalezp`, `BitsTraits`). Golden bytes from ORT 1.32 in `tests/golden/`.
 
-use crate::error::QuantError;
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{ANON, QuantError, check_matrix};
 
 /// Storage type of MatMulNBits `scales`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -8,6 +16,15 @@ use crate::error::QuantError;
 pub enum ScaleDtype {
     F32,
     F16,
+}
+
+impl ScaleDtype {
+    pub fn size_bytes(self) -> usize {
+        match self {
+            ScaleDtype::F32 => 4,
+            ScaleDtype::F16 => 2,
+        }
+    }
 }
 
 /// Parameters of one MatMulNBits weight.
@@ -19,7 +36,40 @@ pub struct NBitsParams {
     pub block_size: usize,
     /// Symmetric (no zero points; zero point is 2^(bits-1)) or asymmetric (explicit zero points).
     pub symmetric: bool,
+    /// `F16` also means the weight is first rounded to f16: ORT's quantizer takes the scale dtype from the
+    /// weight dtype (the builder's cuda path casts bf16 → fp16 before quantizing).
     pub scale_dtype: ScaleDtype,
+}
+
+impl NBitsParams {
+    /// Check the combination is one the MatMulNBits CPU kernel and ORT's quantizer accept.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bits != 4 && self.bits != 8 {
+            return Err(format!("bits must be 4 or 8, not {}", self.bits));
+        }
+        // ContribOperators.md MatMulNBits: block_size is a power of 2 and >= 16.
+        if !self.block_size.is_power_of_two() || !(16..=256).contains(&self.block_size) {
+            return Err(format!(
+                "block size must be a power of two in 16..=256, not {}",
+                self.block_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// Largest `|dequantize(quantize(w)) - w|` for a block whose largest magnitude is `max_abs`, with f32
+    /// scales (proptest bound): half a step, where a step is `range / levels`.
+    pub fn error_bound(&self, block_min: f32, block_max: f32) -> f32 {
+        let lo = block_min.min(0.0);
+        let hi = block_max.max(0.0);
+        let levels = ((1u32 << self.bits) - 1) as f32;
+        if self.symmetric {
+            let m = lo.abs().max(hi.abs());
+            m / (1u32 << (self.bits - 1)) as f32 * 0.5
+        } else {
+            (hi - lo) / levels * 0.5
+        }
+    }
 }
 
 /// A weight quantized for MatMulNBits, laid out as the op's initializers.
@@ -42,16 +92,243 @@ pub struct NBitsWeight {
 }
 
 /// Quantize `weight` (`[n, k]` row-major = PyTorch Linear `[out, in]`) blockwise along K.
-pub fn quantize_nbits(weight: &[f32], n: usize, k: usize, p: &NBitsParams) -> Result<NBitsWeight, QuantError> {
-    let _ = (weight, n, k, p);
-    unimplemented!()
+///
+/// ORT's quantizer sees the ONNX MatMul weight `[K, N]` and quantizes each column in blocks of K; row `n` of
+/// the PyTorch weight is that column, so no transpose is needed. `B` covers K padded to whole blocks; the
+/// padding bytes are 0 (MLAS is given the unpadded K and never writes them).
+pub fn quantize_nbits(
+    weight: &[f32],
+    n: usize,
+    k: usize,
+    p: &NBitsParams,
+) -> Result<NBitsWeight, QuantError> {
+    check_matrix(ANON, weight, n, k)?;
+    p.validate().map_err(|msg| QuantError::Unsupported {
+        tensor: ANON.into(),
+        msg,
+    })?;
+    if p.scale_dtype == ScaleDtype::F16 {
+        // ORT would quantize an f16 weight that is already ±inf; refuse instead of emitting garbage.
+        if let Some(i) = weight.iter().position(|v| f16::from_f32(*v).is_infinite()) {
+            return Err(QuantError::Unsupported {
+                tensor: ANON.into(),
+                msg: format!(
+                    "value {} at flat index {i} is beyond the f16 range; f16 scales need an f16 weight",
+                    weight[i]
+                ),
+            });
+        }
+    }
+    let bits = p.bits as usize;
+    let k_blocks = k.div_ceil(p.block_size);
+    let blob_size = p.block_size * bits / 8;
+    let zp_row_bytes = (k_blocks * bits).div_ceil(8);
+    let scale_bytes = p.scale_dtype.size_bytes();
+
+    let mut packed = vec![0u8; n * k_blocks * blob_size];
+    let mut scales = vec![0u8; n * k_blocks * scale_bytes];
+    let mut zero_points = vec![0u8; n * zp_row_bytes];
+    packed
+        .par_chunks_mut(k_blocks * blob_size)
+        .zip(scales.par_chunks_mut(k_blocks * scale_bytes))
+        .zip(zero_points.par_chunks_mut(zp_row_bytes))
+        .zip(weight.par_chunks(k))
+        .for_each_init(
+            || vec![0f32; p.block_size],
+            |block, (((packed_row, scale_row), zp_row), row)| {
+                quantize_row(row, p, block, packed_row, scale_row, zp_row);
+            },
+        );
+    Ok(NBitsWeight {
+        n,
+        k,
+        k_blocks,
+        blob_size,
+        packed,
+        scales,
+        zero_points: if p.symmetric { None } else { Some(zero_points) },
+    })
+}
+
+/// `kMid` of `BitsTraits<bits, false>`: the implicit zero point of symmetric blocks, and what an unused
+/// zero-point nibble holds (`zp_bytes` is filled with `kMid` in `quantizeAndTranspose`).
+fn mid(bits: u32) -> u8 {
+    1 << (bits - 1)
+}
+
+fn quantize_row(
+    row: &[f32],
+    p: &NBitsParams,
+    block: &mut [f32],
+    packed: &mut [u8],
+    scales: &mut [u8],
+    zps: &mut [u8],
+) {
+    let bs = p.block_size;
+    let k_max = ((1u32 << p.bits) - 1) as f32;
+    let blob = bs * p.bits as usize / 8;
+    if !p.symmetric {
+        zps.fill(if p.bits == 4 {
+            mid(4) | (mid(4) << 4)
+        } else {
+            mid(8)
+        });
+    }
+    // `vi[1]` of quantizeAndTranspose: the high nibble last written in the current thread block (two quant
+    // blocks along K for 4 bits). With odd K the final byte's high nibble is this stale value.
+    let mut stale_high = 0u8;
+    for (b, chunk) in row.chunks(bs).enumerate() {
+        if b % 2 == 0 {
+            stale_high = 0;
+        }
+        // ORT pads K with zeros (np.pad) but passes the unpadded K to MLAS, so the padding takes no part in
+        // min/max and its bytes stay 0. f16 weights when scales are f16 (scale dtype = weight dtype).
+        let block = &mut block[..chunk.len()];
+        for (d, v) in block.iter_mut().zip(chunk) {
+            *d = match p.scale_dtype {
+                ScaleDtype::F32 => *v,
+                ScaleDtype::F16 => f16::from_f32(*v).to_f32(),
+            };
+        }
+        // q4_dq.cpp: min starts at FLT_MAX, max at -FLT_MAX, strict comparisons in element order (this fixes
+        // which signed zero wins, which decides the sign of a zero scale).
+        let mut min = f32::MAX;
+        let mut max = -f32::MAX;
+        for &v in block.iter() {
+            if v < min {
+                min = v;
+            }
+            if v > max {
+                max = v;
+            }
+        }
+        let (scale_unrounded, zp) = if p.symmetric {
+            // range2scale: the signed value of largest magnitude maps to code 0 ("max/-8 trick").
+            let m = if max.abs() > min.abs() { max } else { min };
+            (-m / mid(p.bits) as f32, mid(p.bits))
+        } else {
+            range2scalezp(min, max, p.bits)
+        };
+        // ScaleT(scale_f): stored as f32, or rounded to f16 (RNE).
+        let scale_f = match p.scale_dtype {
+            ScaleDtype::F32 => {
+                scales[b * 4..b * 4 + 4].copy_from_slice(&scale_unrounded.to_le_bytes());
+                scale_unrounded
+            }
+            ScaleDtype::F16 => {
+                let h = f16::from_f32(scale_unrounded);
+                scales[b * 2..b * 2 + 2].copy_from_slice(&h.to_bits().to_le_bytes());
+                h.to_f32()
+            }
+        };
+        // The reciprocal of the *stored* scale; zp added before roundf (half away from zero).
+        let reciprocal = if scale_f != 0.0 { 1.0 / scale_f } else { 0.0 };
+        let zp_f = zp as f32;
+        let quant = |v: f32| -> u8 {
+            let x = (v * reciprocal + zp_f).round();
+            // std::clamp(x, 0, kMax) then (uint8_t): NaN (0·inf) falls through clamp and converts to 0,
+            // which is what Rust's saturating `as u8` gives too.
+            let c = if x < 0.0 {
+                0.0
+            } else if k_max < x {
+                k_max
+            } else {
+                x
+            };
+            c as u8
+        };
+        let dst = &mut packed[b * blob..(b + 1) * blob];
+        if p.bits == 4 {
+            // Element 2j in the low nibble, 2j+1 in the high nibble (ContribOperators.md MatMulNBits).
+            for (d, pair) in dst.iter_mut().zip(block.chunks(2)) {
+                let lo = quant(pair[0]);
+                if let Some(&v) = pair.get(1) {
+                    stale_high = quant(v);
+                }
+                *d = (lo & 0xf) | (stale_high << 4);
+            }
+        } else {
+            for (d, v) in dst.iter_mut().zip(block.iter()) {
+                *d = quant(*v);
+            }
+        }
+        if !p.symmetric {
+            if p.bits == 4 {
+                let byte = &mut zps[b / 2];
+                *byte = if b % 2 == 0 {
+                    (*byte & 0xf0) | (zp & 0xf)
+                } else {
+                    (*byte & 0x0f) | (zp << 4)
+                };
+            } else {
+                zps[b] = zp;
+            }
+        }
+    }
+}
+
+/// `range2scalezp<ScaleT, bits, false>` from q4_dq.cpp. Returns the f32 scale (before `ScaleT(scale_f)` storage rounding) and the zero point, which
+/// is computed from the unrounded f32 scale.
+fn range2scalezp(min: f32, max: f32, bits: u32) -> (f32, u8) {
+    // std::min(min, 0.0f) = (0 < min) ? 0 : min;  std::max(max, 0.0f) = (max < 0) ? 0 : max.
+    let min = if 0.0 < min { 0.0 } else { min };
+    let max = if max < 0.0 { 0.0 } else { max };
+    let k_max = ((1u32 << bits) - 1) as f32;
+    let scale_f = (max - min) / k_max;
+    let mut zp_fp = min;
+    if scale_f != 0.0 {
+        zp_fp = 0.0 - min / scale_f;
+    }
+    let zp = if zp_fp < 0.0 {
+        0
+    } else if zp_fp > k_max {
+        k_max as u8
+    } else {
+        zp_fp.round() as u8
+    };
+    (scale_f, zp)
 }
 
 impl NBitsWeight {
     /// Dequantize as the MatMulNBits kernel does: `(q - zp) * scale`, zp = 2^(bits-1) when symmetric.
     /// Returns `[n, k]` f32 (padding dropped).
     pub fn dequantize(&self, p: &NBitsParams) -> Vec<f32> {
-        let _ = p;
-        unimplemented!()
+        let bits = p.bits as usize;
+        let zp_row_bytes = (self.k_blocks * bits).div_ceil(8);
+        let mut out = vec![0f32; self.n * self.k];
+        out.par_chunks_mut(self.k)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    let b = i / p.block_size;
+                    let j = i % p.block_size;
+                    let blob = &self.packed[(row * self.k_blocks + b) * self.blob_size..];
+                    let q = if bits == 4 {
+                        (blob[j / 2] >> ((j % 2) * 4)) & 0xf
+                    } else {
+                        blob[j]
+                    };
+                    let zp = match &self.zero_points {
+                        None => mid(p.bits),
+                        Some(z) if bits == 4 => {
+                            (z[row * zp_row_bytes + b / 2] >> ((b % 2) * 4)) & 0xf
+                        }
+                        Some(z) => z[row * zp_row_bytes + b],
+                    };
+                    let s = row * self.k_blocks + b;
+                    let scale = match p.scale_dtype {
+                        ScaleDtype::F32 => f32::from_le_bytes(
+                            self.scales[s * 4..s * 4 + 4].try_into().expect("4 bytes"),
+                        ),
+                        ScaleDtype::F16 => f16::from_bits(u16::from_le_bytes([
+                            self.scales[s * 2],
+                            self.scales[s * 2 + 1],
+                        ]))
+                        .to_f32(),
+                    };
+                    *d = (q as f32 - zp as f32) * scale;
+                }
+            });
+        out
     }
 }

@@ -1,6 +1,16 @@
 //! NNCF weight compression as optimum-cli writes it (shared/docs/openvino-ir.md §5, §9).
+//!
+//! Bit-exact with nncf 3.4 `quantization/algorithms/weight_compression/weight_lowering.py`
+//! (`calculate_integer_quantization_params`, `_calculate_signed_scale`, `_calculate_integer_quantized_weight`,
+//! `nncf/quantization/fake_quantize.py::calculate_scale_zero_point`) and its OpenVINO twin
+//! `nncf/openvino/optimized_functions/models.py::_build_integer_quantization_model`, which compute the same
+//! f32 math: true division `w / s`, round half to even, f32 scale; the scale is stored as f16 afterwards
+//! (`openvino_backend.py::_create_compression_subgraph`, `scale_dtype = ov.Type.f16`).
 
-use crate::error::QuantError;
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{ANON, QuantError, check_matrix};
 
 /// NNCF `CompressWeightsMode` values oxport supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -12,6 +22,55 @@ pub enum NncfMode {
     Int8Asym,
 }
 
+impl NncfMode {
+    pub fn bits(self) -> u32 {
+        match self {
+            NncfMode::Int4Sym | NncfMode::Int4Asym => 4,
+            NncfMode::Int8Sym | NncfMode::Int8Asym => 8,
+        }
+    }
+
+    pub fn is_asym(self) -> bool {
+        matches!(self, NncfMode::Int4Asym | NncfMode::Int8Asym)
+    }
+
+    /// NNCF's name, as in rt_info `mode` and the statistics table (`int4_sym`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            NncfMode::Int4Sym => "int4_sym",
+            NncfMode::Int4Asym => "int4_asym",
+            NncfMode::Int8Sym => "int8_sym",
+            NncfMode::Int8Asym => "int8_asym",
+        }
+    }
+
+    /// `WeightCompressionConfig.compression_dtype` as an OpenVINO element type.
+    pub fn element(self) -> &'static str {
+        match self {
+            NncfMode::Int4Sym => "i4",
+            NncfMode::Int4Asym => "u4",
+            NncfMode::Int8Sym => "i8",
+            NncfMode::Int8Asym => "u8",
+        }
+    }
+
+    /// `[level_low, level_high]`.
+    fn levels(self) -> (f32, f32) {
+        match self {
+            NncfMode::Int4Sym => (-8.0, 7.0),
+            NncfMode::Int4Asym => (0.0, 15.0),
+            NncfMode::Int8Sym => (-128.0, 127.0),
+            NncfMode::Int8Asym => (0.0, 255.0),
+        }
+    }
+}
+
+impl std::fmt::Display for NncfMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A compressed weight as the OpenVINO IR stores it: weight constant, f16 scale, optional zero point.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NncfWeight {
@@ -20,18 +79,27 @@ pub struct NncfWeight {
     pub weight_element: &'static str,
     /// `[n, k / group, group]` group-wise, `[n, k]` per-channel.
     pub weight_shape: Vec<usize>,
-    /// Packed (4-bit: two per byte, first element in the low nibble).
+    /// Packed (4-bit: two per byte, first element in the low nibble; i4 two's complement).
     pub weight: Vec<u8>,
     /// `[n, k / group, 1]` or `[n, 1]`.
     pub scale_shape: Vec<usize>,
-    pub scale: Vec<half::f16>,
+    pub scale: Vec<f16>,
+    /// Asymmetric modes only: same element type as the weight (`u4`/`u8`). Symmetric modes have none: NNCF
+    /// stores no zero point and no Subtract for int4_sym and int8_sym.
     pub zero_point_element: Option<&'static str>,
+    /// Same as `scale_shape`.
     pub zero_point_shape: Option<Vec<usize>>,
-    /// Packed like the weight.
+    /// Packed like the weight (u4: two per byte, low nibble first; u8: one per byte).
     pub zero_point: Option<Vec<u8>>,
 }
 
+/// NNCF's `eps`: `np.finfo(np.float32).eps`.
+const EPS: f32 = f32::EPSILON;
+
 /// Compress `weight` (`[n, k]` row-major) with `mode`; `group_size` `None` means per-channel.
+///
+/// A group size that does not divide K is NNCF's `InvalidGroupSizeError` (`reshape_weight_for_grouped_quantization`);
+/// the planner applies the `ignore`/`adjust` fallbacks before calling this.
 pub fn compress_nncf(
     weight: &[f32],
     n: usize,
@@ -39,14 +107,197 @@ pub fn compress_nncf(
     mode: NncfMode,
     group_size: Option<usize>,
 ) -> Result<NncfWeight, QuantError> {
-    let _ = (weight, n, k, mode, group_size);
-    unimplemented!()
+    check_matrix(ANON, weight, n, k)?;
+    let group = group_size.unwrap_or(k);
+    if group == 0 || !k.is_multiple_of(group) {
+        return Err(QuantError::InvalidGroupSize {
+            tensor: ANON.into(),
+            n,
+            k,
+            group_size: group,
+        });
+    }
+    let bits = mode.bits() as usize;
+    let groups = k / group;
+    let row_bytes = (k * bits).div_ceil(8);
+    let zp_row_bytes = (groups * bits).div_ceil(8);
+    // OpenVINO packs sub-byte tensors flat over the whole shape, so sizes are over all elements.
+    let mut packed = vec![0u8; (n * k * bits).div_ceil(8)];
+    let mut scale = vec![f16::ZERO; n * groups];
+    let mut zero_point = vec![0u8; (n * groups * bits).div_ceil(8)];
+    // Rows are independent when each starts on a byte boundary (always for real checkpoints: K even);
+    // otherwise quantize rows in parallel into unpacked codes and pack in one flat pass.
+    let row_aligned = (k * bits).is_multiple_of(8) && (!mode.is_asym() || (groups * bits).is_multiple_of(8));
+    if row_aligned {
+        // Symmetric modes have no zero point: give each row a scratch byte so the zip below covers every row.
+        let mut zp_scratch = Vec::new();
+        let zp_rows: &mut [u8] = if mode.is_asym() {
+            &mut zero_point
+        } else {
+            zp_scratch.resize(n, 0u8);
+            &mut zp_scratch
+        };
+        let zp_row_bytes = if mode.is_asym() { zp_row_bytes } else { 1 };
+        packed
+            .par_chunks_mut(row_bytes)
+            .zip(scale.par_chunks_mut(groups))
+            .zip(zp_rows.par_chunks_mut(zp_row_bytes))
+            .zip(weight.par_chunks(k))
+            .for_each_init(
+                || vec![0u8; k],
+                |codes, (((dst, sc), zp), row)| {
+                    for (g, chunk) in row.chunks(group).enumerate() {
+                        let (s, z) =
+                            quantize_group(chunk, mode, &mut codes[g * group..(g + 1) * group]);
+                        sc[g] = f16::from_f32(s);
+                        if mode.is_asym() {
+                            put(zp, g, z, bits);
+                        }
+                    }
+                    for (i, c) in codes.iter().enumerate() {
+                        put(dst, i, *c, bits);
+                    }
+                },
+            );
+    } else {
+        let mut codes = vec![0u8; n * k];
+        let mut zps = vec![0u8; n * groups];
+        codes
+            .par_chunks_mut(k)
+            .zip(scale.par_chunks_mut(groups))
+            .zip(zps.par_chunks_mut(groups))
+            .zip(weight.par_chunks(k))
+            .for_each(|(((c, sc), zp), row)| {
+                for (g, chunk) in row.chunks(group).enumerate() {
+                    let (s, z) = quantize_group(chunk, mode, &mut c[g * group..(g + 1) * group]);
+                    sc[g] = f16::from_f32(s);
+                    zp[g] = z;
+                }
+            });
+        for (i, c) in codes.iter().enumerate() {
+            put(&mut packed, i, *c, bits);
+        }
+        for (i, z) in zps.iter().enumerate() {
+            put(&mut zero_point, i, *z, bits);
+        }
+    }
+
+    let (weight_shape, scale_shape) = match group_size {
+        Some(g) => (vec![n, k / g, g], vec![n, k / g, 1]),
+        None => (vec![n, k], vec![n, 1]),
+    };
+    let asym = mode.is_asym();
+    Ok(NncfWeight {
+        mode,
+        weight_element: mode.element(),
+        weight_shape,
+        weight: packed,
+        zero_point_element: asym.then_some(mode.element()),
+        zero_point_shape: asym.then(|| scale_shape.clone()),
+        zero_point: asym.then_some(zero_point),
+        scale_shape,
+        scale,
+    })
+}
+
+/// Store code `c` (already masked to `bits`) at element `i` of a packed buffer: OpenVINO packs 4-bit
+/// elements two per byte, element 2j in the low nibble (openvino-ir.md §5.3).
+#[inline]
+fn put(dst: &mut [u8], i: usize, c: u8, bits: usize) {
+    if bits == 4 {
+        let byte = &mut dst[i / 2];
+        if i.is_multiple_of(2) {
+            *byte = (*byte & 0xf0) | (c & 0x0f);
+        } else {
+            *byte = (*byte & 0x0f) | (c << 4);
+        }
+    } else {
+        dst[i] = c;
+    }
+}
+
+/// Quantize one group; writes the codes (two's complement bytes for signed modes, masked later when packed)
+/// and returns the f32 scale and the zero point.
+fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
+    let (level_low, level_high) = mode.levels();
+    let mut min = f32::INFINITY;
+    let mut max = f32::NEG_INFINITY;
+    for &v in w {
+        min = min.min(v);
+        max = max.max(v);
+    }
+    if mode.is_asym() {
+        // calculate_integer_quantization_params (asym): the range always includes 0.
+        let lo = min.min(0.0);
+        let hi = max.max(0.0);
+        // calculate_scale_zero_point(narrow_range=False): levels - 1 = level_high - level_low.
+        let mut s = (hi - lo) / (level_high - level_low);
+        if s.abs() < EPS {
+            s = EPS;
+        }
+        // zero_point = level_low - round(input_low / scale), then astype(int32) and clip.
+        let zp = (level_low - (lo / s).round_ties_even()).clamp(level_low, level_high);
+        for (c, &v) in codes.iter_mut().zip(w) {
+            // w / s + zp, then round (numpy / OpenVINO Round half_to_even), then clip.
+            let q = (v / s + zp).round_ties_even().clamp(level_low, level_high);
+            *c = q as u8;
+        }
+        (s, zp as u8)
+    } else {
+        // _calculate_signed_scale: the extreme of larger magnitude maps to level_low (-8 / -128), so the
+        // scale is negative when the positive extreme is larger.
+        let abs_min = min.abs();
+        let mut s = if abs_min >= max { abs_min } else { -max };
+        s /= -level_low;
+        if s.abs() < EPS {
+            s = EPS;
+        }
+        for (c, &v) in codes.iter_mut().zip(w) {
+            let q = (v / s).round_ties_even().clamp(level_low, level_high);
+            *c = (q as i8) as u8;
+        }
+        (s, 0)
+    }
 }
 
 impl NncfWeight {
     /// Dequantize as the IR's decompression subgraph does (in f16: `(f16(q) - f16(zp)) * scale`), returned as
     /// f32 `[n, k]`.
     pub fn dequantize(&self) -> Vec<f32> {
-        unimplemented!()
+        let bits = self.mode.bits() as usize;
+        let n = self.weight_shape[0];
+        let k: usize = self.weight_shape[1..].iter().product();
+        let groups = self.scale.len() / n;
+        let group = k / groups;
+        let get = |buf: &[u8], i: usize| -> u8 {
+            if bits == 4 {
+                (buf[i / 2] >> ((i % 2) * 4)) & 0xf
+            } else {
+                buf[i]
+            }
+        };
+        let signed = !self.mode.is_asym();
+        let mut out = vec![0f32; n * k];
+        out.par_chunks_mut(k).enumerate().for_each(|(row, dst)| {
+            for (j, d) in dst.iter_mut().enumerate() {
+                let i = row * k + j;
+                let g = row * groups + j / group;
+                let raw = get(&self.weight, i);
+                let q = if signed {
+                    if bits == 4 {
+                        ((raw << 4) as i8 >> 4) as f32
+                    } else {
+                        raw as i8 as f32
+                    }
+                } else {
+                    raw as f32
+                };
+                let zp = self.zero_point.as_ref().map_or(0.0, |z| get(z, g) as f32);
+                // Every f16 product of small integers and an f16 scale, rounded once to f16.
+                let v = f16::from_f32(q - zp).to_f32() * self.scale[g].to_f32();
+                *d = f16::from_f32(v).to_f32();
+            }
+        });
+        out
     }
 }

@@ -22,7 +22,10 @@ pub enum Scheme {
     /// ONNX Runtime `MatMulNBits`.
     NBits(NBitsParams),
     /// NNCF weight compression; `group_size` `None` = per output channel.
-    Nncf { mode: NncfMode, group_size: Option<usize> },
+    Nncf {
+        mode: NncfMode,
+        group_size: Option<usize>,
+    },
 }
 
 /// One tensor's decision.
@@ -185,7 +188,10 @@ impl Default for OnnxPlanOptions {
 }
 
 /// Plan an OpenVINO IR export.
-pub fn plan_openvino(ckpt: &Checkpoint, opts: &OpenVinoPlanOptions) -> Result<QuantPlan, QuantError> {
+pub fn plan_openvino(
+    ckpt: &Checkpoint,
+    opts: &OpenVinoPlanOptions,
+) -> Result<QuantPlan, QuantError> {
     let _ = (ckpt, opts);
     unimplemented!()
 }
