@@ -1,1 +1,593 @@
-//! validation
+//! `oxport validate`: run an export on every present device and compare it with the f32 reference.
+//!
+//! Per device: prefill logits of each chat prompt (max / mean |Δlogit|, mean KL(reference ‖ export), top-1
+//! agreement), greedy generation (match length against the reference, prefill and decode tokens/s) and perplexity on
+//! a text in non-overlapping windows (each window starts with an empty cache and its first token is not scored, the
+//! protocol of `docs/smol-fixture.md` §4). Checks use per-precision thresholds ([`Thresholds::for_precision`]).
+
+mod chat;
+pub mod export;
+pub mod metrics;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use chat::Chat;
+pub use export::{Export, Format, WeightPrecision};
+pub use report::{kl_svg, table};
+
+use crate::backend::onnxruntime::{self, GenaiNames, OrtDevice, OrtLlm};
+use crate::backend::openvino::{self, OvDevice, OvLlm, OvNames};
+use crate::backend::{LlmSession, Precision, ReferenceSession};
+use crate::devices::Target;
+use crate::error::{Error, Result};
+use crate::reference::Reference;
+use metrics::Accumulator;
+
+/// Progress of a validation; the CLI implements it with indicatif. Library code never prints.
+pub trait Progress {
+    /// A new stage with `total` steps.
+    fn stage(&self, name: &str, total: u64);
+    fn advance(&self, steps: u64);
+    fn finish_stage(&self);
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish_stage(&self) {}
+}
+
+/// Which devices to try (`--device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceFilter {
+    All,
+    Cpu,
+    Cuda,
+    Gpu,
+    Npu,
+}
+
+impl DeviceFilter {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" => DeviceFilter::All,
+            "cpu" => DeviceFilter::Cpu,
+            "cuda" => DeviceFilter::Cuda,
+            "gpu" => DeviceFilter::Gpu,
+            "npu" => DeviceFilter::Npu,
+            _ => return None,
+        })
+    }
+
+    fn accepts(self, target: Target) -> bool {
+        match self {
+            DeviceFilter::All => true,
+            DeviceFilter::Cpu => target.class() == "cpu",
+            DeviceFilter::Cuda => target.class() == "cuda",
+            DeviceFilter::Gpu => target.class() == "gpu",
+            DeviceFilter::Npu => target.class() == "npu",
+        }
+    }
+}
+
+/// Pass/fail limits; `None` means reported only.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Thresholds {
+    pub max_abs_logit: Option<f64>,
+    pub mean_kl: Option<f64>,
+    pub min_top1: Option<f64>,
+    /// Allowed perplexity increase over the reference, percent.
+    pub max_ppl_increase_pct: Option<f64>,
+    /// Minimum greedy match length (tokens) on every prompt.
+    pub min_greedy_match: Option<usize>,
+}
+
+impl Thresholds {
+    /// Documented defaults. fp32 must be the reference up to summation order; fp16 close; int8 and int4 loose enough
+    /// for the peers' exports of SmolLM2-135M (`docs/smol-fixture.md` §4: OV int4 +24 % perplexity, ORT int4 b32
+    /// +37 %) and tight enough that a damaged weight scale fails.
+    pub fn for_precision(p: WeightPrecision) -> Self {
+        let (max_abs, kl, top1, ppl) = match p {
+            WeightPrecision::Fp32 => (Some(1e-3), 1e-5, 0.99, 0.1),
+            WeightPrecision::Fp16 => (None, 1e-3, 0.95, 1.0),
+            WeightPrecision::Int8 => (None, 2e-2, 0.85, 5.0),
+            WeightPrecision::Int4 => (None, 0.5, 0.5, 40.0),
+        };
+        Thresholds {
+            max_abs_logit: max_abs,
+            mean_kl: Some(kl),
+            min_top1: Some(top1),
+            max_ppl_increase_pct: Some(ppl),
+            min_greedy_match: None,
+        }
+    }
+}
+
+/// Everything `oxport validate` takes.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub export_dir: PathBuf,
+    /// The original checkpoint; default: the folder the export's `config.json` names.
+    pub reference: Option<PathBuf>,
+    pub devices: DeviceFilter,
+    /// User prompts, each rendered with the chat template.
+    pub prompts: Vec<String>,
+    /// Text for perplexity; `None` skips perplexity.
+    pub text: Option<String>,
+    pub max_new_tokens: usize,
+    /// Perplexity window (tokens) and cap on scored text tokens.
+    pub ppl_window: usize,
+    pub ppl_max_tokens: usize,
+    pub session_precision: Precision,
+    /// Override the detected weight precision (picks the thresholds).
+    pub weight_precision: Option<WeightPrecision>,
+    /// Per-threshold overrides applied on top of the precision's defaults.
+    pub overrides: ThresholdOverrides,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ThresholdOverrides {
+    pub max_abs_logit: Option<f64>,
+    pub mean_kl: Option<f64>,
+    pub min_top1: Option<f64>,
+    pub max_ppl_increase_pct: Option<f64>,
+    pub min_greedy_match: Option<usize>,
+}
+
+/// Prompts used when none are given.
+pub const DEFAULT_PROMPTS: [&str; 3] = [
+    "What is the capital of France?",
+    "Give me three tips for staying healthy.",
+    "Explain what a CPU does in two sentences.",
+];
+
+impl Options {
+    pub fn new(export_dir: impl Into<PathBuf>) -> Self {
+        Options {
+            export_dir: export_dir.into(),
+            reference: None,
+            devices: DeviceFilter::All,
+            prompts: DEFAULT_PROMPTS.iter().map(|s| s.to_string()).collect(),
+            text: None,
+            max_new_tokens: 16,
+            ppl_window: 512,
+            ppl_max_tokens: 4096,
+            session_precision: Precision::F32Exact,
+            weight_precision: None,
+            overrides: ThresholdOverrides::default(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// The device is absent; never counted as passed.
+    Skipped,
+    /// The device is present but the export did not run on it.
+    Error,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub metric: &'static str,
+    pub value: f64,
+    pub limit: f64,
+    /// `max` (value must be ≤ limit) or `min` (≥).
+    pub kind: &'static str,
+    pub passed: bool,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Metrics {
+    pub positions: usize,
+    pub max_abs_logit: f64,
+    pub mean_abs_logit: f64,
+    pub mean_kl: f64,
+    pub top1_agreement: f64,
+    pub perplexity: Option<f64>,
+    pub ppl_increase_pct: Option<f64>,
+    /// Greedy match length against the reference, per prompt.
+    pub greedy_match: Vec<usize>,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Greedy continuation of the first prompt, decoded.
+    pub sample: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TargetReport {
+    pub target: Target,
+    pub label: String,
+    pub status: Status,
+    /// Why a device was skipped or errored, or which checks failed.
+    pub reason: Option<String>,
+    pub metrics: Option<Metrics>,
+    pub checks: Vec<Check>,
+    /// KL per compared position (text windows, else prompts), capped at 4096 values.
+    pub kl_per_position: Vec<f64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReferenceInfo {
+    pub checkpoint: PathBuf,
+    pub perplexity: Option<f64>,
+    pub scored_tokens: usize,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub sample: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub export: Export,
+    pub weight_precision: WeightPrecision,
+    pub session_precision: Precision,
+    pub thresholds: Thresholds,
+    pub prompts: usize,
+    pub max_new_tokens: usize,
+    pub ppl_window: usize,
+    pub reference: ReferenceInfo,
+    pub targets: Vec<TargetReport>,
+    /// True when at least one device ran and every device that ran passed.
+    pub passed: bool,
+}
+
+/// What the reference produced for one prompt.
+struct PromptRun {
+    ids: Vec<u32>,
+    logits: Vec<f32>,
+    greedy: Vec<u32>,
+}
+
+fn targets(format: Format) -> Vec<Target> {
+    match format {
+        Format::Onnx => OrtDevice::ALL.iter().map(|&d| Target::Ort(d)).collect(),
+        Format::OpenVino => OvDevice::ALL.iter().map(|&d| Target::OpenVino(d)).collect(),
+    }
+}
+
+fn open(export: &Export, target: Target, precision: Precision) -> Result<Box<dyn LlmSession>> {
+    Ok(match target {
+        Target::Ort(d) => {
+            let names = export
+                .genai_config
+                .as_ref()
+                .map(GenaiNames::from_genai_config)
+                .unwrap_or_default();
+            Box::new(OrtLlm::open(&export.model, names, d, precision)?)
+        }
+        Target::OpenVino(d) => Box::new(OvLlm::open(&export.model, OvNames::default(), d, precision)?),
+    })
+}
+
+fn probe(target: Target) -> std::result::Result<(), String> {
+    match target {
+        Target::Ort(d) => onnxruntime::probe(d),
+        Target::OpenVino(d) => openvino::probe(d).map(|_| ()),
+    }
+}
+
+/// Greedy decoding: prefill `ids`, then `max_new` steps; returns (tokens, prefill logits, prefill secs, decode secs).
+fn greedy(session: &mut dyn LlmSession, ids: &[u32], max_new: usize, eos: &[u32]) -> Result<(Vec<u32>, Vec<f32>, f64, f64)> {
+    session.reset()?;
+    let t0 = Instant::now();
+    let logits = session.forward(ids)?;
+    let prefill_secs = t0.elapsed().as_secs_f64();
+    let vocab = logits.len() / ids.len();
+    let mut next = metrics::argmax(&logits[logits.len() - vocab..]) as u32;
+    let mut out = Vec::new();
+    let t1 = Instant::now();
+    while out.len() < max_new {
+        out.push(next);
+        if eos.contains(&next) || out.len() == max_new {
+            break;
+        }
+        let l = session.forward(&[next])?;
+        next = metrics::argmax(&l) as u32;
+    }
+    Ok((out, logits, prefill_secs, t1.elapsed().as_secs_f64()))
+}
+
+/// Per-device accumulation while the reference runs once.
+struct Running {
+    target: Target,
+    session: Box<dyn LlmSession>,
+    acc: Accumulator,
+    text_acc: Accumulator,
+    greedy_match: Vec<usize>,
+    prefill_tokens: usize,
+    prefill_secs: f64,
+    decode_tokens: usize,
+    decode_secs: f64,
+    sample: String,
+    error: Option<String>,
+}
+
+/// Validate the export described by `opts`.
+pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
+    let export = export::detect(&opts.export_dir)?;
+    let checkpoint_dir = opts.reference.clone().or_else(|| export.source.clone()).ok_or_else(|| Error::Export {
+        path: export.dir.clone(),
+        msg: "the export's config.json names no checkpoint folder; pass --reference MODEL".into(),
+    })?;
+    let checkpoint = oxport_hf::Checkpoint::open(&checkpoint_dir)?;
+    let weight_precision = match opts.weight_precision {
+        Some(p) => p,
+        None => export.weight_precision(checkpoint.total_params())?,
+    };
+    let thresholds = apply_overrides(Thresholds::for_precision(weight_precision), &opts.overrides);
+    progress.stage("loading reference", 1);
+    let reference = Reference::load(&checkpoint)?;
+    progress.finish_stage();
+    let chat = Chat::load(&[&export.dir, &checkpoint_dir])?;
+    let eos = checkpoint.config().eos_token_ids.clone();
+
+    // Sessions on every present device; absent ones are skipped with the reason.
+    let mut reports = Vec::new();
+    let mut running = Vec::new();
+    for target in targets(export.format).into_iter().filter(|&t| opts.devices.accepts(t)) {
+        let skip = |status, reason: String| TargetReport {
+            target,
+            label: target.label(),
+            status,
+            reason: Some(reason),
+            metrics: None,
+            checks: vec![],
+            kl_per_position: vec![],
+        };
+        if let Err(reason) = probe(target) {
+            reports.push(skip(Status::Skipped, reason));
+            continue;
+        }
+        match open(&export, target, opts.session_precision) {
+            Ok(session) => running.push(Running {
+                target,
+                session,
+                acc: Accumulator::default(),
+                text_acc: Accumulator::default(),
+                greedy_match: vec![],
+                prefill_tokens: 0,
+                prefill_secs: 0.0,
+                decode_tokens: 0,
+                decode_secs: 0.0,
+                sample: String::new(),
+                error: None,
+            }),
+            Err(e) => reports.push(skip(Status::Error, e.to_string())),
+        }
+    }
+
+    // Prompts: reference once, then every device.
+    let mut ref_session = ReferenceSession::new(&reference);
+    let mut ref_info = ReferenceInfo {
+        checkpoint: checkpoint_dir.clone(),
+        perplexity: None,
+        scored_tokens: 0,
+        prefill_tokens_per_s: 0.0,
+        decode_tokens_per_s: 0.0,
+        sample: String::new(),
+    };
+    let (mut ref_prefill, mut ref_decode) = ((0usize, 0f64), (0usize, 0f64));
+    progress.stage("prompts", opts.prompts.len() as u64);
+    for (i, prompt) in opts.prompts.iter().enumerate() {
+        let ids = chat.encode(&chat.render(prompt)?)?;
+        if ids.is_empty() {
+            return Err(Error::Invalid(format!("prompt {i} tokenizes to nothing")));
+        }
+        let (greedy_ref, logits, ps, ds) = greedy(&mut ref_session, &ids, opts.max_new_tokens, &eos)?;
+        ref_prefill = (ref_prefill.0 + ids.len(), ref_prefill.1 + ps);
+        ref_decode = (ref_decode.0 + greedy_ref.len().saturating_sub(1), ref_decode.1 + ds);
+        if i == 0 {
+            ref_info.sample = chat.decode(&greedy_ref);
+        }
+        let run = PromptRun {
+            ids,
+            logits,
+            greedy: greedy_ref,
+        };
+        for r in running.iter_mut().filter(|r| r.error.is_none()) {
+            if let Err(e) = compare_prompt(r, &run, opts.max_new_tokens, &eos, &chat, i == 0, reference.vocab_size()) {
+                r.error = Some(e.to_string());
+            }
+        }
+        progress.advance(1);
+    }
+    progress.finish_stage();
+    ref_info.prefill_tokens_per_s = rate(ref_prefill);
+    ref_info.decode_tokens_per_s = rate(ref_decode);
+
+    // Perplexity on the text, window by window.
+    let mut ref_text = Accumulator::default();
+    if let Some(text) = &opts.text {
+        let tokens = chat.encode_plain(text)?;
+        let window = opts.ppl_window.max(2);
+        let limit = tokens.len().min(opts.ppl_max_tokens.max(window));
+        let windows: Vec<&[u32]> = tokens[..limit].chunks(window).filter(|w| w.len() >= 2).collect();
+        progress.stage("perplexity", windows.len() as u64);
+        let vocab = reference.vocab_size();
+        for w in windows {
+            ref_session.reset()?;
+            let ref_logits = ref_session.forward(w)?;
+            ref_text.add_nll(&ref_logits, vocab, w);
+            for r in running.iter_mut().filter(|r| r.error.is_none()) {
+                let result = (|| -> Result<()> {
+                    r.session.reset()?;
+                    let t0 = Instant::now();
+                    let logits = r.session.forward(w)?;
+                    r.prefill_secs += t0.elapsed().as_secs_f64();
+                    r.prefill_tokens += w.len();
+                    check_vocab(&logits, w.len(), vocab)?;
+                    r.text_acc.add(&ref_logits, &logits, vocab);
+                    r.text_acc.add_nll(&logits, vocab, w);
+                    Ok(())
+                })();
+                if let Err(e) = result {
+                    r.error = Some(e.to_string());
+                }
+            }
+            progress.advance(1);
+        }
+        progress.finish_stage();
+        ref_info.perplexity = ref_text.perplexity();
+        ref_info.scored_tokens = ref_text.nll.len();
+    }
+
+    for r in running {
+        reports.push(finish(r, &thresholds, ref_info.perplexity));
+    }
+    // Devices in their fixed order, whatever order they finished in.
+    let order = targets(export.format);
+    reports.sort_by_key(|r| order.iter().position(|&t| t == r.target));
+    let ran = reports.iter().any(|r| matches!(r.status, Status::Passed | Status::Failed));
+    let passed = ran && reports.iter().all(|r| matches!(r.status, Status::Passed | Status::Skipped));
+    Ok(Report {
+        export,
+        weight_precision,
+        session_precision: opts.session_precision,
+        thresholds,
+        prompts: opts.prompts.len(),
+        max_new_tokens: opts.max_new_tokens,
+        ppl_window: opts.ppl_window,
+        reference: ref_info,
+        targets: reports,
+        passed,
+    })
+}
+
+fn rate((tokens, secs): (usize, f64)) -> f64 {
+    if secs > 0.0 { tokens as f64 / secs } else { 0.0 }
+}
+
+fn check_vocab(logits: &[f32], n: usize, vocab: usize) -> Result<()> {
+    if logits.len() != n * vocab {
+        return Err(Error::Shape {
+            tensor: "logits".into(),
+            expected: vec![1, n, vocab],
+            got: vec![1, n, logits.len() / n.max(1)],
+        });
+    }
+    Ok(())
+}
+
+fn compare_prompt(
+    r: &mut Running,
+    run: &PromptRun,
+    max_new: usize,
+    eos: &[u32],
+    chat: &Chat,
+    first: bool,
+    vocab: usize,
+) -> Result<()> {
+    let (tokens, logits, ps, ds) = greedy(r.session.as_mut(), &run.ids, max_new, eos)?;
+    check_vocab(&logits, run.ids.len(), vocab)?;
+    r.acc.add(&run.logits, &logits, vocab);
+    r.prefill_tokens += run.ids.len();
+    r.prefill_secs += ps;
+    r.decode_tokens += tokens.len().saturating_sub(1);
+    r.decode_secs += ds;
+    let matched = tokens.iter().zip(&run.greedy).take_while(|(a, b)| a == b).count();
+    r.greedy_match.push(matched);
+    if first {
+        r.sample = chat.decode(&tokens);
+    }
+    Ok(())
+}
+
+fn apply_overrides(mut t: Thresholds, o: &ThresholdOverrides) -> Thresholds {
+    t.max_abs_logit = o.max_abs_logit.or(t.max_abs_logit);
+    t.mean_kl = o.mean_kl.or(t.mean_kl);
+    t.min_top1 = o.min_top1.or(t.min_top1);
+    t.max_ppl_increase_pct = o.max_ppl_increase_pct.or(t.max_ppl_increase_pct);
+    t.min_greedy_match = o.min_greedy_match.or(t.min_greedy_match);
+    t
+}
+
+fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
+    let target = r.target;
+    if let Some(e) = r.error {
+        return TargetReport {
+            target,
+            label: target.label(),
+            status: Status::Error,
+            reason: Some(e),
+            metrics: None,
+            checks: vec![],
+            kl_per_position: vec![],
+        };
+    }
+    // Logit metrics over prompts and text together.
+    let mut all = r.acc.clone();
+    let text = &r.text_acc;
+    let n_prompt = all.positions;
+    let merged_positions = n_prompt + text.positions;
+    let mean_kl = (all.mean_kl() * n_prompt as f64 + text.mean_kl() * text.positions as f64) / merged_positions.max(1) as f64;
+    let top1 = (all.top1() * n_prompt as f64 + text.top1() * text.positions as f64) / merged_positions.max(1) as f64;
+    all.max_abs = all.max_abs.max(text.max_abs);
+    let mean_abs = (all.mean_abs() * n_prompt as f64 + text.mean_abs() * text.positions as f64) / merged_positions.max(1) as f64;
+    let perplexity = text.perplexity();
+    let ppl_increase_pct = perplexity.zip(ref_ppl).map(|(p, q)| (p / q - 1.0) * 100.0);
+    let metrics = Metrics {
+        positions: merged_positions,
+        max_abs_logit: all.max_abs,
+        mean_abs_logit: mean_abs,
+        mean_kl,
+        top1_agreement: top1,
+        perplexity,
+        ppl_increase_pct,
+        greedy_match: r.greedy_match.clone(),
+        prefill_tokens_per_s: rate((r.prefill_tokens, r.prefill_secs)),
+        decode_tokens_per_s: rate((r.decode_tokens, r.decode_secs)),
+        sample: r.sample,
+    };
+    let mut checks = Vec::new();
+    let mut check = |metric, value: f64, limit: Option<f64>, kind| {
+        if let Some(limit) = limit {
+            // NaN fails both ways.
+            let passed = if kind == "max" { value <= limit } else { value >= limit };
+            checks.push(Check {
+                metric,
+                value,
+                limit,
+                kind,
+                passed,
+            });
+        }
+    };
+    check("max_abs_logit", metrics.max_abs_logit, t.max_abs_logit, "max");
+    check("mean_kl", metrics.mean_kl, t.mean_kl, "max");
+    check("top1_agreement", metrics.top1_agreement, t.min_top1, "min");
+    if let Some(inc) = metrics.ppl_increase_pct {
+        let inc = if inc.is_nan() { f64::INFINITY } else { inc };
+        check("ppl_increase_pct", inc, t.max_ppl_increase_pct, "max");
+    }
+    if let Some(&worst) = metrics.greedy_match.iter().min() {
+        check("greedy_match", worst as f64, t.min_greedy_match.map(|v| v as f64), "min");
+    }
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| {
+            let op = if c.kind == "max" { "≤" } else { "≥" };
+            format!("{} = {:.4e} (limit {op} {:.4e})", c.metric, c.value, c.limit)
+        })
+        .collect();
+    let kl_source = if text.positions > 0 { &text.kl_per_position } else { &r.acc.kl_per_position };
+    TargetReport {
+        target,
+        label: target.label(),
+        status: if failed.is_empty() { Status::Passed } else { Status::Failed },
+        reason: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
+        metrics: Some(metrics),
+        checks,
+        kl_per_position: kl_source.iter().take(4096).copied().collect(),
+    }
+}
