@@ -249,3 +249,120 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Args {
+        let mut argv = vec!["oxport", "--model", "M", "OUT"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv)
+            .expect("optimum-cli flags parse")
+            .args
+    }
+
+    #[test]
+    fn the_seed_command_parses_verbatim() {
+        let a = parse(&[
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "128",
+            "--ratio",
+            "0.6",
+            "--sym",
+            "--trust-remote-code",
+        ]);
+        let o = a.options(3_800_000_000).unwrap();
+        assert_eq!(o.weight_format, WeightFormat::Int4);
+        assert_eq!((o.group_size, o.ratio, o.sym), (Some(128), Some(0.6), true));
+        let o = parse(&[
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "-1",
+            "--backup-precision",
+            "none",
+        ])
+        .options(0)
+        .unwrap();
+        assert_eq!(
+            (o.group_size, o.backup),
+            (Some(-1), Some(BackupPrecision::None))
+        );
+        let o = parse(&[
+            "--group-size-fallback",
+            "adjust",
+            "--all-layers",
+            "--weight-format",
+            "int4",
+        ])
+        .options(0)
+        .unwrap();
+        assert_eq!(
+            (o.group_size_fallback, o.all_layers),
+            (GroupSizeFallback::Adjust, true)
+        );
+    }
+
+    #[test]
+    fn default_weight_format_follows_optimum_cli() {
+        assert_eq!(
+            parse(&[]).options(100).unwrap().weight_format,
+            WeightFormat::Fp32
+        );
+        assert_eq!(
+            parse(&[]).options(3_800_000_000).unwrap().weight_format,
+            WeightFormat::Int8
+        );
+    }
+
+    #[test]
+    fn unimplemented_flags_parse_and_then_fail_naming_the_flag() {
+        for flags in [
+            &["--awq"][..],
+            &["--scale-estimation"],
+            &["--gptq"],
+            &["--lora-correction"],
+            &["--dataset", "wikitext2"],
+            &["--quant-mode", "int8"],
+            &["--sensitivity-metric", "mean_activation_variance"],
+            &["--num-samples", "8"],
+            &["--quantization-statistics-path", "s"],
+            &["--smooth-quant-alpha", "0.5"],
+            &["--disable-stateful"],
+            &["--pad-token-id", "0"],
+            &["--cache_dir", "c"],
+            &["--revision", "main"],
+            &["--variant", "v"],
+            &["--model-kwargs", "{}"],
+        ] {
+            let err = parse(flags).options(0).unwrap_err().to_string();
+            assert!(
+                err.contains(flags[0]) && err.contains("does not implement"),
+                "{flags:?}: {err}"
+            );
+        }
+        let err = parse(&["--weight-format", "mxfp4"])
+            .options(0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mxfp4"), "{err}");
+        let err = parse(&["--backup-precision", "fp16"])
+            .options(0)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--backup-precision fp16"), "{err}");
+    }
+}
