@@ -1,0 +1,158 @@
+//! Helpers shared by the integration tests: export into a temp folder, read ModelProtos, hash initializers.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oxport_hf::Checkpoint;
+use oxport_onnx::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
+use oxport_onnx::{ExportOptions, NoProgress};
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+pub fn reference_checkpoint(name: &str) -> PathBuf {
+    repo_root()
+        .join("fixtures/reference/checkpoints")
+        .join(name)
+}
+
+pub fn export_to(
+    ckpt_dir: &Path,
+    opts: &ExportOptions,
+    out: &Path,
+) -> oxport_onnx::Result<oxport_onnx::ExportSummary> {
+    let ckpt = Checkpoint::open(ckpt_dir).expect("open checkpoint");
+    oxport_onnx::export(&ckpt, opts, out, &NoProgress)
+}
+
+pub fn read_model(path: &Path) -> ModelProto {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ModelProto::decode(bytes.as_slice()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A node as comparable text: op, domain ("" and "ai.onnx" are the same domain), name, inputs, outputs and
+/// attributes (name, type and value; Constant tensors by dims, type and raw bytes).
+pub fn node_signature(n: &NodeProto) -> String {
+    let domain = match n.domain.as_deref() {
+        None | Some("") | Some("ai.onnx") => "",
+        Some(d) => d,
+    };
+    let attrs: Vec<String> = n
+        .attribute
+        .iter()
+        .map(|a| {
+            let tensor = a.t.as_ref().map(|t| {
+                format!(
+                    "tensor(dims={:?} type={:?} raw={:?})",
+                    t.dims,
+                    t.data_type,
+                    t.raw_data.as_deref().unwrap_or(&[])
+                )
+            });
+            format!(
+                "{}:{:?}:i={:?}:f={:?}:ints={:?}:{}",
+                a.name(),
+                a.r#type,
+                a.i,
+                a.f,
+                a.ints,
+                tensor.unwrap_or_default()
+            )
+        })
+        .collect();
+    format!(
+        "{domain}::{} name={} in={:?} out={:?} attrs={:?}",
+        n.op_type(),
+        n.name(),
+        n.input,
+        n.output,
+        attrs
+    )
+}
+
+pub fn value_info_signature(v: &ValueInfoProto) -> String {
+    format!("{} {:?}", v.name(), v.r#type)
+}
+
+/// name → (dims, data_type) of every initializer.
+pub fn initializer_table(m: &ModelProto) -> BTreeMap<String, (Vec<i64>, i32)> {
+    m.graph
+        .as_ref()
+        .expect("graph")
+        .initializer
+        .iter()
+        .map(|t| (t.name().to_string(), (t.dims.clone(), t.data_type())))
+        .collect()
+}
+
+fn external_entry<'a>(t: &'a TensorProto, key: &str) -> Option<&'a str> {
+    t.external_data
+        .iter()
+        .find(|e| e.key() == key)
+        .map(|e| e.value())
+}
+
+/// (offset, length) of an external initializer.
+pub fn external_range(t: &TensorProto) -> (u64, u64) {
+    let offset = external_entry(t, "offset")
+        .expect("offset")
+        .parse()
+        .expect("offset number");
+    let length = external_entry(t, "length")
+        .expect("length")
+        .parse()
+        .expect("length number");
+    (offset, length)
+}
+
+/// sha256 of every initializer's bytes in `dir/model.onnx.data`.
+pub fn initializer_hashes(dir: &Path) -> BTreeMap<String, String> {
+    let m = read_model(&dir.join("model.onnx"));
+    let data = std::fs::read(dir.join("model.onnx.data")).expect("model.onnx.data");
+    m.graph
+        .expect("graph")
+        .initializer
+        .iter()
+        .map(|t| {
+            let (o, l) = external_range(t);
+            let bytes = &data[o as usize..(o + l) as usize];
+            (t.name().to_string(), hex(&Sha256::digest(bytes)))
+        })
+        .collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Golden hashes from `tests/golden/phi3-tiny-random.json` for one variant: name → (dims, sha256).
+pub fn golden(variant: &str) -> BTreeMap<String, (Vec<i64>, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/phi3-tiny-random.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("golden")).expect("json");
+    v["variants"][variant]
+        .as_object()
+        .unwrap_or_else(|| panic!("variant {variant} in {}", path.display()))
+        .iter()
+        .map(|(k, e)| {
+            let dims = e["dims"]
+                .as_array()
+                .expect("dims")
+                .iter()
+                .map(|d| d.as_i64().expect("dim"))
+                .collect();
+            (
+                k.clone(),
+                (dims, e["sha256"].as_str().expect("sha").to_string()),
+            )
+        })
+        .collect()
+}

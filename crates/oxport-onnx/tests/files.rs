@@ -1,0 +1,361 @@
+//! The export's files: determinism, external-data layout, atomic commit (a failure leaves nothing behind),
+//! the Q/DQ and LongRoPE graph forms, and the tiny fixtures.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use oxport_onnx::proto::tensor_proto::{DataLocation, DataType};
+use oxport_onnx::{ALIGN_THRESHOLD_BYTES, ALIGNMENT_BYTES, ExportOptions, OnnxError, Precision};
+
+fn all_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn same_input_gives_byte_identical_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = reference_checkpoint("phi3-tiny-random");
+    for precision in [Precision::Int4, Precision::Fp16] {
+        let opts = ExportOptions {
+            precision,
+            ..Default::default()
+        };
+        let (a, b) = (
+            tmp.path().join(format!("{precision:?}-a")),
+            tmp.path().join(format!("{precision:?}-b")),
+        );
+        export_to(&ckpt, &opts, &a).unwrap();
+        export_to(&ckpt, &opts, &b).unwrap();
+        let (fa, fb) = (all_files(&a), all_files(&b));
+        let names: Vec<&str> = fa.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "config.json",
+                "genai_config.json",
+                "generation_config.json",
+                "model.onnx",
+                "model.onnx.data",
+                "special_tokens_map.json",
+                "tokenizer.json",
+                "tokenizer_config.json"
+            ]
+        );
+        assert!(
+            fa == fb,
+            "{precision:?}: two exports of the same checkpoint differ"
+        );
+    }
+}
+
+#[test]
+fn every_initializer_is_external_and_large_ones_are_64k_aligned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let opts = ExportOptions {
+        precision: Precision::Fp32,
+        ..Default::default()
+    };
+    export_to(&reference_checkpoint("phi3-tiny-random"), &opts, &out).unwrap();
+    let m = read_model(&out.join("model.onnx"));
+    let data_len = std::fs::metadata(out.join("model.onnx.data"))
+        .unwrap()
+        .len();
+    let mut ranges = Vec::new();
+    let mut aligned_checked = 0;
+    for t in &m.graph.as_ref().unwrap().initializer {
+        assert_eq!(
+            t.data_location,
+            Some(DataLocation::External as i32),
+            "{}",
+            t.name()
+        );
+        assert!(
+            t.raw_data.is_none() && t.float_data.is_empty(),
+            "{}: has inline data",
+            t.name()
+        );
+        let location = t
+            .external_data
+            .iter()
+            .find(|e| e.key() == "location")
+            .unwrap()
+            .value();
+        assert_eq!(location, "model.onnx.data");
+        let (offset, length) = external_range(t);
+        assert!(
+            offset + length <= data_len,
+            "{} overruns the data file",
+            t.name()
+        );
+        if length > ALIGN_THRESHOLD_BYTES {
+            assert_eq!(offset % ALIGNMENT_BYTES, 0, "{} at {offset}", t.name());
+            aligned_checked += 1;
+        }
+        ranges.push((offset, length));
+    }
+    assert!(
+        aligned_checked >= 2,
+        "the fp32 embedding and lm_head (8 MiB each) are over the threshold"
+    );
+    ranges.sort();
+    for w in ranges.windows(2) {
+        assert!(w[0].0 + w[0].1 <= w[1].0, "overlapping tensors {w:?}");
+    }
+}
+
+/// Copy a checkpoint and set the first element of `tensor` to a bf16 NaN.
+fn checkpoint_with_nan(dst: &Path, tensor: &str) {
+    std::fs::create_dir_all(dst).unwrap();
+    let src = reference_checkpoint("phi3-tiny-random");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    let path = dst.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    assert_eq!(header[tensor]["dtype"], "BF16");
+    let start = header[tensor]["data_offsets"][0].as_u64().unwrap() as usize + 8 + n;
+    bytes[start..start + 2].copy_from_slice(&0x7fc0u16.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+}
+
+#[test]
+fn a_nan_weight_fails_the_export_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    // The last layer's down_proj: the embedding, caches and most weights are already written when it fails.
+    checkpoint_with_nan(&ckpt, "model.layers.1.mlp.down_proj.weight");
+    let out_parent = tmp.path().join("exports");
+    std::fs::create_dir(&out_parent).unwrap();
+    let out = out_parent.join("phi3-int4");
+    let err = export_to(&ckpt, &ExportOptions::default(), &out).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OnnxError::Checkpoint(oxport_hf::Error::NonFinite { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("model.layers.1.mlp.down_proj.weight"),
+        "{err}"
+    );
+    assert!(!out.exists(), "output folder left behind");
+    let left: Vec<_> = std::fs::read_dir(&out_parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
+#[test]
+fn an_existing_non_empty_output_is_refused_untouched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("keep.txt"), "mine").unwrap();
+    let err = export_to(
+        &reference_checkpoint("phi3-tiny-random"),
+        &ExportOptions::default(),
+        &out,
+    )
+    .unwrap_err();
+    assert!(matches!(err, OnnxError::OutputExists(_)), "{err:?}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn qdq_writes_blocked_int4_dequantize_linear_with_transposed_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let opts = ExportOptions {
+        block_size: 128,
+        qdq: true,
+        ..Default::default()
+    };
+    export_to(&reference_checkpoint("phi3-tiny-random"), &opts, &out).unwrap();
+    let m = read_model(&out.join("model.onnx"));
+    let g = m.graph.as_ref().unwrap();
+    let dq = g
+        .node
+        .iter()
+        .find(|n| n.name() == "/model/layers.0/attn/qkv_proj/MatMul_DQ_Q4")
+        .expect("DQ node");
+    assert_eq!(dq.op_type(), "DequantizeLinear");
+    assert_eq!(
+        dq.input,
+        [
+            "model.layers.0.attn.qkv_proj.MatMul.weight_DQ_Q4",
+            "model.layers.0.attn.qkv_proj.MatMul.weight_DQ_scales"
+        ]
+    );
+    let attrs: Vec<(String, i64)> = dq
+        .attribute
+        .iter()
+        .map(|a| (a.name().to_string(), a.i()))
+        .collect();
+    assert_eq!(
+        attrs,
+        [("axis".to_string(), 0), ("block_size".to_string(), 128)]
+    );
+    let table = initializer_table(&m);
+    assert_eq!(
+        table["model.layers.0.attn.qkv_proj.MatMul.weight_DQ_Q4"],
+        (vec![256, 768], DataType::Int4 as i32)
+    );
+    assert_eq!(
+        table["model.layers.0.attn.qkv_proj.MatMul.weight_DQ_scales"],
+        (vec![2, 768], DataType::Float as i32)
+    );
+    assert!(
+        g.node
+            .iter()
+            .all(|n| n.op_type() != "MatMulNBits" && n.op_type() != "SimplifiedLayerNormalization")
+    );
+}
+
+#[test]
+fn longrope_caches_live_in_one_if_node_and_plain_rope_in_initializers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("longrope");
+    export_to(
+        &repo_root().join("fixtures/tiny-longrope"),
+        &ExportOptions::default(),
+        &out,
+    )
+    .unwrap();
+    let m = read_model(&out.join("model.onnx"));
+    let g = m.graph.as_ref().unwrap();
+    let greater = g
+        .node
+        .iter()
+        .find(|n| n.op_type() == "Greater")
+        .expect("Greater");
+    assert_eq!(
+        greater.input[0],
+        "/model/attn_mask_reformat/attn_mask_subgraph/Gather/output_0"
+    );
+    assert_eq!(
+        greater.input[1], "/model/constants/INT64/64",
+        "original_max_position_embeddings of tiny-longrope"
+    );
+    let iff = g.node.iter().find(|n| n.op_type() == "If").expect("If");
+    assert_eq!(iff.output, ["cos_cache", "sin_cache"]);
+    let branch_rows = |attr: &str| {
+        let b = iff
+            .attribute
+            .iter()
+            .find(|a| a.name() == attr)
+            .unwrap()
+            .g
+            .as_ref()
+            .unwrap();
+        b.node[0].attribute[0].t.as_ref().unwrap().dims.clone()
+    };
+    assert_eq!(
+        branch_rows("then_branch"),
+        [256, 32],
+        "long caches cover max_position_embeddings"
+    );
+    assert_eq!(
+        branch_rows("else_branch"),
+        [64, 32],
+        "short caches cover original_max_position_embeddings"
+    );
+    assert!(!initializer_table(&m).contains_key("cos_cache"));
+
+    let out = tmp.path().join("plain");
+    export_to(
+        &repo_root().join("fixtures/tiny"),
+        &ExportOptions::default(),
+        &out,
+    )
+    .unwrap();
+    let table = initializer_table(&read_model(&out.join("model.onnx")));
+    assert_eq!(table["cos_cache"], (vec![4096, 32], DataType::Float as i32));
+}
+
+#[test]
+fn gqa_and_odd_fixtures_get_their_head_counts_and_padded_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("gqa");
+    export_to(
+        &repo_root().join("fixtures/tiny-gqa"),
+        &ExportOptions::default(),
+        &out,
+    )
+    .unwrap();
+    let m = read_model(&out.join("model.onnx"));
+    let gqa = m
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .find(|n| n.op_type() == "GroupQueryAttention")
+        .unwrap();
+    let attr = |name: &str| gqa.attribute.iter().find(|a| a.name() == name).unwrap().i();
+    assert_eq!((attr("num_heads"), attr("kv_num_heads")), (4, 2));
+
+    // hidden 320 with block 128: K = 320 is padded to 3 blocks (ORT pads K with zeros).
+    let out = tmp.path().join("odd");
+    let opts = ExportOptions {
+        block_size: 128,
+        ..Default::default()
+    };
+    export_to(&repo_root().join("fixtures/tiny-odd"), &opts, &out).unwrap();
+    let table = initializer_table(&read_model(&out.join("model.onnx")));
+    assert_eq!(
+        table["model.layers.0.attn.o_proj.MatMul.weight_Q4"].0,
+        vec![320, 3, 64]
+    );
+}
+
+#[test]
+fn invalid_options_are_refused_before_any_work() {
+    let ckpt = oxport_hf::Checkpoint::open(reference_checkpoint("phi3-tiny-random")).unwrap();
+    for opts in [
+        ExportOptions {
+            block_size: 48,
+            ..Default::default()
+        },
+        ExportOptions {
+            accuracy_level: Some(7),
+            ..Default::default()
+        },
+        ExportOptions {
+            precision: Precision::Fp16,
+            qdq: true,
+            ..Default::default()
+        },
+        ExportOptions {
+            ratio: Some(1.5),
+            ..Default::default()
+        },
+    ] {
+        assert!(
+            matches!(oxport_onnx::plan(&ckpt, &opts), Err(OnnxError::Options(_))),
+            "{opts:?}"
+        );
+    }
+}
