@@ -394,8 +394,13 @@ fn generation_config_json(s: &Spec) -> Value {
     })
 }
 
-/// Ids of `<|endoftext|>`, `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`: the top five ids.
+/// Ids of `<|endoftext|>`, `<|system|>`, `<|user|>`, `<|assistant|>`, `<|end|>`. The tiny fixtures' cut tokenizer
+/// puts them at the top five ids; the full-size checkpoint uses the release's ids (its tokenizer.json: 32000 for
+/// `<|endoftext|>`, 32001 `<|assistant|>`, 32006 `<|system|>`, 32007 `<|end|>`, 32010 `<|user|>`; vocab padded to 32064).
 fn special_ids(s: &Spec) -> (usize, usize, usize, usize, usize) {
+    if !s.tokenizer && s.vocab_size == 32064 {
+        return (32000, 32006, 32010, 32001, 32007);
+    }
     let b = s.vocab_size - PHI3_SPECIALS.len();
     (b, b + 1, b + 2, b + 3, b + 4)
 }
