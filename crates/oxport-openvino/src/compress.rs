@@ -115,7 +115,7 @@ fn pack4(values: &[i8]) -> Vec<u8> {
 /// NNCF `int4_sym` group-wise with the signed scale (`_calculate_signed_scale`): per group the element of largest
 /// magnitude maps to -8, so the scale is negative when that element is positive. i4 `[n, k/g, g]`, f16 `[n, k/g, 1]`.
 pub fn int4_sym(w: &[f32], n: usize, k: usize, group: usize) -> Compressed {
-    assert!(w.len() == n * k && k % group == 0 && group % 2 == 0);
+    assert!(w.len() == n * k && k.is_multiple_of(group) && group.is_multiple_of(2));
     let groups = n * k / group;
     let mut q = vec![0i8; n * k];
     let scales: Vec<f32> = q
@@ -148,7 +148,7 @@ pub fn int4_sym(w: &[f32], n: usize, k: usize, group: usize) -> Compressed {
 
 /// NNCF `int4_asym` group-wise: u4 `[n, k/g, g]`, u4 zero point `[n, k/g, 1]`, f16 scale `[n, k/g, 1]`.
 pub fn int4_asym(w: &[f32], n: usize, k: usize, group: usize) -> Compressed {
-    assert!(w.len() == n * k && k % group == 0 && group % 2 == 0);
+    assert!(w.len() == n * k && k.is_multiple_of(group) && group.is_multiple_of(2));
     let mut q = vec![0u8; n * k];
     let params: Vec<(f32, f32)> = q
         .par_chunks_mut(group)

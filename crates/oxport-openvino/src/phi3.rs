@@ -627,7 +627,7 @@ pub(crate) fn build(
                 let base = cfg.rope_theta.powf((2 * i) as f64 / rot as f64);
                 let f = factors.map_or(1.0, |f| f[i]);
                 // transformers computes in f32: 1.0 / (factor * base ** (arange(0, dim, 2).float() / dim))
-                (1.0f32 / (f as f32 * base as f32)) as f32
+                1.0f32 / (f as f32 * base as f32)
             })
             .collect()
     };
