@@ -32,6 +32,18 @@ pub enum QuantError {
         k: usize,
         group_size: usize,
     },
+    /// NNCF's `validate_group_size` after the int4 assignment: every selected weight whose K the group size does
+    /// not divide, with its K (the message NNCF prints, by checkpoint tensor name).
+    #[error(
+        "Failed to apply group-wise quantization with group size value {group_size}: K is not divisible by it for {} \
+         weight(s) selected for int4 (NNCF InvalidGroupSizeError; use --group-size-fallback ignore or adjust): {}",
+        failed.len(),
+        failed.iter().map(|(t, k)| format!("{t} (channel size: {k})")).collect::<Vec<_>>().join(", ")
+    )]
+    InvalidGroupSizes {
+        group_size: usize,
+        failed: Vec<(String, usize)>,
+    },
     /// The checkpoint could not be read while planning (sensitivity needs the weights).
     #[error("reading {tensor} for planning: {source}")]
     Checkpoint {
@@ -59,7 +71,7 @@ impl QuantError {
                     *tensor = name.to_string();
                 }
             }
-            QuantError::Options(_) => {}
+            QuantError::Options(_) | QuantError::InvalidGroupSizes { .. } => {}
         }
         e
     }

@@ -8,12 +8,14 @@ pub mod fp16;
 pub mod nbits;
 pub mod nncf;
 pub mod plan;
+pub mod sensitivity;
 
 pub use error::QuantError;
 pub use fp16::f32_to_f16_bytes;
 pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits};
 pub use nncf::{NncfMode, NncfWeight, compress_nncf};
 pub use plan::{
-    Backup, Fallback, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanStats,
-    Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx, plan_openvino,
+    Backup, Fallback, NoProgress, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
+    PlanProgress, PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx,
+    plan_openvino, plan_openvino_with_progress, select_by_ratio,
 };

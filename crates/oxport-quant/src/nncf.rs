@@ -127,7 +127,8 @@ pub fn compress_nncf(
     let mut zero_point = vec![0u8; (n * groups * bits).div_ceil(8)];
     // Rows are independent when each starts on a byte boundary (always for real checkpoints: K even);
     // otherwise quantize rows in parallel into unpacked codes and pack in one flat pass.
-    let row_aligned = (k * bits).is_multiple_of(8) && (!mode.is_asym() || (groups * bits).is_multiple_of(8));
+    let row_aligned =
+        (k * bits).is_multiple_of(8) && (!mode.is_asym() || (groups * bits).is_multiple_of(8));
     if row_aligned {
         // Symmetric modes have no zero point: give each row a scratch byte so the zip below covers every row.
         let mut zp_scratch = Vec::new();
