@@ -44,25 +44,42 @@ fn expected(new: &[u32], past: &[u32], with_positions: bool) -> Vec<f32> {
     let sum: u32 = past.iter().chain(new).sum();
     let mut out = Vec::new();
     for (t, &id) in new.iter().enumerate() {
-        let pos = if with_positions { 10000.0 * (past.len() + t) as f32 } else { 0.0 };
-        out.extend((0..VOCAB).map(|v| (id as usize * v) as f32 + sum as f32 + 100.0 * total as f32 + pos));
+        let pos = if with_positions {
+            10000.0 * (past.len() + t) as f32
+        } else {
+            0.0
+        };
+        out.extend(
+            (0..VOCAB).map(|v| (id as usize * v) as f32 + sum as f32 + 100.0 * total as f32 + pos),
+        );
     }
     out
 }
 
 fn run_sequence(session: &mut dyn LlmSession, with_positions: bool) {
     let prompt = [3, 5, 1];
-    assert_eq!(session.forward(&prompt).unwrap(), expected(&prompt, &[], with_positions));
+    assert_eq!(
+        session.forward(&prompt).unwrap(),
+        expected(&prompt, &[], with_positions)
+    );
     assert_eq!(session.vocab_size(), VOCAB);
     let mut past = prompt.to_vec();
     for id in [7, 2] {
-        assert_eq!(session.forward(&[id]).unwrap(), expected(&[id], &past, with_positions), "after {past:?}");
+        assert_eq!(
+            session.forward(&[id]).unwrap(),
+            expected(&[id], &past, with_positions),
+            "after {past:?}"
+        );
         past.push(id);
     }
     assert_eq!(session.position(), 5);
     session.reset().unwrap();
     assert_eq!(session.position(), 0);
-    assert_eq!(session.forward(&[4]).unwrap(), expected(&[4], &[], with_positions), "reset keeps old KV");
+    assert_eq!(
+        session.forward(&[4]).unwrap(),
+        expected(&[4], &[], with_positions),
+        "reset keeps old KV"
+    );
 }
 
 #[test]
@@ -70,7 +87,13 @@ fn onnxruntime_cpu_runs_a_genai_layout_decoder_with_kv_cache() {
     let dir = tempfile::tempdir().unwrap();
     make_toys(dir.path());
     let model = dir.path().join("toy_genai.onnx");
-    let mut s = OrtLlm::open(&model, GenaiNames::default(), OrtDevice::Cpu, Precision::F32Exact).unwrap();
+    let mut s = OrtLlm::open(
+        &model,
+        GenaiNames::default(),
+        OrtDevice::Cpu,
+        Precision::F32Exact,
+    )
+    .unwrap();
     assert_eq!(s.layers(), 2);
     run_sequence(&mut s, false);
 }
@@ -82,7 +105,13 @@ fn openvino_cpu_runs_a_stateful_decoder_one_request_per_sequence() {
     let xml = dir.path().join("toy_stateful.xml");
     let mut s = OvLlm::open(&xml, OvNames::default(), OvDevice::Cpu, Precision::F32Exact).unwrap();
     run_sequence(&mut s, true);
-    let mut s = OvLlm::open(&xml, OvNames::default(), OvDevice::Cpu, Precision::DeviceDefault).unwrap();
+    let mut s = OvLlm::open(
+        &xml,
+        OvNames::default(),
+        OvDevice::Cpu,
+        Precision::DeviceDefault,
+    )
+    .unwrap();
     run_sequence(&mut s, true);
 }
 
@@ -95,6 +124,12 @@ fn a_missing_input_is_reported_with_the_model_path() {
         ..GenaiNames::default()
     };
     let model = dir.path().join("toy_genai.onnx");
-    let e = OrtLlm::open(&model, names, OrtDevice::Cpu, Precision::F32Exact).err().unwrap().to_string();
-    assert!(e.contains("toy_genai.onnx") && e.contains("\"tokens\""), "{e}");
+    let e = OrtLlm::open(&model, names, OrtDevice::Cpu, Precision::F32Exact)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("toy_genai.onnx") && e.contains("\"tokens\""),
+        "{e}"
+    );
 }

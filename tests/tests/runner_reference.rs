@@ -14,7 +14,10 @@ fn fixtures() -> PathBuf {
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn load(model: &str) -> (Reference, Vec<u32>, Vec<f32>) {
@@ -23,8 +26,15 @@ fn load(model: &str) -> (Reference, Vec<u32>, Vec<f32>) {
     let dir = fixtures().join("numerics").join(model);
     let ids = npy::read_i64(dir.join("input_ids.npy")).unwrap();
     let logits = npy::read_f32(dir.join("logits_fp32.npy")).unwrap();
-    assert_eq!(logits.shape, vec![1, ids.data.len(), reference.vocab_size()]);
-    (reference, ids.data.iter().map(|&i| i as u32).collect(), logits.data)
+    assert_eq!(
+        logits.shape,
+        vec![1, ids.data.len(), reference.vocab_size()]
+    );
+    (
+        reference,
+        ids.data.iter().map(|&i| i as u32).collect(),
+        logits.data,
+    )
 }
 
 #[test]
@@ -51,7 +61,10 @@ fn kv_cache_decoding_matches_the_full_prefill() {
     }
     assert_eq!(session.position(), ids.len());
     let diff = max_abs(&got, &expected);
-    assert!(diff < 1e-4, "incremental decoding drifts from transformers by {diff}");
+    assert!(
+        diff < 1e-4,
+        "incremental decoding drifts from transformers by {diff}"
+    );
     // A reset starts a new sequence: the first position's logits come back.
     session.reset().unwrap();
     let first = session.forward(&ids[..1]).unwrap();

@@ -27,7 +27,8 @@ impl Target {
         match self {
             Target::Ort(OrtDevice::Cpu) | Target::OpenVino(OvDevice::Cpu) => "cpu",
             Target::Ort(OrtDevice::Cuda) => "cuda",
-            Target::Ort(OrtDevice::DirectMl | OrtDevice::OpenVinoEp) | Target::OpenVino(OvDevice::Gpu) => "gpu",
+            Target::Ort(OrtDevice::DirectMl | OrtDevice::OpenVinoEp)
+            | Target::OpenVino(OvDevice::Gpu) => "gpu",
             Target::OpenVino(OvDevice::Npu) => "npu",
         }
     }
@@ -123,11 +124,16 @@ pub fn table(runtimes: &[RuntimeStatus]) -> String {
     let mut s = String::new();
     for r in runtimes {
         match (&r.version, &r.error) {
-            (Some(v), _) => s += &format!(
-                "{} {v} ({})\n",
-                r.runtime,
-                r.library.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
-            ),
+            (Some(v), _) => {
+                s += &format!(
+                    "{} {v} ({})\n",
+                    r.runtime,
+                    r.library
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
+            }
             (None, Some(e)) => s += &format!("{} unavailable: {e}\n", r.runtime),
             (None, None) => s += &format!("{}\n", r.runtime),
         }

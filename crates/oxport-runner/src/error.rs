@@ -15,7 +15,10 @@ pub enum Error {
     #[error("{path}: not a supported .npy file: {msg}")]
     Npy { path: PathBuf, msg: String },
     #[error("{runtime} library not found; tried: {tried}")]
-    LibraryNotFound { runtime: &'static str, tried: String },
+    LibraryNotFound {
+        runtime: &'static str,
+        tried: String,
+    },
     #[error("{runtime}: {msg}")]
     Runtime { runtime: &'static str, msg: String },
     #[error("{path}: {msg}")]

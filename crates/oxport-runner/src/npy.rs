@@ -26,7 +26,10 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
     }
     let (len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
         v => return Err(bad(path, format!("unsupported format version {v}"))),
     };
     let text = bytes
@@ -35,7 +38,12 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
         .ok_or_else(|| bad(path, "truncated or non-UTF-8 header"))?;
     let field = |key: &str| -> Option<&str> {
         let at = text.find(&format!("'{key}'"))?;
-        Some(text[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start())
+        Some(
+            text[at + key.len() + 2..]
+                .trim_start()
+                .strip_prefix(':')?
+                .trim_start(),
+        )
     };
     let descr = field("descr")
         .and_then(|v| v.strip_prefix('\'')?.split('\'').next())
@@ -50,7 +58,10 @@ fn header(path: &Path, bytes: &[u8]) -> Result<(String, Vec<usize>, usize)> {
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(path, format!("bad dimension {s:?}"))))
+        .map(|s| {
+            s.parse::<usize>()
+                .map_err(|_| bad(path, format!("bad dimension {s:?}")))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok((descr.to_string(), shape, start + len))
 }
@@ -59,9 +70,16 @@ fn read<T>(path: &Path, convert: impl Fn(&str, &[u8]) -> Option<Vec<T>>) -> Resu
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (descr, shape, offset) = header(path, &bytes)?;
     let numel: usize = shape.iter().product();
-    let data = convert(&descr, &bytes[offset..]).ok_or_else(|| bad(path, format!("unsupported dtype {descr}")))?;
+    let data = convert(&descr, &bytes[offset..])
+        .ok_or_else(|| bad(path, format!("unsupported dtype {descr}")))?;
     if data.len() != numel {
-        return Err(bad(path, format!("shape {shape:?} needs {numel} elements, file holds {}", data.len())));
+        return Err(bad(
+            path,
+            format!(
+                "shape {shape:?} needs {numel} elements, file holds {}",
+                data.len()
+            ),
+        ));
     }
     Ok(NpyArray { shape, data })
 }
@@ -74,7 +92,11 @@ fn chunks<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
 pub fn read_f32(path: impl AsRef<Path>) -> Result<NpyArray<f32>> {
     read(path.as_ref(), |descr, b| match descr {
         "<f4" => Some(chunks::<4>(b).map(f32::from_le_bytes).collect()),
-        "<f8" => Some(chunks::<8>(b).map(|c| f64::from_le_bytes(c) as f32).collect()),
+        "<f8" => Some(
+            chunks::<8>(b)
+                .map(|c| f64::from_le_bytes(c) as f32)
+                .collect(),
+        ),
         _ => None,
     })
 }
@@ -83,7 +105,11 @@ pub fn read_f32(path: impl AsRef<Path>) -> Result<NpyArray<f32>> {
 pub fn read_i64(path: impl AsRef<Path>) -> Result<NpyArray<i64>> {
     read(path.as_ref(), |descr, b| match descr {
         "<i8" => Some(chunks::<8>(b).map(i64::from_le_bytes).collect()),
-        "<i4" => Some(chunks::<4>(b).map(|c| i32::from_le_bytes(c) as i64).collect()),
+        "<i4" => Some(
+            chunks::<4>(b)
+                .map(|c| i32::from_le_bytes(c) as i64)
+                .collect(),
+        ),
         _ => None,
     })
 }
@@ -109,7 +135,10 @@ mod tests {
     fn reads_f32_and_i64_with_shapes() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("a.npy");
-        let vals: Vec<u8> = [1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let vals: Vec<u8> = [1.5f32, -2.0, 3.25, 0.0, 7.0, 8.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
         std::fs::write(&f, npy("<f4", "(2, 3)", &vals)).unwrap();
         let a = read_f32(&f).unwrap();
         assert_eq!(a.shape, vec![2, 3]);

@@ -75,7 +75,12 @@ fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
             acc[k] += x[k] * y[k];
@@ -192,7 +197,11 @@ impl Reference {
         let (factors, scale): (Option<&[f64]>, f32) = match &c.rope_scaling {
             Some(r) if !r.short_factor.is_empty() => {
                 let long = total > c.original_max_position_embeddings;
-                let f = if long { &r.long_factor } else { &r.short_factor };
+                let f = if long {
+                    &r.long_factor
+                } else {
+                    &r.short_factor
+                };
                 (Some(f.as_slice()), c.longrope_attention_factor() as f32)
             }
             _ => (None, 1.0),
@@ -253,32 +262,37 @@ impl Reference {
         let window = c.sliding_window.unwrap_or(usize::MAX);
         let group = heads / kv_heads;
         let mut out = vec![0f32; n * q_dim];
-        out.par_chunks_mut(q_dim).enumerate().for_each(|(t, out_t)| {
-            let pos = past + t;
-            // transformers' sliding-window mask keeps keys with `pos - key < window`.
-            let first = (pos + 1).saturating_sub(window);
-            let mut scores = vec![0f32; pos + 1 - first];
-            for h in 0..heads {
-                let kvh = h / group;
-                let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                for (j, s) in (first..=pos).zip(scores.iter_mut()) {
-                    *s = dot(qh, &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd]) * scale;
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let o = &mut out_t[h * hd..(h + 1) * hd];
-                for (j, s) in (first..=pos).zip(&scores) {
-                    let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    for (o, v) in o.iter_mut().zip(v) {
-                        *o += s / sum * v;
+        out.par_chunks_mut(q_dim)
+            .enumerate()
+            .for_each(|(t, out_t)| {
+                let pos = past + t;
+                // transformers' sliding-window mask keeps keys with `pos - key < window`.
+                let first = (pos + 1).saturating_sub(window);
+                let mut scores = vec![0f32; pos + 1 - first];
+                for h in 0..heads {
+                    let kvh = h / group;
+                    let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+                    for (j, s) in (first..=pos).zip(scores.iter_mut()) {
+                        *s = dot(
+                            qh,
+                            &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd],
+                        ) * scale;
+                    }
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let mut sum = 0f32;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        sum += *s;
+                    }
+                    let o = &mut out_t[h * hd..(h + 1) * hd];
+                    for (j, s) in (first..=pos).zip(&scores) {
+                        let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+                        for (o, v) in o.iter_mut().zip(v) {
+                            *o += s / sum * v;
+                        }
                     }
                 }
-            }
-        });
+            });
         matmul(&out, n, &layer.o, q_dim)
     }
 

@@ -67,7 +67,10 @@ pub fn find_library(runtime: Runtime) -> Result<PathBuf> {
             let dir = dir.join(sub);
             match library_in(&dir, prefix) {
                 Some(p) => return Ok(p),
-                None => tried.push(format!("{}/{prefix}* via {python} (no such file)", dir.display())),
+                None => tried.push(format!(
+                    "{}/{prefix}* via {python} (no such file)",
+                    dir.display()
+                )),
             }
         }
         Err(why) => tried.push(format!("pip package `{package}` via {python} ({why})")),
@@ -88,7 +91,11 @@ fn package_dir(python: &str, package: &str) -> std::result::Result<PathBuf, Stri
         .output()
         .map_err(|e| format!("cannot run: {e}"))?;
     if !out.status.success() {
-        return Err(format!("exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if dir.is_empty() {
@@ -103,7 +110,11 @@ fn library_in(dir: &Path, prefix: &str) -> Option<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
         .filter(|p| p.is_file())
         .collect();
     found.sort();

@@ -1,8 +1,191 @@
+//! `oxport validate OUT`: run an export on every present device, compare with the f32 reference, report.
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use oxport_runner::backend::Precision;
+use oxport_runner::validate::{
+    self, DeviceFilter, Options, Progress, ThresholdOverrides, WeightPrecision,
+};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum DeviceArg {
+    All,
+    Cpu,
+    Cuda,
+    Gpu,
+    Npu,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PrecisionArg {
+    Fp32,
+    Fp16,
+    Int8,
+    Int4,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Export folder: model.onnx + genai_config.json, or openvino_model.xml.
+    pub output: PathBuf,
+    /// Original checkpoint folder (default: the folder named by the export's config.json `_name_or_path`).
+    #[arg(long)]
+    pub reference: Option<PathBuf>,
+    /// Devices to validate on; absent ones are listed as skipped with the reason.
+    #[arg(long, value_enum, default_value = "all")]
+    pub device: DeviceArg,
+    /// File with one user prompt per line (rendered with the chat template); default: three built-in prompts.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Text file for perplexity (windows of --ppl-window tokens); no perplexity without it.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Greedy tokens generated per prompt.
+    #[arg(long = "max-new-tokens", default_value_t = 16)]
+    pub max_new_tokens: usize,
+    /// Perplexity window in tokens (each window starts with an empty cache).
+    #[arg(long = "ppl-window", default_value_t = 512)]
+    pub ppl_window: usize,
+    /// At most this many text tokens are evaluated.
+    #[arg(long = "ppl-max-tokens", default_value_t = 4096)]
+    pub ppl_max_tokens: usize,
+    /// Write the report as JSON here (and the KL plot beside it, as .svg).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the per-position KL plot here (default: beside --json).
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    /// Run with the devices' default settings instead of f32-exact ones (bf16 / int8 activations on some CPUs).
+    #[arg(long = "device-defaults")]
+    pub device_defaults: bool,
+    /// Weight precision for the thresholds (default: detected from the export).
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionArg>,
+    /// Override the max |Δlogit| threshold.
+    #[arg(long = "max-abs-logit")]
+    pub max_abs_logit: Option<f64>,
+    /// Override the mean KL(reference ‖ export) threshold.
+    #[arg(long = "max-mean-kl")]
+    pub max_mean_kl: Option<f64>,
+    /// Override the minimum top-1 agreement (0–1).
+    #[arg(long = "min-top1")]
+    pub min_top1: Option<f64>,
+    /// Override the allowed perplexity increase, percent.
+    #[arg(long = "max-ppl-increase")]
+    pub max_ppl_increase: Option<f64>,
+    /// Require at least this greedy match length on every prompt (default: reported only).
+    #[arg(long = "min-greedy-match")]
+    pub min_greedy_match: Option<usize>,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// indicatif bars for the library's stages.
+struct Bars {
+    bar: std::cell::RefCell<Option<ProgressBar>>,
+    quiet: bool,
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, total: u64) {
+        if self.quiet {
+            return;
+        }
+        let bar = ProgressBar::new(total).with_message(name.to_string());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        *self.bar.borrow_mut() = Some(bar);
+    }
+
+    fn advance(&self, steps: u64) {
+        if let Some(b) = &*self.bar.borrow() {
+            b.inc(steps);
+        }
+    }
+
+    fn finish_stage(&self) {
+        if let Some(b) = self.bar.borrow_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let mut opts = Options::new(&args.output);
+    opts.reference = args.reference.clone();
+    opts.devices = match args.device {
+        DeviceArg::All => DeviceFilter::All,
+        DeviceArg::Cpu => DeviceFilter::Cpu,
+        DeviceArg::Cuda => DeviceFilter::Cuda,
+        DeviceArg::Gpu => DeviceFilter::Gpu,
+        DeviceArg::Npu => DeviceFilter::Npu,
+    };
+    if let Some(p) = &args.prompts {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading prompts {}", p.display()))?;
+        opts.prompts = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        anyhow::ensure!(!opts.prompts.is_empty(), "{}: no prompts", p.display());
+    }
+    if let Some(t) = &args.text {
+        opts.text = Some(
+            std::fs::read_to_string(t).with_context(|| format!("reading text {}", t.display()))?,
+        );
+    }
+    opts.max_new_tokens = args.max_new_tokens;
+    opts.ppl_window = args.ppl_window;
+    opts.ppl_max_tokens = args.ppl_max_tokens;
+    opts.session_precision = if args.device_defaults {
+        Precision::DeviceDefault
+    } else {
+        Precision::F32Exact
+    };
+    opts.weight_precision = args.precision.map(|p| match p {
+        PrecisionArg::Fp32 => WeightPrecision::Fp32,
+        PrecisionArg::Fp16 => WeightPrecision::Fp16,
+        PrecisionArg::Int8 => WeightPrecision::Int8,
+        PrecisionArg::Int4 => WeightPrecision::Int4,
+    });
+    opts.overrides = ThresholdOverrides {
+        max_abs_logit: args.max_abs_logit,
+        mean_kl: args.max_mean_kl,
+        min_top1: args.min_top1,
+        max_ppl_increase_pct: args.max_ppl_increase,
+        min_greedy_match: args.min_greedy_match,
+    };
+    let bars = Bars {
+        bar: std::cell::RefCell::new(None),
+        quiet: args.quiet,
+    };
+    let report = validate::run(&opts, &bars)
+        .with_context(|| format!("validating {}", args.output.display()))?;
+    print!("{}", validate::table(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let svg = args
+        .svg
+        .clone()
+        .or_else(|| args.json.as_ref().map(|j| j.with_extension("svg")));
+    if let Some(path) = svg {
+        std::fs::write(&path, validate::kl_svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

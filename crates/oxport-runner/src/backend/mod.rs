@@ -65,7 +65,12 @@ impl LlmSession for ReferenceSession<'_> {
 }
 
 /// Check that a runtime returned `[1, n, vocab]` logits and take them.
-pub(crate) fn check_logits(shape: &[i64], n: usize, data: &[f32], output: &str) -> Result<(usize, Vec<f32>)> {
+pub(crate) fn check_logits(
+    shape: &[i64],
+    n: usize,
+    data: &[f32],
+    output: &str,
+) -> Result<(usize, Vec<f32>)> {
     let dims: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
     match dims.as_slice() {
         [1, seq, vocab] if *seq == n && *vocab > 0 => Ok((*vocab, data.to_vec())),

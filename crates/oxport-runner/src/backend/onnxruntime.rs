@@ -26,7 +26,12 @@ pub enum OrtDevice {
 }
 
 impl OrtDevice {
-    pub const ALL: [OrtDevice; 4] = [OrtDevice::Cpu, OrtDevice::Cuda, OrtDevice::DirectMl, OrtDevice::OpenVinoEp];
+    pub const ALL: [OrtDevice; 4] = [
+        OrtDevice::Cpu,
+        OrtDevice::Cuda,
+        OrtDevice::DirectMl,
+        OrtDevice::OpenVinoEp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -74,7 +79,11 @@ fn loaded() -> Result<&'static Loaded> {
 /// The loaded library and its version (from the wheel's versioned file name, else the build info).
 pub fn version() -> Result<(PathBuf, String)> {
     let l = loaded()?;
-    let name = l.library.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = l
+        .library
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     let version = name
         .split_once(".so.")
         .map(|(_, v)| v.to_string())
@@ -104,10 +113,15 @@ pub fn probe(device: OrtDevice) -> Result<(), String> {
             OrtDevice::OpenVinoEp => "install onnxruntime-openvino instead of onnxruntime",
             OrtDevice::Cpu => "",
         };
-        return Err(format!("{} is not in this build's providers ({hint})", device.provider()));
+        return Err(format!(
+            "{} is not in this build's providers ({hint})",
+            device.provider()
+        ));
     }
     // Listed: registering it loads the provider library and its dependencies (CUDA, a GPU), which can still fail.
-    builder(device, Precision::F32Exact).map(|_| ()).map_err(|e| e.to_string())
+    builder(device, Precision::F32Exact)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn builder(device: OrtDevice, precision: Precision) -> Result<SessionBuilder> {
@@ -136,10 +150,12 @@ fn builder(device: OrtDevice, precision: Precision) -> Result<SessionBuilder> {
 
 /// Open any ONNX model on `device` (used for small models and by [`OrtLlm`]).
 pub fn open(model: &Path, device: OrtDevice, precision: Precision) -> Result<Session> {
-    builder(device, precision)?.commit_from_file(model).map_err(|e| Error::Runtime {
-        runtime: "ONNX Runtime",
-        msg: format!("{}: {e}", model.display()),
-    })
+    builder(device, precision)?
+        .commit_from_file(model)
+        .map_err(|e| Error::Runtime {
+            runtime: "ONNX Runtime",
+            msg: format!("{}: {e}", model.display()),
+        })
 }
 
 /// I/O names of a genai-layout decoder (`%d` stands for the layer index).
@@ -153,6 +169,10 @@ pub struct GenaiNames {
     pub logits: String,
     pub present_key: String,
     pub present_value: String,
+    /// `decoder.head_size` / `num_key_value_heads` from `genai_config.json`, for graphs whose KV inputs have
+    /// symbolic dims (the builder's `kv_cache_dim`, `docs/onnx-genai.md` §1.7).
+    pub head_size: Option<usize>,
+    pub kv_heads: Option<usize>,
 }
 
 impl Default for GenaiNames {
@@ -166,6 +186,8 @@ impl Default for GenaiNames {
             logits: "logits".into(),
             present_key: "present.%d.key".into(),
             present_value: "present.%d.value".into(),
+            head_size: None,
+            kv_heads: None,
         }
     }
 }
@@ -188,7 +210,39 @@ impl GenaiNames {
         set(&mut n.logits, &dec["outputs"]["logits"]);
         set(&mut n.present_key, &dec["outputs"]["present_key_names"]);
         set(&mut n.present_value, &dec["outputs"]["present_value_names"]);
+        n.head_size = dec["head_size"].as_u64().map(|v| v as usize);
+        n.kv_heads = dec["num_key_value_heads"].as_u64().map(|v| v as usize);
         n
+    }
+}
+
+/// A KV tensor's values in the graph's dtype (f32 on CPU, f16 for the CUDA layout, `docs/onnx-genai.md` §1.7).
+enum KvData {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl KvData {
+    fn empty(f16: bool) -> Self {
+        if f16 {
+            KvData::F16(Vec::new())
+        } else {
+            KvData::F32(Vec::new())
+        }
+    }
+
+    fn take(&mut self, shape: Vec<usize>) -> Result<ort::session::SessionInputValue<'static>> {
+        match self {
+            KvData::F32(v) => tensor(shape, std::mem::take(v)),
+            KvData::F16(v) => tensor(shape, std::mem::take(v)),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            KvData::F32(v) => v.clear(),
+            KvData::F16(v) => v.clear(),
+        }
     }
 }
 
@@ -200,8 +254,8 @@ struct KvSlot {
     present_value: String,
     heads: usize,
     head_size: usize,
-    key: Vec<f32>,
-    value: Vec<f32>,
+    key: KvData,
+    value: KvData,
 }
 
 /// A genai-layout decoder on one device, with its KV cache held between calls.
@@ -216,7 +270,12 @@ pub struct OrtLlm {
 
 impl OrtLlm {
     /// Open `model` and discover its layers and KV shapes from the session inputs.
-    pub fn open(model: &Path, names: GenaiNames, device: OrtDevice, precision: Precision) -> Result<Self> {
+    pub fn open(
+        model: &Path,
+        names: GenaiNames,
+        device: OrtDevice,
+        precision: Precision,
+    ) -> Result<Self> {
         let session = open(model, device, precision)?;
         let bad = |msg: String| Error::Export {
             path: model.to_path_buf(),
@@ -234,21 +293,37 @@ impl OrtLlm {
                 ValueType::Tensor { ty, shape, .. } => (*ty, shape.clone()),
                 other => return Err(bad(format!("input {pk} is {other:?}, not a tensor"))),
             };
-            if ty != TensorElementType::Float32 {
-                return Err(bad(format!("input {pk} is {ty:?}; oxport runs f32 KV caches only")));
-            }
-            if shape.len() != 4 || shape[1] <= 0 || shape[3] <= 0 {
-                return Err(bad(format!("input {pk} has shape {:?}, expected [batch, kv_heads, past, head_size]", &shape[..])));
-            }
+            let f16 = match ty {
+                TensorElementType::Float32 => false,
+                TensorElementType::Float16 => true,
+                _ => {
+                    return Err(bad(format!(
+                        "input {pk} is {ty:?}; expected a float32 or float16 KV cache"
+                    )));
+                }
+            };
+            let dim = |i: usize, fallback: Option<usize>| match shape.get(i) {
+                Some(&d) if d > 0 => Some(d as usize),
+                _ => fallback,
+            };
+            let (Some(heads), Some(head_size), 4) =
+                (dim(1, names.kv_heads), dim(3, names.head_size), shape.len())
+            else {
+                return Err(bad(format!(
+                    "input {pk} has shape {:?}, expected [batch, kv_heads, past, head_size] (symbolic dims need \
+                     num_key_value_heads / head_size in genai_config.json)",
+                    &shape[..]
+                )));
+            };
             kv.push(KvSlot {
                 past_value: names.past_value.replace("%d", &layer.to_string()),
                 present_key: names.present_key.replace("%d", &layer.to_string()),
                 present_value: names.present_value.replace("%d", &layer.to_string()),
                 past_key: pk,
-                heads: shape[1] as usize,
-                head_size: shape[3] as usize,
-                key: Vec::new(),
-                value: Vec::new(),
+                heads,
+                head_size,
+                key: KvData::empty(f16),
+                value: KvData::empty(f16),
             });
         }
         let vocab = session
@@ -280,7 +355,10 @@ fn tensor<T: ort::value::PrimitiveTensorElementType + Clone + std::fmt::Debug + 
     shape: Vec<usize>,
     data: Vec<T>,
 ) -> Result<ort::session::SessionInputValue<'static>> {
-    Ok(Tensor::from_array((shape, data)).map_err(Error::ort)?.into_dyn().into())
+    Ok(Tensor::from_array((shape, data))
+        .map_err(Error::ort)?
+        .into_dyn()
+        .into())
 }
 
 impl LlmSession for OrtLlm {
@@ -288,8 +366,14 @@ impl LlmSession for OrtLlm {
         let n = ids.len();
         let total = self.past + n;
         let mut inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
-            (self.names.input_ids.clone(), tensor(vec![1, n], ids.iter().map(|&i| i as i64).collect())?),
-            (self.names.attention_mask.clone(), tensor(vec![1, total], vec![1i64; total])?),
+            (
+                self.names.input_ids.clone(),
+                tensor(vec![1, n], ids.iter().map(|&i| i as i64).collect())?,
+            ),
+            (
+                self.names.attention_mask.clone(),
+                tensor(vec![1, total], vec![1i64; total])?,
+            ),
         ];
         if self.has_position_ids {
             let pos = (self.past as i64..total as i64).collect();
@@ -297,19 +381,32 @@ impl LlmSession for OrtLlm {
         }
         for slot in &mut self.kv {
             let shape = vec![1, slot.heads, self.past, slot.head_size];
-            inputs.push((slot.past_key.clone(), tensor(shape.clone(), std::mem::take(&mut slot.key))?));
-            inputs.push((slot.past_value.clone(), tensor(shape, std::mem::take(&mut slot.value))?));
+            inputs.push((slot.past_key.clone(), slot.key.take(shape.clone())?));
+            inputs.push((slot.past_value.clone(), slot.value.take(shape)?));
         }
         let outputs = self.session.run(inputs).map_err(Error::ort)?;
-        let take = |name: &str| -> Result<(Vec<i64>, Vec<f32>)> {
-            let v = outputs.get(name).ok_or_else(|| Error::ort(format!("no output {name:?}")))?;
-            let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| Error::ort(format!("{name}: {e}")))?;
-            Ok((shape.to_vec(), data.to_vec()))
+        let take = |name: &str| -> Result<(Vec<i64>, KvData)> {
+            let v = outputs
+                .get(name)
+                .ok_or_else(|| Error::ort(format!("no output {name:?}")))?;
+            let err = |e: ort::Error| Error::ort(format!("{name}: {e}"));
+            if let Ok((shape, data)) = v.try_extract_tensor::<f32>() {
+                return Ok((shape.to_vec(), KvData::F32(data.to_vec())));
+            }
+            let (shape, data) = v.try_extract_tensor::<half::f16>().map_err(err)?;
+            Ok((shape.to_vec(), KvData::F16(data.to_vec())))
         };
         let (shape, logits) = take(&self.names.logits)?;
+        let logits = match logits {
+            KvData::F32(v) => v,
+            KvData::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        };
         let (vocab, logits) = super::check_logits(&shape, n, &logits, &self.names.logits)?;
         for slot in &mut self.kv {
-            for (name, dst) in [(&slot.present_key, &mut slot.key), (&slot.present_value, &mut slot.value)] {
+            for (name, dst) in [
+                (&slot.present_key, &mut slot.key),
+                (&slot.present_value, &mut slot.value),
+            ] {
                 let (shape, data) = take(name)?;
                 let expected = vec![1, slot.heads, total, slot.head_size];
                 if shape.iter().map(|&d| d as usize).collect::<Vec<_>>() != expected {

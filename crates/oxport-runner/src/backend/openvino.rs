@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor};
+use openvino::{
+    CompiledModel, Core, DeviceType, ElementType, InferRequest, RwPropertyKey, Shape, Tensor,
+};
 
 use super::{LlmSession, Precision};
 use crate::error::{Error, Result};
@@ -47,7 +49,8 @@ fn load() -> Result<&'static PathBuf> {
     LIBRARY
         .get_or_init(|| {
             let path = find_library(Runtime::OpenVino).map_err(|e| e.to_string())?;
-            openvino_sys::library::load_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            openvino_sys::library::load_from(&path)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(path)
         })
         .as_ref()
@@ -89,16 +92,23 @@ pub fn probe(device: OvDevice) -> std::result::Result<String, String> {
     let devices = available_devices().map_err(|e| e.to_string())?;
     let name = device.name();
     // `available_devices` lists `GPU.0`, `GPU.1` when there are several.
-    if let Some((_, full)) = devices.iter().find(|(d, _)| d == name || d.starts_with(&format!("{name}."))) {
+    if let Some((_, full)) = devices
+        .iter()
+        .find(|(d, _)| d == name || d.starts_with(&format!("{name}.")))
+    {
         return Ok(full.clone());
     }
     let listed: Vec<&str> = devices.iter().map(|(d, _)| d.as_str()).collect();
     let why = match device {
         OvDevice::Cpu => "the CPU plugin did not load".to_string(),
-        OvDevice::Gpu => "no Intel GPU (or no Intel compute runtime / OpenCL driver) found".to_string(),
+        OvDevice::Gpu => {
+            "no Intel GPU (or no Intel compute runtime / OpenCL driver) found".to_string()
+        }
         OvDevice::Npu => "no Intel NPU (or no NPU driver, /dev/accel) found".to_string(),
     };
-    Err(format!("{name} is not in available_devices {listed:?}: {why}"))
+    Err(format!(
+        "{name} is not in available_devices {listed:?}: {why}"
+    ))
 }
 
 /// Apply the f32-exact settings to `device` on `core` (the high-level API compiles with the core's properties).
@@ -110,7 +120,11 @@ fn configure(core: &mut Core, device: OvDevice, precision: Precision) -> Result<
     core.set_property(&d, &RwPropertyKey::HintInferencePrecision, "f32")
         .map_err(Error::ov)?;
     for key in ["DYNAMIC_QUANTIZATION_GROUP_SIZE", "KV_CACHE_PRECISION"] {
-        let value = if key == "KV_CACHE_PRECISION" { "f32" } else { "0" };
+        let value = if key == "KV_CACHE_PRECISION" {
+            "f32"
+        } else {
+            "0"
+        };
         // NPU does not know every CPU/GPU key; a refused key is not fatal there.
         if let Err(e) = core.set_property(&d, &RwPropertyKey::Other(key.into()), value)
             && device != OvDevice::Npu
@@ -122,21 +136,31 @@ fn configure(core: &mut Core, device: OvDevice, precision: Precision) -> Result<
 }
 
 /// Compile the IR at `xml` (weights in the `.bin` beside it) on `device`.
-pub fn compile(xml: &Path, device: OvDevice, precision: Precision) -> Result<(Core, CompiledModel)> {
+pub fn compile(
+    xml: &Path,
+    device: OvDevice,
+    precision: Precision,
+) -> Result<(Core, CompiledModel)> {
     let mut core = core()?;
     configure(&mut core, device, precision)?;
     let bin = xml.with_extension("bin");
-    let path = |p: &Path| p.to_str().map(str::to_string).ok_or_else(|| Error::Invalid(format!("{}: path is not UTF-8", p.display())));
+    let path = |p: &Path| {
+        p.to_str()
+            .map(str::to_string)
+            .ok_or_else(|| Error::Invalid(format!("{}: path is not UTF-8", p.display())))
+    };
     let model = core
         .read_model_from_file(&path(xml)?, &path(&bin)?)
         .map_err(|e| Error::Runtime {
             runtime: "OpenVINO",
             msg: format!("{}: {e}", xml.display()),
         })?;
-    let compiled = core.compile_model(&model, device.device_type()).map_err(|e| Error::Runtime {
-        runtime: "OpenVINO",
-        msg: format!("{} on {}: {e}", xml.display(), device.name()),
-    })?;
+    let compiled = core
+        .compile_model(&model, device.device_type())
+        .map_err(|e| Error::Runtime {
+            runtime: "OpenVINO",
+            msg: format!("{} on {}: {e}", xml.display(), device.name()),
+        })?;
     Ok((core, compiled))
 }
 
@@ -174,7 +198,12 @@ pub struct OvLlm {
 }
 
 impl OvLlm {
-    pub fn open(xml: &Path, names: OvNames, device: OvDevice, precision: Precision) -> Result<Self> {
+    pub fn open(
+        xml: &Path,
+        names: OvNames,
+        device: OvDevice,
+        precision: Precision,
+    ) -> Result<Self> {
         let (core, mut compiled) = compile(xml, device, precision)?;
         let mut inputs = Vec::new();
         for i in 0..compiled.get_input_size().map_err(Error::ov)? {
@@ -207,8 +236,14 @@ impl OvLlm {
 }
 
 fn i64_tensor(shape: &[i64], data: impl Iterator<Item = i64>) -> Result<Tensor> {
-    let mut t = Tensor::new(ElementType::I64, &Shape::new(shape).map_err(Error::ov)?).map_err(Error::ov)?;
-    for (dst, v) in t.get_data_mut::<i64>().map_err(Error::ov)?.iter_mut().zip(data) {
+    let mut t =
+        Tensor::new(ElementType::I64, &Shape::new(shape).map_err(Error::ov)?).map_err(Error::ov)?;
+    for (dst, v) in t
+        .get_data_mut::<i64>()
+        .map_err(Error::ov)?
+        .iter_mut()
+        .zip(data)
+    {
         *dst = v;
     }
     Ok(t)
@@ -219,21 +254,33 @@ impl LlmSession for OvLlm {
         let n = ids.len();
         let total = self.past + n;
         let ids_t = i64_tensor(&[1, n as i64], ids.iter().map(|&i| i as i64))?;
-        self.request.set_tensor(&self.names.input_ids, &ids_t).map_err(Error::ov)?;
+        self.request
+            .set_tensor(&self.names.input_ids, &ids_t)
+            .map_err(Error::ov)?;
         let mask = i64_tensor(&[1, total as i64], std::iter::repeat_n(1, total))?;
-        self.request.set_tensor(&self.names.attention_mask, &mask).map_err(Error::ov)?;
+        self.request
+            .set_tensor(&self.names.attention_mask, &mask)
+            .map_err(Error::ov)?;
         if self.has(&self.names.position_ids) {
             let pos = i64_tensor(&[1, n as i64], self.past as i64..total as i64)?;
-            self.request.set_tensor(&self.names.position_ids, &pos).map_err(Error::ov)?;
+            self.request
+                .set_tensor(&self.names.position_ids, &pos)
+                .map_err(Error::ov)?;
         }
         if self.has(&self.names.beam_idx) {
             // One sequence: beam 0 keeps its own cache (optimum's reorder-cache input).
-            let mut beam = Tensor::new(ElementType::I32, &Shape::new(&[1]).map_err(Error::ov)?).map_err(Error::ov)?;
+            let mut beam = Tensor::new(ElementType::I32, &Shape::new(&[1]).map_err(Error::ov)?)
+                .map_err(Error::ov)?;
             beam.get_data_mut::<i32>().map_err(Error::ov)?[0] = 0;
-            self.request.set_tensor(&self.names.beam_idx, &beam).map_err(Error::ov)?;
+            self.request
+                .set_tensor(&self.names.beam_idx, &beam)
+                .map_err(Error::ov)?;
         }
         self.request.infer().map_err(Error::ov)?;
-        let out = self.request.get_tensor(&self.names.logits).map_err(Error::ov)?;
+        let out = self
+            .request
+            .get_tensor(&self.names.logits)
+            .map_err(Error::ov)?;
         let shape = out.get_shape().map_err(Error::ov)?;
         let dims: Vec<i64> = shape.get_dimensions().to_vec();
         let data: &[f32] = out.get_data().map_err(Error::ov)?;

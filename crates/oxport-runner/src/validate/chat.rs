@@ -20,7 +20,11 @@ pub struct Chat {
 fn token_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Object(o) => o.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
+        Value::Object(o) => o
+            .get("content")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         _ => String::new(),
     }
 }
@@ -46,7 +50,10 @@ impl Chat {
             .unwrap_or(Value::Null);
         let jinja = dir.join("chat_template.jinja");
         let template = if jinja.is_file() {
-            Some((jinja.clone(), std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?))
+            Some((
+                jinja.clone(),
+                std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?,
+            ))
         } else {
             config["chat_template"]
                 .as_str()
@@ -68,9 +75,15 @@ impl Chat {
             return Ok(user.to_string());
         };
         let mut env = minijinja::Environment::new();
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         let ctx = minijinja::context! {
             messages => vec![minijinja::context! { role => "user", content => user }],
             add_generation_prompt => true,
@@ -95,10 +108,13 @@ impl Chat {
     }
 
     fn encode_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        let enc = self.tokenizer.encode(text, add_special).map_err(|e| Error::Tokenizer {
-            path: self.tokenizer_path.clone(),
-            msg: e.to_string(),
-        })?;
+        let enc = self
+            .tokenizer
+            .encode(text, add_special)
+            .map_err(|e| Error::Tokenizer {
+                path: self.tokenizer_path.clone(),
+                msg: e.to_string(),
+            })?;
         Ok(enc.get_ids().to_vec())
     }
 

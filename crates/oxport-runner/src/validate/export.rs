@@ -69,7 +69,11 @@ fn read_json(path: &Path) -> Result<Value> {
 
 /// Recognise the export in `dir`.
 pub fn detect(dir: &Path) -> Result<Export> {
-    let (onnx, genai, xml) = (dir.join("model.onnx"), dir.join("genai_config.json"), dir.join("openvino_model.xml"));
+    let (onnx, genai, xml) = (
+        dir.join("model.onnx"),
+        dir.join("genai_config.json"),
+        dir.join("openvino_model.xml"),
+    );
     let (format, model, genai_config) = if onnx.is_file() && genai.is_file() {
         (Format::Onnx, onnx, Some(read_json(&genai)?))
     } else if xml.is_file() {
@@ -77,7 +81,8 @@ pub fn detect(dir: &Path) -> Result<Export> {
     } else {
         return Err(Error::Export {
             path: dir.to_path_buf(),
-            msg: "not an export: expected model.onnx + genai_config.json, or openvino_model.xml".into(),
+            msg: "not an export: expected model.onnx + genai_config.json, or openvino_model.xml"
+                .into(),
         });
     };
     let source = std::fs::read_to_string(dir.join("config.json"))
@@ -127,14 +132,16 @@ impl Export {
 
     /// Bytes of the model file and its weights (`.bin`, `.data` / external data files).
     fn weight_bytes(&self) -> u64 {
-        let tokenizer_ir = |n: &str| n.starts_with("openvino_tokenizer") || n.starts_with("openvino_detokenizer");
+        let tokenizer_ir =
+            |n: &str| n.starts_with("openvino_tokenizer") || n.starts_with("openvino_detokenizer");
         std::fs::read_dir(&self.dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let n = e.file_name().to_string_lossy().to_string();
-                !tokenizer_ir(&n) && (n.ends_with(".bin") || n.ends_with(".data") || n.ends_with(".onnx"))
+                !tokenizer_ir(&n)
+                    && (n.ends_with(".bin") || n.ends_with(".data") || n.ends_with(".onnx"))
             })
             .filter_map(|e| e.metadata().ok().map(|m| m.len()))
             .sum()

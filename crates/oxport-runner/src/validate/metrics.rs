@@ -10,7 +10,11 @@ pub fn log_softmax(row: &[f32]) -> Vec<f64> {
 
 /// `KL(P_reference ‖ Q_export)` of one position.
 pub fn kl(reference: &[f64], export: &[f64]) -> f64 {
-    reference.iter().zip(export).map(|(&p, &q)| p.exp() * (p - q)).sum()
+    reference
+        .iter()
+        .zip(export)
+        .map(|(&p, &q)| p.exp() * (p - q))
+        .sum()
 }
 
 pub fn argmax(row: &[f32]) -> usize {
@@ -46,7 +50,11 @@ impl Accumulator {
             for (&a, &b) in r.iter().zip(e) {
                 let d = (a as f64 - b as f64).abs();
                 // NaN/inf in the export make the max infinite rather than being skipped by f64::max.
-                self.max_abs = if d.is_nan() { f64::INFINITY } else { self.max_abs.max(d) };
+                self.max_abs = if d.is_nan() {
+                    f64::INFINITY
+                } else {
+                    self.max_abs.max(d)
+                };
                 self.sum_abs += if d.is_nan() { f64::INFINITY } else { d };
                 self.values += 1;
             }
@@ -61,7 +69,11 @@ impl Accumulator {
 
     /// Score next-token NLLs of `tokens` (`logits[t]` predicts `tokens[t + 1]`).
     pub fn add_nll(&mut self, export: &[f32], vocab: usize, tokens: &[u32]) {
-        for (t, row) in export.chunks(vocab).enumerate().take(tokens.len().saturating_sub(1)) {
+        for (t, row) in export
+            .chunks(vocab)
+            .enumerate()
+            .take(tokens.len().saturating_sub(1))
+        {
             let lp = log_softmax(row)[tokens[t + 1] as usize];
             self.nll.push(if lp.is_nan() { f64::INFINITY } else { -lp });
         }

@@ -265,7 +265,12 @@ fn open(export: &Export, target: Target, precision: Precision) -> Result<Box<dyn
                 .unwrap_or_default();
             Box::new(OrtLlm::open(&export.model, names, d, precision)?)
         }
-        Target::OpenVino(d) => Box::new(OvLlm::open(&export.model, OvNames::default(), d, precision)?),
+        Target::OpenVino(d) => Box::new(OvLlm::open(
+            &export.model,
+            OvNames::default(),
+            d,
+            precision,
+        )?),
     })
 }
 
@@ -277,7 +282,12 @@ fn probe(target: Target) -> std::result::Result<(), String> {
 }
 
 /// Greedy decoding: prefill `ids`, then `max_new` steps; returns (tokens, prefill logits, prefill secs, decode secs).
-fn greedy(session: &mut dyn LlmSession, ids: &[u32], max_new: usize, eos: &[u32]) -> Result<(Vec<u32>, Vec<f32>, f64, f64)> {
+fn greedy(
+    session: &mut dyn LlmSession,
+    ids: &[u32],
+    max_new: usize,
+    eos: &[u32],
+) -> Result<(Vec<u32>, Vec<f32>, f64, f64)> {
     session.reset()?;
     let t0 = Instant::now();
     let logits = session.forward(ids)?;
@@ -315,10 +325,15 @@ struct Running {
 /// Validate the export described by `opts`.
 pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     let export = export::detect(&opts.export_dir)?;
-    let checkpoint_dir = opts.reference.clone().or_else(|| export.source.clone()).ok_or_else(|| Error::Export {
-        path: export.dir.clone(),
-        msg: "the export's config.json names no checkpoint folder; pass --reference MODEL".into(),
-    })?;
+    let checkpoint_dir = opts
+        .reference
+        .clone()
+        .or_else(|| export.source.clone())
+        .ok_or_else(|| Error::Export {
+            path: export.dir.clone(),
+            msg: "the export's config.json names no checkpoint folder; pass --reference MODEL"
+                .into(),
+        })?;
     let checkpoint = oxport_hf::Checkpoint::open(&checkpoint_dir)?;
     let weight_precision = match opts.weight_precision {
         Some(p) => p,
@@ -334,7 +349,10 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     // Sessions on every present device; absent ones are skipped with the reason.
     let mut reports = Vec::new();
     let mut running = Vec::new();
-    for target in targets(export.format).into_iter().filter(|&t| opts.devices.accepts(t)) {
+    for target in targets(export.format)
+        .into_iter()
+        .filter(|&t| opts.devices.accepts(t))
+    {
         let skip = |status, reason: String| TargetReport {
             target,
             label: target.label(),
@@ -383,9 +401,13 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         if ids.is_empty() {
             return Err(Error::Invalid(format!("prompt {i} tokenizes to nothing")));
         }
-        let (greedy_ref, logits, ps, ds) = greedy(&mut ref_session, &ids, opts.max_new_tokens, &eos)?;
+        let (greedy_ref, logits, ps, ds) =
+            greedy(&mut ref_session, &ids, opts.max_new_tokens, &eos)?;
         ref_prefill = (ref_prefill.0 + ids.len(), ref_prefill.1 + ps);
-        ref_decode = (ref_decode.0 + greedy_ref.len().saturating_sub(1), ref_decode.1 + ds);
+        ref_decode = (
+            ref_decode.0 + greedy_ref.len().saturating_sub(1),
+            ref_decode.1 + ds,
+        );
         if i == 0 {
             ref_info.sample = chat.decode(&greedy_ref);
         }
@@ -395,7 +417,15 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
             greedy: greedy_ref,
         };
         for r in running.iter_mut().filter(|r| r.error.is_none()) {
-            if let Err(e) = compare_prompt(r, &run, opts.max_new_tokens, &eos, &chat, i == 0, reference.vocab_size()) {
+            if let Err(e) = compare_prompt(
+                r,
+                &run,
+                opts.max_new_tokens,
+                &eos,
+                &chat,
+                i == 0,
+                reference.vocab_size(),
+            ) {
                 r.error = Some(e.to_string());
             }
         }
@@ -411,7 +441,10 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         let tokens = chat.encode_plain(text)?;
         let window = opts.ppl_window.max(2);
         let limit = tokens.len().min(opts.ppl_max_tokens.max(window));
-        let windows: Vec<&[u32]> = tokens[..limit].chunks(window).filter(|w| w.len() >= 2).collect();
+        let windows: Vec<&[u32]> = tokens[..limit]
+            .chunks(window)
+            .filter(|w| w.len() >= 2)
+            .collect();
         progress.stage("perplexity", windows.len() as u64);
         let vocab = reference.vocab_size();
         for w in windows {
@@ -447,8 +480,13 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     // Devices in their fixed order, whatever order they finished in.
     let order = targets(export.format);
     reports.sort_by_key(|r| order.iter().position(|&t| t == r.target));
-    let ran = reports.iter().any(|r| matches!(r.status, Status::Passed | Status::Failed));
-    let passed = ran && reports.iter().all(|r| matches!(r.status, Status::Passed | Status::Skipped));
+    let ran = reports
+        .iter()
+        .any(|r| matches!(r.status, Status::Passed | Status::Failed));
+    let passed = ran
+        && reports
+            .iter()
+            .all(|r| matches!(r.status, Status::Passed | Status::Skipped));
     Ok(Report {
         export,
         weight_precision,
@@ -464,7 +502,11 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
 }
 
 fn rate((tokens, secs): (usize, f64)) -> f64 {
-    if secs > 0.0 { tokens as f64 / secs } else { 0.0 }
+    if secs > 0.0 {
+        tokens as f64 / secs
+    } else {
+        0.0
+    }
 }
 
 fn check_vocab(logits: &[f32], n: usize, vocab: usize) -> Result<()> {
@@ -494,7 +536,11 @@ fn compare_prompt(
     r.prefill_secs += ps;
     r.decode_tokens += tokens.len().saturating_sub(1);
     r.decode_secs += ds;
-    let matched = tokens.iter().zip(&run.greedy).take_while(|(a, b)| a == b).count();
+    let matched = tokens
+        .iter()
+        .zip(&run.greedy)
+        .take_while(|(a, b)| a == b)
+        .count();
     r.greedy_match.push(matched);
     if first {
         r.sample = chat.decode(&tokens);
@@ -529,10 +575,13 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
     let text = &r.text_acc;
     let n_prompt = all.positions;
     let merged_positions = n_prompt + text.positions;
-    let mean_kl = (all.mean_kl() * n_prompt as f64 + text.mean_kl() * text.positions as f64) / merged_positions.max(1) as f64;
-    let top1 = (all.top1() * n_prompt as f64 + text.top1() * text.positions as f64) / merged_positions.max(1) as f64;
+    let mean_kl = (all.mean_kl() * n_prompt as f64 + text.mean_kl() * text.positions as f64)
+        / merged_positions.max(1) as f64;
+    let top1 = (all.top1() * n_prompt as f64 + text.top1() * text.positions as f64)
+        / merged_positions.max(1) as f64;
     all.max_abs = all.max_abs.max(text.max_abs);
-    let mean_abs = (all.mean_abs() * n_prompt as f64 + text.mean_abs() * text.positions as f64) / merged_positions.max(1) as f64;
+    let mean_abs = (all.mean_abs() * n_prompt as f64 + text.mean_abs() * text.positions as f64)
+        / merged_positions.max(1) as f64;
     let perplexity = text.perplexity();
     let ppl_increase_pct = perplexity.zip(ref_ppl).map(|(p, q)| (p / q - 1.0) * 100.0);
     let metrics = Metrics {
@@ -552,7 +601,11 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
     let mut check = |metric, value: f64, limit: Option<f64>, kind| {
         if let Some(limit) = limit {
             // NaN fails both ways.
-            let passed = if kind == "max" { value <= limit } else { value >= limit };
+            let passed = if kind == "max" {
+                value <= limit
+            } else {
+                value >= limit
+            };
             checks.push(Check {
                 metric,
                 value,
@@ -562,7 +615,12 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
             });
         }
     };
-    check("max_abs_logit", metrics.max_abs_logit, t.max_abs_logit, "max");
+    check(
+        "max_abs_logit",
+        metrics.max_abs_logit,
+        t.max_abs_logit,
+        "max",
+    );
     check("mean_kl", metrics.mean_kl, t.mean_kl, "max");
     check("top1_agreement", metrics.top1_agreement, t.min_top1, "min");
     if let Some(inc) = metrics.ppl_increase_pct {
@@ -570,21 +628,37 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
         check("ppl_increase_pct", inc, t.max_ppl_increase_pct, "max");
     }
     if let Some(&worst) = metrics.greedy_match.iter().min() {
-        check("greedy_match", worst as f64, t.min_greedy_match.map(|v| v as f64), "min");
+        check(
+            "greedy_match",
+            worst as f64,
+            t.min_greedy_match.map(|v| v as f64),
+            "min",
+        );
     }
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.passed)
         .map(|c| {
             let op = if c.kind == "max" { "≤" } else { "≥" };
-            format!("{} = {:.4e} (limit {op} {:.4e})", c.metric, c.value, c.limit)
+            format!(
+                "{} = {:.4e} (limit {op} {:.4e})",
+                c.metric, c.value, c.limit
+            )
         })
         .collect();
-    let kl_source = if text.positions > 0 { &text.kl_per_position } else { &r.acc.kl_per_position };
+    let kl_source = if text.positions > 0 {
+        &text.kl_per_position
+    } else {
+        &r.acc.kl_per_position
+    };
     TargetReport {
         target,
         label: target.label(),
-        status: if failed.is_empty() { Status::Passed } else { Status::Failed },
+        status: if failed.is_empty() {
+            Status::Passed
+        } else {
+            Status::Failed
+        },
         reason: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
         metrics: Some(metrics),
         checks,

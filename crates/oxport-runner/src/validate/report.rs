@@ -24,7 +24,17 @@ pub fn table(r: &Report) -> String {
     );
     s += &format!(
         "{:<24} {:<8} {:>10} {:>10} {:>10} {:>7} {:>9} {:>8} {:>7} {:>9} {:>9}\n",
-        "device", "status", "max|Δ|", "mean|Δ|", "mean KL", "top-1", "ppl", "Δppl %", "greedy", "prefill/s", "decode/s"
+        "device",
+        "status",
+        "max|Δ|",
+        "mean|Δ|",
+        "mean KL",
+        "top-1",
+        "ppl",
+        "Δppl %",
+        "greedy",
+        "prefill/s",
+        "decode/s"
     );
     for t in &r.targets {
         let status = match t.status {
@@ -35,7 +45,11 @@ pub fn table(r: &Report) -> String {
         };
         match &t.metrics {
             Some(m) => {
-                let greedy = m.greedy_match.iter().min().map_or("-".into(), |g| format!("{g}/{}", r.max_new_tokens));
+                let greedy = m
+                    .greedy_match
+                    .iter()
+                    .min()
+                    .map_or("-".into(), |g| format!("{g}/{}", r.max_new_tokens));
                 s += &format!(
                     "{:<24} {:<8} {:>10.3e} {:>10.3e} {:>10.3e} {:>7.4} {:>9} {:>8} {:>7} {:>9.1} {:>9.1}\n",
                     t.label,
@@ -57,11 +71,17 @@ pub fn table(r: &Report) -> String {
             s += &format!("    {reason}\n");
         }
     }
-    s += if r.passed { "result: PASS\n" } else { "result: FAIL\n" };
+    s += if r.passed {
+        "result: PASS\n"
+    } else {
+        "result: FAIL\n"
+    };
     s
 }
 
-const PALETTE: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+const PALETTE: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+];
 
 /// KL(reference ‖ export) per position for every device that ran, log-scaled y axis.
 pub fn kl_svg(r: &Report) -> String {
@@ -72,7 +92,12 @@ pub fn kl_svg(r: &Report) -> String {
         .filter(|t| !t.kl_per_position.is_empty())
         .map(|t| (t.label.as_str(), t.kl_per_position.as_slice()))
         .collect();
-    let n = series.iter().map(|(_, v)| v.len()).max().unwrap_or(0).max(2);
+    let n = series
+        .iter()
+        .map(|(_, v)| v.len())
+        .max()
+        .unwrap_or(0)
+        .max(2);
     let floor = 1e-12f64;
     let finite = |v: f64| if v.is_finite() { v.max(floor) } else { 1e6 };
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
@@ -112,7 +137,11 @@ pub fn kl_svg(r: &Report) -> String {
     );
     for (i, (label, v)) in series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
-        let points: Vec<String> = v.iter().enumerate().map(|(j, &k)| format!("{:.1},{:.1}", x(j), y(k))).collect();
+        let points: Vec<String> = v
+            .iter()
+            .enumerate()
+            .map(|(j, &k)| format!("{:.1},{:.1}", x(j), y(k)))
+            .collect();
         s += &format!(
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1\" points=\"{}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"{color}\">{}</text>\n",
             points.join(" "),
@@ -126,5 +155,8 @@ pub fn kl_svg(r: &Report) -> String {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
