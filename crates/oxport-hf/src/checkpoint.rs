@@ -434,6 +434,14 @@ fn resolve_shard(
     Ok(path)
 }
 
+/// Validate a whole safetensors file image (`bytes`) the way [`Checkpoint::open`] validates each shard, without
+/// roles or config: header length, JSON, dtypes, byte ranges. Returns the header length and the tensor count.
+/// `path` only names the file in errors. Public for the fuzz targets (`fuzz/`).
+pub fn validate_safetensors(path: &Path, bytes: &[u8]) -> Result<(usize, usize)> {
+    let (n, meta) = parse_header(path, bytes)?;
+    Ok((n, meta.tensors().len()))
+}
+
 /// Validate a safetensors header against the file: the header length fits, the JSON parses, every tensor's
 /// byte range lies inside the data section, matches dtype × shape, and no two ranges overlap.
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor::Metadata)> {

@@ -8,6 +8,10 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// Upper bound for every size in config.json (2^24: 500x Phi-3-mini's intermediate size); larger values are
+/// corrupt, and bounding them keeps products such as `vocab × hidden` inside `usize`.
+const MAX_DIM: u64 = 1 << 24;
+
 /// Architectures oxport exports; anything else is refused with this list.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["Phi3ForCausalLM"];
 
@@ -94,9 +98,14 @@ impl Phi3Config {
             match obj.get(name) {
                 Some(Value::Number(n)) => n
                     .as_u64()
-                    .filter(|&x| x > 0)
+                    // The bound keeps every derived size (qkv rows, vocab × hidden) far from overflow.
+                    .filter(|&x| x > 0 && x <= MAX_DIM)
                     .map(|x| x as usize)
-                    .ok_or_else(|| bad(format!("`{name}` must be a positive integer, got {n}"))),
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "`{name}` must be a positive integer up to {MAX_DIM}, got {n}"
+                        ))
+                    }),
                 Some(other) => Err(bad(format!(
                     "`{name}` must be a positive integer, got {other}"
                 ))),
@@ -377,6 +386,17 @@ mod tests {
             e.contains("Phi3SmallForCausalLM") && e.contains("Phi3ForCausalLM"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused() {
+        let e = parse(&LEGACY.replace(
+            "\"hidden_size\":256",
+            "\"hidden_size\":18446744073709551615",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("hidden_size") && e.contains("up to"), "{e}");
     }
 
     #[test]

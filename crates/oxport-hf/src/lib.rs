@@ -12,7 +12,7 @@ mod error;
 mod resolve;
 mod role;
 
-pub use checkpoint::{Checkpoint, TensorInfo, TensorView};
+pub use checkpoint::{Checkpoint, TensorInfo, TensorView, validate_safetensors};
 pub use config::{Phi3Config, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use dtype::DType;
 pub use error::{Error, Result};
