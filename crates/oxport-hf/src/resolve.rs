@@ -487,7 +487,8 @@ impl<'a> Downloader<'a> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         self.progress.file_started(file, total);
-        let tmp = blob.with_extension("incomplete");
+        // Per-process temp name: two oxport runs fetching the same blob never write into one file.
+        let tmp = incomplete_path(blob);
         let result = (|| {
             let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
             let mut reader = resp.into_body().into_reader();
@@ -562,8 +563,15 @@ fn same_origin(a: &str, b: &str) -> bool {
     origin(a).eq_ignore_ascii_case(origin(b))
 }
 
+/// `<path>.<pid>.incomplete`, beside `path`.
+fn incomplete_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}.incomplete", std::process::id()));
+    PathBuf::from(name)
+}
+
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("incomplete");
+    let tmp = incomplete_path(path);
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }

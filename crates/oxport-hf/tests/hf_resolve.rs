@@ -371,3 +371,30 @@ fn local_folders_are_returned_as_is_and_bad_specs_are_named() {
         .to_string();
     assert!(e.contains("./no/such/folder"), "{e}");
 }
+
+#[test]
+fn token_comes_from_hf_token_else_the_token_file() {
+    let hf_home = tempfile::tempdir().unwrap();
+    std::fs::write(hf_home.path().join("token"), "hf_fromFILE\n").unwrap();
+    let home = hf_home.path().to_str().unwrap().to_string();
+    let vars = |with_env_token: bool| {
+        let home = home.clone();
+        move |k: &str| match k {
+            "HF_HOME" => Some(home.clone()),
+            "HF_TOKEN" if with_env_token => Some("hf_fromENV".to_string()),
+            _ => None,
+        }
+    };
+    assert_eq!(
+        ResolveOptions::from_vars(vars(false)).token.as_deref(),
+        Some("hf_fromFILE")
+    );
+    assert_eq!(
+        ResolveOptions::from_vars(vars(true)).token.as_deref(),
+        Some("hf_fromENV")
+    );
+    assert_eq!(
+        ResolveOptions::from_vars(vars(false)).cache_dir,
+        hf_home.path().join("hub")
+    );
+}
