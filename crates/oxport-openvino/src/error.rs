@@ -12,6 +12,12 @@ pub enum Error {
     },
     #[error(transparent)]
     Checkpoint(#[from] oxport_hf::Error),
+    #[error("compressing {tensor}: {source}")]
+    Quant {
+        tensor: String,
+        #[source]
+        source: oxport_quant::QuantError,
+    },
     #[error("checkpoint has no tensor for role {0}")]
     MissingTensor(String),
     /// NNCF's `InvalidGroupSizeError` (nncf/quantization/algorithms/weight_compression/algorithm.py): a weight chosen

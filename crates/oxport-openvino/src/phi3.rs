@@ -5,6 +5,7 @@
 //! Weights are read, compressed and appended to the `.bin` one tensor at a time while the graph is built.
 
 use oxport_hf::{Checkpoint, DType, Phi3Config, Role};
+use oxport_quant::NncfMode;
 
 use crate::compress::{self, Compressed};
 use crate::error::{Error, Result};
@@ -287,15 +288,16 @@ impl Builder<'_> {
             Scheme::Int8Asym | Scheme::Int8Sym => {
                 let w = self.checkpoint_f32(role)?;
                 let sym = scheme == Scheme::Int8Sym;
+                let mode = if sym {
+                    NncfMode::Int8Sym
+                } else {
+                    NncfMode::Int8Asym
+                };
                 let Compressed {
                     weight,
                     scale,
                     zero_point,
-                } = if sym {
-                    compress::int8_sym(&w, rows, cols)
-                } else {
-                    compress::int8_asym(&w, rows, cols)
-                };
+                } = compress::compress(&role.name(), &w, rows, cols, mode, None)?;
                 drop(w);
                 let elem = if sym { Elem::I8 } else { Elem::U8 };
                 let c = self.g.constant(&base, elem, &[rows, cols], &weight)?;
@@ -325,15 +327,16 @@ impl Builder<'_> {
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
                 let w = self.checkpoint_f32(role)?;
                 let sym = matches!(scheme, Scheme::Int4Sym { .. });
+                let mode = if sym {
+                    NncfMode::Int4Sym
+                } else {
+                    NncfMode::Int4Asym
+                };
                 let Compressed {
                     weight,
                     scale,
                     zero_point,
-                } = if sym {
-                    compress::int4_sym(&w, rows, cols, group)
-                } else {
-                    compress::int4_asym(&w, rows, cols, group)
-                };
+                } = compress::compress(&role.name(), &w, rows, cols, mode, Some(group))?;
                 drop(w);
                 let groups = cols / group;
                 let gdims = [n(rows), n(groups), n(group)];
