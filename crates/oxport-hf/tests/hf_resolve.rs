@@ -398,3 +398,37 @@ fn token_comes_from_hf_token_else_the_token_file() {
         hf_home.path().join("hub")
     );
 }
+
+#[test]
+fn an_interrupted_download_leaves_no_blob_and_no_snapshot() {
+    use std::io::{Read, Write};
+    // A server that promises 1000 bytes, sends 10 and hangs up.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = conn.read(&mut buf).unwrap();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nX-Repo-Commit: {COMMIT}\r\nETag: \"abc123\"\r\n\r\n0123456789"
+        );
+        conn.write_all(head.as_bytes()).unwrap();
+    });
+    let hf_home = tempfile::tempdir().unwrap();
+    let e = resolve_model_with(
+        REPO,
+        None,
+        &options(&endpoint, hf_home.path(), false),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    server.join().unwrap();
+    assert!(e.contains("config.json"), "{e}");
+    let repo_dir = hf_home.path().join("hub/models--oxport-test--phi3-tiny");
+    let mut files = vec![];
+    if repo_dir.exists() {
+        all_files(&repo_dir, &mut files);
+    }
+    assert!(files.is_empty(), "left behind: {files:?}");
+}
