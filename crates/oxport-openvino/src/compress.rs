@@ -39,7 +39,7 @@ pub fn compress(
         ..
     } = compress_nncf(w, n, k, mode, group).map_err(|source| Error::Quant {
         tensor: tensor.into(),
-        source,
+        source: Box::new(source),
     })?;
     Ok(Compressed {
         weight,

@@ -16,7 +16,7 @@ pub enum Error {
     Quant {
         tensor: String,
         #[source]
-        source: oxport_quant::QuantError,
+        source: Box<oxport_quant::QuantError>,
     },
     #[error("checkpoint has no tensor for role {0}")]
     MissingTensor(String),
