@@ -6,6 +6,7 @@ use std::fs::File;
 use std::path::{Component, Path, PathBuf};
 
 use memmap2::Mmap;
+use rayon::prelude::*;
 
 use crate::config::Phi3Config;
 use crate::dtype::DType;
@@ -57,21 +58,35 @@ impl TensorView<'_> {
     /// The whole tensor as f32, refusing NaN and Inf with an error naming the file and tensor.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
         let mut out = vec![0f32; self.info.numel()];
-        self.info.dtype.decode_into(self.bytes, &mut out);
+        let es = self.info.dtype.size_bytes();
+        // rayon inside the tensor: fixed-size chunks, so the result does not depend on the thread count.
+        out.par_chunks_mut(DECODE_CHUNK)
+            .zip(self.bytes.par_chunks(DECODE_CHUNK * es))
+            .for_each(|(o, b)| self.info.dtype.decode_into(b, o));
         check_finite(&out, self)?;
         Ok(out)
     }
 }
 
+/// Elements decoded per rayon task.
+const DECODE_CHUNK: usize = 1 << 16;
+
 fn check_finite(values: &[f32], view: &TensorView<'_>) -> Result<()> {
-    let mut count = 0;
-    let mut first = usize::MAX;
-    for (i, v) in values.iter().enumerate() {
-        if !v.is_finite() {
-            count += 1;
-            first = first.min(i);
-        }
-    }
+    let (count, first) = values
+        .par_chunks(DECODE_CHUNK)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut count = 0usize;
+            let mut first = usize::MAX;
+            for (i, v) in chunk.iter().enumerate() {
+                if !v.is_finite() {
+                    count += 1;
+                    first = first.min(c * DECODE_CHUNK + i);
+                }
+            }
+            (count, first)
+        })
+        .reduce(|| (0, usize::MAX), |a, b| (a.0 + b.0, a.1.min(b.1)));
     if count > 0 {
         return Err(Error::NonFinite {
             path: view.path.to_path_buf(),

@@ -416,9 +416,10 @@ fn nan_weight_is_refused_by_read_f32() {
         .iter_mut()
         .find(|e| e.0 == "lm_head.weight")
         .unwrap();
-    // bf16 NaN (0x7fc0) at element 10, +Inf (0x7f80) at element 20, little-endian.
-    head.2[20..22].copy_from_slice(&[0xc0, 0x7f]);
-    head.2[40..42].copy_from_slice(&[0x80, 0x7f]);
+    // bf16 NaN (0x7fc0) at element 70_000, +Inf (0x7f80) at element 200_000, little-endian; both past the first
+    // 65536-element decode chunk, so the reported index must include the chunk offset.
+    head.2[140_000..140_002].copy_from_slice(&[0xc0, 0x7f]);
+    head.2[400_000..400_002].copy_from_slice(&[0x80, 0x7f]);
     write_shard(&p, &entries, None);
     let before = m.listing();
     let c = Checkpoint::open(m.dir()).expect("metadata is fine; values are checked when read");
@@ -429,7 +430,7 @@ fn nan_weight_is_refused_by_read_f32() {
             err,
             Error::NonFinite {
                 count: 2,
-                first: 10,
+                first: 70_000,
                 ..
             }
         ),
@@ -437,7 +438,7 @@ fn nan_weight_is_refused_by_read_f32() {
     );
     assert_names(
         &e,
-        &[SHARD2, "lm_head.weight", "2 non-finite", "element 10"],
+        &[SHARD2, "lm_head.weight", "2 non-finite", "element 70000"],
     );
     c.read_f32(Role::FinalNorm).unwrap();
     assert_eq!(before, m.listing());
