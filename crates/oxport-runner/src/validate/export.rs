@@ -85,12 +85,32 @@ pub fn detect(dir: &Path) -> Result<Export> {
                 .into(),
         });
     };
-    let source = std::fs::read_to_string(dir.join("config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["_name_or_path"].as_str().map(PathBuf::from))
-        .map(|p| if p.is_relative() { dir.join(p) } else { p })
-        .filter(|p| p.join("config.json").is_file());
+    // transformers' `_name_or_path` in config.json, else optimum's `quantization_config.tokenizer` in
+    // openvino_config.json (the model argument of the export); relative paths as given, then from the export.
+    let named = |file: &str, pointer: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| {
+                v.pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(PathBuf::from)
+            })
+    };
+    let source = [
+        named("config.json", "/_name_or_path"),
+        named("openvino_config.json", "/quantization_config/tokenizer"),
+    ]
+    .into_iter()
+    .flatten()
+    .flat_map(|p| {
+        if p.is_relative() {
+            vec![p.clone(), dir.join(&p)]
+        } else {
+            vec![p]
+        }
+    })
+    .find(|p| p.join("config.json").is_file() && p.as_path() != dir);
     Ok(Export {
         dir: dir.to_path_buf(),
         format,
@@ -112,13 +132,25 @@ impl Export {
                 }
             }
             Format::OpenVino => {
-                let cfg = self.dir.join("openvino_config.json");
-                if cfg.is_file() {
-                    match read_json(&cfg)?["quantization_config"]["bits"].as_u64() {
-                        Some(4) => return Ok(WeightPrecision::Int4),
-                        Some(8) => return Ok(WeightPrecision::Int8),
-                        _ => {}
-                    }
+                // NNCF's rt_info `weight_compression/mode` when present, else the weight constants' element types
+                // (`docs/openvino-ir.md` §5: int4 weights are u4/i4, int8 ones u8/i8, fp16 ones f16).
+                let xml =
+                    std::fs::read_to_string(&self.model).map_err(|e| Error::io(&self.model, e))?;
+                let has = |s: &str| xml.contains(s);
+                if has("<mode value=\"int4")
+                    || has("element_type=\"u4\"")
+                    || has("element_type=\"i4\"")
+                {
+                    return Ok(WeightPrecision::Int4);
+                }
+                if has("<mode value=\"int8")
+                    || has("element_type=\"u8\"")
+                    || has("element_type=\"i8\"")
+                {
+                    return Ok(WeightPrecision::Int8);
+                }
+                if has("element_type=\"f16\"") {
+                    return Ok(WeightPrecision::Fp16);
                 }
             }
         }

