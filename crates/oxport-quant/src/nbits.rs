@@ -56,20 +56,6 @@ impl NBitsParams {
         }
         Ok(())
     }
-
-    /// Largest `|dequantize(quantize(w)) - w|` for a block whose largest magnitude is `max_abs`, with f32
-    /// scales (proptest bound): half a step, where a step is `range / levels`.
-    pub fn error_bound(&self, block_min: f32, block_max: f32) -> f32 {
-        let lo = block_min.min(0.0);
-        let hi = block_max.max(0.0);
-        let levels = ((1u32 << self.bits) - 1) as f32;
-        if self.symmetric {
-            let m = lo.abs().max(hi.abs());
-            m / (1u32 << (self.bits - 1)) as f32 * 0.5
-        } else {
-            (hi - lo) / levels * 0.5
-        }
-    }
 }
 
 /// A weight quantized for MatMulNBits, laid out as the op's initializers.
