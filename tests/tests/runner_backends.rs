@@ -18,15 +18,14 @@ fn repo() -> PathBuf {
 
 /// `$OXPORT_PYTHON`, else the repo's venv (the test runner sets the variable; CI installs the venv).
 fn python() -> PathBuf {
-    match std::env::var_os("OXPORT_PYTHON") {
-        Some(p) => PathBuf::from(p),
-        None => {
-            let venv = repo().join(".venv/bin/python");
-            // SAFETY: set once, before any runtime is loaded, to the same value in every test of this binary.
-            unsafe { std::env::set_var("OXPORT_PYTHON", &venv) };
-            venv
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("OXPORT_PYTHON").is_none() {
+            // SAFETY: runs once, before any runtime is loaded or any other thread reads the variable.
+            unsafe { std::env::set_var("OXPORT_PYTHON", repo().join(".venv/bin/python")) };
         }
-    }
+    });
+    PathBuf::from(std::env::var_os("OXPORT_PYTHON").unwrap())
 }
 
 fn make_toys(dir: &Path) {

@@ -339,6 +339,45 @@ mod tests {
         }
     }
 
+    fn longrope_model() -> Reference {
+        let json = r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_attention_heads":4,"num_hidden_layers":1,"vocab_size":100,"max_position_embeddings":256,
+            "partial_rotary_factor":0.5,"rope_parameters":{"rope_type":"longrope","rope_theta":500.0,
+            "original_max_position_embeddings":64,"short_factor":[1,2,3,4],"long_factor":[5,6,7,8]}}"#;
+        let config = Phi3Config::from_json_str(json, std::path::Path::new("config.json")).unwrap();
+        Reference {
+            config,
+            embedding: vec![],
+            layers: vec![],
+            final_norm: vec![],
+            lm_head: None,
+        }
+    }
+
+    #[test]
+    fn longrope_picks_factors_by_total_length_and_scales_cos_sin() {
+        let m = longrope_model();
+        let (dim, scale) = (m.config.rotary_dim(), m.config.longrope_attention_factor() as f32);
+        assert_eq!(dim, 8, "partial rotary: head 16 × 0.5");
+        assert!(scale > 1.0);
+        let expect = |factors: [f32; 4], pos: f32, i: usize| {
+            let inv = 1.0 / (factors[i % 4] * 500f32.powf((2 * (i % 4)) as f32 / 8.0));
+            ((pos * inv).cos() * scale, (pos * inv).sin() * scale)
+        };
+        // 3 positions in all: within original_max_position_embeddings, short factors.
+        let (cos, sin) = m.rope_tables(0, 3);
+        for i in 0..8 {
+            let (c, s) = expect([1.0, 2.0, 3.0, 4.0], 2.0, i);
+            assert!((cos[16 + i] - c).abs() < 1e-6 && (sin[16 + i] - s).abs() < 1e-6, "short, channel {i}");
+        }
+        // Position 70 of 71: beyond 64, long factors (transformers' dynamic LongRoPE update).
+        let (cos, sin) = m.rope_tables(70, 1);
+        for i in 0..8 {
+            let (c, s) = expect([5.0, 6.0, 7.0, 8.0], 70.0, i);
+            assert!((cos[i] - c).abs() < 1e-5 && (sin[i] - s).abs() < 1e-5, "long, channel {i}");
+        }
+    }
+
     #[test]
     fn rotate_leaves_the_non_rotary_tail_alone() {
         let mut head = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
