@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oxport_hf::{Checkpoint, Role};
-use oxport_quant::{NBitsParams, PlanEntry, QuantPlan, Scheme, plan_onnx};
+use oxport_quant::{QuantPlan, Scheme, plan_onnx};
 use prost::Message;
 
 use crate::error::{OnnxError, Result, io};
@@ -51,67 +51,12 @@ pub struct ExportSummary {
     pub nodes: usize,
 }
 
-/// The quantization plan for `opts` (printable with `--dry-run`). With `--ratio` the mixed-precision ranking
-/// is oxport-quant's [`plan_onnx`]; otherwise it is the builder's fixed rule (every MatMul weight in the
-/// chosen precision, lm_head 8-bit with `--int8-lm-head`; norms and embedding in the I/O dtype).
+/// The quantization plan for `opts` (printable with `--dry-run`): oxport-quant's [`plan_onnx`], the builder's
+/// rule (every MatMul weight in the chosen precision, lm_head 8-bit with `--int8-lm-head`, embedding and norms
+/// in the I/O dtype) plus NNCF-style 4/8-bit ranking with `--ratio`.
 pub fn plan(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<QuantPlan> {
     opts.validate()?;
-    if opts.ratio.is_some_and(|r| r < 1.0) {
-        return plan_onnx(ckpt, &opts.plan_options()).map_err(OnnxError::Plan);
-    }
-    Ok(builder_plan(ckpt, opts))
-}
-
-fn builder_plan(ckpt: &Checkpoint, opts: &ExportOptions) -> QuantPlan {
-    let c = ckpt.config();
-    let float = match opts.io_dtype() {
-        crate::IoDtype::F32 => Scheme::F32,
-        crate::IoDtype::F16 => Scheme::F16,
-    };
-    let po = opts.plan_options();
-    let nbits = |bits: u32| NBitsParams {
-        bits,
-        block_size: opts.block_size,
-        symmetric: opts.symmetric,
-        scale_dtype: po.scale_dtype,
-    };
-    let mut roles = Role::all_for(c);
-    if c.tie_word_embeddings && !roles.contains(&Role::LmHead) {
-        roles.push(Role::LmHead);
-    }
-    let entries = roles
-        .into_iter()
-        .map(|role| {
-            let (scheme, reason) = match (role.is_matmul(), opts.precision) {
-                (false, _) => (
-                    float,
-                    "embedding and norms stay in the I/O dtype (op_types_to_quantize=MatMul)",
-                ),
-                (true, Precision::Int4) if role == Role::LmHead && opts.int8_lm_head => (
-                    Scheme::NBits(nbits(8)),
-                    "--int8-lm-head (matmul_mixed_precision=last_matmul:int8)",
-                ),
-                (true, Precision::Int4) => (
-                    Scheme::NBits(nbits(4)),
-                    "int4: every MatMul weight (builder -p int4)",
-                ),
-                (true, _) => (float, "float precision"),
-            };
-            PlanEntry {
-                role,
-                name: role.name(),
-                shape: role.expected_shape(c),
-                scheme,
-                reason: reason.into(),
-                ratio_defining: false,
-                sensitivity: None,
-            }
-        })
-        .collect();
-    QuantPlan {
-        entries,
-        stats: Default::default(),
-    }
+    plan_onnx(ckpt, &opts.plan_options()).map_err(OnnxError::Plan)
 }
 
 /// The graph for `plan` (no weights are read).

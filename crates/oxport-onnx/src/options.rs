@@ -115,9 +115,9 @@ impl ExportOptions {
             return bad(format!("accuracy level {level} is not in 0..=4"));
         }
         if let Some(ratio) = self.ratio
-            && !(0.0..=1.0).contains(&ratio)
+            && !(ratio > 0.0 && ratio <= 1.0)
         {
-            return bad(format!("ratio {ratio} is not in [0, 1]"));
+            return bad(format!("ratio {ratio} is not in (0, 1]"));
         }
         if self.precision != Precision::Int4 {
             if self.qdq {

@@ -201,14 +201,7 @@ fn print_plan(plan: &oxport_quant::QuantPlan) {
     }
 }
 
-/// `--model`: a local folder, else a hub id resolved through the Hugging Face cache.
+/// `--model`: a local folder, or a hub id resolved through the Hugging Face cache (downloaded if missing).
 fn resolve(args: &Args) -> anyhow::Result<PathBuf> {
-    let local = PathBuf::from(&args.model);
-    if local.is_dir() {
-        return Ok(local);
-    }
-    anyhow::bail!(
-        "--model {}: not a local folder (hub ids need the oxport-hf resolver)",
-        args.model
-    )
+    super::inspect::resolve(&args.model, args.revision.as_deref())
 }
