@@ -232,11 +232,11 @@ def test_qdq_export_passes_onnx_checker_and_matches_int4(tmp_path):
     assert_close(ort_logits(qdq, ids), want, TOL["int4"], "qdq vs transformers")
 
 
-def test_asym_and_int8_lm_head_load_and_stay_close(tmp_path):
+def test_asym_int8_lm_head_and_ratio_exports_load_and_stay_close(tmp_path):
     src = REF / "checkpoints" / "phi3-tiny-random"
     ids = np.load(REF / "numerics" / "phi3-tiny-random" / "input_ids.npy")
     want = np.load(REF / "numerics" / "phi3-tiny-random" / "logits_fp32.npy")
-    for name, flags in [("asym", ["--asym"]), ("int8-lm-head", ["--int8-lm-head"])]:
+    for name, flags in [("asym", ["--asym"]), ("int8-lm-head", ["--int8-lm-head"]), ("ratio", ["--ratio", "0.5"])]:
         out = export(src, tmp_path / name, "-p", "int4", "--block-size", "128", *flags)
         assert_close(ort_logits(out, ids), want, TOL["int4"], name)
 

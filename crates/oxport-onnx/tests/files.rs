@@ -359,3 +359,32 @@ fn invalid_options_are_refused_before_any_work() {
         );
     }
 }
+
+#[test]
+fn ratio_mixes_4_and_8_bit_matmul_nbits_by_parameter_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let opts = ExportOptions {
+        block_size: 128,
+        ratio: Some(0.5),
+        ..Default::default()
+    };
+    export_to(&reference_checkpoint("phi3-tiny-random"), &opts, &out).unwrap();
+    let m = read_model(&out.join("model.onnx"));
+    let mut params = [0i64; 2]; // 4-bit, 8-bit, over the ratio-defining layers (all but lm_head)
+    for n in &m.graph.as_ref().unwrap().node {
+        if n.op_type() != "MatMulNBits" || n.name().starts_with("/lm_head") {
+            continue;
+        }
+        let attr = |name: &str| n.attribute.iter().find(|a| a.name() == name).unwrap().i();
+        let bits = attr("bits");
+        assert!(n.name().ends_with(&format!("_Q{bits}")), "{}", n.name());
+        params[usize::from(bits == 8)] += attr("K") * attr("N");
+    }
+    assert!(
+        params[0] > 0 && params[1] > 0,
+        "both 4-bit and 8-bit layers: {params:?}"
+    );
+    let share = params[0] as f64 / (params[0] + params[1]) as f64;
+    assert!((0.3..=0.7).contains(&share), "4-bit share {share}");
+}
