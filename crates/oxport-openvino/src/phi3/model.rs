@@ -1,0 +1,221 @@
+//! The whole model: interface, embedding, rotary tables, layers, final norm and lm_head (openvino-ir.md §2, §4).
+
+use super::layer::decoder_layer;
+use super::*;
+
+/// Build the whole IR for `ckpt` under `plan`, writing weights to `bin_path` as it goes; returns the graph, ready
+/// to be finished into XML.
+pub(crate) fn build(
+    ckpt: &Checkpoint,
+    plan: &Plan,
+    bin_path: &std::path::Path,
+    progress: &dyn Progress,
+) -> Result<Graph> {
+    let cfg = ckpt.config();
+    let mut b = Builder {
+        g: Graph::create("Model0", bin_path)?,
+        cfg,
+        ckpt,
+        plan,
+        progress,
+        weights_done: 0,
+    };
+    let (h, nh, kv, hd, inter, vocab) = (
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim(),
+        cfg.intermediate_size,
+        cfg.vocab_size,
+    );
+    let rot = cfg.rotary_dim();
+
+    // §2 interface, Parameter order input_ids, attention_mask, position_ids, beam_idx.
+    let input_ids = b.g.parameter("input_ids", Elem::I64, &[DYN, DYN]);
+    let attention_mask = b.g.parameter("attention_mask", Elem::I64, &[DYN, DYN]);
+    let position_ids = b.g.parameter("position_ids", Elem::I64, &[DYN, DYN]);
+    let beam_idx = b.g.parameter("beam_idx", Elem::I32, &[DYN]);
+
+    let ids_shape = b.shape_of("", input_ids, Elem::I64);
+    let zero_idx = b.c_i64(&[0], &[1])?;
+    let zero_axis = b.c_i64(&[0], &[])?;
+    let batch = b.gather("", ids_shape, zero_idx, zero_axis, &[1]);
+
+    // §4.1.1 embedding.
+    let w_embed = b.weight(Role::Embedding, "model.embed_tokens", true)?;
+    let ids32 = b.convert(
+        "__module.model.embed_tokens/ov_ext::embedding/Convert_1",
+        input_ids,
+        Elem::I32,
+    );
+    let axis0 = b.c_i32(&[0], &[])?;
+    let mut x = b.gather(
+        "__module.model.embed_tokens/ov_ext::embedding/Gather",
+        w_embed,
+        ids32,
+        axis0,
+        &[DYN, DYN, n(h)],
+    );
+
+    // §4.1.2 rotary cos/sin, once. inv_freq stays f32 in every format: optimum's fp16 export rounds it to f16,
+    // which shifts RoPE angles at large positions (openvino-ir.md §4.1); keeping f32 is strictly more accurate.
+    let re = "__module.model.rotary_emb";
+    let inv_freq = |factors: Option<&[f64]>| -> Vec<f32> {
+        (0..rot / 2)
+            .map(|i| {
+                let base = cfg.rope_theta.powf((2 * i) as f64 / rot as f64);
+                let f = factors.map_or(1.0, |f| f[i]);
+                // transformers computes in f32: 1.0 / (factor * base ** (arange(0, dim, 2).float() / dim))
+                1.0f32 / (f as f32 * base as f32)
+            })
+            .collect()
+    };
+    let inv = match &cfg.rope_scaling {
+        None => b.c_f32(&inv_freq(None), &[1, rot / 2, 1])?,
+        Some(scaling) => {
+            // LongRoPE (transformers `longrope_frequency_update`): long factors once max(position_ids)+1 exceeds
+            // original_max_position_embeddings, short factors otherwise.
+            let short = b.c_f32(&inv_freq(Some(&scaling.short_factor)), &[1, rot / 2, 1])?;
+            let long = b.c_f32(&inv_freq(Some(&scaling.long_factor)), &[1, rot / 2, 1])?;
+            let axes = b.c_i64(&[0, 1], &[2])?;
+            let maxpos = b.op(
+                "ReduceMax",
+                "opset1",
+                &format!("{re}/aten::max/ReduceMax"),
+                &[position_ids, axes],
+                &[("keep_dims", "false")],
+                &[],
+            );
+            let one = b.c_i64(&[1], &[])?;
+            let seq = b.binary("Add", &format!("{re}/aten::add/Add"), maxpos, one, &[]);
+            let orig = b.c_i64(&[n(cfg.original_max_position_embeddings)], &[])?;
+            let is_long = b.g.op1(
+                "Greater",
+                "opset1",
+                &format!("{re}/aten::gt/Greater"),
+                &[seq, orig],
+                &[AB],
+                Elem::Boolean,
+                &[],
+            );
+            b.g.op1(
+                "Select",
+                "opset1",
+                &format!("{re}/aten::where/Select"),
+                &[is_long, long, short],
+                &[AB],
+                Elem::F32,
+                &[1, n(rot / 2), 1],
+            )
+        }
+    };
+    let pos_u = b.unsqueeze(
+        &format!("{re}/aten::unsqueeze/Unsqueeze_2"),
+        position_ids,
+        1,
+        &[DYN, 1, DYN],
+    )?;
+    let pos_f = b.convert(&format!("{re}/aten::to/Convert_3"), pos_u, Elem::F32);
+    let freqs = b.op(
+        "MatMul",
+        "opset1",
+        &format!("{re}/aten::matmul/MatMul"),
+        &[inv, pos_f],
+        &[("transpose_a", "false"), ("transpose_b", "false")],
+        &[DYN, n(rot / 2), DYN],
+    );
+    let freqs_t = b.transpose(
+        &format!("{re}/aten::transpose/Transpose"),
+        freqs,
+        &[0, 2, 1],
+        &[DYN, DYN, n(rot / 2)],
+    )?;
+    let emb = b.op(
+        "Concat",
+        "opset1",
+        &format!("{re}/aten::cat/Concat"),
+        &[freqs_t, freqs_t],
+        &[("axis", "-1")],
+        &[DYN, DYN, n(rot)],
+    );
+    let mut cos = b.op(
+        "Cos",
+        "opset1",
+        &format!("{re}/aten::cos/Cos"),
+        &[emb],
+        &[],
+        &[DYN, DYN, n(rot)],
+    );
+    let mut sin = b.op(
+        "Sin",
+        "opset1",
+        &format!("{re}/aten::sin/Sin"),
+        &[emb],
+        &[],
+        &[DYN, DYN, n(rot)],
+    );
+    if cfg.rope_scaling.is_some() {
+        let factor = cfg.longrope_attention_factor() as f32;
+        if factor != 1.0 {
+            let f = b.c_f32(&[factor], &[])?;
+            cos = b.binary(
+                "Multiply",
+                &format!("{re}/aten::mul/Multiply"),
+                cos,
+                f,
+                &[DYN, DYN, n(rot)],
+            );
+            sin = b.binary(
+                "Multiply",
+                &format!("{re}/aten::mul/Multiply_1"),
+                sin,
+                f,
+                &[DYN, DYN, n(rot)],
+            );
+        }
+    }
+    let sa0 = "__module.model.layers.0.self_attn";
+    let cos = b.unsqueeze(
+        &format!("{sa0}/aten::unsqueeze/Unsqueeze"),
+        cos,
+        1,
+        &[DYN, 1, DYN, n(rot)],
+    )?;
+    let sin = b.unsqueeze(
+        &format!("{sa0}/aten::unsqueeze/Unsqueeze_1"),
+        sin,
+        1,
+        &[DYN, 1, DYN, n(rot)],
+    )?;
+
+    let mut shared = Shared {
+        beam_idx,
+        batch,
+        cos,
+        sin,
+        mask: None,
+        lens: None,
+        gqa_target: None,
+        chunk_lengths: None,
+        sdpa_scale: None,
+    };
+
+    for layer in 0..cfg.num_hidden_layers {
+        x = decoder_layer(&mut b, layer, x, &mut shared, attention_mask)?;
+    }
+    let _ = (nh, kv, inter);
+
+    // §4.3 epilogue.
+    let xn = b.rms_norm("__module.model.norm", x, Role::FinalNorm)?;
+    let w_lm = if cfg.tie_word_embeddings {
+        w_embed
+    } else {
+        b.weight(Role::LmHead, "lm_head", false)?
+    };
+    let logits = b.matmul_w("__module.lm_head/ov_ext::linear/MatMul", xn, w_lm, vocab);
+    b.g.name_tensor(logits, "logits");
+    let id = b.g.layer_count();
+    b.g.result(&format!("Result_{id}"), logits, "logits");
+    let _ = hd;
+    Ok(b.g)
+}

@@ -1,0 +1,176 @@
+//! Weight subgraphs: the decompression chains NNCF writes for each scheme (openvino-ir.md §5).
+
+use oxport_hf::DType;
+use oxport_quant::NncfMode;
+
+use super::*;
+use crate::compress::{self, Compressed};
+use crate::error::Error;
+use crate::plan::Scheme;
+
+impl Builder<'_> {
+    // ---- weights ----
+    pub(super) fn checkpoint_f32(&self, role: Role) -> Result<Vec<f32>> {
+        let w = self.ckpt.read_f32(role)?;
+        Ok(w)
+    }
+
+    /// The decompressed f32 `[n, k]` weight of `role`, through the subgraph NNCF writes for its scheme
+    /// (openvino-ir.md §5). `path` is the HF module path, `embedding` picks the Gather flavour of names.
+    pub(super) fn weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
+        let entry = self
+            .plan
+            .entries
+            .iter()
+            .find(|e| e.role == role)
+            .cloned()
+            .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
+        self.progress
+            .weight(role, self.weights_done, self.plan.entries.len());
+        self.weights_done += 1;
+        let (rows, cols) = (entry.n, entry.k);
+        let base = format!("self.{path}._openvino_orig_weight");
+        let ext = if embedding {
+            "ov_ext::embedding"
+        } else {
+            "ov_ext::linear"
+        };
+        let convert_name = format!("__module.{path}/{ext}/Convert");
+        let fq = format!("{base}/fq_weights_{}", if embedding { 0 } else { 1 });
+        let wdims = [n(rows), n(cols)];
+        let decompress = |b: &mut Self, x: Out| -> Out {
+            let o = b.convert(&convert_name, x, Elem::F32);
+            b.g.mark(o, "decompression", None);
+            o
+        };
+        let scheme = match entry.scheme {
+            Scheme::Original => match self.ckpt.info(role).map(|i| i.dtype) {
+                Some(DType::F32) => Scheme::F32,
+                _ => Scheme::Original,
+            },
+            s => s,
+        };
+        let out = match scheme {
+            Scheme::F32 => {
+                let w = self.checkpoint_f32(role)?;
+                self.g
+                    .constant(&base, Elem::F32, &[rows, cols], &le_bytes_f32(&w))?
+            }
+            Scheme::F16 => {
+                let w = self.checkpoint_f32(role)?;
+                let c = self
+                    .g
+                    .constant(&base, Elem::F16, &[rows, cols], &le_bytes_f16(&w))?;
+                decompress(self, c)
+            }
+            Scheme::Original => {
+                let view = self
+                    .ckpt
+                    .view(role)
+                    .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
+                let elem = if view.info.dtype == DType::BF16 {
+                    Elem::Bf16
+                } else {
+                    Elem::F16
+                };
+                let c = self.g.constant(&base, elem, &[rows, cols], view.bytes)?;
+                decompress(self, c)
+            }
+            Scheme::Int8Asym | Scheme::Int8Sym => {
+                let w = self.checkpoint_f32(role)?;
+                let sym = scheme == Scheme::Int8Sym;
+                let mode = if sym {
+                    NncfMode::Int8Sym
+                } else {
+                    NncfMode::Int8Asym
+                };
+                let Compressed {
+                    weight,
+                    scale,
+                    zero_point,
+                } = compress::compress(&role.name(), &w, rows, cols, mode, None)?;
+                drop(w);
+                let elem = if sym { Elem::I8 } else { Elem::U8 };
+                let c = self.g.constant(&base, elem, &[rows, cols], &weight)?;
+                let mut x = self.convert("", c, Elem::F16);
+                if let Some(zp) = zero_point {
+                    let z = self.g.constant(
+                        &format!("{base}/zero_point"),
+                        Elem::U8,
+                        &[rows, 1],
+                        &zp,
+                    )?;
+                    let zc = self.convert("", z, Elem::F16);
+                    x = self.binary(
+                        "Subtract",
+                        &format!("{base}/zero_point/subtract"),
+                        x,
+                        zc,
+                        &wdims,
+                    );
+                }
+                let s = self
+                    .g
+                    .constant(&format!("{base}/scale"), Elem::F16, &[rows, 1], &scale)?;
+                let m = self.binary("Multiply", &fq, x, s, &wdims);
+                decompress(self, m)
+            }
+            Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
+                let w = self.checkpoint_f32(role)?;
+                let sym = matches!(scheme, Scheme::Int4Sym { .. });
+                let mode = if sym {
+                    NncfMode::Int4Sym
+                } else {
+                    NncfMode::Int4Asym
+                };
+                let Compressed {
+                    weight,
+                    scale,
+                    zero_point,
+                } = compress::compress(&role.name(), &w, rows, cols, mode, Some(group))?;
+                drop(w);
+                let groups = cols / group;
+                let gdims = [n(rows), n(groups), n(group)];
+                let elem = if sym { Elem::I4 } else { Elem::U4 };
+                let c = self
+                    .g
+                    .constant(&base, elem, &[rows, groups, group], &weight)?;
+                let mut x = self.convert("", c, Elem::F16);
+                if let Some(zp) = zero_point {
+                    let z = self.g.constant(
+                        &format!("{base}/zero_point"),
+                        Elem::U4,
+                        &[rows, groups, 1],
+                        &zp,
+                    )?;
+                    let zc = self.convert("", z, Elem::F16);
+                    x = self.binary(
+                        "Subtract",
+                        &format!("{base}/zero_point/subtract"),
+                        x,
+                        zc,
+                        &gdims,
+                    );
+                }
+                let s = self.g.constant(
+                    &format!("{base}/scale"),
+                    Elem::F16,
+                    &[rows, groups, 1],
+                    &scale,
+                )?;
+                let m = self.binary("Multiply", &fq, x, s, &gdims);
+                let r = self.reshape("", m, &[n(rows), n(cols)], false, &wdims)?;
+                decompress(self, r)
+            }
+        };
+        self.ckpt.release(role);
+        Ok(out)
+    }
+
+    pub(super) fn norm_gamma(&mut self, role: Role) -> Result<Out> {
+        let h = self.cfg.hidden_size;
+        let gamma = self.checkpoint_f32(role)?;
+        self.ckpt.release(role);
+        self.c_float("", &gamma, &[1, 1, h])
+    }
+}
