@@ -13,17 +13,17 @@ pub enum OnnxError {
     },
     /// The checkpoint could not be read (missing tensor, NaN/Inf weight, bad header).
     #[error(transparent)]
-    Checkpoint(#[from] oxport_hf::Error),
+    Checkpoint(Box<oxport_hf::Error>),
     /// Planning or quantizing a tensor failed.
     #[error("tensor {tensor}: {source}")]
     Quant {
         tensor: String,
         #[source]
-        source: oxport_quant::QuantError,
+        source: Box<oxport_quant::QuantError>,
     },
     /// Planning failed before any tensor was touched.
     #[error("planning the ONNX export: {0}")]
-    Plan(#[source] oxport_quant::QuantError),
+    Plan(#[source] Box<oxport_quant::QuantError>),
     /// The plan asks for a scheme this writer cannot express in ONNX.
     #[error("tensor {tensor}: scheme {scheme} cannot be written to ONNX")]
     UnsupportedScheme { tensor: String, scheme: String },
@@ -45,6 +45,12 @@ pub enum OnnxError {
     TooLarge { bytes: usize },
     #[error("genai_config.json: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl From<oxport_hf::Error> for OnnxError {
+    fn from(e: oxport_hf::Error) -> Self {
+        OnnxError::Checkpoint(Box::new(e))
+    }
 }
 
 pub type Result<T, E = OnnxError> = std::result::Result<T, E>;

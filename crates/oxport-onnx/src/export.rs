@@ -56,7 +56,7 @@ pub struct ExportSummary {
 /// in the I/O dtype) plus NNCF-style 4/8-bit ranking with `--ratio`.
 pub fn plan(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<QuantPlan> {
     opts.validate()?;
-    plan_onnx(ckpt, &opts.plan_options()).map_err(OnnxError::Plan)
+    plan_onnx(ckpt, &opts.plan_options()).map_err(|e| OnnxError::Plan(Box::new(e)))
 }
 
 /// The graph for `plan` (no weights are read).
@@ -96,18 +96,14 @@ pub fn layout(ckpt: &Checkpoint, opts: &ExportOptions, plan: &QuantPlan) -> Resu
         .into_iter()
         .filter(Role::is_matmul)
     {
-        if !forms.contains_key(&role) {
-            match default_form {
-                Some(f) => {
-                    forms.insert(role, f);
-                }
-                None => {
-                    return Err(OnnxError::UnsupportedScheme {
-                        tensor: role.name(),
-                        scheme: "no plan entry".into(),
-                    });
-                }
-            }
+        if let std::collections::btree_map::Entry::Vacant(slot) = forms.entry(role) {
+            let Some(f) = default_form else {
+                return Err(OnnxError::UnsupportedScheme {
+                    tensor: role.name(),
+                    scheme: "no plan entry".into(),
+                });
+            };
+            slot.insert(f);
         }
     }
     let form_for = |role: Role| forms[&role];

@@ -84,7 +84,7 @@ fn quantize(spec: &LinearSpec, weight: &[f32], p: &NBitsParams) -> Result<NBitsW
             spec.rows,
             spec.role.name()
         ),
-        source: source.for_tensor(&spec.role.name()),
+        source: Box::new(source.for_tensor(&spec.role.name())),
     })
 }
 
