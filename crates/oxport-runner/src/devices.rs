@@ -80,7 +80,7 @@ fn probe_ort() -> RuntimeStatus {
         .iter()
         .map(|&d| {
             let r = match &error {
-                Some(e) => Err(format!("ONNX Runtime not loaded: {e}")),
+                Some(e) => Err(format!("not loaded: {e}")),
                 None => onnxruntime::probe(d).map(|()| d.provider().to_string()),
             };
             status(Target::Ort(d), r)
@@ -104,7 +104,7 @@ fn probe_openvino() -> RuntimeStatus {
         .iter()
         .map(|&d| {
             let r = match &error {
-                Some(e) => Err(format!("OpenVINO not loaded: {e}")),
+                Some(e) => Err(format!("not loaded: {e}")),
                 None => openvino::probe(d),
             };
             status(Target::OpenVino(d), r)
@@ -134,7 +134,7 @@ pub fn table(runtimes: &[RuntimeStatus]) -> String {
                         .unwrap_or_default()
                 )
             }
-            (None, Some(e)) => s += &format!("{} unavailable: {e}\n", r.runtime),
+            (None, Some(e)) => s += &format!("{} unavailable ({e})\n", r.runtime),
             (None, None) => s += &format!("{}\n", r.runtime),
         }
         for d in &r.devices {

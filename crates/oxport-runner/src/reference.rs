@@ -357,7 +357,10 @@ mod tests {
     #[test]
     fn longrope_picks_factors_by_total_length_and_scales_cos_sin() {
         let m = longrope_model();
-        let (dim, scale) = (m.config.rotary_dim(), m.config.longrope_attention_factor() as f32);
+        let (dim, scale) = (
+            m.config.rotary_dim(),
+            m.config.longrope_attention_factor() as f32,
+        );
         assert_eq!(dim, 8, "partial rotary: head 16 × 0.5");
         assert!(scale > 1.0);
         let expect = |factors: [f32; 4], pos: f32, i: usize| {
@@ -368,13 +371,19 @@ mod tests {
         let (cos, sin) = m.rope_tables(0, 3);
         for i in 0..8 {
             let (c, s) = expect([1.0, 2.0, 3.0, 4.0], 2.0, i);
-            assert!((cos[16 + i] - c).abs() < 1e-6 && (sin[16 + i] - s).abs() < 1e-6, "short, channel {i}");
+            assert!(
+                (cos[16 + i] - c).abs() < 1e-6 && (sin[16 + i] - s).abs() < 1e-6,
+                "short, channel {i}"
+            );
         }
         // Position 70 of 71: beyond 64, long factors (transformers' dynamic LongRoPE update).
         let (cos, sin) = m.rope_tables(70, 1);
         for i in 0..8 {
             let (c, s) = expect([5.0, 6.0, 7.0, 8.0], 70.0, i);
-            assert!((cos[i] - c).abs() < 1e-5 && (sin[i] - s).abs() < 1e-5, "long, channel {i}");
+            assert!(
+                (cos[i] - c).abs() < 1e-5 && (sin[i] - s).abs() < 1e-5,
+                "long, channel {i}"
+            );
         }
     }
 

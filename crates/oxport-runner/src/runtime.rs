@@ -39,6 +39,14 @@ impl Runtime {
     }
 }
 
+/// A [`find_library`] error as a message for a runtime-prefixed error (no repeated runtime name).
+pub(crate) fn not_found(e: Error) -> String {
+    match e {
+        Error::LibraryNotFound { tried, .. } => format!("library not found; tried: {tried}"),
+        other => other.to_string(),
+    }
+}
+
 /// The python whose site-packages hold the wheels: `$OXPORT_PYTHON`, else `python3`.
 pub fn python() -> String {
     std::env::var("OXPORT_PYTHON")

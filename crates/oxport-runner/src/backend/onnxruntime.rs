@@ -14,7 +14,7 @@ use ort::value::{Tensor, TensorElementType, ValueType};
 
 use super::{LlmSession, Precision};
 use crate::error::{Error, Result};
-use crate::runtime::{Runtime, find_library};
+use crate::runtime::{Runtime, find_library, not_found};
 
 /// ONNX Runtime execution providers oxport knows about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -61,7 +61,7 @@ static ENV: OnceLock<std::result::Result<Loaded, String>> = OnceLock::new();
 
 fn loaded() -> Result<&'static Loaded> {
     ENV.get_or_init(|| {
-        let library = find_library(Runtime::OnnxRuntime).map_err(|e| e.to_string())?;
+        let library = find_library(Runtime::OnnxRuntime).map_err(not_found)?;
         let env = ort::init_from(&library)
             .map_err(|e| format!("{}: {e}", library.display()))?
             .with_name("oxport")

@@ -12,7 +12,7 @@ use openvino::{
 
 use super::{LlmSession, Precision};
 use crate::error::{Error, Result};
-use crate::runtime::{Runtime, find_library};
+use crate::runtime::{Runtime, find_library, not_found};
 
 /// OpenVINO devices oxport validates on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,7 +48,7 @@ static LIBRARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new()
 fn load() -> Result<&'static PathBuf> {
     LIBRARY
         .get_or_init(|| {
-            let path = find_library(Runtime::OpenVino).map_err(|e| e.to_string())?;
+            let path = find_library(Runtime::OpenVino).map_err(not_found)?;
             openvino_sys::library::load_from(&path)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             Ok(path)
