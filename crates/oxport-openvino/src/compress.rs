@@ -1,16 +1,11 @@
 //! Weight compression for the IR: NNCF's kernels from `oxport_quant::nncf` (bit-exact with nncf 3.4), adapted to the
-//! byte layout the IR writer stores, and NNCF's data-free sensitivity used by the mixed-precision plan
-//! (nncf/quantization/algorithms/weight_compression/mixed_precision.py, `weight_quantization_error`).
+//! byte layout the IR writer stores.
 //!
 //! All arithmetic is f32 like NNCF's numpy/OpenVINO path; rounding is half-to-even.
 
 use oxport_quant::{NncfMode, NncfWeight, compress_nncf};
-use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-
-/// `np.finfo(np.float32).eps`, NNCF's floor for scales.
-const EPS_F32: f32 = f32::EPSILON;
 
 /// A compressed weight as the IR stores it.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,41 +41,6 @@ pub fn compress(
         scale: scale.iter().flat_map(|s| s.to_le_bytes()).collect(),
         zero_point,
     })
-}
-
-fn asym_params(w: &[f32], level_high: f32) -> (f32, f32) {
-    let (mut lo, mut hi) = (0f32, 0f32);
-    for &x in w {
-        lo = lo.min(x);
-        hi = hi.max(x);
-    }
-    let mut s = (hi - lo) / level_high;
-    if s.abs() < EPS_F32 {
-        s = EPS_F32;
-    }
-    let zp = (-lo / s).round_ties_even().clamp(0.0, level_high);
-    (s, zp)
-}
-
-/// NNCF's data-free sensitivity (`weight_quantization_error`, mixed_precision.py): the max over output rows of
-/// the mean squared error of the int8_asym per-channel backup. Larger means more sensitive to the backup and
-/// therefore earlier in line for 4 bits.
-pub fn int8_asym_error(w: &[f32], n: usize, k: usize) -> f32 {
-    assert_eq!(w.len(), n * k);
-    w.par_chunks(k)
-        .map(|row| {
-            let (s, zp) = asym_params(row, 255.0);
-            let sum: f64 = row
-                .iter()
-                .map(|&x| {
-                    let q = (x / s + zp).round_ties_even().clamp(0.0, 255.0);
-                    let d = (q - zp) * s - x;
-                    (d * d) as f64
-                })
-                .sum();
-            (sum / k as f64) as f32
-        })
-        .reduce(|| 0f32, f32::max)
 }
 
 #[cfg(test)]
@@ -137,15 +97,5 @@ mod tests {
         );
         let e = e.unwrap_err().to_string();
         assert!(e.contains("model.layers.0.mlp.down_proj.weight"), "{e}");
-    }
-
-    #[test]
-    fn sensitivity_is_the_worst_row_mse_of_int8_asym() {
-        // A row quantized exactly (0 and 255 levels only) has no error; the other row sets the maximum.
-        let exact = [0.0f32, 1.0, 0.0, 1.0];
-        assert_eq!(int8_asym_error(&exact, 1, 4), 0.0);
-        let w = [0.0f32, 1.0, 0.0, 1.0, 0.1, 0.2, 0.3, 1.0];
-        let e = int8_asym_error(&w, 2, 4);
-        assert!(e > 0.0 && e < (1.0f32 / 255.0).powi(2), "{e}");
     }
 }

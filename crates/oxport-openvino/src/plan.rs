@@ -1,12 +1,10 @@
-//! Which compression each weight gets, decided before any weight is written: optimum-cli's defaults and NNCF's
-//! mixed-precision rule (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py};
-//! measured in shared/docs/openvino-ir.md §6 and §9).
-//!
-//! Like `compress`, this is the exporter's own copy until `oxport_quant::plan::plan_openvino` lands.
+//! Which compression each weight gets, decided before any weight is written: optimum-cli's defaults and option
+//! rules here, NNCF's mixed-precision selection and group-size fallbacks from `oxport_quant::plan_openvino`
+//! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; openvino-ir.md §6, §9).
 
 use oxport_hf::{Checkpoint, Role};
+use oxport_quant::{Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, QuantError};
 
-use crate::compress;
 use crate::error::{Error, Result};
 
 /// `--weight-format`.
@@ -135,8 +133,8 @@ pub struct PlanEntry {
     pub n: usize,
     pub k: usize,
     pub scheme: Scheme,
-    /// int8_asym max-row MSE, for the ratio-defining weights of a mixed-precision plan.
-    pub int8_error: Option<f32>,
+    /// Why the planner chose this scheme (ratio rank, fallback, backup), for `--dry-run`.
+    pub reason: String,
 }
 
 /// What NNCF records in the model's rt_info (`nncf/weight_compression`).
@@ -170,10 +168,11 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut s = String::new();
         for e in &self.entries {
-            let err = e
-                .int8_error
-                .map(|x| format!("  (int8 error {x:.3e})"))
-                .unwrap_or_default();
+            let err = if e.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", e.reason)
+            };
             s.push_str(&format!(
                 "{:<20} [{:>6}, {:>6}]  {}{err}\n",
                 e.role.to_string(),
@@ -201,228 +200,150 @@ impl Plan {
     }
 }
 
-fn weight_roles(ckpt: &Checkpoint) -> Vec<Role> {
-    Role::all_for(ckpt.config())
-        .into_iter()
-        .filter(|r| *r == Role::Embedding || r.is_matmul())
-        .collect()
+fn scheme_from_quant(role: Role, scheme: oxport_quant::Scheme) -> Result<Scheme> {
+    use oxport_quant::Scheme as Q;
+    Ok(match scheme {
+        Q::F32 => Scheme::F32,
+        Q::F16 => Scheme::F16,
+        Q::Keep => Scheme::Original,
+        Q::Nncf {
+            mode: NncfMode::Int8Asym,
+            group_size: None,
+        } => Scheme::Int8Asym,
+        Q::Nncf {
+            mode: NncfMode::Int8Sym,
+            group_size: None,
+        } => Scheme::Int8Sym,
+        Q::Nncf {
+            mode: NncfMode::Int4Sym,
+            group_size: Some(group),
+        } => Scheme::Int4Sym { group },
+        Q::Nncf {
+            mode: NncfMode::Int4Asym,
+            group_size: Some(group),
+        } => Scheme::Int4Asym { group },
+        other => {
+            return Err(Error::Options(format!(
+                "{role}: scheme {other:?} is not written by the OpenVINO exporter"
+            )));
+        }
+    })
 }
 
-fn is_four_bit(s: Scheme) -> bool {
-    matches!(s, Scheme::Int4Sym { .. } | Scheme::Int4Asym { .. })
+fn quant_error(e: QuantError) -> Error {
+    match e {
+        QuantError::InvalidGroupSizes { group_size, failed } => Error::InvalidGroupSize {
+            group_size,
+            failed: failed
+                .into_iter()
+                .map(|(name, k)| format!("{name} (channel size {k})"))
+                .collect(),
+        },
+        QuantError::Checkpoint { source, .. } => Error::Checkpoint(source),
+        other => Error::Quant {
+            tensor: "plan".into(),
+            source: Box::new(other),
+        },
+    }
 }
 
 /// Build the plan for `ckpt`. Reads the ratio-defining weights once (one at a time) when `ratio < 1`.
 pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
-    let roles = weight_roles(ckpt);
-    let shape = |role: Role| -> Result<(usize, usize)> {
-        let info = ckpt
-            .info(role)
-            .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
-        Ok((info.shape[0], info.shape[1]))
-    };
-    let uniform = |scheme: Scheme| -> Result<Vec<PlanEntry>> {
-        roles
-            .iter()
-            .map(|&role| {
-                let (n, k) = shape(role)?;
-                Ok(PlanEntry {
-                    role,
-                    n,
-                    k,
-                    scheme,
-                    int8_error: None,
-                })
-            })
-            .collect()
-    };
     let reject = |flag: &str| -> Result<()> {
         Err(Error::Options(format!(
             "{flag} applies to --weight-format int4 only (got {})",
             opts.weight_format.name()
         )))
     };
-    match opts.weight_format {
-        WeightFormat::Fp32 | WeightFormat::Fp16 | WeightFormat::Int8 => {
-            if opts.ratio.is_some_and(|r| r != 1.0) {
-                reject("--ratio")?;
-            }
-            if opts.all_layers {
-                // optimum-cli passes all_layers to NNCF, where it only changes mixed precision; harmless here.
-            }
-            if opts.backup.is_some() {
-                reject("--backup-precision")?;
-            }
-            if opts.weight_format == WeightFormat::Int8 && opts.group_size.is_some_and(|g| g != -1)
-            {
-                return Err(Error::Options(
-                    "--group-size: int8 compression is per-channel (-1) only".into(),
-                ));
-            }
+    if opts.weight_format != WeightFormat::Int4 {
+        if opts.ratio.is_some_and(|r| r != 1.0) {
+            reject("--ratio")?;
         }
-        WeightFormat::Int4 => {}
+        if opts.backup.is_some() {
+            reject("--backup-precision")?;
+        }
+        if opts.group_size.is_some_and(|g| g != -1) {
+            reject("--group-size")?;
+        }
     }
-    match opts.weight_format {
-        WeightFormat::Fp32 => {
-            return Ok(Plan {
-                weight_format: opts.weight_format,
-                entries: uniform(Scheme::F32)?,
-                nncf: None,
-            });
+    let group_size = match opts.weight_format {
+        WeightFormat::Int4 => {
+            let g = opts.group_size.unwrap_or(128);
+            if g <= 0 || g % 2 != 0 {
+                return Err(Error::Options(format!(
+                    "--group-size {g}: oxport supports positive even group sizes for int4 (per-channel int4, -1, is \
+                     not implemented)"
+                )));
+            }
+            g as usize
         }
-        WeightFormat::Fp16 => {
-            return Ok(Plan {
-                weight_format: opts.weight_format,
-                entries: uniform(Scheme::F16)?,
-                nncf: None,
-            });
-        }
-        WeightFormat::Int8 => {
-            let (scheme, mode) = if opts.sym {
-                (Scheme::Int8Sym, "int8_sym")
-            } else {
-                (Scheme::Int8Asym, "int8_asym")
-            };
-            return Ok(Plan {
-                weight_format: opts.weight_format,
-                entries: uniform(scheme)?,
-                nncf: Some(NncfRecord {
-                    mode,
-                    ratio: 1.0,
-                    group_size: -1,
-                    all_layers: opts.all_layers,
-                    backup_mode: "int8_asym",
-                    group_size_fallback: opts.group_size_fallback.nncf_name(),
-                }),
-            });
-        }
-        WeightFormat::Int4 => {}
-    }
-
-    let group_size = opts.group_size.unwrap_or(128);
-    if group_size <= 0 || group_size % 2 != 0 {
-        return Err(Error::Options(format!(
-            "--group-size {group_size}: oxport supports positive even group sizes for int4 (per-channel int4, -1, is not implemented)"
-        )));
-    }
-    let group = group_size as usize;
+        _ => 0,
+    };
     let ratio = opts.ratio.unwrap_or(1.0);
-    if !(ratio > 0.0 && ratio <= 1.0) {
-        return Err(Error::Options(format!("--ratio {ratio} must be in (0, 1]")));
-    }
     let backup = opts.backup.unwrap_or(BackupPrecision::Int8Asym);
-    let backup_scheme = match backup {
-        BackupPrecision::None => Scheme::Original,
-        BackupPrecision::Int8Sym => Scheme::Int8Sym,
-        BackupPrecision::Int8Asym => Scheme::Int8Asym,
+    let quant_opts = OpenVinoPlanOptions {
+        weight_format: match opts.weight_format {
+            WeightFormat::Fp32 => OvWeightFormat::Fp32,
+            WeightFormat::Fp16 => OvWeightFormat::Fp16,
+            WeightFormat::Int8 => OvWeightFormat::Int8,
+            WeightFormat::Int4 => OvWeightFormat::Int4,
+        },
+        group_size,
+        ratio,
+        sym: opts.sym,
+        all_layers: opts.all_layers,
+        backup_precision: match backup {
+            BackupPrecision::None => Backup::None,
+            BackupPrecision::Int8Sym => Backup::Int8Sym,
+            BackupPrecision::Int8Asym => Backup::Int8Asym,
+        },
+        group_size_fallback: match opts.group_size_fallback {
+            GroupSizeFallback::Error => Fallback::Error,
+            GroupSizeFallback::Ignore => Fallback::Ignore,
+            GroupSizeFallback::Adjust => Fallback::Adjust,
+        },
+        ..OpenVinoPlanOptions::default()
     };
-    let four = |g: usize| {
-        if opts.sym {
-            Scheme::Int4Sym { group: g }
-        } else {
-            Scheme::Int4Asym { group: g }
+    let quant = oxport_quant::plan_openvino(ckpt, &quant_opts).map_err(quant_error)?;
+    // The plan's order for writing: embedding, per layer qkv/o/gate_up/down, lm_head (norm gammas are not weights).
+    let mut entries = Vec::new();
+    for role in Role::all_for(ckpt.config()) {
+        if !(role == Role::Embedding || role.is_matmul()) {
+            continue;
         }
-    };
-    let last = roles.len() - 1;
-    let mut entries = Vec::with_capacity(roles.len());
-    for (i, &role) in roles.iter().enumerate() {
-        let (n, k) = shape(role)?;
+        let e = quant
+            .entry(role)
+            .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
         entries.push(PlanEntry {
             role,
-            n,
-            k,
-            scheme: backup_scheme,
-            int8_error: None,
+            n: e.shape[0],
+            k: e.shape[1],
+            scheme: scheme_from_quant(role, e.scheme)?,
+            reason: e.reason.clone(),
         });
-        let _ = i;
     }
-    // Ratio-defining weights: every MatMul except the last one (lm_head), and no embedding, unless --all-layers.
-    let mut candidates: Vec<usize> = (0..entries.len())
-        .filter(|&i| opts.all_layers || (entries[i].role != Role::Embedding && i != last))
-        .collect();
-    // Group size fallback before ranking (NNCF 3.4 `_handle_group_size_fallback`): ignore drops the weight to its
-    // original precision, adjust picks the largest power of two dividing K (if ≥ min_adjusted_group_size = 32).
-    let mut group_of = vec![group; entries.len()];
-    match opts.group_size_fallback {
-        GroupSizeFallback::Error => {}
-        GroupSizeFallback::Ignore => candidates.retain(|&i| {
-            let ok = entries[i].k % group == 0;
-            if !ok {
-                entries[i].scheme = Scheme::Original;
-            }
-            ok
+    let nncf = match opts.weight_format {
+        WeightFormat::Fp32 | WeightFormat::Fp16 => None,
+        WeightFormat::Int8 => Some(NncfRecord {
+            mode: if opts.sym { "int8_sym" } else { "int8_asym" },
+            ratio: 1.0,
+            group_size: -1,
+            all_layers: opts.all_layers,
+            backup_mode: "int8_asym",
+            group_size_fallback: opts.group_size_fallback.nncf_name(),
         }),
-        GroupSizeFallback::Adjust => candidates.retain(|&i| {
-            let k = entries[i].k;
-            if k % group == 0 {
-                return true;
-            }
-            let adjusted = k & k.wrapping_neg();
-            group_of[i] = adjusted;
-            adjusted >= 32
-        }),
-    }
-    if ratio >= 1.0 {
-        for &i in &candidates {
-            entries[i].scheme = four(group_of[i]);
-        }
-    } else {
-        for &i in &candidates {
-            let e = &entries[i];
-            let w = ckpt.read_f32(e.role)?;
-            let err = compress::int8_asym_error(&w, e.n, e.k);
-            ckpt.release(e.role);
-            entries[i].int8_error = Some(err);
-        }
-        // score = 1 / (error + eps), ascending, stable: the largest backup error goes first (mixed_precision.py).
-        let mut ranked = candidates.clone();
-        ranked.sort_by(|&a, &b| {
-            let sa = 1.0 / (entries[a].int8_error.unwrap() + f32::EPSILON);
-            let sb = 1.0 / (entries[b].int8_error.unwrap() + f32::EPSILON);
-            sa.total_cmp(&sb)
-        });
-        let total: usize = candidates
-            .iter()
-            .map(|&i| entries[i].n * entries[i].k)
-            .sum();
-        let mut n4 = 0usize;
-        for &i in &ranked {
-            let numel = entries[i].n * entries[i].k;
-            if (n4 + numel) as f64 / total as f64 >= ratio {
-                break;
-            }
-            n4 += numel;
-            entries[i].scheme = four(group_of[i]);
-        }
-    }
-    // Group-size validation after the assignment, on the 4-bit weights only (algorithm.py).
-    let failed: Vec<String> = entries
-        .iter()
-        .filter(|e| {
-            is_four_bit(e.scheme)
-                && match e.scheme {
-                    Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => e.k % group != 0,
-                    _ => false,
-                }
-        })
-        .map(|e| format!("{} (channel size {})", e.role.name(), e.k))
-        .collect();
-    if !failed.is_empty() {
-        return Err(Error::InvalidGroupSize {
-            group_size: group,
-            failed,
-        });
-    }
-    Ok(Plan {
-        weight_format: WeightFormat::Int4,
-        entries,
-        nncf: Some(NncfRecord {
+        WeightFormat::Int4 => Some(NncfRecord {
             mode: if opts.sym { "int4_sym" } else { "int4_asym" },
             ratio,
-            group_size,
+            group_size: group_size as i64,
             all_layers: opts.all_layers,
             backup_mode: backup.nncf_name(),
             group_size_fallback: opts.group_size_fallback.nncf_name(),
         }),
+    };
+    Ok(Plan {
+        weight_format: opts.weight_format,
+        entries,
+        nncf,
     })
 }
