@@ -213,7 +213,8 @@ pub struct TargetReport {
     pub reason: Option<String>,
     pub metrics: Option<Metrics>,
     pub checks: Vec<Check>,
-    /// KL per compared position (text windows, else prompts), capped at 4096 values.
+    /// Mean KL at each position of the perplexity window (over all windows); without a text, KL per prompt
+    /// position. At most 4096 values.
     pub kl_per_position: Vec<f64>,
 }
 
@@ -476,7 +477,12 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     }
 
     for r in running {
-        reports.push(finish(r, &thresholds, ref_info.perplexity));
+        reports.push(finish(
+            r,
+            &thresholds,
+            ref_info.perplexity,
+            opts.ppl_window.max(2),
+        ));
     }
     // Devices in their fixed order, whatever order they finished in.
     let order = targets(export.format);
@@ -558,7 +564,7 @@ fn apply_overrides(mut t: Thresholds, o: &ThresholdOverrides) -> Thresholds {
     t
 }
 
-fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
+fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>, window: usize) -> TargetReport {
     let target = r.target;
     if let Some(e) = r.error {
         return TargetReport {
@@ -647,10 +653,17 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
             )
         })
         .collect();
-    let kl_source = if text.positions > 0 {
-        &text.kl_per_position
+    // With a text: mean KL at each offset within a window (error against context length); else prompt positions.
+    let kl_per_position = if text.positions > 0 {
+        let mut sums = vec![(0f64, 0usize); window.min(text.positions)];
+        for chunk in text.kl_per_position.chunks(window) {
+            for (slot, &k) in sums.iter_mut().zip(chunk) {
+                *slot = (slot.0 + k, slot.1 + 1);
+            }
+        }
+        sums.iter().map(|&(s, n)| s / n.max(1) as f64).collect()
     } else {
-        &r.acc.kl_per_position
+        r.acc.kl_per_position.clone()
     };
     TargetReport {
         target,
@@ -663,6 +676,6 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>) -> TargetReport {
         reason: (!failed.is_empty()).then(|| format!("failed: {}", failed.join(", "))),
         metrics: Some(metrics),
         checks,
-        kl_per_position: kl_source.iter().take(4096).copied().collect(),
+        kl_per_position: kl_per_position.into_iter().take(4096).collect(),
     }
 }

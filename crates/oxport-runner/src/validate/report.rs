@@ -130,7 +130,7 @@ pub fn kl_svg(r: &Report) -> String {
         );
     }
     s += &format!(
-        "<text x=\"{:.1}\" y=\"{:.1}\">position (0 … {})</text>\n",
+        "<text x=\"{:.1}\" y=\"{:.1}\">position in the window (0 … {})</text>\n",
         w / 2.0 - 40.0,
         h - 10.0,
         n - 1
