@@ -17,7 +17,7 @@ use crate::options::{ExportOptions, Precision};
 use crate::progress::Progress;
 use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use crate::rope::rope_caches;
-use crate::weights::{Initializer, linear_initializers};
+use crate::weights::{Initializer, io_payload, linear_initializers};
 
 pub const MODEL_FILE: &str = "model.onnx";
 pub const DATA_FILE: &str = "model.onnx.data";
@@ -229,8 +229,9 @@ fn write_weights(
     let mut data = ExternalData::create(dir, DATA_FILE)?;
     let mut out = Vec::with_capacity(total);
     let mut emit = |data: &mut ExternalData, init: Initializer| -> Result<()> {
-        let t = data.append(&init.name, init.elem, &init.dims, &init.bytes)?;
-        progress.tensor_written(&init.name, init.bytes.len() as u64);
+        let bytes = init.bytes.as_bytes();
+        let t = data.append(&init.name, init.elem, &init.dims, bytes)?;
+        progress.tensor_written(&init.name, bytes.len() as u64);
         out.push(t);
         Ok(())
     };
@@ -244,18 +245,18 @@ fn write_weights(
                     name: name.clone(),
                     elem: io_dtype.onnx(),
                     dims: vec![c.vocab_size, c.hidden_size],
-                    bytes: io_dtype.bytes(&w),
+                    bytes: io_payload(io_dtype, w),
                 };
                 emit(&mut data, init)?;
             }
             WeightItem::RopeCaches => {
                 let r = rope_caches(c, None, c.max_position_embeddings);
-                for (name, values) in [(COS_CACHE, &r.cos), (SIN_CACHE, &r.sin)] {
+                for (name, values) in [(COS_CACHE, r.cos), (SIN_CACHE, r.sin)] {
                     let init = Initializer {
                         name: name.to_string(),
                         elem: io_dtype.onnx(),
                         dims: vec![r.rows, r.half_dim],
-                        bytes: io_dtype.bytes(values),
+                        bytes: io_payload(io_dtype, values),
                     };
                     emit(&mut data, init)?;
                 }
@@ -266,7 +267,7 @@ fn write_weights(
                     name: n.name.clone(),
                     elem: io_dtype.onnx(),
                     dims: vec![w.len()],
-                    bytes: io_dtype.bytes(&w),
+                    bytes: io_payload(io_dtype, w),
                 };
                 emit(&mut data, init)?;
             }

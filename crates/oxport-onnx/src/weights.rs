@@ -13,7 +13,43 @@ pub struct Initializer {
     pub name: String,
     pub elem: DataType,
     pub dims: Vec<usize>,
-    pub bytes: Vec<u8>,
+    pub bytes: Payload,
+}
+
+/// Initializer bytes; f32 data is kept as `Vec<f32>` and written through a byte view, so the largest tensor
+/// (the f32 embedding) is not copied once more on its way to disk.
+pub enum Payload {
+    Bytes(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+// ONNX raw data is little-endian (onnx.proto `raw_data`); the f32 byte view relies on the host order.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "oxport-onnx writes f32 tensors as native bytes"
+);
+
+impl Payload {
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Payload::Bytes(b) => b,
+            Payload::F32(v) => bytemuck::cast_slice(v),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(b: Vec<u8>) -> Self {
+        Payload::Bytes(b)
+    }
+}
+
+/// Values in the I/O dtype: f32 moved as is, f16 converted.
+pub fn io_payload(io: IoDtype, values: Vec<f32>) -> Payload {
+    match io {
+        IoDtype::F32 => Payload::F32(values),
+        IoDtype::F16 => Payload::Bytes(crate::protoutil::f16_bytes(&values)),
+    }
 }
 
 /// `weight` is the HF `[out, in]` matrix rows `spec.rows` (row-major, `spec.n × spec.k`).
@@ -32,7 +68,7 @@ pub fn linear_initializers(
                 name: names[0].clone(),
                 elem: io.onnx(),
                 dims: vec![k, n],
-                bytes: io.bytes(&t),
+                bytes: io_payload(io, t),
             }])
         }
         LinearForm::NBits(p) => {
@@ -42,13 +78,13 @@ pub fn linear_initializers(
                     name: names[0].clone(),
                     elem: DataType::Uint8,
                     dims: vec![n, q.k_blocks, q.blob_size],
-                    bytes: q.packed,
+                    bytes: q.packed.into(),
                 },
                 Initializer {
                     name: names[1].clone(),
                     elem: scale_elem(p.scale_dtype),
                     dims: vec![n, q.k_blocks],
-                    bytes: q.scales,
+                    bytes: q.scales.into(),
                 },
             ];
             if let Some(zp) = q.zero_points {
@@ -57,7 +93,7 @@ pub fn linear_initializers(
                     name: names[2].clone(),
                     elem: DataType::Uint8,
                     dims: vec![n, per_row],
-                    bytes: zp,
+                    bytes: zp.into(),
                 });
             }
             Ok(out)
@@ -144,13 +180,13 @@ fn qdq_initializers(names: &[String], q: &NBitsWeight, p: &NBitsParams) -> Vec<I
             name: names[0].clone(),
             elem,
             dims: vec![k, n],
-            bytes: weight,
+            bytes: weight.into(),
         },
         Initializer {
             name: names[1].clone(),
             elem: scale_elem(p.scale_dtype),
             dims: vec![kb, n],
-            bytes: scales,
+            bytes: scales.into(),
         },
     ];
     if let Some(zp) = &q.zero_points {
@@ -164,7 +200,7 @@ fn qdq_initializers(names: &[String], q: &NBitsWeight, p: &NBitsParams) -> Vec<I
             name: names[2].clone(),
             elem: DataType::Uint4,
             dims: vec![kb, n],
-            bytes: pack(kb * n, &code),
+            bytes: pack(kb * n, &code).into(),
         });
     }
     out
@@ -206,7 +242,7 @@ mod tests {
         let out = qdq_initializers(&["w".into(), "s".into()], &q, &p);
         // [K=4, N=2] row-major: (k0: 0^8, 15^8), (k1: 1^8, 14^8), ... low nibble first.
         assert_eq!(out[0].dims, vec![4, 2]);
-        assert_eq!(out[0].bytes, vec![0x78, 0x69, 0x5A, 0x4B]);
+        assert_eq!(out[0].bytes.as_bytes(), [0x78, 0x69, 0x5A, 0x4B]);
         assert_eq!(out[1].dims, vec![1, 2]);
     }
 }
