@@ -29,13 +29,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = resolve(&args.model, args.revision.as_deref())?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &report_json(&ckpt))?;
-        writeln!(out)?;
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &report_json(&ckpt))
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out))
     } else {
-        write_text(&mut out, &ckpt)?;
+        write_text(&mut out, &ckpt)
+    };
+    match written {
+        // `oxport inspect big-model | head` is a normal way to read the report.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => other
+            .map(|()| ExitCode::SUCCESS)
+            .context("writing the report"),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `--model` → a local folder, with an indicatif bar while files download. Shared by the subcommands that load
