@@ -1,6 +1,7 @@
 //! f32 → IEEE half conversion as numpy `astype(np.float16)` does it (used by onnx `numpy_helper`, by ORT's
 //! float16 converter and by NNCF for its f16 scales).
 
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Values per rayon task; small enough to split a tensor row-free, large enough to amortise scheduling.
@@ -21,11 +22,18 @@ pub fn f32_to_f16_bytes(values: &[f32]) -> Vec<u8> {
     let mut out = vec![0u8; values.len() * 2];
     out.par_chunks_mut(CHUNK * 2)
         .zip(values.par_chunks(CHUNK))
-        .for_each(|(dst, src)| {
-            for (d, v) in dst.chunks_exact_mut(2).zip(src) {
-                d.copy_from_slice(&f32_to_f16(*v).to_bits().to_le_bytes());
-            }
-        });
+        .for_each_init(
+            || vec![half::f16::ZERO; CHUNK],
+            |halves, (dst, src)| {
+                // half's slice conversion uses F16C (`vcvtps2ph`, round to nearest even) when the CPU has it, and
+                // the same RNE software path otherwise.
+                let halves = &mut halves[..src.len()];
+                halves.convert_from_f32_slice(src);
+                for (d, h) in dst.chunks_exact_mut(2).zip(halves.iter()) {
+                    d.copy_from_slice(&h.to_bits().to_le_bytes());
+                }
+            },
+        );
     out
 }
 

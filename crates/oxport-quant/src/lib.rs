@@ -9,6 +9,7 @@ pub mod nbits;
 pub mod nncf;
 pub mod plan;
 pub mod sensitivity;
+mod simd;
 
 pub use error::QuantError;
 pub use fp16::f32_to_f16_bytes;

@@ -6,9 +6,11 @@
 //! (`range2scale`, `range2scalezp`, `BitsTraits`). Golden bytes from ORT 1.32 in `tests/golden/`.
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError, check_matrix};
+use crate::simd;
 
 /// Storage type of MatMulNBits `scales`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -120,9 +122,13 @@ pub fn quantize_nbits(
         .zip(zero_points.par_chunks_mut(zp_row_bytes))
         .zip(weight.par_chunks(k))
         .for_each_init(
-            || vec![0f32; p.block_size],
-            |block, (((packed_row, scale_row), zp_row), row)| {
-                quantize_row(row, p, block, packed_row, scale_row, zp_row);
+            || Scratch {
+                values: vec![0f32; p.block_size],
+                halves: vec![f16::ZERO; p.block_size],
+                codes: vec![0u8; p.block_size],
+            },
+            |scratch, (((packed_row, scale_row), zp_row), row)| {
+                quantize_row(row, p, scratch, packed_row, scale_row, zp_row);
             },
         );
     Ok(NBitsWeight {
@@ -142,10 +148,17 @@ fn mid(bits: u32) -> u8 {
     1 << (bits - 1)
 }
 
+/// Per-thread scratch: the block as f32 (f16-rounded when scales are f16), its f16 form, and its codes.
+struct Scratch {
+    values: Vec<f32>,
+    halves: Vec<f16>,
+    codes: Vec<u8>,
+}
+
 fn quantize_row(
     row: &[f32],
     p: &NBitsParams,
-    block: &mut [f32],
+    scratch: &mut Scratch,
     packed: &mut [u8],
     scales: &mut [u8],
     zps: &mut [u8],
@@ -169,24 +182,19 @@ fn quantize_row(
         }
         // ORT pads K with zeros (np.pad) but passes the unpadded K to MLAS, so the padding takes no part in
         // min/max and its bytes stay 0. f16 weights when scales are f16 (scale dtype = weight dtype).
-        let block = &mut block[..chunk.len()];
-        for (d, v) in block.iter_mut().zip(chunk) {
-            *d = match p.scale_dtype {
-                ScaleDtype::F32 => *v,
-                ScaleDtype::F16 => f16::from_f32(*v).to_f32(),
-            };
-        }
-        // q4_dq.cpp: min starts at FLT_MAX, max at -FLT_MAX, strict comparisons in element order (this fixes
-        // which signed zero wins, which decides the sign of a zero scale).
-        let mut min = f32::MAX;
-        let mut max = -f32::MAX;
-        for &v in block.iter() {
-            if v < min {
-                min = v;
+        let len = chunk.len();
+        let block: &[f32] = match p.scale_dtype {
+            ScaleDtype::F32 => chunk,
+            ScaleDtype::F16 => {
+                scratch.halves[..len].convert_from_f32_slice(chunk);
+                scratch.halves[..len].convert_to_f32_slice(&mut scratch.values[..len]);
+                &scratch.values[..len]
             }
-            if v > max {
-                max = v;
-            }
+        };
+        let (mut min, mut max) = simd::min_max(block);
+        if min == 0.0 && max == 0.0 {
+            // All zeros: which signed zero wins decides the sign of the zero scale.
+            (min, max) = simd::min_max_sequential(block);
         }
         let (scale_unrounded, zp) = if p.symmetric {
             // range2scale: the signed value of largest magnitude maps to code 0 ("max/-8 trick").
@@ -207,36 +215,32 @@ fn quantize_row(
                 h.to_f32()
             }
         };
-        // The reciprocal of the *stored* scale; zp added before roundf (half away from zero).
+        // The reciprocal of the *stored* scale; zp added before roundf (half away from zero), then
+        // std::clamp(·, 0, kMax) and (uint8_t). Clamping before rounding is the same for integer bounds; a NaN
+        // (0 · inf with a subnormal scale) passes both and converts to 0, as the C++ cast does on x86.
         let reciprocal = if scale_f != 0.0 { 1.0 / scale_f } else { 0.0 };
         let zp_f = zp as f32;
-        let quant = |v: f32| -> u8 {
-            let x = (v * reciprocal + zp_f).round();
-            // std::clamp(x, 0, kMax) then (uint8_t): NaN (0·inf) falls through clamp and converts to 0,
-            // which is what Rust's saturating `as u8` gives too.
-            let c = if x < 0.0 {
-                0.0
-            } else if k_max < x {
-                k_max
-            } else {
-                x
-            };
-            c as u8
-        };
+        let codes = &mut scratch.codes[..len];
+        for (c, &v) in codes.iter_mut().zip(block) {
+            *c = simd::clamp_roundf_u8(v * reciprocal + zp_f, k_max);
+        }
         let dst = &mut packed[b * blob..(b + 1) * blob];
         if p.bits == 4 {
             // Element 2j in the low nibble, 2j+1 in the high nibble (ContribOperators.md MatMulNBits).
-            for (d, pair) in dst.iter_mut().zip(block.chunks(2)) {
-                let lo = quant(pair[0]);
-                if let Some(&v) = pair.get(1) {
-                    stale_high = quant(v);
-                }
-                *d = (lo & 0xf) | (stale_high << 4);
+            let pairs = codes.chunks_exact(2);
+            let odd = pairs.remainder().first().copied();
+            let whole = len / 2;
+            for (d, pair) in dst[..whole].iter_mut().zip(pairs) {
+                *d = pair[0] | (pair[1] << 4);
+            }
+            if whole > 0 {
+                stale_high = codes[2 * whole - 1];
+            }
+            if let Some(lo) = odd {
+                dst[whole] = lo | (stale_high << 4);
             }
         } else {
-            for (d, v) in dst.iter_mut().zip(block.iter()) {
-                *d = quant(*v);
-            }
+            dst[..len].copy_from_slice(codes);
         }
         if !p.symmetric {
             if p.bits == 4 {

@@ -11,6 +11,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError, check_matrix};
+use crate::simd;
 
 /// NNCF `CompressWeightsMode` values oxport supports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -155,9 +156,7 @@ pub fn compress_nncf(
                             put(zp, g, z, bits);
                         }
                     }
-                    for (i, c) in codes.iter().enumerate() {
-                        put(dst, i, *c, bits);
-                    }
+                    pack_row(dst, codes, bits);
                 },
             );
     } else {
@@ -201,6 +200,17 @@ pub fn compress_nncf(
     })
 }
 
+/// Pack a row of codes that starts on a byte boundary (4-bit: element 2j low nibble, 2j+1 high nibble).
+fn pack_row(dst: &mut [u8], codes: &[u8], bits: usize) {
+    if bits == 4 {
+        for (d, pair) in dst.iter_mut().zip(codes.chunks_exact(2)) {
+            *d = (pair[0] & 0x0f) | (pair[1] << 4);
+        }
+    } else {
+        dst.copy_from_slice(codes);
+    }
+}
+
 /// Store code `c` (already masked to `bits`) at element `i` of a packed buffer: OpenVINO packs 4-bit
 /// elements two per byte, element 2j in the low nibble (openvino-ir.md §5.3).
 #[inline]
@@ -217,31 +227,17 @@ fn put(dst: &mut [u8], i: usize, c: u8, bits: usize) {
     }
 }
 
-/// Quantize one group; writes the codes (two's complement bytes for signed modes, masked later when packed)
+/// Quantize one group; writes the codes (two's complement bytes for signed modes, masked when packed)
 /// and returns the f32 scale and the zero point.
 fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
     let (level_low, level_high) = mode.levels();
-    let mut min = f32::INFINITY;
-    let mut max = f32::NEG_INFINITY;
-    for &v in w {
-        min = min.min(v);
-        max = max.max(v);
-    }
+    // The sign of a zero extreme never matters here: an all-zero group gets scale eps either way.
+    let (min, max) = simd::min_max(w);
     if mode.is_asym() {
-        // calculate_integer_quantization_params (asym): the range always includes 0.
-        let lo = min.min(0.0);
-        let hi = max.max(0.0);
-        // calculate_scale_zero_point(narrow_range=False): levels - 1 = level_high - level_low.
-        let mut s = (hi - lo) / (level_high - level_low);
-        if s.abs() < EPS {
-            s = EPS;
-        }
-        // zero_point = level_low - round(input_low / scale), then astype(int32) and clip.
-        let zp = (level_low - (lo / s).round_ties_even()).clamp(level_low, level_high);
+        let (s, zp) = asym_params(min, max, level_high);
+        // w / s + zp (true division, f32), round half to even, clip.
         for (c, &v) in codes.iter_mut().zip(w) {
-            // w / s + zp, then round (numpy / OpenVINO Round half_to_even), then clip.
-            let q = (v / s + zp).round_ties_even().clamp(level_low, level_high);
-            *c = q as u8;
+            *c = simd::clamp_round_half_even(v / s + zp, 0.0, level_high) as u8;
         }
         (s, zp as u8)
     } else {
@@ -254,11 +250,24 @@ fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
             s = EPS;
         }
         for (c, &v) in codes.iter_mut().zip(w) {
-            let q = (v / s).round_ties_even().clamp(level_low, level_high);
-            *c = (q as i8) as u8;
+            *c = simd::clamp_round_half_even(v / s, level_low, level_high) as i8 as u8;
         }
         (s, 0)
     }
+}
+
+/// calculate_integer_quantization_params (asym) + calculate_scale_zero_point(narrow_range=False): the range
+/// always includes 0; `scale = (hi - lo) / (levels - 1)`, eps if smaller; `zp = clip(0 - round(lo / scale))`.
+/// Returns the f32 scale and the zero point as f32 (it is added in f32 before rounding).
+pub(crate) fn asym_params(min: f32, max: f32, level_high: f32) -> (f32, f32) {
+    let lo = min.min(0.0);
+    let hi = max.max(0.0);
+    let mut s = (hi - lo) / level_high;
+    if s.abs() < EPS {
+        s = EPS;
+    }
+    let zp = (0.0 - (lo / s).round_ties_even()).clamp(0.0, level_high);
+    (s, zp)
 }
 
 impl NncfWeight {

@@ -7,6 +7,9 @@
 
 use rayon::prelude::*;
 
+use crate::nncf::asym_params;
+use crate::simd;
+
 /// `max_n mean_k (dequant(int8_asym(w)) - w)^2` of an `[n, k]` matrix, as f32 like NNCF's `.item()` of an
 /// f32 tensor. The mean is accumulated in f64 (numpy's pairwise f32 sum differs in the last bits only; the
 /// ranking of real weights never hinges on that).
@@ -19,27 +22,28 @@ pub fn int8_asym_error(weight: &[f32], n: usize, k: usize) -> f32 {
     );
     weight
         .par_chunks(k)
-        .map(|row| {
-            let mut min = f32::INFINITY;
-            let mut max = f32::NEG_INFINITY;
-            for &v in row {
-                min = min.min(v);
-                max = max.max(v);
-            }
-            let lo = min.min(0.0);
-            let hi = max.max(0.0);
-            let mut s = (hi - lo) / 255.0;
-            if s.abs() < f32::EPSILON {
-                s = f32::EPSILON;
-            }
-            let zp = (0.0 - (lo / s).round_ties_even()).clamp(0.0, 255.0);
-            let mut sum = 0f64;
-            for &v in row {
-                let q = (v / s + zp).round_ties_even().clamp(0.0, 255.0);
-                let d = (q - zp) * s - v;
-                sum += (d * d) as f64;
-            }
-            (sum / k as f64) as f32
-        })
+        .map(row_error)
         .reduce(|| 0f32, f32::max)
+}
+
+/// Lanes of the squared-error sum (independent accumulators, vectorizable).
+const LANES: usize = 8;
+
+fn row_error(row: &[f32]) -> f32 {
+    let (min, max) = simd::min_max(row);
+    let (s, zp) = asym_params(min, max, 255.0);
+    let err = |v: f32| -> f64 {
+        let q = simd::clamp_round_half_even(v / s + zp, 0.0, 255.0) as f32;
+        let d = (q - zp) * s - v;
+        (d * d) as f64
+    };
+    let mut acc = [0f64; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest: f64 = chunks.remainder().iter().map(|&v| err(v)).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += err(c[i]);
+        }
+    }
+    ((acc.iter().sum::<f64>() + rest) / row.len() as f64) as f32
 }

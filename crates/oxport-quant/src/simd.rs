@@ -1,0 +1,135 @@
+//! Inner loops written so LLVM vectorizes them on the baseline x86-64/aarch64 targets (no fast-math, no
+//! intrinsics): element-wise lanes instead of reductions, selects instead of `f32::min`, and integer-only
+//! rounding tricks that are exact in the ranges the kernels use.
+
+/// Lanes for the min/max scans: independent accumulators that SLP-vectorize into `minps`/`maxps`.
+const LANES: usize = 8;
+
+/// `(min, max)` with strict comparisons (`v < min`, `v > max`), as MLAS scans a block. The value equals the
+/// sequential scan's; only the sign of a zero result may differ, and that matters only when every element is
+/// zero, so callers redo such blocks with [`min_max_sequential`].
+#[inline]
+pub fn min_max(values: &[f32]) -> (f32, f32) {
+    let mut mn = [f32::MAX; LANES];
+    let mut mx = [-f32::MAX; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            mn[i] = if c[i] < mn[i] { c[i] } else { mn[i] };
+            mx[i] = if c[i] > mx[i] { c[i] } else { mx[i] };
+        }
+    }
+    let (mut lo, mut hi) = (f32::MAX, -f32::MAX);
+    for &v in mn.iter().chain(rest) {
+        lo = if v < lo { v } else { lo };
+    }
+    for &v in mx.iter().chain(rest) {
+        hi = if v > hi { v } else { hi };
+    }
+    (lo, hi)
+}
+
+/// The sequential scan of `q4_dq.cpp` (min from FLT_MAX, max from -FLT_MAX, strict comparisons in element
+/// order), which fixes which signed zero wins.
+#[inline]
+pub fn min_max_sequential(values: &[f32]) -> (f32, f32) {
+    let mut lo = f32::MAX;
+    let mut hi = -f32::MAX;
+    for &v in values {
+        if v < lo {
+            lo = v;
+        }
+        if v > hi {
+            hi = v;
+        }
+    }
+    (lo, hi)
+}
+
+/// `1.5 · 2^23`: adding it moves any |x| < 2^22 into the binade where the ulp is 1, so the addition rounds x
+/// to an integer with the FPU's round-half-to-even, and the low mantissa bits then hold that integer.
+const RNE_MAGIC: f32 = 12_582_912.0;
+
+/// Round half to even (numpy `np.round`, OpenVINO `Round(half_to_even)`) of `x` clamped to `[lo, hi]`, as an
+/// integer. Exact for `|lo|, |hi| < 2^22`; clamping first is equivalent to rounding first for integer bounds.
+#[inline(always)]
+pub fn clamp_round_half_even(x: f32, lo: f32, hi: f32) -> i32 {
+    let c = if x < lo { lo } else { x };
+    let c = if c > hi { hi } else { c };
+    ((c + RNE_MAGIC).to_bits() as i32) - (RNE_MAGIC.to_bits() as i32)
+}
+
+/// `(uint8_t)std::clamp(roundf(x), 0, hi)` of q4_dq.cpp without a float→int saturating cast (which LLVM
+/// scalarizes): clamp (a NaN passes, as in `std::clamp`), round half to even with [`RNE_MAGIC`], then move
+/// ties up (for x ≥ 0, half away from zero = half up). `x - r` is exact here (|x - r| ≤ 0.5, x < 2^8).
+/// A NaN leaves bit pattern `0x?FC00000 - 0x4B400000`, whose low byte is 0: the 0 that the C++ cast gives
+/// on x86 (golden case `subnormal`, where 0 · inf occurs).
+#[inline(always)]
+pub fn clamp_roundf_u8(x: f32, hi: f32) -> u8 {
+    let c = if x < 0.0 { 0.0 } else { x };
+    let c = if c > hi { hi } else { c };
+    let r = ((c + RNE_MAGIC).to_bits() as i32).wrapping_sub(RNE_MAGIC.to_bits() as i32);
+    let tie = ((c - r as f32) == 0.5) as i32;
+    (r + tie) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clamp_roundf_matches_c() {
+        let c_like = |x: f32| -> u8 {
+            let r = x.round();
+            let c = r.clamp(0.0, 15.0); // NaN passes, like std::clamp
+            c as u8
+        };
+        let mut bits = 0u32;
+        while f32::from_bits(bits) < 40.0 {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                assert_eq!(clamp_roundf_u8(x, 15.0), c_like(x), "{x}");
+            }
+            bits += 991;
+        }
+        for x in [
+            0.5f32,
+            1.5,
+            2.5,
+            14.5,
+            15.5,
+            -0.5,
+            0.49999997,
+            7.5,
+            8.5,
+            f32::NAN,
+            -f32::NAN,
+            1e30,
+            -1e30,
+        ] {
+            assert_eq!(clamp_roundf_u8(x, 15.0), c_like(x), "{x}");
+        }
+        assert_eq!(clamp_roundf_u8(254.5, 255.0), 255);
+        assert_eq!(clamp_roundf_u8(253.5, 255.0), 254);
+    }
+
+    #[test]
+    fn magic_rounding_is_half_to_even() {
+        let mut bits = 0u32;
+        while f32::from_bits(bits) < 300.0 {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                let want = x.clamp(-128.0, 255.0).round_ties_even() as i32;
+                assert_eq!(clamp_round_half_even(x, -128.0, 255.0), want, "{x}");
+            }
+            bits += 1009;
+        }
+        for x in [
+            0.5f32, 1.5, 2.5, -0.5, -1.5, -2.5, 127.5, 254.5, -127.5, 1e9, -1e9,
+        ] {
+            assert_eq!(
+                clamp_round_half_even(x, -128.0, 255.0),
+                x.clamp(-128.0, 255.0).round_ties_even() as i32
+            );
+        }
+    }
+}
