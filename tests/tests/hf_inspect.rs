@@ -117,6 +117,8 @@ fn text_report_has_dims_rope_table_and_totals() {
     );
 }
 
+// Builds the cache with Unix symlinks.
+#[cfg(unix)]
 #[test]
 fn hub_id_resolves_from_the_cache_offline() {
     // A cache laid out like huggingface_hub writes it: refs/main → sha, snapshots/<sha>/* → ../../blobs/*.

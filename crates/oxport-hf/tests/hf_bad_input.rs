@@ -230,6 +230,8 @@ fn index_naming_a_shard_outside_the_folder() {
     }
 }
 
+// Symlinks: Unix only (CI runs Linux).
+#[cfg(unix)]
 #[test]
 fn shard_symlink_leaving_the_folder() {
     let m = Model::new();
