@@ -49,6 +49,10 @@ pub struct Args {
     /// Perplexity window in tokens (each window starts with an empty cache).
     #[arg(long = "ppl-window", default_value_t = 512)]
     pub ppl_window: usize,
+    /// Tokens between perplexity window starts (default: the window, i.e. disjoint windows; smaller values give a
+    /// sliding window where each window scores only the tokens the previous one did not).
+    #[arg(long = "ppl-stride")]
+    pub ppl_stride: Option<usize>,
     /// At most this many text tokens are evaluated.
     #[arg(long = "ppl-max-tokens", default_value_t = 4096)]
     pub ppl_max_tokens: usize,
@@ -145,6 +149,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     opts.max_new_tokens = args.max_new_tokens;
     opts.ppl_window = args.ppl_window;
+    opts.ppl_stride = args.ppl_stride;
     opts.ppl_max_tokens = args.ppl_max_tokens;
     opts.session_precision = if args.device_defaults {
         Precision::DeviceDefault

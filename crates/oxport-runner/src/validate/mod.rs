@@ -124,6 +124,8 @@ pub struct Options {
     pub max_new_tokens: usize,
     /// Perplexity window (tokens) and cap on scored text tokens.
     pub ppl_window: usize,
+    /// Tokens between window starts; `None` = the window (disjoint windows, `docs/smol-fixture.md` §4).
+    pub ppl_stride: Option<usize>,
     pub ppl_max_tokens: usize,
     pub session_precision: Precision,
     /// Override the detected weight precision (picks the thresholds).
@@ -158,6 +160,7 @@ impl Options {
             text: None,
             max_new_tokens: 16,
             ppl_window: 512,
+            ppl_stride: None,
             ppl_max_tokens: 4096,
             session_precision: Precision::F32Exact,
             weight_precision: None,
@@ -443,16 +446,16 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         let tokens = chat.encode_plain(text)?;
         let window = opts.ppl_window.max(2);
         let limit = tokens.len().min(opts.ppl_max_tokens.max(window));
-        let windows: Vec<&[u32]> = tokens[..limit]
-            .chunks(window)
-            .filter(|w| w.len() >= 2)
-            .collect();
+        let windows = text_windows(limit, window, opts.ppl_stride);
         progress.stage("perplexity", windows.len() as u64);
         let vocab = reference.vocab_size();
-        for w in windows {
+        for (start, end, first_scored_row) in windows {
+            let w = &tokens[start..end];
+            // Rows before `first_scored_row` predict tokens an earlier window already scored.
+            let rows = first_scored_row * vocab..;
             ref_session.reset()?;
             let ref_logits = ref_session.forward(w)?;
-            ref_text.add_nll(&ref_logits, vocab, w);
+            ref_text.add_nll(&ref_logits[rows.clone()], vocab, &w[first_scored_row..]);
             for r in running.iter_mut().filter(|r| r.error.is_none()) {
                 let result = (|| -> Result<()> {
                     r.session.reset()?;
@@ -461,8 +464,10 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
                     r.prefill_secs += t0.elapsed().as_secs_f64();
                     r.prefill_tokens += w.len();
                     check_vocab(&logits, w.len(), vocab)?;
-                    r.text_acc.add(&ref_logits, &logits, vocab);
-                    r.text_acc.add_nll(&logits, vocab, w);
+                    r.text_acc
+                        .add(&ref_logits[rows.clone()], &logits[rows.clone()], vocab);
+                    r.text_acc
+                        .add_nll(&logits[rows.clone()], vocab, &w[first_scored_row..]);
                     Ok(())
                 })();
                 if let Err(e) = result {
@@ -481,7 +486,12 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
             r,
             &thresholds,
             ref_info.perplexity,
-            opts.ppl_window.max(2),
+            // Per-offset means only make sense when every window is scored from its start.
+            if opts.ppl_stride.unwrap_or(opts.ppl_window) >= opts.ppl_window {
+                opts.ppl_window.max(2)
+            } else {
+                usize::MAX
+            },
         ));
     }
     // Devices in their fixed order, whatever order they finished in.
@@ -506,6 +516,30 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         targets: reports,
         passed,
     })
+}
+
+/// Perplexity windows over the first `limit` tokens: `(start, end, first scored logits row)`. Windows start every
+/// `stride` tokens (default: the window, i.e. disjoint windows); the first window scores every prediction, later
+/// ones only the predictions of tokens past the previous window's end (the Hugging Face sliding-window recipe).
+fn text_windows(limit: usize, window: usize, stride: Option<usize>) -> Vec<(usize, usize, usize)> {
+    let stride = stride.unwrap_or(window).clamp(1, window);
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start + 1 < limit {
+        let end = (start + window).min(limit);
+        // Target j of this window (predicted by row j - 1) is new when start + j >= start - stride + window.
+        let first_scored_row = if start == 0 {
+            0
+        } else {
+            (window - stride).saturating_sub(1)
+        };
+        out.push((start, end, first_scored_row.min(end - start - 1)));
+        if end == limit {
+            break;
+        }
+        start += stride;
+    }
+    out
 }
 
 fn rate((tokens, secs): (usize, f64)) -> f64 {
@@ -677,5 +711,31 @@ fn finish(r: Running, t: &Thresholds, ref_ppl: Option<f64>, window: usize) -> Ta
         metrics: Some(metrics),
         checks,
         kl_per_position: kl_per_position.into_iter().take(4096).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_windows;
+
+    #[test]
+    fn disjoint_windows_skip_only_each_first_token() {
+        assert_eq!(
+            text_windows(10, 4, None),
+            vec![(0, 4, 0), (4, 8, 0), (8, 10, 0)]
+        );
+    }
+
+    #[test]
+    fn sliding_windows_score_every_target_once() {
+        let (limit, window, stride) = (20, 8, 3);
+        let mut scored = vec![0; limit];
+        for (start, end, row) in text_windows(limit, window, Some(stride)) {
+            for target in start + row + 1..end {
+                scored[target] += 1;
+            }
+        }
+        assert_eq!(scored[0], 0);
+        assert!(scored[1..].iter().all(|&n| n == 1), "{scored:?}");
     }
 }
