@@ -10,6 +10,7 @@ pub mod nncf;
 pub mod plan;
 pub mod sensitivity;
 mod simd;
+pub use simd::force_portable_kernels;
 
 pub use error::QuantError;
 pub use fp16::f32_to_f16_bytes;

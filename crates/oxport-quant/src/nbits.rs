@@ -155,6 +155,7 @@ struct Scratch {
     codes: Vec<u8>,
 }
 
+simd::multiversion! {
 fn quantize_row(
     row: &[f32],
     p: &NBitsParams,
@@ -255,6 +256,7 @@ fn quantize_row(
             }
         }
     }
+}
 }
 
 /// `range2scalezp<ScaleT, bits, false>` from q4_dq.cpp. Returns the f32 scale (before `ScaleT(scale_f)` storage rounding) and the zero point, which

@@ -147,17 +147,7 @@ pub fn compress_nncf(
             .zip(weight.par_chunks(k))
             .for_each_init(
                 || vec![0u8; k],
-                |codes, (((dst, sc), zp), row)| {
-                    for (g, chunk) in row.chunks(group).enumerate() {
-                        let (s, z) =
-                            quantize_group(chunk, mode, &mut codes[g * group..(g + 1) * group]);
-                        sc[g] = f16::from_f32(s);
-                        if mode.is_asym() {
-                            put(zp, g, z, bits);
-                        }
-                    }
-                    pack_row(dst, codes, bits);
-                },
+                |codes, (((dst, sc), zp), row)| compress_row(row, mode, group, codes, dst, sc, zp),
             );
     } else {
         let mut codes = vec![0u8; n * k];
@@ -200,7 +190,31 @@ pub fn compress_nncf(
     })
 }
 
+simd::multiversion! {
+    /// One row that starts on a byte boundary: quantize its groups, store scales (f16) and zero points, pack.
+    fn compress_row(
+        row: &[f32],
+        mode: NncfMode,
+        group: usize,
+        codes: &mut [u8],
+        dst: &mut [u8],
+        scales: &mut [f16],
+        zero_points: &mut [u8],
+    ) {
+        let bits = mode.bits() as usize;
+        for (g, chunk) in row.chunks(group).enumerate() {
+            let (s, z) = quantize_group(chunk, mode, &mut codes[g * group..(g + 1) * group]);
+            scales[g] = f16::from_f32(s);
+            if mode.is_asym() {
+                put(zero_points, g, z, bits);
+            }
+        }
+        pack_row(dst, codes, bits);
+    }
+}
+
 /// Pack a row of codes that starts on a byte boundary (4-bit: element 2j low nibble, 2j+1 high nibble).
+#[inline(always)]
 fn pack_row(dst: &mut [u8], codes: &[u8], bits: usize) {
     if bits == 4 {
         for (d, pair) in dst.iter_mut().zip(codes.chunks_exact(2)) {
@@ -213,7 +227,7 @@ fn pack_row(dst: &mut [u8], codes: &[u8], bits: usize) {
 
 /// Store code `c` (already masked to `bits`) at element `i` of a packed buffer: OpenVINO packs 4-bit
 /// elements two per byte, element 2j in the low nibble (openvino-ir.md §5.3).
-#[inline]
+#[inline(always)]
 fn put(dst: &mut [u8], i: usize, c: u8, bits: usize) {
     if bits == 4 {
         let byte = &mut dst[i / 2];
@@ -229,6 +243,7 @@ fn put(dst: &mut [u8], i: usize, c: u8, bits: usize) {
 
 /// Quantize one group; writes the codes (two's complement bytes for signed modes, masked when packed)
 /// and returns the f32 scale and the zero point.
+#[inline(always)]
 fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
     let (level_low, level_high) = mode.levels();
     // The sign of a zero extreme never matters here: an all-zero group gets scale eps either way.
@@ -259,6 +274,7 @@ fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
 /// calculate_integer_quantization_params (asym) + calculate_scale_zero_point(narrow_range=False): the range
 /// always includes 0; `scale = (hi - lo) / (levels - 1)`, eps if smaller; `zp = clip(0 - round(lo / scale))`.
 /// Returns the f32 scale and the zero point as f32 (it is added in f32 before rounding).
+#[inline(always)]
 pub(crate) fn asym_params(min: f32, max: f32, level_high: f32) -> (f32, f32) {
     let lo = min.min(0.0);
     let hi = max.max(0.0);

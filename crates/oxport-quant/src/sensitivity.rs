@@ -29,6 +29,7 @@ pub fn int8_asym_error(weight: &[f32], n: usize, k: usize) -> f32 {
 /// Lanes of the squared-error sum (independent accumulators, vectorizable).
 const LANES: usize = 8;
 
+simd::multiversion! {
 fn row_error(row: &[f32]) -> f32 {
     let (min, max) = simd::min_max(row);
     let (s, zp) = asym_params(min, max, 255.0);
@@ -46,4 +47,5 @@ fn row_error(row: &[f32]) -> f32 {
         }
     }
     ((acc.iter().sum::<f64>() + rest) / row.len() as f64) as f32
+}
 }

@@ -2,13 +2,61 @@
 //! intrinsics): element-wise lanes instead of reductions, selects instead of `f32::min`, and integer-only
 //! rounding tricks that are exact in the ranges the kernels use.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static FORCE_PORTABLE: AtomicBool = AtomicBool::new(false);
+
+/// Run the kernels' baseline (SSE2/NEON) code even where AVX2 is available. Both produce the same bytes (the
+/// same IEEE operations, never contracted to FMA); tests use this to check that.
+#[doc(hidden)]
+pub fn force_portable_kernels(portable: bool) {
+    FORCE_PORTABLE.store(portable, Ordering::Relaxed);
+}
+
+/// Whether the AVX2 build of the hot loops may run.
+#[inline]
+pub(crate) fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !FORCE_PORTABLE.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Define `fn $name` twice, once for the baseline target and once with AVX2 enabled (8-lane vectors for the
+/// same scalar code), and dispatch at run time with [`wide`].
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2")]
+            unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::simd::wide() {
+                // SAFETY: `wide()` checked at run time that this CPU has AVX2.
+                return unsafe { avx2($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
 /// Lanes for the min/max scans: independent accumulators that SLP-vectorize into `minps`/`maxps`.
 const LANES: usize = 8;
 
 /// `(min, max)` with strict comparisons (`v < min`, `v > max`), as MLAS scans a block. The value equals the
 /// sequential scan's; only the sign of a zero result may differ, and that matters only when every element is
 /// zero, so callers redo such blocks with [`min_max_sequential`].
-#[inline]
+#[inline(always)]
 pub fn min_max(values: &[f32]) -> (f32, f32) {
     let mut mn = [f32::MAX; LANES];
     let mut mx = [-f32::MAX; LANES];
@@ -32,7 +80,7 @@ pub fn min_max(values: &[f32]) -> (f32, f32) {
 
 /// The sequential scan of `q4_dq.cpp` (min from FLT_MAX, max from -FLT_MAX, strict comparisons in element
 /// order), which fixes which signed zero wins.
-#[inline]
+#[inline(always)]
 pub fn min_max_sequential(values: &[f32]) -> (f32, f32) {
     let mut lo = f32::MAX;
     let mut hi = -f32::MAX;

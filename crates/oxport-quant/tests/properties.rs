@@ -90,7 +90,7 @@ fn random(n: usize, k: usize, seed: u64) -> Vec<f32> {
 }
 
 #[test]
-fn same_bytes_on_one_and_two_threads() {
+fn same_bytes_on_one_and_two_threads_and_any_instruction_set() {
     let (n, k) = (96, 640);
     let w = random(n, k, 7);
     let run = |threads: usize| {
