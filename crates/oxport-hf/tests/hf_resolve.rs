@@ -434,3 +434,31 @@ fn an_interrupted_download_leaves_no_blob_and_no_snapshot() {
     }
     assert!(files.is_empty(), "left behind: {files:?}");
 }
+
+/// A repository without an index: the single `model.safetensors` is fetched instead (after the index's 404).
+#[cfg(unix)]
+#[test]
+fn single_file_repositories_download_model_safetensors() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/reference/checkpoints/phi3-tiny-random");
+    let hf_home = tempfile::tempdir().unwrap();
+    let hub = Hub::start(src.clone());
+    let path = resolve_model_with(
+        REPO,
+        Some("main"),
+        &options(&hub.endpoint, hf_home.path(), false),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(path.join("model.safetensors")).unwrap(),
+        std::fs::read(src.join("model.safetensors")).unwrap()
+    );
+    assert!(!path.join("model.safetensors.index.json").exists());
+    assert!(
+        hub.requests()
+            .iter()
+            .any(|(u, _)| u.ends_with("/model.safetensors.index.json"))
+    );
+    assert_eq!(Checkpoint::open(&path).unwrap().config().vocab_size, 8192);
+}
