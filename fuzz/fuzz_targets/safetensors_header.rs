@@ -7,7 +7,12 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok((header_len, _tensors)) = oxport_hf::validate_safetensors(Path::new("fuzz.safetensors"), data) {
-        assert!(8 + header_len <= data.len(), "accepted a header longer than the file");
+    if let Ok((header_len, _tensors)) =
+        oxport_hf::validate_safetensors(Path::new("fuzz.safetensors"), data)
+    {
+        assert!(
+            8 + header_len <= data.len(),
+            "accepted a header longer than the file"
+        );
     }
 });
