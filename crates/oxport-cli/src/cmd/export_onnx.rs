@@ -26,7 +26,7 @@ pub enum EpArg {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model folder (a Hugging Face Phi-3 checkpoint: config.json, safetensors, tokenizer files).
+    /// A Phi-3 checkpoint folder (config.json, safetensors, tokenizer files) or a Hugging Face hub id.
     #[arg(short = 'm', long)]
     pub model: String,
     /// Hub revision (branch, tag or commit) when --model is a hub id.
