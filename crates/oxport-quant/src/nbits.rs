@@ -123,8 +123,8 @@ pub fn quantize_nbits(
         .zip(weight.par_chunks(k))
         .for_each_init(
             || Scratch {
-                values: vec![0f32; p.block_size],
-                halves: vec![f16::ZERO; p.block_size],
+                values: vec![0f32; if p.scale_dtype == ScaleDtype::F16 { k } else { 0 }],
+                halves: vec![f16::ZERO; if p.scale_dtype == ScaleDtype::F16 { k } else { 0 }],
                 codes: vec![0u8; p.block_size],
             },
             |scratch, (((packed_row, scale_row), zp_row), row)| {
@@ -148,7 +148,7 @@ fn mid(bits: u32) -> u8 {
     1 << (bits - 1)
 }
 
-/// Per-thread scratch: the block as f32 (f16-rounded when scales are f16), its f16 form, and its codes.
+/// Per-thread scratch: the row rounded to f16 and back (f16 scales only), and one block's codes.
 struct Scratch {
     values: Vec<f32>,
     halves: Vec<f16>,
@@ -177,21 +177,23 @@ fn quantize_row(
     // `vi[1]` of quantizeAndTranspose: the high nibble last written in the current thread block (two quant
     // blocks along K for 4 bits). With odd K the final byte's high nibble is this stale value.
     let mut stale_high = 0u8;
-    for (b, chunk) in row.chunks(bs).enumerate() {
+    // f16 weights when scales are f16 (ORT's scale dtype is the weight dtype): round the row once.
+    let Scratch { values, halves, codes: code_buf } = scratch;
+    let row: &[f32] = match p.scale_dtype {
+        ScaleDtype::F32 => row,
+        ScaleDtype::F16 => {
+            halves[..row.len()].convert_from_f32_slice(row);
+            halves[..row.len()].convert_to_f32_slice(&mut values[..row.len()]);
+            &values[..row.len()]
+        }
+    };
+    for (b, block) in row.chunks(bs).enumerate() {
         if b % 2 == 0 {
             stale_high = 0;
         }
         // ORT pads K with zeros (np.pad) but passes the unpadded K to MLAS, so the padding takes no part in
-        // min/max and its bytes stay 0. f16 weights when scales are f16 (scale dtype = weight dtype).
-        let len = chunk.len();
-        let block: &[f32] = match p.scale_dtype {
-            ScaleDtype::F32 => chunk,
-            ScaleDtype::F16 => {
-                scratch.halves[..len].convert_from_f32_slice(chunk);
-                scratch.halves[..len].convert_to_f32_slice(&mut scratch.values[..len]);
-                &scratch.values[..len]
-            }
-        };
+        // min/max and its bytes stay 0.
+        let len = block.len();
         let (mut min, mut max) = simd::min_max(block);
         if min == 0.0 && max == 0.0 {
             // All zeros: which signed zero wins decides the sign of the zero scale.
@@ -221,7 +223,7 @@ fn quantize_row(
         // (0 · inf with a subnormal scale) passes both and converts to 0, as the C++ cast does on x86.
         let reciprocal = if scale_f != 0.0 { 1.0 / scale_f } else { 0.0 };
         let zp_f = zp as f32;
-        let codes = &mut scratch.codes[..len];
+        let codes = &mut code_buf[..len];
         for (c, &v) in codes.iter_mut().zip(block) {
             *c = simd::clamp_roundf_u8(v * reciprocal + zp_f, k_max);
         }
