@@ -3,8 +3,9 @@
 //! The cache layout is huggingface_hub's (`huggingface_hub/file_download.py`, `constants.py`):
 //! `<cache>/models--<org>--<name>/refs/<revision>` holds the commit sha, `snapshots/<sha>/<file>` is a relative
 //! symlink to `blobs/<etag>`. Files come from `{endpoint}/{repo}/resolve/{revision}/{file}`; the first response's
-//! `X-Repo-Commit` names the snapshot and `X-Linked-Etag` (LFS files, answered with a redirect to a CDN) or `ETag`
-//! names the blob. Downloads stream into `blobs/<etag>.incomplete` and are renamed into place when complete.
+//! `X-Repo-Commit` names the snapshot and `X-Linked-Etag` (LFS files, answered with a redirect to a CDN; it is the
+//! content's sha256, checked while streaming) or `ETag` names the blob. Downloads stream into
+//! `blobs/<etag>.<pid>.incomplete` and are renamed into place when complete.
 //!
 //! The `hf-hub` crate is not used: its blocking (`ureq`) feature pulls in `indicatif`, which library crates must not
 //! depend on, and it reads the environment itself. [`ResolveOptions`] carries the environment explicitly instead.
@@ -12,6 +13,8 @@
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
+
+use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{INDEX_FILE, SINGLE_FILE};
 use crate::error::{Error, Result, io};
@@ -407,9 +410,14 @@ impl<'a> Downloader<'a> {
                 "file belongs to commit {commit}, expected {expected}"
             )));
         }
-        let etag = header("x-linked-etag")
-            .or_else(|| header("etag"))
-            .map(|e| normalize_etag(&e));
+        let linked_etag = header("x-linked-etag").map(|e| normalize_etag(&e));
+        // An LFS file's X-Linked-Etag is the sha256 of its content (the LFS oid; huggingface_hub
+        // `file_download.py` names the blob after it): verified while streaming.
+        let expected_sha256 = linked_etag
+            .clone()
+            .filter(|e| e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(|e| e.to_ascii_lowercase());
+        let etag = linked_etag.or_else(|| header("etag").map(|e| normalize_etag(&e)));
         let blob_name = match etag {
             Some(e)
                 if !e.is_empty() && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
@@ -451,7 +459,7 @@ impl<'a> Downloader<'a> {
             } else {
                 resp
             };
-            self.stream_to_blob(body_resp, &blob, file, &url)?;
+            self.stream_to_blob(body_resp, &blob, file, &url, expected_sha256.as_deref())?;
         }
         self.link(&commit, file, &blob_name, &blob)?;
         Ok(Some(Fetched { commit }))
@@ -476,6 +484,7 @@ impl<'a> Downloader<'a> {
         blob: &Path,
         file: &str,
         url: &str,
+        expected_sha256: Option<&str>,
     ) -> Result<()> {
         let fail = |msg: String| Error::Download {
             url: url.to_string(),
@@ -494,6 +503,7 @@ impl<'a> Downloader<'a> {
             let mut reader = resp.into_body().into_reader();
             let mut buf = vec![0u8; 1 << 20];
             let mut received = 0u64;
+            let mut hasher = Sha256::new();
             loop {
                 let n = reader
                     .read(&mut buf)
@@ -502,6 +512,9 @@ impl<'a> Downloader<'a> {
                     break;
                 }
                 out.write_all(&buf[..n]).map_err(io(&tmp))?;
+                if expected_sha256.is_some() {
+                    hasher.update(&buf[..n]);
+                }
                 received += n as u64;
                 self.progress.bytes_received(n as u64);
             }
@@ -509,6 +522,18 @@ impl<'a> Downloader<'a> {
                 && total != received
             {
                 return Err(fail(format!("got {received} of {total} bytes")));
+            }
+            if let Some(expected) = expected_sha256 {
+                let got: String = hasher
+                    .finalize()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                if got != expected {
+                    return Err(fail(format!(
+                        "content sha256 {got} differs from the hub's X-Linked-Etag {expected}"
+                    )));
+                }
             }
             out.sync_all().map_err(io(&tmp))?;
             std::fs::rename(&tmp, blob).map_err(io(blob))

@@ -79,13 +79,25 @@ fn header(k: &str, v: &str) -> tiny_http::Header {
 }
 
 fn etag_of(bytes: &[u8]) -> String {
-    // Any stable per-content string will do for the test (the hub uses a git sha1 or the LFS sha256).
+    // Any stable per-content string will do for small files (the hub uses the git blob sha1).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h = (h ^ *b as u64).wrapping_mul(0x100_0000_01b3);
     }
     format!("{h:016x}{:08x}", bytes.len())
 }
+
+/// LFS files: the hub's X-Linked-Etag is the content's sha256.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Test hook: the CDN serves these files with one byte flipped (a corrupted transfer).
+const CORRUPT_MARKER: &str = ".corrupt-on-cdn";
 
 fn answer(dir: &Path, endpoint: &str, url: &str) -> tiny_http::ResponseBox {
     let not_found = || {
@@ -95,7 +107,12 @@ fn answer(dir: &Path, endpoint: &str, url: &str) -> tiny_http::ResponseBox {
     };
     if let Some(file) = url.strip_prefix("/cdn/") {
         return match std::fs::read(dir.join(file)) {
-            Ok(bytes) => tiny_http::Response::from_data(bytes).boxed(),
+            Ok(mut bytes) => {
+                if dir.join(CORRUPT_MARKER).exists() {
+                    bytes[100] ^= 1;
+                }
+                tiny_http::Response::from_data(bytes).boxed()
+            }
             Err(_) => not_found(),
         };
     }
@@ -111,14 +128,15 @@ fn answer(dir: &Path, endpoint: &str, url: &str) -> tiny_http::ResponseBox {
     let Ok(bytes) = std::fs::read(dir.join(file)) else {
         return not_found();
     };
-    let etag = etag_of(&bytes);
     if file.ends_with(".safetensors") {
+        let etag = sha256_hex(&bytes);
         tiny_http::Response::empty(302)
             .with_header(header("Location", &format!("{endpoint}/cdn/{file}")))
             .with_header(header("X-Repo-Commit", COMMIT))
             .with_header(header("X-Linked-Etag", &format!("\"{etag}\"")))
             .boxed()
     } else {
+        let etag = etag_of(&bytes);
         tiny_http::Response::from_data(bytes)
             .with_header(header("X-Repo-Commit", COMMIT))
             .with_header(header("ETag", &format!("\"{etag}\"")))
@@ -461,4 +479,41 @@ fn single_file_repositories_download_model_safetensors() {
             .any(|(u, _)| u.ends_with("/model.safetensors.index.json"))
     );
     assert_eq!(Checkpoint::open(&path).unwrap().config().vocab_size, 8192);
+}
+
+/// A shard whose bytes do not hash to the hub's X-Linked-Etag (sha256) is refused and leaves no blob.
+#[test]
+fn corrupted_lfs_transfer_fails_the_sha256_check() {
+    let src = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture("tiny")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), src.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(src.path().join(CORRUPT_MARKER), "").unwrap();
+    let hf_home = tempfile::tempdir().unwrap();
+    let hub = Hub::start(src.path().to_path_buf());
+    let e = resolve_model_with(
+        REPO,
+        None,
+        &options(&hub.endpoint, hf_home.path(), false),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("model-00001-of-00002.safetensors") && e.contains("sha256"),
+        "{e}"
+    );
+    let blobs = hf_home
+        .path()
+        .join("hub/models--oxport-test--phi3-tiny/blobs");
+    let expected =
+        sha256_hex(&std::fs::read(src.path().join("model-00001-of-00002.safetensors")).unwrap());
+    assert!(!blobs.join(&expected).exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.contains("incomplete"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
