@@ -354,7 +354,13 @@ fn plan_int4(
     }
     // `_get_ratio_defining_params`: MatMul weights minus the last MatMul unless all_layers; embeddings only
     // with all_layers (appended after the MatMuls).
-    let last_matmul = matmuls.last().map(|t| t.role);
+    // With tied embeddings lm_head's MatMul shares the embedding constant: NNCF skips it as a duplicate weight
+    // (`is_last_layer_skipped`) and then keeps every decoder MatMul ratio-defining.
+    let last_matmul = if ckpt.config().tie_word_embeddings {
+        None
+    } else {
+        matmuls.last().map(|t| t.role)
+    };
     for t in &matmuls {
         if opts.all_layers || Some(t.role) != last_matmul {
             candidates.push(t);

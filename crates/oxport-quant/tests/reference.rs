@@ -290,3 +290,34 @@ fn int8_and_fp16_plans_match_exports() {
         assert_plan_matches(model, "ov_fp16", &fp16);
     }
 }
+
+#[test]
+fn dry_run_table_lists_every_tensor_and_nncf_statistics() {
+    let ckpt = checkpoint("phi3-tiny-k320");
+    let plan = plan_openvino(&ckpt, &int4(Fallback::Adjust)).unwrap();
+    let text = plan.to_string();
+    for t in ckpt.tensors() {
+        assert!(text.contains(&t.name), "{} missing from\n{text}", t.name);
+    }
+    // NNCF's table for this export (logs/export_phi3-tiny-k320__ov_int4_adjust.log), minus the rotary
+    // inv_freq MatMul NNCF also counts as a float layer: int8 5 layers, int4 g64 4 layers (45% of the
+    // ratio-defining parameters), int4 g128 1 layer (10%).
+    let rows: Vec<(&str, usize, usize)> = plan
+        .stats
+        .rows
+        .iter()
+        .map(|r| (r.label.as_str(), r.layers, r.ratio_defining_layers))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("int8_asym, per-channel", 5, 3),
+            ("int4_sym, group size 64", 4, 4),
+            ("int4_sym, group size 128", 1, 1)
+        ]
+    );
+    assert!(
+        text.contains("45% (4 / 8)") && text.contains("10% (1 / 8)"),
+        "{text}"
+    );
+}
