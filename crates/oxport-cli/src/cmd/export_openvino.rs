@@ -16,9 +16,13 @@ use oxport_openvino::{
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Model folder (a Hugging Face Phi-3 checkpoint: config.json + safetensors + tokenizer).
+    /// Model: a local Phi-3 checkpoint folder or a Hugging Face hub id (`microsoft/Phi-3-mini-4k-instruct`,
+    /// taken from the HF cache or downloaded).
     #[arg(short = 'm', long)]
-    pub model: PathBuf,
+    pub model: String,
+    /// Hub revision (branch, tag or commit) when --model is a hub id.
+    #[arg(long)]
+    pub revision: Option<String>,
     /// Output folder.
     pub output: PathBuf,
     /// Task; oxport writes the stateful KV-cache model of `text-generation-with-past` (`auto` means that).
@@ -61,7 +65,15 @@ pub struct Args {
     #[arg(long)]
     pub library: Option<String>,
 
-    // optimum-cli flags oxport does not implement: parsed so that using them is an explicit error.
+    /// optimum-cli flags oxport does not implement: parsed so that using them is an explicit error (boxed: they
+    /// are many and almost never set).
+    #[command(flatten)]
+    pub unimplemented: Box<Unimplemented>,
+}
+
+/// optimum-cli options that oxport parses only to refuse them by name.
+#[derive(clap::Args, Debug)]
+pub struct Unimplemented {
     #[arg(long, hide = true)]
     pub awq: bool,
     #[arg(long = "scale-estimation", hide = true)]
@@ -89,8 +101,6 @@ pub struct Args {
     #[arg(long = "cache_dir", alias = "cache-dir", hide = true)]
     pub cache_dir: Option<String>,
     #[arg(long, hide = true)]
-    pub revision: Option<String>,
-    #[arg(long, hide = true)]
     pub variant: Option<String>,
     #[arg(long = "model-kwargs", hide = true)]
     pub model_kwargs: Option<String>,
@@ -99,26 +109,26 @@ pub struct Args {
 impl Args {
     /// The first optimum-cli flag given that oxport does not implement.
     fn unsupported_flag(&self) -> Option<&'static str> {
-        let flags: [(&'static str, bool); 16] = [
-            ("--awq", self.awq),
-            ("--scale-estimation", self.scale_estimation),
-            ("--gptq", self.gptq),
-            ("--lora-correction", self.lora_correction),
-            ("--dataset", self.dataset.is_some()),
-            ("--quant-mode", self.quant_mode.is_some()),
-            ("--sensitivity-metric", self.sensitivity_metric.is_some()),
-            ("--num-samples", self.num_samples.is_some()),
+        let u = &self.unimplemented;
+        let flags: [(&'static str, bool); 15] = [
+            ("--awq", u.awq),
+            ("--scale-estimation", u.scale_estimation),
+            ("--gptq", u.gptq),
+            ("--lora-correction", u.lora_correction),
+            ("--dataset", u.dataset.is_some()),
+            ("--quant-mode", u.quant_mode.is_some()),
+            ("--sensitivity-metric", u.sensitivity_metric.is_some()),
+            ("--num-samples", u.num_samples.is_some()),
             (
                 "--quantization-statistics-path",
-                self.quantization_statistics_path.is_some(),
+                u.quantization_statistics_path.is_some(),
             ),
-            ("--smooth-quant-alpha", self.smooth_quant_alpha.is_some()),
-            ("--disable-stateful", self.disable_stateful),
-            ("--pad-token-id", self.pad_token_id.is_some()),
-            ("--cache_dir", self.cache_dir.is_some()),
-            ("--revision", self.revision.is_some()),
-            ("--variant", self.variant.is_some()),
-            ("--model-kwargs", self.model_kwargs.is_some()),
+            ("--smooth-quant-alpha", u.smooth_quant_alpha.is_some()),
+            ("--disable-stateful", u.disable_stateful),
+            ("--pad-token-id", u.pad_token_id.is_some()),
+            ("--cache_dir", u.cache_dir.is_some()),
+            ("--variant", u.variant.is_some()),
+            ("--model-kwargs", u.model_kwargs.is_some()),
         ];
         flags.iter().find(|(_, set)| *set).map(|(name, _)| *name)
     }
@@ -196,14 +206,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     // Refuse unimplemented flags before touching the model.
     args.options(0)?;
     let start = Instant::now();
-    let ckpt = Checkpoint::open(&args.model)
-        .with_context(|| format!("opening {}", args.model.display()))?;
+    let dir = super::inspect::resolve(&args.model, args.revision.as_deref())?;
+    let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = args.options(ckpt.total_params())?;
     let plan = oxport_openvino::plan(&ckpt, &options).context("planning the weight compression")?;
     if args.dry_run {
         println!(
             "oxport export openvino (dry run): {} → {} ({})",
-            args.model.display(),
+            args.model,
             args.output.display(),
             options.weight_format.name()
         );
@@ -234,10 +244,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} weights {msg}")
             .expect("static template"),
     );
-    let model_arg = args.model.to_string_lossy();
-    let summary =
-        oxport_openvino::export(&ckpt, &plan, &args.output, &model_arg, &Bar(bar.clone()))
-            .with_context(|| format!("exporting to {}", args.output.display()))?;
+    let model_arg = args.model.as_str();
+    let summary = oxport_openvino::export(&ckpt, &plan, &args.output, model_arg, &Bar(bar.clone()))
+        .with_context(|| format!("exporting to {}", args.output.display()))?;
     bar.finish_and_clear();
     let total: u64 = summary.files.iter().map(|f| f.1).sum();
     eprintln!(
@@ -344,7 +353,6 @@ mod tests {
             &["--disable-stateful"],
             &["--pad-token-id", "0"],
             &["--cache_dir", "c"],
-            &["--revision", "main"],
             &["--variant", "v"],
             &["--model-kwargs", "{}"],
         ] {
