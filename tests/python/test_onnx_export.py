@@ -251,3 +251,13 @@ def test_dry_run_writes_nothing(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "MatMulNBits" in res.stdout
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags", [["--asym"], ["-e", "cuda"]], ids=["asym-uint4", "cuda-fp16"])
+def test_qdq_variants_pass_checker_and_stay_close(tmp_path, flags):
+    src = REF / "checkpoints" / "phi3-tiny-random"
+    out = export(src, tmp_path / "qdq", "-p", "int4", "--block-size", "128", "--qdq", *flags)
+    onnx.checker.check_model(str(out / "model.onnx"), full_check=True)
+    ids = np.load(REF / "numerics" / "phi3-tiny-random" / "input_ids.npy")
+    want = np.load(REF / "numerics" / "phi3-tiny-random" / "logits_fp32.npy")
+    assert_close(ort_logits(out, ids), want, TOL["int4"], f"qdq {flags}")
