@@ -209,6 +209,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = super::inspect::resolve(&args.model, args.revision.as_deref())?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = args.options(ckpt.total_params())?;
+    if options.weight_format == WeightFormat::Int4
+        && args.ratio.is_none()
+        && args.group_size.is_none()
+        && !args.sym
+        && args.model.starts_with("microsoft/Phi-3")
+    {
+        // optimum-intel/optimum/intel/openvino/configuration.py `_DEFAULT_4BIT_WQ_CONFIGS` has per-model defaults
+        // for hub ids (data-aware: dataset + scale estimation) that oxport cannot reproduce; say so.
+        eprintln!(
+            "note: for {} optimum-cli would apply its model-specific 4-bit default (data-aware, with a dataset); \
+             oxport applies the data-free defaults (int4_asym, group 128, ratio 1.0). Pass --sym/--group-size/--ratio \
+             to choose explicitly.",
+            args.model
+        );
+    }
     let plan = oxport_openvino::plan(&ckpt, &options).context("planning the weight compression")?;
     if args.dry_run {
         println!(
