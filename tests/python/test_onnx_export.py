@@ -261,3 +261,38 @@ def test_qdq_variants_pass_checker_and_stay_close(tmp_path, flags):
     ids = np.load(REF / "numerics" / "phi3-tiny-random" / "input_ids.npy")
     want = np.load(REF / "numerics" / "phi3-tiny-random" / "logits_fp32.npy")
     assert_close(ort_logits(out, ids), want, TOL["int4"], f"qdq {flags}")
+
+
+def write_tied_checkpoint(src, dst):
+    """phi3-tiny-random without lm_head.weight and with tie_word_embeddings=true."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix != ".safetensors" and f.name != "config.json":
+            (dst / f.name).write_bytes(f.read_bytes())
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    (dst / "config.json").write_text(json.dumps(cfg))
+    raw = (src / "model.safetensors").read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    data = raw[8 + n :]
+    out_header, chunks, offset = {}, [], 0
+    for name, meta in header.items():
+        if name in ("__metadata__", "lm_head.weight"):
+            continue
+        a, b = meta["data_offsets"]
+        chunks.append(data[a:b])
+        out_header[name] = {**meta, "data_offsets": [offset, offset + (b - a)]}
+        offset += b - a
+    blob = json.dumps(out_header).encode()
+    blob += b" " * (-len(blob) % 8)
+    (dst / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + b"".join(chunks))
+
+
+@pytest.mark.parametrize("label,flags", [("fp32", ["-p", "fp32"]), ("int4", ["-p", "int4", "--block-size", "128"])])
+def test_tied_embeddings_feed_lm_head(tmp_path, label, flags):
+    ckpt = tmp_path / "tied"
+    write_tied_checkpoint(REF / "checkpoints" / "phi3-tiny-random", ckpt)
+    out = export(ckpt, tmp_path / "out", *flags)
+    ids = np.load(REF / "numerics" / "phi3-tiny-random" / "input_ids.npy")[0]
+    assert_close(ort_logits(out, ids), reference_logits(ckpt, ids), TOL[label], f"tied {label}")
