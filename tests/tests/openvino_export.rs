@@ -269,6 +269,15 @@ fn existing_output_folder_receives_the_files() {
     )
     .unwrap();
     assert_eq!(std::fs::read(out.join("keep.txt")).unwrap(), b"user file");
+    assert!(out.join("openvino_config.json").is_file());
+    // Re-exported as fp16: the int8 export's openvino_config.json must not survive.
+    export(
+        &reference("phi3-tiny-random"),
+        &CompressionOptions::new(WeightFormat::Fp16),
+        &out,
+    )
+    .unwrap();
+    assert!(!out.join("openvino_config.json").exists());
     assert!(
         std::fs::read_to_string(out.join("openvino_model.xml"))
             .unwrap()

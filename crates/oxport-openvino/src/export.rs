@@ -96,6 +96,11 @@ pub fn export(
             let (from, to) = (tmp.path.join(name), output.join(name));
             std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
         }
+        // A compressed export's openvino_config.json left from an earlier run would describe the wrong model.
+        let stale = output.join("openvino_config.json");
+        if plan.nncf.is_none() && stale.is_file() {
+            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+        }
     } else {
         std::fs::rename(&tmp.path, output).map_err(|e| Error::io(output, e))?;
         tmp.keep = true;
