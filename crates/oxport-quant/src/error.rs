@@ -79,36 +79,3 @@ impl QuantError {
 
 /// Kernel entry points take an anonymous matrix; this is the name they use in errors.
 pub(crate) const ANON: &str = "<matrix>";
-
-/// Check `weight` is `[n, k]` and finite; errors name `tensor`.
-pub(crate) fn check_matrix(
-    tensor: &str,
-    weight: &[f32],
-    n: usize,
-    k: usize,
-) -> Result<(), QuantError> {
-    if weight.len() != n * k || n == 0 || k == 0 {
-        return Err(QuantError::ShapeMismatch {
-            tensor: tensor.into(),
-            n,
-            k,
-            len: weight.len(),
-        });
-    }
-    let mut count = 0;
-    let mut first = usize::MAX;
-    for (i, v) in weight.iter().enumerate() {
-        if !v.is_finite() {
-            count += 1;
-            first = first.min(i);
-        }
-    }
-    if count > 0 {
-        return Err(QuantError::NonFinite {
-            tensor: tensor.into(),
-            count,
-            first,
-        });
-    }
-    Ok(())
-}

@@ -8,16 +8,18 @@ pub mod fp16;
 pub mod nbits;
 pub mod nncf;
 pub mod plan;
+pub mod rows;
 pub mod sensitivity;
 mod simd;
 pub use simd::force_portable_kernels;
 
 pub use error::QuantError;
 pub use fp16::f32_to_f16_bytes;
-pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits};
-pub use nncf::{NncfMode, NncfWeight, compress_nncf};
+pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows};
+pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows};
 pub use plan::{
     Backup, Fallback, NoProgress, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
     PlanProgress, PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx,
     plan_openvino, plan_openvino_with_progress, select_by_ratio,
 };
+pub use rows::Rows;

@@ -9,7 +9,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::error::{ANON, QuantError, check_matrix};
+use crate::error::{ANON, QuantError};
+use crate::rows::Rows;
 use crate::simd;
 
 /// Storage type of MatMulNBits `scales`.
@@ -90,19 +91,30 @@ pub fn quantize_nbits(
     k: usize,
     p: &NBitsParams,
 ) -> Result<NBitsWeight, QuantError> {
-    check_matrix(ANON, weight, n, k)?;
+    quantize_nbits_rows(Rows::F32(weight), n, k, p)
+}
+
+/// [`quantize_nbits`] reading BF16/F16/F32 rows (e.g. straight from a safetensors view), decoded per row.
+pub fn quantize_nbits_rows(
+    weight: Rows<'_>,
+    n: usize,
+    k: usize,
+    p: &NBitsParams,
+) -> Result<NBitsWeight, QuantError> {
+    weight.check(n, k)?;
     p.validate().map_err(|msg| QuantError::Unsupported {
         tensor: ANON.into(),
         msg,
     })?;
     if p.scale_dtype == ScaleDtype::F16 {
         // ORT would quantize an f16 weight that is already ±inf; refuse instead of emitting garbage.
-        if let Some(i) = weight.iter().position(|v| f16::from_f32(*v).is_infinite()) {
+        let (count, i) = weight.count_where(n, k, |v| f16::from_f32(v).is_infinite());
+        if count > 0 {
             return Err(QuantError::Unsupported {
                 tensor: ANON.into(),
                 msg: format!(
-                    "value {} at flat index {i} is beyond the f16 range; f16 scales need an f16 weight",
-                    weight[i]
+                    "{count} value(s) beyond the f16 range, the first {} at flat index {i}; f16 scales need an f16 weight",
+                    weight.value(i)
                 ),
             });
         }
@@ -120,15 +132,33 @@ pub fn quantize_nbits(
         .par_chunks_mut(k_blocks * blob_size)
         .zip(scales.par_chunks_mut(k_blocks * scale_bytes))
         .zip(zero_points.par_chunks_mut(zp_row_bytes))
-        .zip(weight.par_chunks(k))
+        .enumerate()
         .for_each_init(
             || Scratch {
-                values: vec![0f32; if p.scale_dtype == ScaleDtype::F16 { k } else { 0 }],
-                halves: vec![f16::ZERO; if p.scale_dtype == ScaleDtype::F16 { k } else { 0 }],
+                input: Vec::new(),
+                values: vec![
+                    0f32;
+                    if p.scale_dtype == ScaleDtype::F16 {
+                        k
+                    } else {
+                        0
+                    }
+                ],
+                halves: vec![
+                    f16::ZERO;
+                    if p.scale_dtype == ScaleDtype::F16 {
+                        k
+                    } else {
+                        0
+                    }
+                ],
                 codes: vec![0u8; p.block_size],
             },
-            |scratch, (((packed_row, scale_row), zp_row), row)| {
+            |scratch, (r, ((packed_row, scale_row), zp_row))| {
+                let mut input = std::mem::take(&mut scratch.input);
+                let row = weight.row(r, k, &mut input);
                 quantize_row(row, p, scratch, packed_row, scale_row, zp_row);
+                scratch.input = input;
             },
         );
     Ok(NBitsWeight {
@@ -150,6 +180,8 @@ fn mid(bits: u32) -> u8 {
 
 /// Per-thread scratch: the row rounded to f16 and back (f16 scales only), and one block's codes.
 struct Scratch {
+    /// The decoded input row (BF16/F16 input only).
+    input: Vec<f32>,
     values: Vec<f32>,
     halves: Vec<f16>,
     codes: Vec<u8>,
@@ -178,7 +210,7 @@ fn quantize_row(
     // blocks along K for 4 bits). With odd K the final byte's high nibble is this stale value.
     let mut stale_high = 0u8;
     // f16 weights when scales are f16 (ORT's scale dtype is the weight dtype): round the row once.
-    let Scratch { values, halves, codes: code_buf } = scratch;
+    let Scratch { values, halves, codes: code_buf, .. } = scratch;
     let row: &[f32] = match p.scale_dtype {
         ScaleDtype::F32 => row,
         ScaleDtype::F16 => {

@@ -10,7 +10,8 @@
 use half::f16;
 use rayon::prelude::*;
 
-use crate::error::{ANON, QuantError, check_matrix};
+use crate::error::{ANON, QuantError};
+use crate::rows::Rows;
 use crate::simd;
 
 /// NNCF `CompressWeightsMode` values oxport supports.
@@ -108,7 +109,18 @@ pub fn compress_nncf(
     mode: NncfMode,
     group_size: Option<usize>,
 ) -> Result<NncfWeight, QuantError> {
-    check_matrix(ANON, weight, n, k)?;
+    compress_nncf_rows(Rows::F32(weight), n, k, mode, group_size)
+}
+
+/// [`compress_nncf`] reading BF16/F16/F32 rows (e.g. straight from a safetensors view), decoded per row.
+pub fn compress_nncf_rows(
+    weight: Rows<'_>,
+    n: usize,
+    k: usize,
+    mode: NncfMode,
+    group_size: Option<usize>,
+) -> Result<NncfWeight, QuantError> {
+    weight.check(n, k)?;
     let group = group_size.unwrap_or(k);
     if group == 0 || !k.is_multiple_of(group) {
         return Err(QuantError::InvalidGroupSize {
@@ -144,10 +156,13 @@ pub fn compress_nncf(
             .par_chunks_mut(row_bytes)
             .zip(scale.par_chunks_mut(groups))
             .zip(zp_rows.par_chunks_mut(zp_row_bytes))
-            .zip(weight.par_chunks(k))
+            .enumerate()
             .for_each_init(
-                || vec![0u8; k],
-                |codes, (((dst, sc), zp), row)| compress_row(row, mode, group, codes, dst, sc, zp),
+                || (vec![0u8; k], Vec::new()),
+                |(codes, input), (r, ((dst, sc), zp))| {
+                    let row = weight.row(r, k, input);
+                    compress_row(row, mode, group, codes, dst, sc, zp)
+                },
             );
     } else {
         let mut codes = vec![0u8; n * k];
@@ -156,8 +171,9 @@ pub fn compress_nncf(
             .par_chunks_mut(k)
             .zip(scale.par_chunks_mut(groups))
             .zip(zps.par_chunks_mut(groups))
-            .zip(weight.par_chunks(k))
-            .for_each(|(((c, sc), zp), row)| {
+            .enumerate()
+            .for_each_init(Vec::new, |input, (r, ((c, sc), zp))| {
+                let row = weight.row(r, k, input);
                 for (g, chunk) in row.chunks(group).enumerate() {
                     let (s, z) = quantize_group(chunk, mode, &mut c[g * group..(g + 1) * group]);
                     sc[g] = f16::from_f32(s);

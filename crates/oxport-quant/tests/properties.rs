@@ -1,8 +1,10 @@
 //! Kernel properties: dequantize(quantize(w)) stays within each scheme's error bound (proptest), output bytes
 //! do not depend on the rayon thread count, and bad input is refused with the tensor named.
 
+use oxport_hf::DType;
 use oxport_quant::{
-    NBitsParams, NncfMode, QuantError, ScaleDtype, compress_nncf, f32_to_f16_bytes, quantize_nbits,
+    NBitsParams, NncfMode, QuantError, Rows, ScaleDtype, compress_nncf, compress_nncf_rows,
+    f32_to_f16_bytes, quantize_nbits, quantize_nbits_rows,
 };
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -224,6 +226,65 @@ fn bad_shapes_and_parameters_are_refused() {
             QuantError::InvalidGroupSize {
                 k: 64,
                 group_size: 48,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bf16_and_f16_rows_give_the_bytes_of_their_f32_values() {
+    let (n, k) = (24, 320);
+    let w = random(n, k, 3);
+    for dtype in [DType::BF16, DType::F16] {
+        let bytes: Vec<u8> = w
+            .iter()
+            .flat_map(|v| match dtype {
+                DType::BF16 => half::bf16::from_f32(*v).to_bits().to_le_bytes(),
+                _ => half::f16::from_f32(*v).to_bits().to_le_bytes(),
+            })
+            .collect();
+        let mut decoded = vec![0f32; n * k];
+        dtype.decode_into(&bytes, &mut decoded);
+        let rows = Rows::Encoded {
+            bytes: &bytes,
+            dtype,
+        };
+        let p = NBitsParams {
+            bits: 4,
+            block_size: 64,
+            symmetric: false,
+            scale_dtype: ScaleDtype::F32,
+        };
+        assert_eq!(
+            quantize_nbits_rows(rows, n, k, &p).unwrap(),
+            quantize_nbits(&decoded, n, k, &p).unwrap()
+        );
+        for (mode, group) in [(NncfMode::Int4Sym, Some(64)), (NncfMode::Int8Asym, None)] {
+            assert_eq!(
+                compress_nncf_rows(rows, n, k, mode, group).unwrap(),
+                compress_nncf(&decoded, n, k, mode, group).unwrap()
+            );
+        }
+    }
+    // A NaN in BF16 bytes is refused before any work, with its flat index.
+    let mut bytes: Vec<u8> = w
+        .iter()
+        .flat_map(|v| half::bf16::from_f32(*v).to_bits().to_le_bytes())
+        .collect();
+    bytes[2 * 1000..2 * 1000 + 2].copy_from_slice(&half::bf16::NAN.to_bits().to_le_bytes());
+    let rows = Rows::Encoded {
+        bytes: &bytes,
+        dtype: DType::BF16,
+    };
+    let err = compress_nncf_rows(rows, n, k, NncfMode::Int8Asym, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            QuantError::NonFinite {
+                count: 1,
+                first: 1000,
                 ..
             }
         ),
