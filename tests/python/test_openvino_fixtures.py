@@ -253,3 +253,15 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
         assert "int4_sym group 128" in lines[role], r.stdout
     for role in ["embedding", "lm_head", "attn_out[0]", "mlp_gate_up[0]", "mlp_down[1]"]:
         assert "int8_asym" in lines[role], r.stdout
+
+
+def test_output_bytes_do_not_depend_on_thread_count(tmp_path):
+    outs = []
+    for threads in ["1", "2"]:
+        out = tmp_path / f"t{threads}"
+        exe = os.environ["OXPORT_BIN"]
+        r = subprocess.run([exe, "export", "openvino", "--model", str(FIX / "tiny-gqa"), *FORMATS["int4"], str(out)],
+                           capture_output=True, text=True, env={**os.environ, "RAYON_NUM_THREADS": threads})
+        assert r.returncode == 0, r.stderr
+        outs.append({p.name: p.read_bytes() for p in out.iterdir()})
+    assert outs[0] == outs[1]
