@@ -199,7 +199,7 @@ pub struct Metrics {
     pub top1_agreement: f64,
     pub perplexity: Option<f64>,
     pub ppl_increase_pct: Option<f64>,
-    /// Greedy match length against the reference, per prompt.
+    /// Greedy match length against the reference, per prompt (`max_new_tokens` when both stop at the same EOS).
     pub greedy_match: Vec<usize>,
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
@@ -577,11 +577,16 @@ fn compare_prompt(
     r.prefill_secs += ps;
     r.decode_tokens += tokens.len().saturating_sub(1);
     r.decode_secs += ds;
-    let matched = tokens
-        .iter()
-        .zip(&run.greedy)
-        .take_while(|(a, b)| a == b)
-        .count();
+    // An identical continuation that stops at EOS where the reference does counts as the whole budget.
+    let matched = if tokens == run.greedy {
+        max_new
+    } else {
+        tokens
+            .iter()
+            .zip(&run.greedy)
+            .take_while(|(a, b)| a == b)
+            .count()
+    };
     r.greedy_match.push(matched);
     if first {
         r.sample = chat.decode(&tokens);
