@@ -12,6 +12,12 @@ use oxport_hf::{Checkpoint, DownloadProgress, Phi3Config};
 use serde_json::json;
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+Hub ids are looked up in the Hugging Face cache and downloaded into it when absent:
+  HF_HUB_CACHE    cache folder (else $HF_HOME/hub, else ~/.cache/huggingface/hub)
+  HF_ENDPOINT     hub URL (default https://huggingface.co)
+  HF_TOKEN        bearer token for gated or private repositories (else the file $HF_HOME/token)
+  HF_HUB_OFFLINE  1: never use the network; only cached snapshots resolve")]
 pub struct Args {
     /// A checkpoint folder, or a Hugging Face hub id (`org/name`) looked up in the HF cache and downloaded when
     /// absent (unless HF_HUB_OFFLINE is set).
