@@ -35,9 +35,7 @@ pub enum Error {
     Options(String),
     #[error("graph: {0}")]
     Graph(String),
-    #[error(
-        "output folder {path} already exists and is not empty (oxport never overwrites a folder it did not write)"
-    )]
+    #[error("output {path} is a file, not a folder")]
     OutputExists { path: PathBuf },
 }
 
