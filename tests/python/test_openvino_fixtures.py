@@ -265,3 +265,52 @@ def test_output_bytes_do_not_depend_on_thread_count(tmp_path):
         assert r.returncode == 0, r.stderr
         outs.append({p.name: p.read_bytes() for p in out.iterdir()})
     assert outs[0] == outs[1]
+
+
+def write_variant(src, dst, drop=(), **config):
+    """A copy of checkpoint `src` as one model.safetensors without the tensors in `drop`, with `config` overrides."""
+    dst.mkdir()
+    tensors = {}
+    for f in sorted(src.glob("*.safetensors")):
+        raw = f.read_bytes()
+        n = struct.unpack("<Q", raw[:8])[0]
+        for name, t in json.loads(raw[8:8 + n]).items():
+            if name != "__metadata__" and name not in drop:
+                a, b = t["data_offsets"]
+                tensors[name] = (t["dtype"], t["shape"], raw[8 + n + a:8 + n + b])
+    header, blobs, off = {}, [], 0
+    for name in sorted(tensors):
+        dtype, shape, data = tensors[name]
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(data)]}
+        blobs.append(data)
+        off += len(data)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    (dst / "model.safetensors").write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(config)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
+        (dst / name).write_bytes((src / name).read_bytes())
+
+
+@pytest.mark.parametrize("fmt", ["fp32", "int8", "int4"])
+def test_tied_embeddings_and_partial_rotary(tmp_path, fmt):
+    """Phi-4-mini-style variants: lm_head tied to the embedding, RoPE on half of each head (partial_rotary_factor)."""
+    model = tmp_path / "variant"
+    write_variant(FIX / "tiny-gqa", model, drop={"lm_head.weight"}, tie_word_embeddings=True, partial_rotary_factor=0.5)
+    out = tmp_path / "ov"
+    r = oxport("export", "openvino", "--model", str(model), *FORMATS[fmt], str(out))
+    assert r.returncode == 0, r.stderr
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(out / "openvino_model.xml"), "CPU", F32_CONFIG)
+    ids = prompt("tiny-gqa")
+    request = compiled.create_infer_request()
+    request.reset_state()
+    got = run(request, ids, np.arange(len(ids)))
+    want = numpy_logits(model, ids, np.arange(len(ids)))
+    err = np.abs(got - want).max()
+    assert err <= TOL[fmt], f"{fmt}: max |Δ| {err}"
+    # The tied weight is stored once.
+    xml = (out / "openvino_model.xml").read_text()
+    assert xml.count("self.model.embed_tokens._openvino_orig_weight\"") == 1 and "lm_head._openvino" not in xml
