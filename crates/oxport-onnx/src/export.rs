@@ -17,7 +17,9 @@ use crate::options::{ExportOptions, Precision};
 use crate::progress::Progress;
 use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use crate::rope::rope_caches;
-use crate::weights::{Initializer, io_payload, linear_initializers};
+use crate::weights::{
+    Initializer, extend_nbits, io_payload, linear_initializers, nbits_initializers,
+};
 
 pub const MODEL_FILE: &str = "model.onnx";
 pub const DATA_FILE: &str = "model.onnx.data";
@@ -228,26 +230,26 @@ fn write_weights(
     progress.start(total);
     let mut data = ExternalData::create(dir, DATA_FILE)?;
     let mut out = Vec::with_capacity(total);
-    let mut emit = |data: &mut ExternalData, init: Initializer| -> Result<()> {
-        let bytes = init.bytes.as_bytes();
-        let t = data.append(&init.name, init.elem, &init.dims, bytes)?;
-        progress.tensor_written(&init.name, bytes.len() as u64);
-        out.push(t);
-        Ok(())
-    };
-    // gate_proj and up_proj are two row ranges of one checkpoint tensor: decode it once.
-    let mut cached: Option<(Role, Vec<f32>)> = None;
+    let emit =
+        |data: &mut ExternalData, out: &mut Vec<TensorProto>, init: Initializer| -> Result<()> {
+            let bytes = init.bytes.as_bytes();
+            let t = data.append(&init.name, init.elem, &init.dims, bytes)?;
+            progress.tensor_written(&init.name, bytes.len() as u64);
+            out.push(t);
+            Ok(())
+        };
     for item in &layout.weight_order {
         match item {
             WeightItem::Embedding { name } => {
-                let w = read_checked(ckpt, Role::Embedding)?;
-                let init = Initializer {
-                    name: name.clone(),
-                    elem: io_dtype.onnx(),
-                    dims: vec![c.vocab_size, c.hidden_size],
-                    bytes: io_payload(io_dtype, w),
-                };
-                emit(&mut data, init)?;
+                // Streamed in row chunks: peak memory stays at one chunk, not the whole f32 embedding.
+                let len = (c.vocab_size * c.hidden_size * io_dtype.size_bytes()) as u64;
+                let start = data.begin(len)?;
+                for_row_chunks(ckpt, Role::Embedding, 0..c.vocab_size, |chunk| {
+                    data.write(io_payload(io_dtype, chunk.to_vec()).as_bytes())
+                })?;
+                let t = data.end(name, io_dtype.onnx(), &[c.vocab_size, c.hidden_size], start);
+                progress.tensor_written(name, len);
+                out.push(t);
             }
             WeightItem::RopeCaches => {
                 let r = rope_caches(c, None, c.max_position_embeddings);
@@ -258,7 +260,7 @@ fn write_weights(
                         dims: vec![r.rows, r.half_dim],
                         bytes: io_payload(io_dtype, values),
                     };
-                    emit(&mut data, init)?;
+                    emit(&mut data, &mut out, init)?;
                 }
             }
             WeightItem::Norm(n) => {
@@ -269,23 +271,90 @@ fn write_weights(
                     dims: vec![w.len()],
                     bytes: io_payload(io_dtype, w),
                 };
-                emit(&mut data, init)?;
+                emit(&mut data, &mut out, init)?;
             }
             WeightItem::Linear(spec) => {
-                if cached.as_ref().is_none_or(|(r, _)| *r != spec.role) {
-                    drop(cached.take()); // free the previous tensor before decoding the next
-                    cached = Some((spec.role, read_checked(ckpt, spec.role)?));
-                }
-                let (_, w) = cached.as_ref().expect("just filled");
-                let rows = &w[spec.rows.start * spec.k..spec.rows.end * spec.k];
-                for init in linear_initializers(spec, rows, io_dtype)? {
-                    emit(&mut data, init)?;
+                let inits = match spec.form {
+                    // Row-independent blocks: quantize chunk by chunk, keep only the packed output.
+                    LinearForm::NBits(p) => {
+                        let mut acc = None;
+                        for_row_chunks(ckpt, spec.role, spec.rows.clone(), |chunk| {
+                            extend_nbits(&mut acc, spec, chunk, &p)
+                        })?;
+                        nbits_initializers(
+                            &spec.initializer_names(),
+                            acc.expect("at least one row"),
+                            &p,
+                        )
+                    }
+                    // Transposed layouts need the whole matrix.
+                    LinearForm::Float | LinearForm::Qdq(_) => {
+                        let mut w = Vec::with_capacity(spec.rows.len() * spec.k);
+                        for_row_chunks(ckpt, spec.role, spec.rows.clone(), |chunk| {
+                            w.extend_from_slice(chunk);
+                            Ok(())
+                        })?;
+                        linear_initializers(spec, &w, io_dtype)?
+                    }
+                };
+                for init in inits {
+                    emit(&mut data, &mut out, init)?;
                 }
             }
         }
     }
     data.finish()?;
     Ok(out)
+}
+
+/// Rows decoded per chunk: about 4 Mi values (16 MiB of f32).
+const CHUNK_VALUES: usize = 4 << 20;
+
+/// Decode rows `rows` of `role` to f32 in chunks of whole rows, refusing NaN/Inf with oxport-hf's error (which
+/// names the file, tensor and flat index), then drop the tensor's mapped pages.
+fn for_row_chunks(
+    ckpt: &Checkpoint,
+    role: Role,
+    rows: std::ops::Range<usize>,
+    mut f: impl FnMut(&[f32]) -> Result<()>,
+) -> Result<()> {
+    let expected = role.expected_shape(ckpt.config());
+    let view = ckpt
+        .view(role)
+        .ok_or_else(|| oxport_hf::Error::MissingTensors {
+            dir: ckpt.dir().to_path_buf(),
+            names: vec![role.name()],
+        })?;
+    if view.info.shape != expected {
+        return Err(OnnxError::Shape {
+            tensor: view.info.name.clone(),
+            actual: view.info.shape.clone(),
+            expected,
+        });
+    }
+    let cols: usize = expected[1..].iter().product();
+    let chunk_rows = (CHUNK_VALUES / cols.max(1)).max(1);
+    let mut buf = vec![0f32; chunk_rows.min(rows.len()) * cols];
+    let mut start = rows.start;
+    while start < rows.end {
+        let end = (start + chunk_rows).min(rows.end);
+        let chunk = &mut buf[..(end - start) * cols];
+        view.rows_f32(start..end, chunk);
+        if let Some(i) = chunk.iter().position(|v| !v.is_finite()) {
+            let count = chunk.iter().filter(|v| !v.is_finite()).count();
+            return Err(oxport_hf::Error::NonFinite {
+                path: view.path.to_path_buf(),
+                tensor: view.info.name.clone(),
+                count,
+                first: start * cols + i,
+            }
+            .into());
+        }
+        f(chunk)?;
+        start = end;
+    }
+    ckpt.release(role);
+    Ok(())
 }
 
 /// Decode `role` to f32 (NaN/Inf refused by oxport-hf) and check its shape against the config.

@@ -44,34 +44,45 @@ impl ExternalData {
         dims: &[usize],
         bytes: &[u8],
     ) -> Result<TensorProto> {
-        let len = bytes.len() as u64;
+        let start = self.begin(bytes.len() as u64)?;
+        self.write(bytes)?;
+        Ok(self.end(name, elem, dims, start))
+    }
+
+    /// Start a tensor of `len` bytes, written in pieces with [`write`](Self::write); returns its offset.
+    pub fn begin(&mut self, len: u64) -> Result<u64> {
         if len > ALIGN_THRESHOLD_BYTES {
             let aligned = self.offset.div_ceil(ALIGNMENT_BYTES) * ALIGNMENT_BYTES;
             let pad = (aligned - self.offset) as usize;
-            self.out
-                .write_all(&vec![0u8; pad])
-                .map_err(io(&self.path))?;
-            self.offset = aligned;
+            self.write(&vec![0u8; pad])?;
         }
+        Ok(self.offset)
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.out.write_all(bytes).map_err(io(&self.path))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// The initializer for the tensor begun at `start`: everything written since is its data.
+    pub fn end(&self, name: &str, elem: DataType, dims: &[usize], start: u64) -> TensorProto {
         let entry = |k: &str, v: String| StringStringEntryProto {
             key: Some(k.to_string()),
             value: Some(v),
         };
-        let t = TensorProto {
+        TensorProto {
             dims: dims.iter().map(|&d| d as i64).collect(),
             data_type: Some(elem as i32),
             name: Some(name.to_string()),
             external_data: vec![
                 entry("location", self.location.clone()),
-                entry("offset", self.offset.to_string()),
-                entry("length", len.to_string()),
+                entry("offset", start.to_string()),
+                entry("length", (self.offset - start).to_string()),
             ],
             data_location: Some(DataLocation::External as i32),
             ..Default::default()
-        };
-        self.offset += len;
-        Ok(t)
+        }
     }
 
     /// Flush and close; returns the file size in bytes.

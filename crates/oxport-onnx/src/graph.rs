@@ -107,6 +107,13 @@ impl IoDtype {
         }
     }
 
+    pub fn size_bytes(self) -> usize {
+        match self {
+            IoDtype::F32 => 4,
+            IoDtype::F16 => 2,
+        }
+    }
+
     pub fn bytes(self, values: &[f32]) -> Vec<u8> {
         match self {
             IoDtype::F32 => f32_bytes(values),

@@ -73,36 +73,75 @@ pub fn linear_initializers(
         }
         LinearForm::NBits(p) => {
             let q = quantize(spec, weight, &p)?;
-            let mut out = vec![
-                Initializer {
-                    name: names[0].clone(),
-                    elem: DataType::Uint8,
-                    dims: vec![n, q.k_blocks, q.blob_size],
-                    bytes: q.packed.into(),
-                },
-                Initializer {
-                    name: names[1].clone(),
-                    elem: scale_elem(p.scale_dtype),
-                    dims: vec![n, q.k_blocks],
-                    bytes: q.scales.into(),
-                },
-            ];
-            if let Some(zp) = q.zero_points {
-                let per_row = zp.len() / n;
-                out.push(Initializer {
-                    name: names[2].clone(),
-                    elem: DataType::Uint8,
-                    dims: vec![n, per_row],
-                    bytes: zp.into(),
-                });
-            }
-            Ok(out)
+            Ok(nbits_initializers(&names, q, &p))
         }
         LinearForm::Qdq(p) => {
             let q = quantize(spec, weight, &p)?;
             Ok(qdq_initializers(&names, &q, &p))
         }
     }
+}
+
+/// MatMulNBits `B` `[n, k_blocks, blob]`, `scales` `[n, k_blocks]` and (asymmetric) `zero_points`
+/// `[n, ceil(k_blocks * bits / 8)]`, as the ORT quantizer shapes them (`fixtures/reference/ort/ort_int4_b128`).
+pub fn nbits_initializers(names: &[String], q: NBitsWeight, p: &NBitsParams) -> Vec<Initializer> {
+    let n = q.n;
+    let mut out = vec![
+        Initializer {
+            name: names[0].clone(),
+            elem: DataType::Uint8,
+            dims: vec![n, q.k_blocks, q.blob_size],
+            bytes: q.packed.into(),
+        },
+        Initializer {
+            name: names[1].clone(),
+            elem: scale_elem(p.scale_dtype),
+            dims: vec![n, q.k_blocks],
+            bytes: q.scales.into(),
+        },
+    ];
+    if let Some(zp) = q.zero_points {
+        let per_row = zp.len() / n;
+        out.push(Initializer {
+            name: names[2].clone(),
+            elem: DataType::Uint8,
+            dims: vec![n, per_row],
+            bytes: zp.into(),
+        });
+    }
+    out
+}
+
+/// Append the quantization of more rows to `acc` (blocks never cross rows, so row chunks quantize to the same
+/// bytes as the whole matrix).
+pub fn extend_nbits(
+    acc: &mut Option<NBitsWeight>,
+    spec: &LinearSpec,
+    rows: &[f32],
+    p: &NBitsParams,
+) -> Result<()> {
+    let n = rows.len() / spec.k;
+    let q = quantize_nbits(rows, n, spec.k, p).map_err(|source| OnnxError::Quant {
+        tensor: format!(
+            "{} (rows {:?} of {})",
+            spec.weight_name(),
+            spec.rows,
+            spec.role.name()
+        ),
+        source: Box::new(source.for_tensor(&spec.role.name())),
+    })?;
+    match acc {
+        None => *acc = Some(q),
+        Some(a) => {
+            a.n += q.n;
+            a.packed.extend_from_slice(&q.packed);
+            a.scales.extend_from_slice(&q.scales);
+            if let (Some(z), Some(qz)) = (a.zero_points.as_mut(), q.zero_points.as_ref()) {
+                z.extend_from_slice(qz);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn scale_elem(s: ScaleDtype) -> DataType {
