@@ -25,10 +25,11 @@ FORMATS = {
     "int8_sym": ["--weight-format", "int8", "--sym"],
     "int4": ["--weight-format", "int4", "--group-size", "128", "--ratio", "0.6", "--sym", "--group-size-fallback", "adjust"],
     "int4_asym": ["--weight-format", "int4", "--group-size", "64", "--group-size-fallback", "adjust"],
+    "int4_channel": ["--weight-format", "int4", "--group-size", "-1", "--sym", "--ratio", "0.8"],
 }
 # max |Δ| of the logits against the numpy f32 forward. fp32 is exact up to accumulation order; fp16 adds the
 # bf16→f16 rounding (exact for these weights); int8/int4 add their compression error (random weights, |logits| ≲ 2).
-TOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 0.06, "int8_sym": 0.06, "int4": 0.4, "int4_asym": 0.4}
+TOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 0.06, "int8_sym": 0.06, "int4": 0.4, "int4_asym": 0.4, "int4_channel": 0.6}
 
 
 def oxport(*args):

@@ -246,13 +246,27 @@ fn options_that_do_not_apply_are_refused() {
     let e = oxport_openvino::plan(
         &ckpt,
         &CompressionOptions {
-            group_size: Some(-1),
+            group_size: Some(3),
             ..int4_r06()
         },
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("--group-size -1"), "{e}");
+    assert!(e.contains("--group-size 3"), "{e}");
+    // -1 is per-channel int4, as in optimum-cli.
+    let plan = oxport_openvino::plan(
+        &ckpt,
+        &CompressionOptions {
+            group_size: Some(-1),
+            ..int4_r06()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        plan.scheme(Role::AttnQkv { layer: 0 }),
+        Some(Scheme::Int4SymChannel)
+    );
+    assert_eq!(plan.nncf.as_ref().unwrap().group_size, -1);
 }
 
 #[test]

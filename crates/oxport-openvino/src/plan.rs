@@ -109,6 +109,9 @@ pub enum Scheme {
     Int4Asym {
         group: usize,
     },
+    /// `--group-size -1`: one scale per output channel.
+    Int4SymChannel,
+    Int4AsymChannel,
 }
 
 impl std::fmt::Display for Scheme {
@@ -121,6 +124,8 @@ impl std::fmt::Display for Scheme {
             Scheme::Int8Sym => f.write_str("int8_sym per-channel"),
             Scheme::Int4Sym { group } => write!(f, "int4_sym group {group}"),
             Scheme::Int4Asym { group } => write!(f, "int4_asym group {group}"),
+            Scheme::Int4SymChannel => f.write_str("int4_sym per-channel"),
+            Scheme::Int4AsymChannel => f.write_str("int4_asym per-channel"),
         }
     }
 }
@@ -189,7 +194,15 @@ impl Plan {
                 .sum()
         };
         let total = numel(&|_| true);
-        let four = numel(&|e| matches!(e.scheme, Scheme::Int4Sym { .. } | Scheme::Int4Asym { .. }));
+        let four = numel(&|e| {
+            matches!(
+                e.scheme,
+                Scheme::Int4Sym { .. }
+                    | Scheme::Int4Asym { .. }
+                    | Scheme::Int4SymChannel
+                    | Scheme::Int4AsymChannel
+            )
+        });
         if total > 0 {
             s.push_str(&format!(
                 "4-bit: {four} of {total} weight parameters ({:.1}%)\n",
@@ -222,6 +235,14 @@ fn scheme_from_quant(role: Role, scheme: oxport_quant::Scheme) -> Result<Scheme>
             mode: NncfMode::Int4Asym,
             group_size: Some(group),
         } => Scheme::Int4Asym { group },
+        Q::Nncf {
+            mode: NncfMode::Int4Sym,
+            group_size: None,
+        } => Scheme::Int4SymChannel,
+        Q::Nncf {
+            mode: NncfMode::Int4Asym,
+            group_size: None,
+        } => Scheme::Int4AsymChannel,
         other => {
             return Err(Error::Options(format!(
                 "{role}: scheme {other:?} is not written by the OpenVINO exporter"
@@ -268,14 +289,16 @@ pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
     }
     let group_size = match opts.weight_format {
         WeightFormat::Int4 => {
-            let g = opts.group_size.unwrap_or(128);
-            if g <= 0 || g % 2 != 0 {
-                return Err(Error::Options(format!(
-                    "--group-size {g}: oxport supports positive even group sizes for int4 (per-channel int4, -1, is \
-                     not implemented)"
-                )));
+            // -1 is per-channel (oxport_quant's group size 0).
+            match opts.group_size.unwrap_or(128) {
+                -1 => 0,
+                g if g > 0 && g % 2 == 0 => g as usize,
+                g => {
+                    return Err(Error::Options(format!(
+                        "--group-size {g}: int4 takes a positive even group size, or -1 for per-channel"
+                    )));
+                }
             }
-            g as usize
         }
         _ => 0,
     };
@@ -335,7 +358,11 @@ pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
         WeightFormat::Int4 => Some(NncfRecord {
             mode: if opts.sym { "int4_sym" } else { "int4_asym" },
             ratio,
-            group_size: group_size as i64,
+            group_size: if group_size == 0 {
+                -1
+            } else {
+                group_size as i64
+            },
             all_layers: opts.all_layers,
             backup_mode: backup.nncf_name(),
             group_size_fallback: opts.group_size_fallback.nncf_name(),

@@ -76,13 +76,17 @@ impl Builder<'_> {
                 let c = self.g.constant(&base, elem, &[rows, cols], view.bytes)?;
                 decompress(self, c)
             }
-            Scheme::Int8Asym | Scheme::Int8Sym => {
+            Scheme::Int8Asym
+            | Scheme::Int8Sym
+            | Scheme::Int4SymChannel
+            | Scheme::Int4AsymChannel => {
+                // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (openvino-ir.md §5.2).
                 let w = self.checkpoint_f32(role)?;
-                let sym = scheme == Scheme::Int8Sym;
-                let mode = if sym {
-                    NncfMode::Int8Sym
-                } else {
-                    NncfMode::Int8Asym
+                let (mode, elem, zp_elem) = match scheme {
+                    Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
+                    Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
+                    Scheme::Int4SymChannel => (NncfMode::Int4Sym, Elem::I4, Elem::U4),
+                    _ => (NncfMode::Int4Asym, Elem::U4, Elem::U4),
                 };
                 let Compressed {
                     weight,
@@ -90,16 +94,12 @@ impl Builder<'_> {
                     zero_point,
                 } = compress::compress(&role.name(), &w, rows, cols, mode, None)?;
                 drop(w);
-                let elem = if sym { Elem::I8 } else { Elem::U8 };
                 let c = self.g.constant(&base, elem, &[rows, cols], &weight)?;
                 let mut x = self.convert("", c, Elem::F16);
                 if let Some(zp) = zero_point {
-                    let z = self.g.constant(
-                        &format!("{base}/zero_point"),
-                        Elem::U8,
-                        &[rows, 1],
-                        &zp,
-                    )?;
+                    let z =
+                        self.g
+                            .constant(&format!("{base}/zero_point"), zp_elem, &[rows, 1], &zp)?;
                     let zc = self.convert("", z, Elem::F16);
                     x = self.binary(
                         "Subtract",
