@@ -7,8 +7,10 @@ use std::time::Instant;
 
 use anyhow::Result;
 use half::bf16;
+use oxport_hf::DType;
 use oxport_quant::{
-    NBitsParams, NncfMode, ScaleDtype, compress_nncf, f32_to_f16_bytes, quantize_nbits,
+    NBitsParams, NncfMode, Rows, ScaleDtype, compress_nncf, compress_nncf_rows, f32_to_f16_bytes,
+    quantize_nbits, quantize_nbits_rows,
 };
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -53,60 +55,95 @@ fn cpu_secs() -> f64 {
     tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-type Kernel = Box<dyn Fn(&[f32], usize, usize) + Sync>;
+/// One kernel run: the BF16 bytes (as a checkpoint view hands them out), the same values decoded to f32, N, K.
+type Kernel = Box<dyn Fn(Rows<'_>, &[f32], usize, usize) + Sync>;
 
 fn kernels() -> Vec<(&'static str, Kernel)> {
-    let nbits =
-        |bits: u32, block_size: usize, symmetric: bool, scale_dtype: ScaleDtype| -> Kernel {
-            let p = NBitsParams {
-                bits,
-                block_size,
-                symmetric,
-                scale_dtype,
-            };
-            Box::new(move |w, n, k| {
-                std::hint::black_box(quantize_nbits(w, n, k, &p).expect("quantize_nbits"));
-            })
+    let nbits = |bits: u32,
+                 block_size: usize,
+                 symmetric: bool,
+                 scale_dtype: ScaleDtype,
+                 bf16_rows: bool|
+     -> Kernel {
+        let p = NBitsParams {
+            bits,
+            block_size,
+            symmetric,
+            scale_dtype,
         };
-    let nncf = |mode: NncfMode, group: Option<usize>| -> Kernel {
-        Box::new(move |w, n, k| {
-            std::hint::black_box(compress_nncf(w, n, k, mode, group).expect("compress_nncf"));
+        Box::new(move |rows, w, n, k| {
+            let q = if bf16_rows {
+                quantize_nbits_rows(rows, n, k, &p)
+            } else {
+                quantize_nbits(w, n, k, &p)
+            };
+            std::hint::black_box(q.expect("quantize_nbits"));
+        })
+    };
+    let nncf = |mode: NncfMode, group: Option<usize>, bf16_rows: bool| -> Kernel {
+        Box::new(move |rows, w, n, k| {
+            let q = if bf16_rows {
+                compress_nncf_rows(rows, n, k, mode, group)
+            } else {
+                compress_nncf(w, n, k, mode, group)
+            };
+            std::hint::black_box(q.expect("compress_nncf"));
         })
     };
     vec![
         (
             "ORT MatMulNBits int4 sym b128 f32-scales",
-            nbits(4, 128, true, ScaleDtype::F32),
+            nbits(4, 128, true, ScaleDtype::F32, true),
+        ),
+        (
+            "ORT MatMulNBits int4 sym b128 f32-scales (f32 input)",
+            nbits(4, 128, true, ScaleDtype::F32, false),
         ),
         (
             "ORT MatMulNBits int4 sym b32 f32-scales",
-            nbits(4, 32, true, ScaleDtype::F32),
+            nbits(4, 32, true, ScaleDtype::F32, true),
         ),
         (
             "ORT MatMulNBits int4 asym b128 f32-scales",
-            nbits(4, 128, false, ScaleDtype::F32),
+            nbits(4, 128, false, ScaleDtype::F32, true),
         ),
         (
             "ORT MatMulNBits int4 sym b128 f16-scales",
-            nbits(4, 128, true, ScaleDtype::F16),
+            nbits(4, 128, true, ScaleDtype::F16, true),
         ),
         (
             "ORT MatMulNBits int8 sym b128 f32-scales",
-            nbits(8, 128, true, ScaleDtype::F32),
+            nbits(8, 128, true, ScaleDtype::F32, true),
         ),
-        ("NNCF int4_sym g128", nncf(NncfMode::Int4Sym, Some(128))),
-        ("NNCF int4_asym g128", nncf(NncfMode::Int4Asym, Some(128))),
-        ("NNCF int8_asym per-channel", nncf(NncfMode::Int8Asym, None)),
-        ("NNCF int8_sym per-channel", nncf(NncfMode::Int8Sym, None)),
         (
-            "NNCF sensitivity (int8_asym error)",
-            Box::new(|w, n, k| {
+            "NNCF int4_sym g128",
+            nncf(NncfMode::Int4Sym, Some(128), true),
+        ),
+        (
+            "NNCF int4_sym g128 (f32 input)",
+            nncf(NncfMode::Int4Sym, Some(128), false),
+        ),
+        (
+            "NNCF int4_asym g128",
+            nncf(NncfMode::Int4Asym, Some(128), true),
+        ),
+        (
+            "NNCF int8_asym per-channel",
+            nncf(NncfMode::Int8Asym, None, true),
+        ),
+        (
+            "NNCF int8_sym per-channel",
+            nncf(NncfMode::Int8Sym, None, true),
+        ),
+        (
+            "NNCF sensitivity (int8_asym error, f32 input)",
+            Box::new(|_, w, n, k| {
                 std::hint::black_box(oxport_quant::sensitivity::int8_asym_error(w, n, k));
             }),
         ),
         (
-            "fp16 conversion",
-            Box::new(|w, _, _| {
+            "fp16 conversion (f32 input)",
+            Box::new(|_, w, _, _| {
                 std::hint::black_box(f32_to_f16_bytes(w));
             }),
         ),
@@ -115,13 +152,19 @@ fn kernels() -> Vec<(&'static str, Kernel)> {
 
 pub fn run(args: Args) -> Result<()> {
     let (n, k) = (args.rows, args.cols);
-    // A BF16 checkpoint-like matrix (N(0, 0.02)), decoded to f32 once as the exporters do per tensor.
+    // A BF16 checkpoint-like matrix (N(0, 0.02)); kernels read the BF16 bytes row by row unless marked
+    // "(f32 input)", which take the matrix decoded to f32 up front.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3072);
     let normal = Normal::new(0f32, 0.02).expect("valid normal");
     let bf: Vec<bf16> = (0..n * k)
         .map(|_| bf16::from_f32(normal.sample(&mut rng)))
         .collect();
     let w: Vec<f32> = bf.iter().map(|v| v.to_f32()).collect();
+    let bytes: Vec<u8> = bf.iter().flat_map(|v| v.to_bits().to_le_bytes()).collect();
+    let input = Rows::Encoded {
+        bytes: &bytes,
+        dtype: DType::BF16,
+    };
     let numel = (n * k) as f64;
 
     let mut rows = Vec::new();
@@ -132,10 +175,10 @@ pub fn run(args: Args) -> Result<()> {
                 .build()?;
             let mut best = f64::INFINITY;
             let mut best_cpu = f64::INFINITY;
-            pool.install(|| kernel(&w, n, k)); // warm-up: page in the output buffers' allocator arenas
+            pool.install(|| kernel(input, &w, n, k)); // warm-up: page in the output buffers' allocator arenas
             for _ in 0..args.reps {
                 let (t, c) = (Instant::now(), cpu_secs());
-                pool.install(|| kernel(&w, n, k));
+                pool.install(|| kernel(input, &w, n, k));
                 best = best.min(t.elapsed().as_secs_f64());
                 best_cpu = best_cpu.min(cpu_secs() - c);
             }
