@@ -236,3 +236,34 @@ fn a_folder_that_is_not_an_export_is_refused() {
         .to_string();
     assert!(e.contains("not an export"), "{e}");
 }
+
+#[test]
+fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_original_context() {
+    // fixtures/tiny-longrope: original_max_position_embeddings 64, max 256. Windows of 48 use the short factors,
+    // windows of 128 the long ones (chosen by total length, as transformers and the genai builder do).
+    let ckpt_dir = repo().join("fixtures/tiny-longrope");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fp32");
+    let ckpt = oxport_hf::Checkpoint::open(&ckpt_dir).unwrap();
+    assert!(ckpt.config().rope_scaling.is_some());
+    let opts = oxport_onnx::ExportOptions {
+        precision: oxport_onnx::Precision::Fp32,
+        ..Default::default()
+    };
+    oxport_onnx::export(&ckpt, &opts, &dir, &oxport_onnx::NoProgress).unwrap();
+    for window in [48, 128] {
+        let mut o = options(&dir);
+        o.reference = Some(ckpt_dir.clone());
+        o.devices = DeviceFilter::Cpu;
+        o.ppl_window = window;
+        o.ppl_max_tokens = 2 * window;
+        let report = validate::run(&o, &NoProgress).unwrap();
+        let m = report.targets[0].metrics.as_ref().unwrap();
+        assert!(report.passed, "{}", validate::table(&report));
+        assert!(
+            m.max_abs_logit < 1e-4,
+            "window {window}: max |Δlogit| {}",
+            m.max_abs_logit
+        );
+    }
+}
