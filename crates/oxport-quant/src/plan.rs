@@ -8,7 +8,8 @@ use oxport_hf::{Checkpoint, DType, Role, TensorInfo};
 use crate::error::QuantError;
 use crate::nbits::{NBitsParams, ScaleDtype};
 use crate::nncf::NncfMode;
-use crate::sensitivity::int8_asym_error;
+use crate::rows::Rows;
+use crate::sensitivity::int8_asym_error_rows;
 
 mod display;
 
@@ -437,13 +438,7 @@ fn plan_int4(
     if opts.ratio < 1.0 && !candidates.is_empty() {
         let mut s = Vec::with_capacity(candidates.len());
         for (i, t) in candidates.iter().enumerate() {
-            let w = ckpt
-                .read_f32(t.role)
-                .map_err(|source| QuantError::Checkpoint {
-                    tensor: t.name.clone(),
-                    source,
-                })?;
-            let err = int8_asym_error(&w, t.shape[0], t.shape[1]);
+            let err = candidate_error(ckpt, t)?;
             // score = 1 / (error + eps), eps = finfo(weight dtype).eps; the IR keeps the checkpoint dtype.
             let score = 1.0 / (err as f64 + dtype_eps(t.dtype));
             s.push(score);
@@ -507,6 +502,21 @@ fn plan_int4(
         });
     }
     Ok(out)
+}
+
+/// NNCF's data-free error of one candidate, read straight from the checkpoint's mapped bytes (one row at a
+/// time); the mapped pages are released afterwards so planning a large model stays at a small RSS.
+fn candidate_error(ckpt: &Checkpoint, t: &TensorInfo) -> Result<f32, QuantError> {
+    let view = ckpt
+        .view(t.role)
+        .ok_or_else(|| QuantError::Options(format!("{}: not in the checkpoint", t.name)))?;
+    let rows = Rows::Encoded {
+        bytes: view.bytes,
+        dtype: view.info.dtype,
+    };
+    let err = int8_asym_error_rows(rows, t.shape[0], t.shape[1]).map_err(|e| e.for_tensor(&t.name));
+    ckpt.release(t.role);
+    err
 }
 
 /// `np.finfo(dtype).eps` of the weight as NNCF sees it.
@@ -612,13 +622,7 @@ pub fn plan_onnx(ckpt: &Checkpoint, opts: &OnnxPlanOptions) -> Result<QuantPlan,
         let mut scores = Vec::with_capacity(candidates.len());
         for &i in &candidates {
             let t = &infos[i];
-            let w = ckpt
-                .read_f32(t.role)
-                .map_err(|source| QuantError::Checkpoint {
-                    tensor: t.name.clone(),
-                    source,
-                })?;
-            let err = int8_asym_error(&w, t.shape[0], t.shape[1]);
+            let err = candidate_error(ckpt, t)?;
             scores.push(1.0 / (err as f64 + dtype_eps(t.dtype)));
         }
         let numels: Vec<usize> = candidates.iter().map(|&i| infos[i].numel()).collect();

@@ -7,7 +7,9 @@
 
 use rayon::prelude::*;
 
+use crate::error::QuantError;
 use crate::nncf::asym_params;
+use crate::rows::Rows;
 use crate::simd;
 
 /// `max_n mean_k (dequant(int8_asym(w)) - w)^2` of an `[n, k]` matrix, as f32 like NNCF's `.item()` of an
@@ -24,6 +26,15 @@ pub fn int8_asym_error(weight: &[f32], n: usize, k: usize) -> f32 {
         .par_chunks(k)
         .map(row_error)
         .reduce(|| 0f32, f32::max)
+}
+
+/// [`int8_asym_error`] of BF16/F16/F32 rows decoded per row (no f32 copy of the tensor); refuses NaN/Inf.
+pub fn int8_asym_error_rows(weight: Rows<'_>, n: usize, k: usize) -> Result<f32, QuantError> {
+    weight.check(n, k)?;
+    Ok((0..n)
+        .into_par_iter()
+        .map_init(Vec::new, |buf, r| row_error(weight.row(r, k, buf)))
+        .reduce(|| 0f32, f32::max))
 }
 
 /// Lanes of the squared-error sum (independent accumulators, vectorizable).
