@@ -321,3 +321,65 @@ fn dry_run_table_lists_every_tensor_and_nncf_statistics() {
         "{text}"
     );
 }
+
+#[test]
+fn all_layers_and_backup_none() {
+    let ckpt = checkpoint("phi3-tiny-random");
+    // --all-layers --ratio 1.0: embedding and lm_head are candidates too, so everything is int4.
+    let opts = OpenVinoPlanOptions {
+        ratio: 1.0,
+        all_layers: true,
+        ..int4(Fallback::Error)
+    };
+    let plan = plan_openvino(&ckpt, &opts).unwrap();
+    for e in plan
+        .entries
+        .iter()
+        .filter(|e| e.role.is_matmul() || e.role == Role::Embedding)
+    {
+        assert_eq!(
+            e.scheme,
+            Scheme::Nncf {
+                mode: NncfMode::Int4Sym,
+                group_size: Some(128)
+            },
+            "{}",
+            e.name
+        );
+        assert!(
+            e.ratio_defining && e.sensitivity.is_none(),
+            "{}: ratio 1 needs no ranking",
+            e.name
+        );
+    }
+    // --backup-precision none: what is not int4 keeps the checkpoint dtype.
+    let opts = OpenVinoPlanOptions {
+        backup_precision: Backup::None,
+        ..int4(Fallback::Error)
+    };
+    let plan = plan_openvino(&ckpt, &opts).unwrap();
+    assert_eq!(plan.entry(Role::LmHead).unwrap().scheme, Scheme::Keep);
+    assert_eq!(
+        plan.entry(Role::AttnOut { layer: 0 }).unwrap().scheme,
+        Scheme::Keep
+    );
+    assert!(matches!(
+        plan.entry(Role::AttnQkv { layer: 0 }).unwrap().scheme,
+        Scheme::Nncf { .. }
+    ));
+    // Asymmetric int4 and per-channel int4 (group size 0 = optimum's -1).
+    let opts = OpenVinoPlanOptions {
+        sym: false,
+        group_size: 0,
+        ..int4(Fallback::Error)
+    };
+    let plan = plan_openvino(&ckpt, &opts).unwrap();
+    let qkv = plan.entry(Role::AttnQkv { layer: 0 }).unwrap();
+    assert_eq!(
+        qkv.scheme,
+        Scheme::Nncf {
+            mode: NncfMode::Int4Asym,
+            group_size: None
+        }
+    );
+}
