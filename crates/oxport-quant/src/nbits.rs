@@ -6,7 +6,6 @@
 //! (`range2scale`, `range2scalezp`, `BitsTraits`). Golden bytes from ORT 1.32 in `tests/golden/`.
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError};
@@ -144,14 +143,6 @@ pub fn quantize_nbits_rows(
                         0
                     }
                 ],
-                halves: vec![
-                    f16::ZERO;
-                    if p.scale_dtype == ScaleDtype::F16 {
-                        k
-                    } else {
-                        0
-                    }
-                ],
                 codes: vec![0u8; p.block_size],
             },
             |scratch, (r, ((packed_row, scale_row), zp_row))| {
@@ -183,7 +174,6 @@ struct Scratch {
     /// The decoded input row (BF16/F16 input only).
     input: Vec<f32>,
     values: Vec<f32>,
-    halves: Vec<f16>,
     codes: Vec<u8>,
 }
 
@@ -210,12 +200,13 @@ fn quantize_row(
     // blocks along K for 4 bits). With odd K the final byte's high nibble is this stale value.
     let mut stale_high = 0u8;
     // f16 weights when scales are f16 (ORT's scale dtype is the weight dtype): round the row once.
-    let Scratch { values, halves, codes: code_buf, .. } = scratch;
+    let Scratch { values, codes: code_buf, .. } = scratch;
     let row: &[f32] = match p.scale_dtype {
         ScaleDtype::F32 => row,
         ScaleDtype::F16 => {
-            halves[..row.len()].convert_from_f32_slice(row);
-            halves[..row.len()].convert_to_f32_slice(&mut values[..row.len()]);
+            for (d, v) in values[..row.len()].iter_mut().zip(row) {
+                *d = simd::round_through_f16(*v);
+            }
             &values[..row.len()]
         }
     };

@@ -122,6 +122,21 @@ pub fn clamp_roundf_u8(x: f32, hi: f32) -> u8 {
     (r + tie) as u8
 }
 
+/// `f32(f16(x))` (round to nearest even) for |x| < 65520, as arithmetic that vectorizes: normal f16 range by
+/// rounding the f32 mantissa to 10 bits on the bit pattern, f16 subnormals (|x| < 2^-14) by adding 0.75,
+/// whose ulp is 2^-24 (the f16 subnormal spacing), and subtracting it; the sign is restored so ±0 survive.
+#[inline(always)]
+pub fn round_through_f16(x: f32) -> f32 {
+    let b = x.to_bits();
+    let normal = f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff);
+    let tiny = ((x.abs() + 0.75) - 0.75).copysign(x);
+    if x.abs() < 6.103_515_6e-5 {
+        tiny
+    } else {
+        normal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +174,35 @@ mod tests {
         }
         assert_eq!(clamp_roundf_u8(254.5, 255.0), 255);
         assert_eq!(clamp_roundf_u8(253.5, 255.0), 254);
+    }
+
+    #[test]
+    fn round_through_f16_matches_half() {
+        let mut bits = 0u32;
+        while f32::from_bits(bits) < 65504.0 {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                let want = half::f16::from_f32(x).to_f32();
+                assert_eq!(round_through_f16(x).to_bits(), want.to_bits(), "{x:e}");
+            }
+            bits += 4099;
+        }
+        for x in [
+            0.0f32,
+            -0.0,
+            6.1035156e-5,
+            6.1035152e-5,
+            2.9802322e-8,
+            8.940697e-8,
+            65504.0,
+            65519.0,
+            1.0004883,
+        ] {
+            assert_eq!(
+                round_through_f16(x).to_bits(),
+                half::f16::from_f32(x).to_f32().to_bits(),
+                "{x:e}"
+            );
+        }
     }
 
     #[test]
