@@ -14,8 +14,9 @@ pub mod plan;
 
 pub use error::{Error, Result};
 pub use export::{ExportSummary, MODEL_BIN, MODEL_XML, export};
+pub use oxport_quant::PlanProgress;
 pub use phi3::{NoProgress, Progress};
 pub use plan::{
     BackupPrecision, CompressionOptions, GroupSizeFallback, Plan, PlanEntry, Scheme, WeightFormat,
-    plan,
+    plan, plan_with_progress,
 };

@@ -3,7 +3,9 @@
 //! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; openvino-ir.md §6, §9).
 
 use oxport_hf::{Checkpoint, Role};
-use oxport_quant::{Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, QuantError};
+use oxport_quant::{
+    Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, PlanProgress, QuantError,
+};
 
 use crate::error::{Error, Result};
 
@@ -270,6 +272,15 @@ fn quant_error(e: QuantError) -> Error {
 
 /// Build the plan for `ckpt`. Reads the ratio-defining weights once (one at a time) when `ratio < 1`.
 pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
+    plan_with_progress(ckpt, opts, &oxport_quant::plan::NoProgress)
+}
+
+/// [`plan`], reporting each ratio-defining weight as its sensitivity is computed (the slow part on big models).
+pub fn plan_with_progress(
+    ckpt: &Checkpoint,
+    opts: &CompressionOptions,
+    progress: &dyn PlanProgress,
+) -> Result<Plan> {
     let reject = |flag: &str| -> Result<()> {
         Err(Error::Options(format!(
             "{flag} applies to --weight-format int4 only (got {})",
@@ -327,7 +338,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
         },
         ..OpenVinoPlanOptions::default()
     };
-    let quant = oxport_quant::plan_openvino(ckpt, &quant_opts).map_err(quant_error)?;
+    let quant = oxport_quant::plan_openvino_with_progress(ckpt, &quant_opts, progress)
+        .map_err(quant_error)?;
     // The plan's order for writing: embedding, per layer qkv/o/gate_up/down, lm_head (norm gammas are not weights).
     let mut entries = Vec::new();
     for role in Role::all_for(ckpt.config()) {

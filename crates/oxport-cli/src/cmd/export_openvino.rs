@@ -192,6 +192,17 @@ impl Args {
     }
 }
 
+/// NNCF's sensitivity pass over the ratio-defining weights (int4 with --ratio < 1).
+struct Scoring(ProgressBar);
+
+impl oxport_openvino::PlanProgress for Scoring {
+    fn scored(&self, name: &str, done: usize, total: usize) {
+        self.0.set_length(total as u64);
+        self.0.set_position(done as u64);
+        self.0.set_message(name.to_string());
+    }
+}
+
 struct Bar(ProgressBar);
 
 impl Progress for Bar {
@@ -224,7 +235,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.model
         );
     }
-    let plan = oxport_openvino::plan(&ckpt, &options).context("planning the weight compression")?;
+    let scoring = ProgressBar::new(0);
+    scoring.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} sensitivities {msg}")
+            .expect("static template"),
+    );
+    let plan = oxport_openvino::plan_with_progress(&ckpt, &options, &Scoring(scoring.clone()))
+        .context("planning the weight compression")?;
+    scoring.finish_and_clear();
     if args.dry_run {
         println!(
             "oxport export openvino (dry run): {} → {} ({})",
