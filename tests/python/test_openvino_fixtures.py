@@ -315,3 +315,41 @@ def test_tied_embeddings_and_partial_rotary(tmp_path, fmt):
     # The tied weight is stored once.
     xml = (out / "openvino_model.xml").read_text()
     assert xml.count("self.model.embed_tokens._openvino_orig_weight\"") == 1 and "lm_head._openvino" not in xml
+
+
+def test_batch_padding_and_beam_reorder(exported):
+    """Batch of two: left padding is masked out, and beam_idx reorders the KV cache rows before the next step."""
+    compiled = exported("tiny-gqa", "fp32")
+    a, b = prompt("tiny-gqa")[:8], prompt("tiny-gqa")[4:12][::-1].copy()
+
+    def single(ids, extra=None):
+        r = compiled.create_infer_request()
+        r.reset_state()
+        out = run(r, ids, np.arange(len(ids)))
+        if extra is not None:
+            out = run(r, np.array([extra]), np.array([len(ids)]), past=len(ids))
+        return out[-1]
+
+    # Left padding: row 0 is `a[3:]` behind 3 pad tokens.
+    r = compiled.create_infer_request()
+    r.reset_state()
+    ids = np.stack([np.concatenate([[0, 0, 0], a[3:]]), b]).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[0, :3] = 0
+    pos = np.stack([np.concatenate([[1, 1, 1], np.arange(5)]), np.arange(8)]).astype(np.int64)
+    r.infer({"input_ids": ids, "attention_mask": mask, "position_ids": pos, "beam_idx": np.array([0, 1], np.int32)})
+    logits = r.get_tensor("logits").data
+    assert np.abs(logits[0, -1] - single(a[3:])).max() < 1e-4
+    assert np.abs(logits[1, -1] - single(b)).max() < 1e-4
+
+    # Beam reorder: after a batched prefill of [a, b], beam_idx [1, 0] swaps the caches.
+    r = compiled.create_infer_request()
+    r.reset_state()
+    r.infer({"input_ids": np.stack([a, b]).astype(np.int64), "attention_mask": np.ones((2, 8), np.int64),
+             "position_ids": np.stack([np.arange(8)] * 2), "beam_idx": np.array([0, 1], np.int32)})
+    t0, t1 = 5, 9
+    r.infer({"input_ids": np.array([[t0], [t1]], np.int64), "attention_mask": np.ones((2, 9), np.int64),
+             "position_ids": np.array([[8], [8]], np.int64), "beam_idx": np.array([1, 0], np.int32)})
+    logits = r.get_tensor("logits").data
+    assert np.abs(logits[0, -1] - single(b, t0)).max() < 1e-4
+    assert np.abs(logits[1, -1] - single(a, t1)).max() < 1e-4
