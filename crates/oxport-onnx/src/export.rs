@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use oxport_hf::{Checkpoint, Role};
 use oxport_quant::{QuantPlan, Scheme, plan_onnx};
 use prost::Message;
+use rayon::prelude::*;
 
 use crate::error::{OnnxError, Result, io};
 use crate::external::ExternalData;
@@ -288,7 +289,32 @@ fn write_weights(
                         )
                     }
                     // Transposed layouts need the whole matrix.
-                    LinearForm::Float | LinearForm::Qdq(_) => {
+                    // `make_matmul_float` stores `weight.T` ([K, N]): scatter each row chunk into its columns,
+                    // so only the transposed matrix is held, never a second full copy.
+                    LinearForm::Float => {
+                        let (n, k) = (spec.n, spec.k);
+                        let mut t = vec![0f32; n * k];
+                        let mut row0 = 0;
+                        for_row_chunks(ckpt, spec.role, spec.rows.clone(), |chunk| {
+                            let rows = chunk.len() / k;
+                            t.par_chunks_mut(n).enumerate().for_each(|(kk, out_row)| {
+                                for r in 0..rows {
+                                    out_row[row0 + r] = chunk[r * k + kk];
+                                }
+                            });
+                            row0 += rows;
+                            Ok(())
+                        })?;
+                        let name = spec.initializer_names().remove(0);
+                        vec![Initializer {
+                            name,
+                            elem: io_dtype.onnx(),
+                            dims: vec![k, n],
+                            bytes: io_payload(io_dtype, t),
+                        }]
+                    }
+                    // Q/DQ quantizes the whole [N, K] matrix, then repacks it transposed.
+                    LinearForm::Qdq(_) => {
                         let mut w = Vec::with_capacity(spec.rows.len() * spec.k);
                         for_row_chunks(ckpt, spec.role, spec.rows.clone(), |chunk| {
                             w.extend_from_slice(chunk);
