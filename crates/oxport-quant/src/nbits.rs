@@ -107,7 +107,7 @@ pub fn quantize_nbits_rows(
     })?;
     if p.scale_dtype == ScaleDtype::F16 {
         // ORT would quantize an f16 weight that is already ±inf; refuse instead of emitting garbage.
-        let (count, i) = weight.count_where(n, k, |v| f16::from_f32(v).is_infinite());
+        let (count, i) = weight.count_where(n, k, |v| v.abs() >= F16_OVERFLOW);
         if count > 0 {
             return Err(QuantError::Unsupported {
                 tensor: ANON.into(),
@@ -162,6 +162,10 @@ pub fn quantize_nbits_rows(
         zero_points: if p.symmetric { None } else { Some(zero_points) },
     })
 }
+
+/// The smallest |x| that f16 rounds to infinity: halfway between f16::MAX (65504) and 2^16, a tie that rounds
+/// to the even (infinite) side.
+const F16_OVERFLOW: f32 = 65520.0;
 
 /// `kMid` of `BitsTraits<bits, false>`: the implicit zero point of symmetric blocks, and what an unused
 /// zero-point nibble holds (`zp_bytes` is filled with `kMid` in `quantizeAndTranspose`).

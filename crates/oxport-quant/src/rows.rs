@@ -80,7 +80,21 @@ impl<'a> Rows<'a> {
                 len: self.len(),
             });
         }
-        let (count, first) = self.count_where(n, k, |v| !v.is_finite());
+        let (count, first) = match *self {
+            // NaN/Inf have an all-ones exponent: test the raw 16-bit patterns, no decoding.
+            Rows::Encoded {
+                bytes,
+                dtype: dtype @ (DType::BF16 | DType::F16),
+            } => {
+                let exponent: u16 = if dtype == DType::BF16 { 0x7f80 } else { 0x7c00 };
+                bytes
+                    .par_chunks(2 * k)
+                    .enumerate()
+                    .map(|(r, row)| count_exponent_all_ones(row, exponent, r * k))
+                    .reduce(|| (0, usize::MAX), |a, b| (a.0 + b.0, a.1.min(b.1)))
+            }
+            _ => self.count_where(n, k, |v| !v.is_finite()),
+        };
         if count > 0 {
             return Err(QuantError::NonFinite {
                 tensor: ANON.into(),
@@ -126,5 +140,22 @@ simd::multiversion! {
                 }
             }
         }
+    }
+}
+
+simd::multiversion! {
+    /// Count 16-bit values whose `exponent` bits are all ones; also the flat index of the first (`base` + j).
+    fn count_exponent_all_ones(row: &[u8], exponent: u16, base: usize) -> (usize, usize) {
+        let mut count = 0usize;
+        for b in row.chunks_exact(2) {
+            count += (u16::from_le_bytes([b[0], b[1]]) & exponent == exponent) as usize;
+        }
+        let first = if count == 0 {
+            usize::MAX
+        } else {
+            let j = row.chunks_exact(2).position(|b| u16::from_le_bytes([b[0], b[1]]) & exponent == exponent);
+            base + j.expect("counted one")
+        };
+        (count, first)
     }
 }
