@@ -1,6 +1,88 @@
-//! The terminal table and the per-position KL plot (hand-written SVG).
+//! The validation report: per-device status, metrics and checks; the terminal table and the per-position KL plot
+//! (hand-written SVG).
 
-use super::{Report, Status};
+use std::path::PathBuf;
+
+use super::{Export, Thresholds, WeightPrecision};
+use crate::backend::Precision;
+use crate::devices::Target;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    /// The device is absent; never counted as passed.
+    Skipped,
+    /// The device is present but the export did not run on it.
+    Error,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Check {
+    pub metric: &'static str,
+    pub value: f64,
+    pub limit: f64,
+    /// `max` (value must be ≤ limit) or `min` (≥).
+    pub kind: &'static str,
+    pub passed: bool,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Metrics {
+    pub positions: usize,
+    pub max_abs_logit: f64,
+    pub mean_abs_logit: f64,
+    pub mean_kl: f64,
+    pub top1_agreement: f64,
+    pub perplexity: Option<f64>,
+    pub ppl_increase_pct: Option<f64>,
+    /// Greedy match length against the reference, per prompt (`max_new_tokens` when both stop at the same EOS).
+    pub greedy_match: Vec<usize>,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    /// Greedy continuation of the first prompt, decoded.
+    pub sample: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TargetReport {
+    pub target: Target,
+    pub label: String,
+    pub status: Status,
+    /// Why a device was skipped or errored, or which checks failed.
+    pub reason: Option<String>,
+    pub metrics: Option<Metrics>,
+    pub checks: Vec<Check>,
+    /// Mean KL at each position of the perplexity window (over all windows); without a text, KL per prompt
+    /// position. At most 4096 values.
+    pub kl_per_position: Vec<f64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReferenceInfo {
+    pub checkpoint: PathBuf,
+    pub perplexity: Option<f64>,
+    pub scored_tokens: usize,
+    pub prefill_tokens_per_s: f64,
+    pub decode_tokens_per_s: f64,
+    pub sample: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub export: Export,
+    pub weight_precision: WeightPrecision,
+    pub session_precision: Precision,
+    pub thresholds: Thresholds,
+    pub prompts: usize,
+    pub max_new_tokens: usize,
+    pub ppl_window: usize,
+    pub reference: ReferenceInfo,
+    pub targets: Vec<TargetReport>,
+    /// True when at least one device ran and every device that ran passed.
+    pub passed: bool,
+}
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
