@@ -1,0 +1,291 @@
+//! `optimum-cli export openvino` / NNCF 3.4 decisions (shared/docs/openvino-ir.md §5, §6, §9).
+
+use oxport_hf::{Checkpoint, Role, TensorInfo};
+
+use super::mixed::{candidate_error, dtype_eps, select_by_ratio};
+use super::{
+    Backup, Fallback, NoProgress, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanProgress,
+    QuantPlan, Scheme, entry, is_weight,
+};
+use crate::error::QuantError;
+use crate::nncf::NncfMode;
+
+/// Plan an OpenVINO IR export.
+pub fn plan_openvino(
+    ckpt: &Checkpoint,
+    opts: &OpenVinoPlanOptions,
+) -> Result<QuantPlan, QuantError> {
+    plan_openvino_with_progress(ckpt, opts, &NoProgress)
+}
+
+/// [`plan_openvino`], reporting the sensitivity scoring to `progress`.
+pub fn plan_openvino_with_progress(
+    ckpt: &Checkpoint,
+    opts: &OpenVinoPlanOptions,
+    progress: &dyn PlanProgress,
+) -> Result<QuantPlan, QuantError> {
+    let tensors = ckpt.tensors();
+    let mut entries: Vec<PlanEntry> = match opts.weight_format {
+        OvWeightFormat::Fp32 => tensors
+            .iter()
+            .map(|t| entry(t, Scheme::F32, "--weight-format fp32: every constant f32"))
+            .collect(),
+        // openvino-ir.md §5.1: every float constant, gammas included, is f16 + a decompression Convert.
+        OvWeightFormat::Fp16 => tensors
+            .iter()
+            .map(|t| {
+                entry(
+                    t,
+                    Scheme::F16,
+                    "--weight-format fp16: every float constant f16 (openvino-ir.md §5.1)",
+                )
+            })
+            .collect(),
+        // openvino-ir.md §5.2: all weights, embedding and lm_head included, int8 per output channel.
+        OvWeightFormat::Int8 => {
+            let mode = if opts.sym {
+                NncfMode::Int8Sym
+            } else {
+                NncfMode::Int8Asym
+            };
+            tensors
+                .iter()
+                .map(|t| {
+                    if is_weight(t.role) {
+                        let mut e = entry(
+                            t,
+                            Scheme::Nncf {
+                                mode,
+                                group_size: None,
+                            },
+                            format!("--weight-format int8: {mode} per-channel for every weight"),
+                        );
+                        e.ratio_defining = true;
+                        e
+                    } else {
+                        entry(
+                            t,
+                            Scheme::F32,
+                            "norm gamma: plain f32 constant in int8/int4 IRs",
+                        )
+                    }
+                })
+                .collect()
+        }
+        OvWeightFormat::Int4 => plan_int4(ckpt, opts, progress)?,
+    };
+    // Keep the checkpoint's canonical order.
+    entries.sort_by_key(|e| tensors.iter().position(|t| t.role == e.role));
+    Ok(QuantPlan::new(entries))
+}
+
+/// NNCF `WeightCompression` for an int4 mode, data-free (nncf 3.4 `algorithm.py`:
+/// `get_weight_compression_parameters`, `_get_ratio_defining_params`, `_handle_{ignore,adjust}_group_size_fallback`,
+/// `apply_mixed_precision`, `validate_group_size`; `mixed_precision.py::DataFreeCriterion`).
+fn plan_int4(
+    ckpt: &Checkpoint,
+    opts: &OpenVinoPlanOptions,
+    progress: &dyn PlanProgress,
+) -> Result<Vec<PlanEntry>, QuantError> {
+    if !(opts.ratio > 0.0 && opts.ratio <= 1.0) {
+        return Err(QuantError::Options(format!(
+            "ratio must be in (0, 1], not {}",
+            opts.ratio
+        )));
+    }
+    let primary_mode = if opts.sym {
+        NncfMode::Int4Sym
+    } else {
+        NncfMode::Int4Asym
+    };
+    let group = (opts.group_size != 0).then_some(opts.group_size);
+    let backup = |t: &TensorInfo, why: &str| -> PlanEntry {
+        match opts.backup_precision {
+            Backup::Int8Asym => entry(
+                t,
+                Scheme::Nncf {
+                    mode: NncfMode::Int8Asym,
+                    group_size: None,
+                },
+                format!("{why}: backup int8_asym"),
+            ),
+            Backup::Int8Sym => entry(
+                t,
+                Scheme::Nncf {
+                    mode: NncfMode::Int8Sym,
+                    group_size: None,
+                },
+                format!("{why}: backup int8_sym"),
+            ),
+            Backup::None => entry(
+                t,
+                Scheme::Keep,
+                format!("{why}: backup none, original precision"),
+            ),
+        }
+    };
+
+    let tensors = ckpt.tensors();
+    let mut out = Vec::new();
+    // Graph order of the weight constants: embedding (Gather), the decoder MatMuls, lm_head.
+    let matmuls: Vec<&TensorInfo> = tensors.iter().filter(|t| t.role.is_matmul()).collect();
+    let mut candidates: Vec<&TensorInfo> = Vec::new();
+    for t in tensors {
+        if !is_weight(t.role) {
+            out.push(entry(
+                t,
+                Scheme::F32,
+                "norm gamma: plain f32 constant in int8/int4 IRs",
+            ));
+        }
+    }
+    // `_get_ratio_defining_params`: MatMul weights minus the last MatMul unless all_layers; embeddings only
+    // with all_layers (appended after the MatMuls).
+    // With tied embeddings lm_head's MatMul shares the embedding constant: NNCF skips it as a duplicate weight
+    // (`is_last_layer_skipped`) and then keeps every decoder MatMul ratio-defining.
+    let last_matmul = if ckpt.config().tie_word_embeddings {
+        None
+    } else {
+        matmuls.last().map(|t| t.role)
+    };
+    for t in &matmuls {
+        if opts.all_layers || Some(t.role) != last_matmul {
+            candidates.push(t);
+        } else {
+            out.push(backup(
+                t,
+                "last MatMul (lm_head) is not ratio-defining without --all-layers",
+            ));
+        }
+    }
+    if let Some(emb) = tensors.iter().find(|t| t.role == Role::Embedding) {
+        if opts.all_layers {
+            candidates.push(emb);
+        } else {
+            out.push(backup(
+                emb,
+                "embedding is not ratio-defining without --all-layers",
+            ));
+        }
+    }
+
+    // Group-size fallbacks happen before ranking (openvino-ir.md §9).
+    let mut group_of: Vec<Option<usize>> = Vec::with_capacity(candidates.len());
+    let mut notes: Vec<String> = Vec::with_capacity(candidates.len());
+    let mut kept = Vec::with_capacity(candidates.len());
+    for t in candidates {
+        let k = t.shape[1];
+        match group {
+            Some(g) if !k.is_multiple_of(g) => match opts.group_size_fallback {
+                Fallback::Error => {
+                    kept.push(t);
+                    group_of.push(Some(g));
+                    notes.push(String::new());
+                }
+                Fallback::Ignore => out.push(entry(
+                    t,
+                    Scheme::Keep,
+                    format!(
+                        "K={k} not divisible by group size {g}: --group-size-fallback ignore keeps it in the \
+                         original precision and out of the ratio"
+                    ),
+                )),
+                Fallback::Adjust => {
+                    // The largest power of two dividing K.
+                    let adjusted = k & k.wrapping_neg();
+                    if adjusted >= opts.min_adjusted_group_size {
+                        kept.push(t);
+                        group_of.push(Some(adjusted));
+                        notes.push(format!(", group size adjusted {g} -> {adjusted} (K={k})"));
+                    } else {
+                        out.push(backup(
+                            t,
+                            &format!(
+                                "K={k} not divisible by group size {g} and adjusted group {adjusted} < {}",
+                                opts.min_adjusted_group_size
+                            ),
+                        ));
+                    }
+                }
+            },
+            _ => {
+                kept.push(t);
+                group_of.push(group);
+                notes.push(String::new());
+            }
+        }
+    }
+    let candidates = kept;
+
+    // Mixed precision: only when ratio < 1 (`apply_mixed_precision`).
+    let mut primary = vec![true; candidates.len()];
+    let mut scores: Vec<Option<f64>> = vec![None; candidates.len()];
+    let mut rank_note: Vec<String> = vec![String::new(); candidates.len()];
+    if opts.ratio < 1.0 && !candidates.is_empty() {
+        let mut s = Vec::with_capacity(candidates.len());
+        for (i, t) in candidates.iter().enumerate() {
+            let err = candidate_error(ckpt, t)?;
+            // score = 1 / (error + eps), eps = finfo(weight dtype).eps; the IR keeps the checkpoint dtype.
+            let score = 1.0 / (err as f64 + dtype_eps(t.dtype));
+            s.push(score);
+            scores[i] = Some(score);
+            progress.scored(&t.name, i + 1, candidates.len());
+        }
+        let chosen = select_by_ratio(
+            &s,
+            &candidates.iter().map(|t| t.numel()).collect::<Vec<_>>(),
+            opts.ratio,
+        );
+        for (rank, (i, is_primary)) in chosen.iter().enumerate() {
+            primary[*i] = *is_primary;
+            rank_note[*i] = format!(
+                "sensitivity rank {rank} (int8 error {:.4e})",
+                1.0 / s[*i] - dtype_eps(candidates[*i].dtype)
+            );
+        }
+    }
+
+    let mut failed = Vec::new();
+    for (i, t) in candidates.iter().enumerate() {
+        let ratio_note = if rank_note[i].is_empty() {
+            String::new()
+        } else {
+            format!(", {}", rank_note[i])
+        };
+        let mut e = if primary[i] {
+            let g = group_of[i];
+            if let Some(g) = g
+                && !t.shape[1].is_multiple_of(g)
+            {
+                failed.push((t.name.clone(), t.shape[1]));
+            }
+            let gs = g.map_or("per-channel".to_string(), |g| format!("group {g}"));
+            entry(
+                t,
+                Scheme::Nncf {
+                    mode: primary_mode,
+                    group_size: g,
+                },
+                format!(
+                    "ratio-defining, {primary_mode} {gs}{}{ratio_note}",
+                    notes[i]
+                ),
+            )
+        } else {
+            let mut e = backup(t, "ratio-defining, not selected by --ratio");
+            e.reason.push_str(&ratio_note);
+            e
+        };
+        e.ratio_defining = true;
+        e.sensitivity = scores[i];
+        out.push(e);
+    }
+    // `validate_group_size`: after the assignment, only weights that got int4.
+    if !failed.is_empty() {
+        return Err(QuantError::InvalidGroupSizes {
+            group_size: opts.group_size,
+            failed,
+        });
+    }
+    Ok(out)
+}
