@@ -9,9 +9,12 @@ use oxport_hf::{Phi3Config, Role};
 use oxport_quant::NBitsParams;
 
 use crate::options::{ExportOptions, IoDtype};
-use crate::proto::{GraphProto, NodeProto, ValueInfoProto, tensor_proto::DataType};
+use crate::proto::{NodeProto, ValueInfoProto, tensor_proto::DataType};
 use crate::protoutil::{Attr, Dim, f16_bytes, f32_bytes, node, raw_tensor, value_info};
-use crate::rope::{RopeCaches, rope_caches};
+
+mod attention;
+
+pub use attention::uses_longrope;
 
 pub const MS_DOMAIN: &str = "com.microsoft";
 const MASK: &str = "/model/attn_mask_reformat/attn_mask_subgraph";
@@ -122,15 +125,6 @@ impl IoDtype {
     }
 }
 
-/// Whether the builder would pick `Phi3MiniLongRoPEModel` (builder.py `create_model`): context extended past
-/// `original_max_position_embeddings` with LongRoPE factors.
-pub fn uses_longrope(c: &Phi3Config) -> bool {
-    c.max_position_embeddings != c.original_max_position_embeddings
-        && c.rope_scaling
-            .as_ref()
-            .is_some_and(|r| !r.short_factor.is_empty())
-}
-
 struct Builder<'a> {
     c: &'a Phi3Config,
     opts: &'a ExportOptions,
@@ -191,134 +185,6 @@ impl Builder<'_> {
             self.constants.push(out.clone());
         }
         out
-    }
-
-    /// `make_attention_mask_reformatting_for_gqa` (§1.4): seqlens_k = int32(ReduceSum(mask, 1) - 1),
-    /// total_sequence_length = int32(Shape(mask)[1]).
-    fn mask_subgraph(&mut self) -> (String, String) {
-        let one = self.constant_i64(&[1], false);
-        let reduce = format!("{MASK}/ReduceSum");
-        self.push(node(
-            "ReduceSum",
-            &reduce,
-            "",
-            &["attention_mask", &one],
-            &[&format!("{reduce}/output_0")],
-            vec![("keepdims", Attr::Int(0))],
-        ));
-        let sub = format!("{MASK}/Sub");
-        self.push(node(
-            "Sub",
-            &sub,
-            "",
-            &[&format!("{reduce}/output_0"), &one],
-            &[&format!("{sub}/output_0")],
-            vec![],
-        ));
-        let seqlens = format!("{sub}/Cast/output_0");
-        self.push(node(
-            "Cast",
-            &format!("{sub}/Cast"),
-            "",
-            &[&format!("{sub}/output_0")],
-            &[&seqlens],
-            vec![("to", Attr::Int(DataType::Int32 as i64))],
-        ));
-        let shape = format!("{MASK}/Shape");
-        self.push(node(
-            "Shape",
-            &shape,
-            "",
-            &["attention_mask"],
-            &[&format!("{shape}/output_0")],
-            vec![],
-        ));
-        let one_scalar = self.constant_i64(&[1], true);
-        let gather = format!("{MASK}/Gather");
-        self.push(node(
-            "Gather",
-            &gather,
-            "",
-            &[&format!("{shape}/output_0"), &one_scalar],
-            &[&format!("{gather}/output_0")],
-            vec![("axis", Attr::Int(0))],
-        ));
-        let total = format!("{gather}/Cast/output_0");
-        self.push(node(
-            "Cast",
-            &format!("{gather}/Cast"),
-            "",
-            &[&format!("{gather}/output_0")],
-            &[&total],
-            vec![("to", Attr::Int(DataType::Int32 as i64))],
-        ));
-        (seqlens, total)
-    }
-
-    /// `make_rotary_embedding_multi_cache` (§1.6): one If on `total_len > original_context` selecting the long
-    /// or short cos/sin caches, which live as Constant nodes inside the branches.
-    fn longrope_subgraph(&mut self) {
-        let c = self.c;
-        let threshold = self.constant_i64(&[c.original_max_position_embeddings as i64], true);
-        let greater = "/model/rope_caches_subgraph/Greater";
-        self.push(node(
-            "Greater",
-            greater,
-            "",
-            &[&format!("{MASK}/Gather/output_0"), &threshold],
-            &[&format!("{greater}/output_0")],
-            vec![],
-        ));
-        let RopeCaches {
-            cos: cos_large,
-            sin: sin_large,
-            rows: large_rows,
-            half_dim,
-        } = rope_caches(c, Some(true), c.max_position_embeddings);
-        let RopeCaches {
-            cos: cos_small,
-            sin: sin_small,
-            rows: small_rows,
-            ..
-        } = rope_caches(c, Some(false), c.original_max_position_embeddings);
-        let io = self.io;
-        let branch = |label: &str, cos: Vec<f32>, sin: Vec<f32>, rows: usize| {
-            let mut g = GraphProto {
-                name: Some(format!("{label}_rope_caches_graph")),
-                ..Default::default()
-            };
-            for (kind, data) in [("cos", cos), ("sin", sin)] {
-                let out = format!("{kind}_cache_{label}");
-                let t = raw_tensor(&out, io.onnx(), &[rows, half_dim], io.bytes(&data));
-                g.node.push(node(
-                    "Constant",
-                    &format!("/{label}/{kind}_cache/Constant"),
-                    "",
-                    &[],
-                    &[&out],
-                    vec![("value", Attr::Tensor(t))],
-                ));
-                g.output.push(value_info(
-                    &out,
-                    io.onnx(),
-                    &[Dim::Fixed(rows), Dim::Fixed(half_dim)],
-                ));
-            }
-            g
-        };
-        let then_branch = branch("large", cos_large, sin_large, large_rows);
-        let else_branch = branch("small", cos_small, sin_small, small_rows);
-        self.push(node(
-            "If",
-            "/model/rope_caches_subgraph/If",
-            "",
-            &[&format!("{greater}/output_0")],
-            &[COS_CACHE, SIN_CACHE],
-            vec![
-                ("then_branch", Attr::Graph(then_branch)),
-                ("else_branch", Attr::Graph(else_branch)),
-            ],
-        ));
     }
 
     /// `make_layernorm` for the first norm: SimplifiedLayerNormalization in the default domain, or (with
@@ -497,39 +363,6 @@ impl Builder<'_> {
                 ));
             }
         }
-        out
-    }
-
-    fn gqa(&mut self, layer: usize, qkv: &str, seqlens: &str, total: &str) -> String {
-        let c = self.c;
-        let base = format!("/model/layers.{layer}/attn/GroupQueryAttention");
-        let out = format!("{base}/output_0");
-        let past_k = format!("past_key_values.{layer}.key");
-        let past_v = format!("past_key_values.{layer}.value");
-        let present_k = format!("present.{layer}.key");
-        let present_v = format!("present.{layer}.value");
-        let scale = 1.0 / (c.head_dim() as f64).sqrt();
-        self.push(node(
-            "GroupQueryAttention",
-            &base,
-            MS_DOMAIN,
-            &[
-                qkv, "", "", &past_k, &past_v, seqlens, total, COS_CACHE, SIN_CACHE, "", "", "",
-            ],
-            &[&out, &present_k, &present_v],
-            vec![
-                ("num_heads", Attr::Int(c.num_attention_heads as i64)),
-                ("kv_num_heads", Attr::Int(c.num_key_value_heads as i64)),
-                ("scale", Attr::Float(scale as f32)),
-                // Builder 0.18 passes `config.sliding_window` only for layers HF marks "sliding_attention"
-                // (`is_local`); Phi-3 has no such layers, so every layer gets -1 and the window moves to
-                // genai_config `sliding_window` (builders/base.py `make_attention`, `make_genai_config`).
-                ("local_window_size", Attr::Int(-1)),
-                ("softcap", Attr::Float(0.0)),
-                ("do_rotary", Attr::Int(1)),
-                ("rotary_interleaved", Attr::Int(0)),
-            ],
-        ));
         out
     }
 }
