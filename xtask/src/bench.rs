@@ -17,8 +17,17 @@ use serde::Serialize;
 
 use crate::test::{repo_root, run_checked};
 
+#[derive(clap::Subcommand)]
+pub enum Kind {
+    /// Weights/s of every oxport-quant kernel on an 8192×3072 BF16 matrix, 1 and 2 threads.
+    Quant(crate::bench_quant::Args),
+}
+
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    kind: Option<Kind>,
     /// Checkpoint folder to export. Default: the full-size random Phi-3-mini-4k shape, created once under
     /// `.cache/phi3-mini-4k-random` by `cargo xtask fixtures --full-size`.
     #[arg(long)]
@@ -29,9 +38,9 @@ pub struct Args {
     /// Quick check on the bundled tiny fixture, no peers, 2 threads (part of `cargo xtask test`).
     #[arg(long)]
     smoke: bool,
-    /// Only run the cases whose name contains this string (e.g. `ov-int4`).
-    #[arg(long)]
-    only: Option<String>,
+    /// Only run the cases whose name contains one of these strings (e.g. `ov-int4,onnx-int4-b32`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Thread counts to run oxport with.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<usize>,
@@ -149,6 +158,9 @@ struct Machine {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(Kind::Quant(a)) = args.kind {
+        return crate::bench_quant::run(a);
+    }
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
@@ -171,7 +183,7 @@ pub fn run(args: Args) -> Result<()> {
     let io_floor_read_secs = time_read_dir(&model)?;
     let mut results = Vec::new();
     for case in CASES {
-        if args.only.as_deref().is_some_and(|o| !case.name.contains(o)) {
+        if !args.only.is_empty() && !args.only.iter().any(|o| case.name.contains(o.as_str())) {
             continue;
         }
         for &t in &threads {
@@ -247,18 +259,28 @@ fn cmd_with_threads(cmd: &mut Command) -> Command {
 
 fn ensure_full_size(root: &Path) -> Result<PathBuf> {
     let dir = root.join(".cache/phi3-mini-4k-random");
-    if dir.join("model.safetensors.index.json").exists() {
-        return Ok(dir);
+    if !dir.join("model.safetensors.index.json").exists() {
+        create_full_size(root, &dir)?;
     }
+    // The random checkpoint has no tokenizer of its own; the peers refuse a folder without one, so it borrows
+    // the tiny fixture's (a smaller vocabulary than the model's, which every exporter accepts).
+    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+        if !dir.join(f).exists() {
+            fs::copy(root.join("fixtures/tiny").join(f), dir.join(f))?;
+        }
+    }
+    Ok(dir)
+}
+
+fn create_full_size(root: &Path, dir: &Path) -> Result<()> {
     eprintln!("bench: creating the full-size random Phi-3-mini-4k checkpoint in {} (once)", dir.display());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_checked(
         Command::new(&cargo)
             .current_dir(root)
             .args(["run", "--quiet", "--release", "-p", "xtask", "--", "fixtures", "--full-size"])
-            .arg(&dir),
-    )?;
-    Ok(dir)
+            .arg(dir),
+    )
 }
 
 fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {

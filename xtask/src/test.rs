@@ -86,6 +86,13 @@ pub fn run(args: Args) -> Result<()> {
             failures.push(format!("pytest: {e:#}"));
         }
     }
+    // The export benchmark's smoke mode: every case on the tiny fixture, measured the same way as the full bench.
+    let mut smoke = Command::new(std::env::current_exe()?);
+    smoke.current_dir(&root).args(["bench", "--smoke", "--out", "target/bench/smoke.md"]);
+    if let Err(e) = run_checked(&mut smoke) {
+        failures.push(format!("bench --smoke: {e:#}"));
+    }
+
     if !failures.is_empty() {
         bail!("tests failed:\n  {}", failures.join("\n  "));
     }
