@@ -33,7 +33,7 @@ enum ExportCommand {
     /// ONNX for ONNX Runtime GenAI: MatMulNBits int4, fp16 or fp32, with genai_config.json.
     Onnx(cmd::export_onnx::Args),
     /// Stateful OpenVINO IR like `optimum-cli export openvino`; optimum-cli flags are accepted verbatim.
-    Openvino(cmd::export_openvino::Args),
+    Openvino(Box<cmd::export_openvino::Args>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,7 +41,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => cmd::inspect::run(args),
         Command::Export(ExportCommand::Onnx(args)) => cmd::export_onnx::run(args),
-        Command::Export(ExportCommand::Openvino(args)) => cmd::export_openvino::run(args),
+        Command::Export(ExportCommand::Openvino(args)) => cmd::export_openvino::run(*args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Devices(args) => cmd::devices::run(args),
     };
