@@ -27,6 +27,8 @@ pub enum Elem {
     I4,
     U4,
     Boolean,
+    /// OpenVINO's `string` type (Parameters/ports only: constants never hold it here).
+    String,
 }
 
 impl Elem {
@@ -43,6 +45,7 @@ impl Elem {
             Elem::I4 => "i4",
             Elem::U4 => "u4",
             Elem::Boolean => "boolean",
+            Elem::String => "string",
         }
     }
 
@@ -59,6 +62,7 @@ impl Elem {
             Elem::I4 => "I4",
             Elem::U4 => "U4",
             Elem::Boolean => "BOOL",
+            Elem::String => "STRING",
         }
     }
 
@@ -70,6 +74,7 @@ impl Elem {
             Elem::I64 => 8 * numel,
             Elem::I8 | Elem::U8 | Elem::Boolean => numel,
             Elem::I4 | Elem::U4 => numel.div_ceil(2),
+            Elem::String => 0,
         }
     }
 }
@@ -115,6 +120,8 @@ pub enum RtInfo {
     Value { tag: String, value: String },
     /// `<tag> children </tag>`.
     Group { tag: String, children: Vec<RtInfo> },
+    /// `<tag />`: an entry whose value is Python's `None` (openvino-tokenizers writes these).
+    Empty { tag: String },
 }
 
 impl RtInfo {
@@ -438,15 +445,18 @@ fn static_shape(shape: &[usize]) -> String {
         .join(", ")
 }
 
+/// Attribute escaping as OpenVINO's serializer (pugixml) writes it: `&`, `<`, `"` and control characters
+/// (`&#10;`); `>` and `'` stay as they are (see the chat_template rt_info of the reference openvino_tokenizer.xml).
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "&#{};", c as u32);
+            }
             _ => out.push(c),
         }
     }
@@ -483,6 +493,9 @@ fn write_rt(x: &mut String, node: &RtInfo, depth: usize) {
     match node {
         RtInfo::Value { tag, value } => {
             let _ = writeln!(x, "{tabs}<{tag} value=\"{}\" />", escape(value));
+        }
+        RtInfo::Empty { tag } => {
+            let _ = writeln!(x, "{tabs}<{tag} />");
         }
         RtInfo::Group { tag, children } => {
             let _ = writeln!(x, "{tabs}<{tag}>");

@@ -11,6 +11,7 @@ mod export;
 pub mod ir;
 mod phi3;
 pub mod plan;
+pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use export::{ExportSummary, MODEL_BIN, MODEL_XML, export};

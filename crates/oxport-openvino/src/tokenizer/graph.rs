@@ -1,0 +1,491 @@
+//! The two graphs, op by op as openvino-tokenizers builds them (`tokenizer_pipeline.py` `get_ov_subgraph` of each
+//! step) after OpenVINO's constant folding, with the layers in the order `ov::pass::Serialize` writes them for the
+//! reference export, so that the `.bin` constants land at the same offsets.
+
+use std::path::Path;
+
+use super::TokenizerError;
+use super::spec::{DISABLE_TRUNCATE_MAX_LENGTH, Segment, Spec, special_split_pattern};
+use super::{DETOKENIZER_BIN, DETOKENIZER_XML, TOKENIZER_BIN, TOKENIZER_XML};
+use crate::ir::{DYN, Elem, Graph, Out, RtInfo};
+
+const EXT: &str = "extension";
+
+fn ir_err(path: &Path) -> impl Fn(crate::Error) -> TokenizerError + '_ {
+    move |e| TokenizerError::Ir {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
+}
+
+struct B<'a> {
+    g: Graph,
+    path: &'a Path,
+}
+
+impl B<'_> {
+    fn konst(&mut self, elem: Elem, shape: &[usize], bytes: &[u8]) -> Result<Out, TokenizerError> {
+        let name = format!("Constant_{}", self.g.layer_count());
+        self.g
+            .constant(&name, elem, shape, bytes)
+            .map_err(ir_err(self.path))
+    }
+    fn i32s(&mut self, v: &[i32]) -> Result<Out, TokenizerError> {
+        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+        self.konst(Elem::I32, &[v.len()], &bytes)
+    }
+    fn i32_scalar(&mut self, v: i32) -> Result<Out, TokenizerError> {
+        self.konst(Elem::I32, &[], &v.to_le_bytes())
+    }
+    fn i64_scalar(&mut self, v: i64) -> Result<Out, TokenizerError> {
+        self.konst(Elem::I64, &[], &v.to_le_bytes())
+    }
+    /// `create_string_constant_node` of one string: its UTF-8 bytes as u8.
+    fn string(&mut self, s: &[u8]) -> Result<Out, TokenizerError> {
+        self.konst(Elem::U8, &[s.len()], s)
+    }
+    /// `create_unpacked_string`: i32 begins, i32 ends, u8 chars.
+    fn strings<T: AsRef<[u8]>>(&mut self, items: &[T]) -> Result<[Out; 3], TokenizerError> {
+        let mut begins = Vec::with_capacity(items.len() * 4);
+        let mut ends = Vec::with_capacity(items.len() * 4);
+        let mut chars = Vec::new();
+        for s in items {
+            begins.extend_from_slice(&(chars.len() as i32).to_le_bytes());
+            chars.extend_from_slice(s.as_ref());
+            ends.extend_from_slice(&(chars.len() as i32).to_le_bytes());
+        }
+        Ok([
+            self.konst(Elem::I32, &[items.len()], &begins)?,
+            self.konst(Elem::I32, &[items.len()], &ends)?,
+            self.konst(Elem::U8, &[chars.len()], &chars)?,
+        ])
+    }
+}
+
+/// Model rt_info of both IRs (`utils.py` `update_rt_info_with_params` / `_with_processor_template`), sorted by key as
+/// OpenVINO writes it; the package versions are replaced by `oxport/version`.
+fn rt_info(spec: &Spec) -> Vec<RtInfo> {
+    let mut rt = vec![
+        RtInfo::value("add_attention_mask", "True"),
+        RtInfo::Empty {
+            tag: "add_prefix_space".into(),
+        },
+        RtInfo::value("add_special_tokens", "True"),
+    ];
+    if let Some(id) = spec.bos_token_id {
+        rt.push(RtInfo::value("bos_token_id", id.to_string()));
+    }
+    if let Some(t) = &spec.chat_template {
+        rt.push(RtInfo::value("chat_template", t.clone()));
+    }
+    rt.push(RtInfo::Empty {
+        tag: "clean_up_tokenization_spaces".into(),
+    });
+    rt.push(RtInfo::value("detokenizer_input_type", "i64"));
+    if let Some(id) = spec.eos_token_id {
+        rt.push(RtInfo::value("eos_token_id", id.to_string()));
+    }
+    rt.push(RtInfo::Empty {
+        tag: "handle_special_tokens_with_re".into(),
+    });
+    rt.push(RtInfo::Empty {
+        tag: "max_length".into(),
+    });
+    rt.push(RtInfo::value("number_of_inputs", "1"));
+    rt.push(RtInfo::group(
+        "oxport",
+        vec![RtInfo::value("version", env!("CARGO_PKG_VERSION"))],
+    ));
+    if let Some(t) = &spec.original_post_processor {
+        rt.push(RtInfo::value("original_post_processor_template", t.clone()));
+    }
+    rt.push(RtInfo::value(
+        "original_tokenizer_class",
+        "<class 'transformers.tokenization_utils_tokenizers.TokenizersBackend'>",
+    ));
+    if let Some(id) = spec.pad_token_id {
+        rt.push(RtInfo::value("pad_token_id", id.to_string()));
+    }
+    rt.push(RtInfo::value(
+        "processed_post_processor_template",
+        spec.processed_post_processor.clone(),
+    ));
+    for (k, v) in [
+        ("skip_special_tokens", "True"),
+        ("streaming_detokenizer", "False"),
+        ("tokenizer_output_type", "i64"),
+        ("truncation", "False"),
+        ("use_max_padding", "False"),
+        ("use_sentencepiece_backend", "False"),
+        ("utf8_replace_mode", "replace"),
+        ("with_detokenizer", "True"),
+    ] {
+        rt.push(RtInfo::value(k, v));
+    }
+    rt
+}
+
+pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerError> {
+    let bin = dir.join(TOKENIZER_BIN);
+    let xml = dir.join(TOKENIZER_XML);
+    let g = Graph::create("tokenizer", &bin).map_err(ir_err(&bin))?;
+    let mut b = B { g, path: &bin };
+    let v1 = [DYN];
+
+    let input = b.g.parameter("string_input", Elem::String, &[DYN]);
+    // TruncationStep: a stateful on/off flag (default off) selecting max_length or "no truncation".
+    let flag_default = b.konst(Elem::Boolean, &[], &[0])?;
+    let flag = b.g.op1(
+        "ReadValue",
+        "opset6",
+        "",
+        &[flag_default],
+        &[
+            ("variable_id", "truncation"),
+            ("variable_type", "dynamic"),
+            ("variable_shape", "..."),
+        ],
+        Elem::Boolean,
+        &[],
+    );
+
+    // CombineSegments inputs of the special-token groups before the sequence (the serializer visits them first).
+    let seq_pos = spec
+        .segments
+        .iter()
+        .position(|s| *s == Segment::Sequence)
+        .unwrap_or(0);
+    let mut combine_inputs: Vec<Vec<Out>> = Vec::new();
+    for seg in &spec.segments[..seq_pos] {
+        combine_inputs.push(token_group(&mut b, seg)?);
+    }
+
+    // StringTensorUnpack, then a ragged dimension over the batch (`add_ragged_dimension`): begins = range(0, n),
+    // ends = range(1, n + 1).
+    let zero64 = b.i64_scalar(0)?;
+    let unpacked = b.g.op(
+        "StringTensorUnpack",
+        "opset15",
+        "",
+        &[input],
+        &[],
+        &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
+    );
+    let shape = b.g.op1(
+        "ShapeOf",
+        "opset3",
+        "",
+        &[unpacked[0]],
+        &[("output_type", "i64")],
+        Elem::I64,
+        &[1],
+    );
+    let gi = b.i64_scalar(0)?;
+    let ga = b.i64_scalar(0)?;
+    let n = b.g.op1(
+        "Gather",
+        "opset8",
+        "",
+        &[shape, gi, ga],
+        &[("batch_dims", "0")],
+        Elem::I64,
+        &[],
+    );
+    let one64 = b.i64_scalar(1)?;
+    let begins = b.g.op1(
+        "Range",
+        "opset4",
+        "",
+        &[zero64, n, one64],
+        &[("output_type", "i32")],
+        Elem::I32,
+        &v1,
+    );
+    let start1 = b.i64_scalar(1)?;
+    let add1 = b.i64_scalar(1)?;
+    let n1 = b.g.op1(
+        "Add",
+        "opset1",
+        "",
+        &[n, add1],
+        &[("auto_broadcast", "numpy")],
+        Elem::I64,
+        &[],
+    );
+    let step1 = b.i64_scalar(1)?;
+    let ends = b.g.op1(
+        "Range",
+        "opset4",
+        "",
+        &[start1, n1, step1],
+        &[("output_type", "i32")],
+        Elem::I32,
+        &v1,
+    );
+
+    // SpecialTokensSplit → RegexSplit (ByteLevel regex, isolate).
+    let ragged6: [(Elem, &[i64]); 6] = [
+        (Elem::I32, &v1),
+        (Elem::I32, &v1),
+        (Elem::I32, &v1),
+        (Elem::I32, &v1),
+        (Elem::U8, &v1),
+        (Elem::Boolean, &v1),
+    ];
+    let mut cur = vec![begins, ends, unpacked[0], unpacked[1], unpacked[2]];
+    if !spec.split_tokens.is_empty() {
+        let pat = b.string(special_split_pattern(&spec.split_tokens).as_bytes())?;
+        cur.push(pat);
+        cur = b.g.op("SpecialTokensSplit", EXT, "", &cur, &[], &ragged6);
+    } else {
+        // Without special tokens RegexSplit takes the ragged string as is (no skip mask).
+        cur.truncate(5);
+    }
+    let pat = b.string(spec.split_pattern.as_bytes())?;
+    cur.push(pat);
+    let split = b.g.op(
+        "RegexSplit",
+        EXT,
+        "",
+        &cur,
+        &[
+            ("behaviour", "isolate"),
+            ("invert", "false"),
+            ("max_splits", "-1"),
+        ],
+        &ragged6,
+    );
+
+    // BPETokenizer with its vocab, merges and added tokens.
+    let mut bpe_in: Vec<Out> = split[..5].to_vec();
+    bpe_in.extend(b.strings(&spec.vocab)?);
+    bpe_in.extend(b.strings(&spec.merges_left)?);
+    bpe_in.extend(b.strings(&spec.merges_right)?);
+    if !spec.added.is_empty() {
+        let texts: Vec<&[u8]> = spec.added.iter().map(|(t, _)| t.as_slice()).collect();
+        bpe_in.extend(b.strings(&texts)?);
+        let ids: Vec<i32> = spec.added.iter().map(|(_, id)| *id).collect();
+        bpe_in.push(b.i32s(&ids)?);
+    }
+    let cache = spec.cache_capacity.to_string();
+    let ragged3: [(Elem, &[i64]); 3] = [(Elem::I32, &v1), (Elem::I32, &v1), (Elem::I32, &v1)];
+    let bpe = b.g.op(
+        "BPETokenizer",
+        EXT,
+        "",
+        &bpe_in,
+        &[
+            ("unk_token", spec.unk_token.as_str()),
+            ("fuse_unk", if spec.fuse_unk { "true" } else { "false" }),
+            ("suffix_indicator", ""),
+            ("end_suffix", ""),
+            ("byte_fallback", "false"),
+            ("cache_capacity", cache.as_str()),
+        ],
+        &ragged3,
+    );
+
+    // Truncate: max_length when the flag is on, else i32::MAX - 64.
+    let max_len = b.i32_scalar(spec.max_length)?;
+    let no_trunc = b.i32_scalar(DISABLE_TRUNCATE_MAX_LENGTH)?;
+    let selected = b.g.op1(
+        "Select",
+        "opset1",
+        "",
+        &[flag, max_len, no_trunc],
+        &[("auto_broadcast", "numpy")],
+        Elem::I32,
+        &[],
+    );
+    let side = b.string(if spec.truncate_right {
+        b"right"
+    } else {
+        b"left"
+    })?;
+    let mode = b.string(b"longest_first")?;
+    let truncated = b.g.op(
+        "Truncate",
+        EXT,
+        "",
+        &[bpe[0], bpe[1], bpe[2], selected, side, mode],
+        &[("m_num_inputs", "1")],
+        &ragged3,
+    );
+
+    // CombineSegments: [special-token groups…, sequence, …] + segment ids.
+    combine_inputs.push(truncated);
+    for seg in &spec.segments[seq_pos + 1..] {
+        combine_inputs.push(token_group(&mut b, seg)?);
+    }
+    let seg_ids = b.i32s(&spec.segment_ids)?;
+    let mut ci: Vec<Out> = combine_inputs.concat();
+    ci.push(seg_ids);
+    let combined = b.g.op(
+        "CombineSegments",
+        EXT,
+        "",
+        &ci,
+        &[],
+        &[
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+        ],
+    );
+
+    // PaddingStep: pad to the longest row with the pad id; mask from RaggedToDense.
+    let lens = b.g.op1(
+        "Subtract",
+        "opset1",
+        "",
+        &[combined[1], combined[0]],
+        &[("auto_broadcast", "numpy")],
+        Elem::I32,
+        &v1,
+    );
+    let axis0 = b.i32_scalar(0)?;
+    let max = b.g.op1(
+        "ReduceMax",
+        "opset1",
+        "",
+        &[lens, axis0],
+        &[("keep_dims", "false")],
+        Elem::I32,
+        &[],
+    );
+    let pad = b.i32_scalar(spec.pad_id)?;
+    let v2 = [DYN, DYN];
+    let dense = b.g.op(
+        "RaggedToDense",
+        EXT,
+        "",
+        &[combined[0], combined[1], combined[2], max, pad],
+        &[
+            ("pad_right", if spec.pad_right { "true" } else { "false" }),
+            ("m_pad_max_length", "false"),
+        ],
+        &[(Elem::I32, &v2), (Elem::Boolean, &v2)],
+    );
+    let mask32 = b.g.op1(
+        "Convert",
+        "opset1",
+        "",
+        &[dense[1]],
+        &[("destination_type", "i32")],
+        Elem::I32,
+        &v2,
+    );
+    let mask = b.g.op1(
+        "Convert",
+        "opset1",
+        "",
+        &[mask32],
+        &[("destination_type", "i64")],
+        Elem::I64,
+        &v2,
+    );
+    b.g.name_tensor(mask, "attention_mask");
+    let ids = b.g.op1(
+        "Convert",
+        "opset1",
+        "",
+        &[dense[0]],
+        &[("destination_type", "i64")],
+        Elem::I64,
+        &v2,
+    );
+    b.g.name_tensor(ids, "input_ids");
+    b.g.op1(
+        "Assign",
+        "opset6",
+        "",
+        &[flag],
+        &[("variable_id", "truncation")],
+        Elem::Boolean,
+        &[],
+    );
+    b.g.result("Result_input_ids", ids, "input_ids");
+    b.g.result("Result_attention_mask", mask, "attention_mask");
+    b.g.set_rt_info(rt_info(spec));
+    b.g.finish(&xml).map_err(ir_err(&xml))
+}
+
+/// CombineSegments inputs of one special-token group: begin 0, end = count (add_special_tokens), the ids.
+fn token_group(b: &mut B<'_>, seg: &Segment) -> Result<Vec<Out>, TokenizerError> {
+    let Segment::Tokens(ids) = seg else {
+        unreachable!("token_group is only called on special-token groups")
+    };
+    Ok(vec![
+        b.i32_scalar(0)?,
+        b.i32_scalar(ids.len() as i32)?,
+        b.i32s(ids)?,
+    ])
+}
+
+pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerError> {
+    let bin = dir.join(DETOKENIZER_BIN);
+    let xml = dir.join(DETOKENIZER_XML);
+    let g = Graph::create("detokenizer", &bin).map_err(ir_err(&bin))?;
+    let mut b = B { g, path: &bin };
+    let v1 = [DYN];
+    let ids = b.g.parameter("token_ids", Elem::I64, &[DYN, DYN]);
+    let ids32 = b.g.op1(
+        "Convert",
+        "opset1",
+        "",
+        &[ids],
+        &[("destination_type", "i32")],
+        Elem::I32,
+        &[DYN, DYN],
+    );
+    let vocab = b.strings(&spec.detok_vocab)?;
+    // VocabDecoderStep: the skip list sliced [0:i32::MAX] (skip_special_tokens=True), folded to the list itself.
+    let skips = b.i32s(&spec.skip_tokens)?;
+    let decoded = b.g.op(
+        "VocabDecoder",
+        EXT,
+        "",
+        &[ids32, vocab[0], vocab[1], vocab[2], skips],
+        &[("skip_tokens", "")],
+        &[
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::I32, &v1),
+            (Elem::U8, &v1),
+        ],
+    );
+    // ByteLevel decoder: CharsToBytes is dropped for a byte-level vocab and FuseStep takes its place.
+    let fused = b.g.op(
+        "FuzeRagged",
+        EXT,
+        "",
+        &decoded[..4],
+        &[],
+        &[(Elem::I32, &v1), (Elem::I32, &v1)],
+    );
+    let valid = b.g.op(
+        "UTF8Validate",
+        EXT,
+        "",
+        &[fused[0], fused[1], decoded[4]],
+        &[("replace_mode", "true")],
+        &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
+    );
+    let text = b.g.op1(
+        "StringTensorPack",
+        "opset15",
+        "",
+        &valid,
+        &[],
+        Elem::String,
+        &v1,
+    );
+    b.g.name_tensor(text, "string_output");
+    b.g.result("Result_string_output", text, "string_output");
+    b.g.set_rt_info(rt_info(spec));
+    b.g.finish(&xml).map_err(ir_err(&xml))
+}

@@ -1,0 +1,53 @@
+//! OpenVINO tokenizer / detokenizer IR, written natively the way openvino-tokenizers 2026.4.1 converts a
+//! byte-level BPE `tokenizer.json` (openvino-ir.md §11): `openvino_tokenizer.xml` (string → `input_ids`,
+//! `attention_mask`) and `openvino_detokenizer.xml` (ids → string, special tokens skipped).
+//!
+//! Supported: BPE models with a ByteLevel pre-tokenizer (or `Sequence[Digits(individual_digits), ByteLevel]`), no
+//! normalizer, a ByteLevel decoder, and a TemplateProcessing / ByteLevel post-processor. Anything else fails with
+//! [`TokenizerError::Unsupported`] naming the construct, so that no tokenizer that differs from HF is written.
+
+mod bytes;
+mod graph;
+mod spec;
+
+use std::path::{Path, PathBuf};
+
+pub const TOKENIZER_XML: &str = "openvino_tokenizer.xml";
+pub const TOKENIZER_BIN: &str = "openvino_tokenizer.bin";
+pub const DETOKENIZER_XML: &str = "openvino_detokenizer.xml";
+pub const DETOKENIZER_BIN: &str = "openvino_detokenizer.bin";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(
+        "{path}: cannot convert {construct} to an OpenVINO tokenizer; pass --no-tokenizer to export the model without \
+         openvino_tokenizer/openvino_detokenizer"
+    )]
+    Unsupported { path: PathBuf, construct: String },
+    #[error("writing {path}: {source}")]
+    Ir {
+        path: PathBuf,
+        #[source]
+        source: Box<crate::Error>,
+    },
+}
+
+/// Write `openvino_tokenizer.{xml,bin}` and `openvino_detokenizer.{xml,bin}` into `out_dir` from the tokenizer files
+/// in `model_dir` (`tokenizer.json`, `tokenizer_config.json`, `chat_template.jinja`).
+pub fn write_tokenizer_irs(model_dir: &Path, out_dir: &Path) -> Result<(), TokenizerError> {
+    let spec = spec::Spec::from_dir(model_dir)?;
+    graph::write_tokenizer(&spec, out_dir)?;
+    graph::write_detokenizer(&spec, out_dir)
+}
