@@ -162,9 +162,15 @@ pub fn run(args: Args) -> Result<()> {
         return crate::bench_quant::run(a);
     }
     let root = repo_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
-    let oxport = root.join("target/release/oxport");
+    // `OXPORT_BIN` benchmarks a given binary (e.g. a saved build); otherwise the current tree is built.
+    let oxport = match std::env::var_os("OXPORT_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
+            root.join("target/release/oxport")
+        }
+    };
 
     let model = match (&args.model, args.smoke) {
         (Some(m), _) => m.clone(),
