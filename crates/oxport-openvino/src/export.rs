@@ -45,6 +45,20 @@ pub fn export(
     model_arg: &str,
     progress: &dyn Progress,
 ) -> Result<ExportSummary> {
+    export_with_tokenizer(ckpt, plan, output, model_arg, progress, true)
+}
+
+/// [`export()`], choosing whether `openvino_tokenizer`/`openvino_detokenizer` IRs are written (`tokenizer`, when the
+/// checkpoint has a tokenizer.json; a tokenizer that cannot be converted exactly fails the export before any weight
+/// is written: see [`crate::tokenizer`]).
+pub fn export_with_tokenizer(
+    ckpt: &Checkpoint,
+    plan: &Plan,
+    output: &Path,
+    model_arg: &str,
+    progress: &dyn Progress,
+    tokenizer: bool,
+) -> Result<ExportSummary> {
     if output.is_file() {
         return Err(Error::OutputExists {
             path: output.to_path_buf(),
@@ -70,6 +84,10 @@ pub fn export(
         keep: false,
     };
 
+    if tokenizer && ckpt.dir().join("tokenizer.json").is_file() {
+        crate::tokenizer::write_tokenizer_irs(ckpt.dir(), &tmp.path)
+            .map_err(|e| Error::Options(e.to_string()))?;
+    }
     let mut graph = phi3::build(ckpt, plan, &tmp.path.join(MODEL_BIN), progress)?;
     graph.set_rt_info(model_rt_info(plan));
     graph.finish(&tmp.path.join(MODEL_XML))?;

@@ -55,9 +55,10 @@ pub struct Args {
     /// Print the compression plan and the files that would be written; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
-    /// Accepted: oxport never converts the tokenizer to OpenVINO IR.
-    #[arg(long = "disable-convert-tokenizer")]
-    pub disable_convert_tokenizer: bool,
+    /// Do not write openvino_tokenizer/openvino_detokenizer IR (written by default from tokenizer.json);
+    /// `--disable-convert-tokenizer` is optimum-cli's name for it.
+    #[arg(long = "no-tokenizer", alias = "disable-convert-tokenizer")]
+    pub no_tokenizer: bool,
     /// `pt` only.
     #[arg(long)]
     pub framework: Option<String>,
@@ -263,6 +264,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "special_tokens_map.json",
             "chat_template.jinja",
         ]);
+        if !args.no_tokenizer {
+            files.extend([
+                "openvino_tokenizer.xml",
+                "openvino_tokenizer.bin",
+                "openvino_detokenizer.xml",
+                "openvino_detokenizer.bin",
+            ]);
+        }
         if plan.nncf.is_some() {
             files.push("openvino_config.json");
         }
@@ -278,8 +287,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .expect("static template"),
     );
     let model_arg = args.model.as_str();
-    let summary = oxport_openvino::export(&ckpt, &plan, &args.output, model_arg, &Bar(bar.clone()))
-        .with_context(|| format!("exporting to {}", args.output.display()))?;
+    let summary = oxport_openvino::export_with_tokenizer(
+        &ckpt,
+        &plan,
+        &args.output,
+        model_arg,
+        &Bar(bar.clone()),
+        !args.no_tokenizer,
+    )
+    .with_context(|| format!("exporting to {}", args.output.display()))?;
     bar.finish_and_clear();
     let total: u64 = summary.files.iter().map(|f| f.1).sum();
     eprintln!(
