@@ -68,40 +68,123 @@ enum Peer {
 const CASES: &[Case] = &[
     Case {
         name: "ov-int4-sym-g128-r0.6",
-        oxport: &["export", "openvino", "--task", "text-generation-with-past", "--weight-format", "int4",
-            "--group-size", "128", "--ratio", "0.6", "--sym"],
-        peer: Some(Peer::OptimumCli(&["--task", "text-generation-with-past", "--weight-format", "int4",
-            "--group-size", "128", "--ratio", "0.6", "--sym"])),
+        oxport: &[
+            "export",
+            "openvino",
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "128",
+            "--ratio",
+            "0.6",
+            "--sym",
+        ],
+        peer: Some(Peer::OptimumCli(&[
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "128",
+            "--ratio",
+            "0.6",
+            "--sym",
+        ])),
     },
     Case {
         name: "ov-fp16",
-        oxport: &["export", "openvino", "--task", "text-generation-with-past", "--weight-format", "fp16"],
-        peer: Some(Peer::OptimumCli(&["--task", "text-generation-with-past", "--weight-format", "fp16"])),
+        oxport: &[
+            "export",
+            "openvino",
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "fp16",
+        ],
+        peer: Some(Peer::OptimumCli(&[
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "fp16",
+        ])),
     },
     Case {
         name: "ov-int8",
-        oxport: &["export", "openvino", "--task", "text-generation-with-past", "--weight-format", "int8"],
-        peer: Some(Peer::OptimumCli(&["--task", "text-generation-with-past", "--weight-format", "int8"])),
+        oxport: &[
+            "export",
+            "openvino",
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "int8",
+        ],
+        peer: Some(Peer::OptimumCli(&[
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "int8",
+        ])),
     },
     Case {
         name: "onnx-int4-b32",
-        oxport: &["export", "onnx", "--precision", "int4", "--execution-provider", "cpu", "--block-size", "32"],
+        oxport: &[
+            "export",
+            "onnx",
+            "--precision",
+            "int4",
+            "--execution-provider",
+            "cpu",
+            "--block-size",
+            "32",
+        ],
         peer: Some(Peer::GenaiBuilder(&["-p", "int4", "-e", "cpu"])),
     },
     Case {
         name: "onnx-int4-b128",
-        oxport: &["export", "onnx", "--precision", "int4", "--execution-provider", "cpu", "--block-size", "128"],
-        peer: Some(Peer::GenaiBuilder(&["-p", "int4", "-e", "cpu", "--extra_options", "int4_block_size=128"])),
+        oxport: &[
+            "export",
+            "onnx",
+            "--precision",
+            "int4",
+            "--execution-provider",
+            "cpu",
+            "--block-size",
+            "128",
+        ],
+        peer: Some(Peer::GenaiBuilder(&[
+            "-p",
+            "int4",
+            "-e",
+            "cpu",
+            "--extra_options",
+            "int4_block_size=128",
+        ])),
     },
     Case {
         // The builder accepts fp16 only for GPU EPs; both sides write the CUDA variant (same graph, fp16 I/O).
         name: "onnx-fp16",
-        oxport: &["export", "onnx", "--precision", "fp16", "--execution-provider", "cuda"],
+        oxport: &[
+            "export",
+            "onnx",
+            "--precision",
+            "fp16",
+            "--execution-provider",
+            "cuda",
+        ],
         peer: Some(Peer::GenaiBuilder(&["-p", "fp16", "-e", "cuda"])),
     },
     Case {
         name: "onnx-fp32",
-        oxport: &["export", "onnx", "--precision", "fp32", "--execution-provider", "cpu"],
+        oxport: &[
+            "export",
+            "onnx",
+            "--precision",
+            "fp32",
+            "--execution-provider",
+            "cpu",
+        ],
         peer: Some(Peer::GenaiBuilder(&["-p", "fp32", "-e", "cpu"])),
     },
 ];
@@ -167,7 +250,12 @@ pub fn run(args: Args) -> Result<()> {
         Some(bin) => PathBuf::from(bin),
         None => {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
+            run_checked(Command::new(&cargo).current_dir(&root).args([
+                "build",
+                "--release",
+                "-p",
+                "oxport-cli",
+            ]))?;
             root.join("target/release/oxport")
         }
     };
@@ -177,13 +265,23 @@ pub fn run(args: Args) -> Result<()> {
         (None, true) => root.join("fixtures/tiny"),
         (None, false) => ensure_full_size(&root)?,
     };
-    let model = model.canonicalize().with_context(|| format!("model folder {}", model.display()))?;
+    let model = model
+        .canonicalize()
+        .with_context(|| format!("model folder {}", model.display()))?;
     let work = root.join("target/bench/work");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
 
-    let peers_python = if args.peers && !args.smoke { Some(ensure_peer_venv(&root)?) } else { None };
-    let threads = if args.smoke { vec![2] } else { args.threads.clone() };
+    let peers_python = if args.peers && !args.smoke {
+        Some(ensure_peer_venv(&root)?)
+    } else {
+        None
+    };
+    let threads = if args.smoke {
+        vec![2]
+    } else {
+        args.threads.clone()
+    };
 
     let model_bytes = dir_size(&model);
     let io_floor_read_secs = time_read_dir(&model)?;
@@ -195,9 +293,17 @@ pub fn run(args: Args) -> Result<()> {
         for &t in &threads {
             let out = work.join(format!("oxport-{}-t{t}", case.name));
             let mut cmd = Command::new(&oxport);
-            cmd.args(case.oxport).arg("--model").arg(&model).arg(&out).env("RAYON_NUM_THREADS", t.to_string());
+            cmd.args(case.oxport)
+                .arg("--model")
+                .arg(&model)
+                .arg(&out)
+                .env("RAYON_NUM_THREADS", t.to_string());
             eprintln!("bench: oxport {} ({t} threads)", case.name);
-            let mut m = measure(cmd, &out, &work.join(format!("oxport-{}-t{t}.log", case.name)))?;
+            let mut m = measure(
+                cmd,
+                &out,
+                &work.join(format!("oxport-{}-t{t}.log", case.name)),
+            )?;
             m.tool = "oxport".into();
             m.case = case.name.into();
             m.threads = Some(t);
@@ -214,7 +320,11 @@ pub fn run(args: Args) -> Result<()> {
             let out = work.join(format!("peer-{}", case.name));
             let (tool, mut cmd) = peer_command(py, peer, &model, &out, &work);
             eprintln!("bench: {tool} {} (this can take minutes)", case.name);
-            let mut m = measure(cmd_with_threads(&mut cmd), &out, &work.join(format!("peer-{}.log", case.name)))?;
+            let mut m = measure(
+                cmd_with_threads(&mut cmd),
+                &out,
+                &work.join(format!("peer-{}.log", case.name)),
+            )?;
             m.tool = tool.into();
             m.case = case.name.into();
             if args.accuracy && m.ok {
@@ -226,28 +336,57 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let report = Report {
-        date: String::from_utf8_lossy(&Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output()?.stdout)
-            .trim()
-            .to_string(),
+        date: String::from_utf8_lossy(
+            &Command::new("date")
+                .arg("-u")
+                .arg("+%Y-%m-%d %H:%M UTC")
+                .output()?
+                .stdout,
+        )
+        .trim()
+        .to_string(),
         machine: machine(),
         model: model.display().to_string(),
         model_bytes,
         io_floor_read_secs,
-        peer_versions: peers_python.as_deref().map(peer_versions).unwrap_or_default(),
+        peer_versions: peers_python
+            .as_deref()
+            .map(peer_versions)
+            .unwrap_or_default(),
         results,
     };
     let md = render_markdown(&report)?;
-    let out = if args.out.is_absolute() { args.out.clone() } else { root.join(&args.out) };
+    let out = if args.out.is_absolute() {
+        args.out.clone()
+    } else {
+        root.join(&args.out)
+    };
     if let Some(parent) = out.parent() {
         fs::create_dir_all(parent)?;
     }
     fs::write(&out, &md)?;
-    fs::write(out.with_extension("json"), serde_json::to_string_pretty(&report)?)?;
+    fs::write(
+        out.with_extension("json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     println!("{md}");
-    eprintln!("bench: wrote {} and {}", out.display(), out.with_extension("json").display());
-    let failed: Vec<_> = report.results.iter().filter(|m| !m.ok).map(|m| format!("{} {}", m.tool, m.case)).collect();
+    eprintln!(
+        "bench: wrote {} and {}",
+        out.display(),
+        out.with_extension("json").display()
+    );
+    let failed: Vec<_> = report
+        .results
+        .iter()
+        .filter(|m| !m.ok)
+        .map(|m| format!("{} {}", m.tool, m.case))
+        .collect();
     if !failed.is_empty() {
-        eprintln!("bench: failed cases (logs under {}): {}", work.display(), failed.join(", "));
+        eprintln!(
+            "bench: failed cases (logs under {}): {}",
+            work.display(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }
@@ -270,7 +409,11 @@ fn ensure_full_size(root: &Path) -> Result<PathBuf> {
     }
     // The random checkpoint has no tokenizer of its own; the peers refuse a folder without one, so it borrows
     // the tiny fixture's (a smaller vocabulary than the model's, which every exporter accepts).
-    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         if !dir.join(f).exists() {
             fs::copy(root.join("fixtures/tiny").join(f), dir.join(f))?;
         }
@@ -279,12 +422,24 @@ fn ensure_full_size(root: &Path) -> Result<PathBuf> {
 }
 
 fn create_full_size(root: &Path, dir: &Path) -> Result<()> {
-    eprintln!("bench: creating the full-size random Phi-3-mini-4k checkpoint in {} (once)", dir.display());
+    eprintln!(
+        "bench: creating the full-size random Phi-3-mini-4k checkpoint in {} (once)",
+        dir.display()
+    );
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_checked(
         Command::new(&cargo)
             .current_dir(root)
-            .args(["run", "--quiet", "--release", "-p", "xtask", "--", "fixtures", "--full-size"])
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "xtask",
+                "--",
+                "fixtures",
+                "--full-size",
+            ])
             .arg(dir),
     )
 }
@@ -296,23 +451,39 @@ fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
     if python.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(PEER_REQUIREMENTS) {
         return Ok(python);
     }
-    eprintln!("bench: creating {} with the peers from PyPI (once; several GB with torch)", venv.display());
+    eprintln!(
+        "bench: creating {} with the peers from PyPI (once; several GB with torch)",
+        venv.display()
+    );
     if !python.exists() {
         run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
     let req = venv.join("requirements.txt");
     fs::write(&req, PEER_REQUIREMENTS)?;
-    run_checked(Command::new(&python).args(["-m", "pip", "install", "--disable-pip-version-check", "-r"]).arg(&req))?;
+    run_checked(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
+            .arg(&req),
+    )?;
     fs::write(&stamp, PEER_REQUIREMENTS)?;
     Ok(python)
 }
 
-fn peer_command(python: &Path, peer: Peer, model: &Path, out: &Path, work: &Path) -> (&'static str, Command) {
+fn peer_command(
+    python: &Path,
+    peer: Peer,
+    model: &Path,
+    out: &Path,
+    work: &Path,
+) -> (&'static str, Command) {
     let bin = python.parent().expect("venv bin");
     match peer {
         Peer::OptimumCli(args) => {
             let mut c = Command::new(bin.join("optimum-cli"));
-            c.args(["export", "openvino", "--model"]).arg(model).args(args).arg(out);
+            c.args(["export", "openvino", "--model"])
+                .arg(model)
+                .args(args)
+                .arg(out);
             c.env("HF_HUB_OFFLINE", "1");
             ("optimum-cli", c)
         }
@@ -339,7 +510,10 @@ fn peer_versions(python: &Path) -> Vec<(String, String)> {
         .map(|o| {
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+                .filter_map(|l| {
+                    l.split_once(' ')
+                        .map(|(a, b)| (a.to_string(), b.to_string()))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -367,9 +541,10 @@ fn perplexity(oxport: &Path, export: &Path, model: &Path, root: &Path) -> Option
 
 fn find_number(v: &serde_json::Value, key: &str) -> Option<f64> {
     match v {
-        serde_json::Value::Object(o) => {
-            o.get(key).and_then(|x| x.as_f64()).or_else(|| o.values().find_map(|x| find_number(x, key)))
-        }
+        serde_json::Value::Object(o) => o
+            .get(key)
+            .and_then(|x| x.as_f64())
+            .or_else(|| o.values().find_map(|x| find_number(x, key))),
         serde_json::Value::Array(a) => a.iter().find_map(|x| find_number(x, key)),
         _ => None,
     }
@@ -378,7 +553,9 @@ fn find_number(v: &serde_json::Value, key: &str) -> Option<f64> {
 /// Run `cmd`, sampling the RSS of its whole process tree until it exits.
 fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement> {
     let log = fs::File::create(log_path)?;
-    cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+    cmd.stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null());
     let io_before = self_io();
     let start = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
@@ -398,7 +575,11 @@ fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement>
         }
         peak = peak.max(tree_rss(pid));
         if last_note.elapsed() > Duration::from_secs(15) {
-            eprintln!("bench:   … {:.0} s, RSS {:.2} GB", start.elapsed().as_secs_f64(), tree_rss(pid) as f64 / 1e9);
+            eprintln!(
+                "bench:   … {:.0} s, RSS {:.2} GB",
+                start.elapsed().as_secs_f64(),
+                tree_rss(pid) as f64 / 1e9
+            );
             last_note = Instant::now();
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -410,7 +591,15 @@ fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement>
     let peak = peak.max(rusage.ru_maxrss as u64 * 1024);
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     let log_text = fs::read_to_string(log_path).unwrap_or_default();
-    let tail: String = log_text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let tail: String = log_text
+        .lines()
+        .rev()
+        .take(15)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
     Ok(Measurement {
         ok,
         wall_secs,
@@ -429,7 +618,10 @@ fn self_io() -> (u64, u64) {
     let text = fs::read_to_string("/proc/self/io").unwrap_or_default();
     let field = |name: &str| {
         text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()))
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
             .unwrap_or(0)
     };
     (field("rchar:"), field("wchar:"))
@@ -440,13 +632,21 @@ fn tree_rss(root: i32) -> u64 {
     let mut parent_of = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
             // The command name may hold spaces and parentheses: fields start after the last ')'.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+                continue;
+            };
             let mut it = rest.split_whitespace();
             let _state = it.next();
-            let Some(ppid) = it.next().and_then(|p| p.parse::<i32>().ok()) else { continue };
+            let Some(ppid) = it.next().and_then(|p| p.parse::<i32>().ok()) else {
+                continue;
+            };
             parent_of.push((pid, ppid));
         }
     }
@@ -473,7 +673,9 @@ fn dir_size(p: &Path) -> u64 {
     if meta.is_file() {
         return meta.len();
     }
-    fs::read_dir(p).map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum()).unwrap_or(0)
+    fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 /// Seconds to read every file of the input once (page cache as it is: the exporters see the same cache).
@@ -511,27 +713,60 @@ fn time_write(dir: &Path, bytes: u64) -> Result<f64> {
 fn machine() -> Machine {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_default();
     let ram_kb = fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+        })
         .unwrap_or(0.0);
-    Machine { cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), ram_gib: ram_kb / 1024.0 / 1024.0, cpu }
+    Machine {
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        ram_gib: ram_kb / 1024.0 / 1024.0,
+        cpu,
+    }
 }
 
 fn render_markdown(r: &Report) -> Result<String> {
     let work = repo_root().join("target/bench/work");
     let mut s = String::new();
     use std::fmt::Write as _;
-    writeln!(s, "Measured {} on {} cores, {:.0} GiB RAM ({}).", r.date, r.machine.cores, r.machine.ram_gib, r.machine.cpu)?;
-    writeln!(s, "Model: `{}` ({:.2} GB). Reading it once takes {:.2} s.", r.model, r.model_bytes as f64 / 1e9, r.io_floor_read_secs)?;
+    writeln!(
+        s,
+        "Measured {} on {} cores, {:.0} GiB RAM ({}).",
+        r.date, r.machine.cores, r.machine.ram_gib, r.machine.cpu
+    )?;
+    writeln!(
+        s,
+        "Model: `{}` ({:.2} GB). Reading it once takes {:.2} s.",
+        r.model,
+        r.model_bytes as f64 / 1e9,
+        r.io_floor_read_secs
+    )?;
     if !r.peer_versions.is_empty() {
-        let v: Vec<String> = r.peer_versions.iter().map(|(a, b)| format!("{a} {b}")).collect();
+        let v: Vec<String> = r
+            .peer_versions
+            .iter()
+            .map(|(a, b)| format!("{a} {b}"))
+            .collect();
         writeln!(s, "Peers: {}.", v.join(", "))?;
     }
     writeln!(s)?;
-    writeln!(s, "| case | tool | threads | ok | wall s | CPU s | peak RSS GB | out GB | I/O floor s | × floor | peer ÷ oxport time | peer ÷ oxport RSS | ppl |")?;
+    writeln!(
+        s,
+        "| case | tool | threads | ok | wall s | CPU s | peak RSS GB | out GB | I/O floor s | × floor | peer ÷ oxport time | peer ÷ oxport RSS | ppl |"
+    )?;
     writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for m in &r.results {
         let floor = r.io_floor_read_secs + time_write(&work, m.output_bytes).unwrap_or(0.0);
@@ -543,7 +778,10 @@ fn render_markdown(r: &Report) -> Result<String> {
         let (rt, rm) = match (m.tool != "oxport", best_oxport) {
             (true, Some(o)) if m.ok => (
                 format!("{:.1}×", m.wall_secs / o.wall_secs),
-                format!("{:.1}×", m.peak_rss_tree_bytes as f64 / o.peak_rss_tree_bytes.max(1) as f64),
+                format!(
+                    "{:.1}×",
+                    m.peak_rss_tree_bytes as f64 / o.peak_rss_tree_bytes.max(1) as f64
+                ),
             ),
             _ => (String::new(), String::new()),
         };
@@ -552,7 +790,9 @@ fn render_markdown(r: &Report) -> Result<String> {
             "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
             m.case,
             m.tool,
-            m.threads.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+            m.threads
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| "-".into()),
             if m.ok { "yes" } else { "FAILED" },
             m.wall_secs,
             m.cpu_secs,

