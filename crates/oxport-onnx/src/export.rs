@@ -14,12 +14,12 @@ use crate::error::{OnnxError, Result, io};
 use crate::external::ExternalData;
 use crate::genai_config::{genai_config, to_pretty_json};
 use crate::graph::{self, COS_CACHE, GraphLayout, LinearForm, SIN_CACHE, WeightItem};
-use crate::options::{ExportOptions, Precision};
+use crate::options::{ExportOptions, IoDtype, Precision};
 use crate::progress::Progress;
 use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use crate::rope::rope_caches;
 use crate::weights::{
-    Initializer, extend_nbits, io_payload, linear_initializers, nbits_initializers,
+    Initializer, io_payload, linear_initializers, nbits_initializers, quantize_nbits_view,
 };
 
 pub const MODEL_FILE: &str = "model.onnx";
@@ -245,9 +245,23 @@ fn write_weights(
                 // Streamed in row chunks: peak memory stays at one chunk, not the whole f32 embedding.
                 let len = (c.vocab_size * c.hidden_size * io_dtype.size_bytes()) as u64;
                 let start = data.begin(len)?;
-                for_row_chunks(ckpt, Role::Embedding, 0..c.vocab_size, |chunk| {
-                    data.write(io_payload(io_dtype, chunk.to_vec()).as_bytes())
-                })?;
+                // One f16 buffer for every chunk (f32 chunks are written through a byte view, not copied).
+                let mut halves = Vec::new();
+                for_row_chunks(
+                    ckpt,
+                    Role::Embedding,
+                    0..c.vocab_size,
+                    |chunk| match io_dtype {
+                        IoDtype::F32 => data.write(bytemuck::cast_slice(chunk)),
+                        IoDtype::F16 => {
+                            oxport_quant::f16_bytes_into(
+                                oxport_quant::Rows::F32(chunk),
+                                &mut halves,
+                            );
+                            data.write(&halves)
+                        }
+                    },
+                )?;
                 let t = data.end(name, io_dtype.onnx(), &[c.vocab_size, c.hidden_size], start);
                 progress.tensor_written(name, len);
                 out.push(t);
@@ -276,17 +290,14 @@ fn write_weights(
             }
             WeightItem::Linear(spec) => {
                 let inits = match spec.form {
-                    // Row-independent blocks: quantize chunk by chunk, keep only the packed output.
+                    // Row-independent blocks: quantize straight from the mapped BF16/F16/F32 rows (decoded one row
+                    // at a time inside the kernel), keep only the packed output.
                     LinearForm::NBits(p) => {
-                        let mut acc = None;
-                        for_row_chunks(ckpt, spec.role, spec.rows.clone(), |chunk| {
-                            extend_nbits(&mut acc, spec, chunk, &p)
-                        })?;
-                        nbits_initializers(
-                            &spec.initializer_names(),
-                            acc.expect("at least one row"),
-                            &p,
-                        )
+                        let view = checked_view(ckpt, spec.role)?;
+                        view.check_finite_rows(spec.rows.clone())?;
+                        let q = quantize_nbits_view(spec, &view, &p)?;
+                        release_after(ckpt, spec.role, &spec.rows);
+                        nbits_initializers(&spec.initializer_names(), q, &p)
                     }
                     // Transposed layouts need the whole matrix.
                     // `make_matmul_float` stores `weight.T` ([K, N]): scatter each row chunk into its columns,
@@ -344,21 +355,8 @@ fn for_row_chunks(
     rows: std::ops::Range<usize>,
     mut f: impl FnMut(&[f32]) -> Result<()>,
 ) -> Result<()> {
-    let expected = role.expected_shape(ckpt.config());
-    let view = ckpt
-        .view(role)
-        .ok_or_else(|| oxport_hf::Error::MissingTensors {
-            dir: ckpt.dir().to_path_buf(),
-            names: vec![role.name()],
-        })?;
-    if view.info.shape != expected {
-        return Err(OnnxError::Shape {
-            tensor: view.info.name.clone(),
-            actual: view.info.shape.clone(),
-            expected,
-        });
-    }
-    let cols: usize = expected[1..].iter().product();
+    let view = checked_view(ckpt, role)?;
+    let cols = view.cols();
     let chunk_rows = (CHUNK_VALUES / cols.max(1)).max(1);
     let mut buf = vec![0f32; chunk_rows.min(rows.len()) * cols];
     let mut start = rows.start;
@@ -379,8 +377,36 @@ fn for_row_chunks(
         f(chunk)?;
         start = end;
     }
-    ckpt.release(role);
+    release_after(ckpt, role, &rows);
     Ok(())
+}
+
+/// The view of `role`, its shape checked against the config.
+fn checked_view(ckpt: &Checkpoint, role: Role) -> Result<oxport_hf::TensorView<'_>> {
+    let expected = role.expected_shape(ckpt.config());
+    let view = ckpt
+        .view(role)
+        .ok_or_else(|| oxport_hf::Error::MissingTensors {
+            dir: ckpt.dir().to_path_buf(),
+            names: vec![role.name()],
+        })?;
+    if view.info.shape != expected {
+        return Err(OnnxError::Shape {
+            tensor: view.info.name.clone(),
+            actual: view.info.shape.clone(),
+            expected,
+        });
+    }
+    Ok(view)
+}
+
+/// Drop `role`'s mapped pages once its last rows were read (a split weight, e.g. qkv read as q, k and v row
+/// ranges in order, keeps its pages until the last range, so they are not faulted in again).
+fn release_after(ckpt: &Checkpoint, role: Role, rows: &std::ops::Range<usize>) {
+    let total = role.expected_shape(ckpt.config())[0];
+    if rows.end >= total {
+        ckpt.release(role);
+    }
 }
 
 /// Decode `role` to f32 (NaN/Inf refused by oxport-hf) and check its shape against the config.

@@ -1,6 +1,9 @@
 //! Checkpoint tensor → initializer bytes for each [`LinearForm`]: transposed float, MatMulNBits, or Q/DQ int4.
 
-use oxport_quant::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits};
+use oxport_hf::TensorView;
+use oxport_quant::{
+    NBitsParams, NBitsWeight, Rows, ScaleDtype, quantize_nbits, quantize_nbits_rows,
+};
 use rayon::prelude::*;
 
 use crate::error::{OnnxError, Result};
@@ -112,16 +115,23 @@ pub fn nbits_initializers(names: &[String], q: NBitsWeight, p: &NBitsParams) -> 
     out
 }
 
-/// Append the quantization of more rows to `acc` (blocks never cross rows, so row chunks quantize to the same
-/// bytes as the whole matrix).
-pub fn extend_nbits(
-    acc: &mut Option<NBitsWeight>,
+/// Quantize rows `spec.rows` of `view` straight from the checkpoint's BF16/F16/F32 bytes (decoded per row inside
+/// the kernel, no f32 copy): the same bytes as [`quantize_nbits`] of the f32 decode.
+pub fn quantize_nbits_view(
     spec: &LinearSpec,
-    rows: &[f32],
+    view: &TensorView<'_>,
     p: &NBitsParams,
-) -> Result<()> {
-    let n = rows.len() / spec.k;
-    let q = quantize_nbits(rows, n, spec.k, p).map_err(|source| OnnxError::Quant {
+) -> Result<NBitsWeight> {
+    let rows = Rows::Encoded {
+        bytes: view.rows_bytes(spec.rows.clone()),
+        dtype: view.info.dtype,
+    };
+    quantize_nbits_rows(rows, spec.rows.len(), spec.k, p)
+        .map_err(|source| quant_error(spec, source))
+}
+
+fn quant_error(spec: &LinearSpec, source: oxport_quant::QuantError) -> OnnxError {
+    OnnxError::Quant {
         tensor: format!(
             "{} (rows {:?} of {})",
             spec.weight_name(),
@@ -129,19 +139,7 @@ pub fn extend_nbits(
             spec.role.name()
         ),
         source: Box::new(source.for_tensor(&spec.role.name())),
-    })?;
-    match acc {
-        None => *acc = Some(q),
-        Some(a) => {
-            a.n += q.n;
-            a.packed.extend_from_slice(&q.packed);
-            a.scales.extend_from_slice(&q.scales);
-            if let (Some(z), Some(qz)) = (a.zero_points.as_mut(), q.zero_points.as_ref()) {
-                z.extend_from_slice(qz);
-            }
-        }
     }
-    Ok(())
 }
 
 fn scale_elem(s: ScaleDtype) -> DataType {
@@ -152,15 +150,7 @@ fn scale_elem(s: ScaleDtype) -> DataType {
 }
 
 fn quantize(spec: &LinearSpec, weight: &[f32], p: &NBitsParams) -> Result<NBitsWeight> {
-    quantize_nbits(weight, spec.n, spec.k, p).map_err(|source| OnnxError::Quant {
-        tensor: format!(
-            "{} (rows {:?} of {})",
-            spec.weight_name(),
-            spec.rows,
-            spec.role.name()
-        ),
-        source: Box::new(source.for_tensor(&spec.role.name())),
-    })
+    quantize_nbits(weight, spec.n, spec.k, p).map_err(|source| quant_error(spec, source))
 }
 
 /// `[n, k]` → `[k, n]`, rows of the output in parallel.

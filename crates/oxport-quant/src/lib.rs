@@ -14,7 +14,7 @@ mod simd;
 pub use simd::force_portable_kernels;
 
 pub use error::QuantError;
-pub use fp16::f32_to_f16_bytes;
+pub use fp16::{f16_bytes_into, f32_to_f16_bytes};
 pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows};
 pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows};
 pub use plan::{

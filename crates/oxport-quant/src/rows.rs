@@ -116,7 +116,7 @@ impl<'a> Rows<'a> {
 simd::multiversion! {
     /// Little-endian BF16/F16/F32 bytes → f32, exact. BF16 is the top half of an f32, so a shift decodes it
     /// (vectorizes, unlike a per-value conversion call); F16 goes through half's F16C slice conversion.
-    fn decode(bytes: &[u8], dtype: DType, out: &mut [f32]) {
+    pub(crate) fn decode(bytes: &[u8], dtype: DType, out: &mut [f32]) {
         match dtype {
             DType::BF16 => {
                 for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {

@@ -1,18 +1,38 @@
 //! Weight subgraphs: the decompression chains NNCF writes for each scheme (openvino-ir.md §5).
 
-use oxport_hf::DType;
-use oxport_quant::NncfMode;
+use std::cell::RefCell;
+
+use oxport_hf::{Checkpoint, DType, TensorView};
+use oxport_quant::{NncfMode, Rows};
 
 use super::*;
 use crate::compress::{self, Compressed};
 use crate::error::Error;
 use crate::plan::Scheme;
 
-impl Builder<'_> {
+thread_local! {
+    /// The f16 bytes of the current fp16 weight: one buffer that only grows, reused for every tensor of an
+    /// export, so converting a 7.6 GB checkpoint does not fault in a fresh allocation per weight (the `Builder`
+    /// that would own it lives in `phi3/mod.rs`; the graph is built on one thread, so this is per export).
+    static F16_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+impl<'a> Builder<'a> {
     // ---- weights ----
     pub(super) fn checkpoint_f32(&self, role: Role) -> Result<Vec<f32>> {
         let w = self.ckpt.read_f32(role)?;
         Ok(w)
+    }
+
+    /// The checkpoint view of `role`, its NaN/Inf already refused (oxport-hf's error names the file, tensor and
+    /// index, as `read_f32` does), for kernels that read the mapped BF16/F16/F32 bytes directly.
+    fn checked_view(&self, role: Role) -> Result<TensorView<'a>> {
+        let ckpt: &'a Checkpoint = self.ckpt;
+        let view = ckpt
+            .view(role)
+            .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
+        view.check_finite()?;
+        Ok(view)
     }
 
     /// The decompressed f32 `[n, k]` weight of `role`, through the subgraph NNCF writes for its scheme
@@ -52,15 +72,30 @@ impl Builder<'_> {
         };
         let out = match scheme {
             Scheme::F32 => {
-                let w = self.checkpoint_f32(role)?;
-                self.g
-                    .constant(&base, Elem::F32, &[rows, cols], &le_bytes_f32(&w))?
+                let view = self.checked_view(role)?;
+                if view.info.dtype == DType::F32 {
+                    // Little-endian f32 already: `le_bytes_f32` of the decode is these bytes.
+                    self.g
+                        .constant(&base, Elem::F32, &[rows, cols], view.bytes)?
+                } else {
+                    let w = self.checkpoint_f32(role)?;
+                    self.g
+                        .constant(&base, Elem::F32, &[rows, cols], &le_bytes_f32(&w))?
+                }
             }
             Scheme::F16 => {
-                let w = self.checkpoint_f32(role)?;
-                let c = self
-                    .g
-                    .constant(&base, Elem::F16, &[rows, cols], &le_bytes_f16(&w))?;
+                let view = self.checked_view(role)?;
+                let c = F16_SCRATCH.with_borrow_mut(|buf| {
+                    // Same rounding as `le_bytes_f16` of the f32 decode (half's RNE conversion).
+                    oxport_quant::f16_bytes_into(
+                        Rows::Encoded {
+                            bytes: view.bytes,
+                            dtype: view.info.dtype,
+                        },
+                        buf,
+                    );
+                    self.g.constant(&base, Elem::F16, &[rows, cols], buf)
+                })?;
                 decompress(self, c)
             }
             Scheme::Original => {
@@ -81,7 +116,7 @@ impl Builder<'_> {
             | Scheme::Int4SymChannel
             | Scheme::Int4AsymChannel => {
                 // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (openvino-ir.md §5.2).
-                let w = self.checkpoint_f32(role)?;
+                let view = self.checked_view(role)?;
                 let (mode, elem, zp_elem) = match scheme {
                     Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
                     Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
@@ -92,8 +127,7 @@ impl Builder<'_> {
                     weight,
                     scale,
                     zero_point,
-                } = compress::compress(&role.name(), &w, rows, cols, mode, None)?;
-                drop(w);
+                } = compress::compress_rows(&role.name(), encoded(&view), rows, cols, mode, None)?;
                 let c = self.g.constant(&base, elem, &[rows, cols], &weight)?;
                 let mut x = self.convert("", c, Elem::F16);
                 if let Some(zp) = zero_point {
@@ -116,7 +150,7 @@ impl Builder<'_> {
                 decompress(self, m)
             }
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
-                let w = self.checkpoint_f32(role)?;
+                let view = self.checked_view(role)?;
                 let sym = matches!(scheme, Scheme::Int4Sym { .. });
                 let mode = if sym {
                     NncfMode::Int4Sym
@@ -127,8 +161,14 @@ impl Builder<'_> {
                     weight,
                     scale,
                     zero_point,
-                } = compress::compress(&role.name(), &w, rows, cols, mode, Some(group))?;
-                drop(w);
+                } = compress::compress_rows(
+                    &role.name(),
+                    encoded(&view),
+                    rows,
+                    cols,
+                    mode,
+                    Some(group),
+                )?;
                 let groups = cols / group;
                 let gdims = [n(rows), n(groups), n(group)];
                 let elem = if sym { Elem::I4 } else { Elem::U4 };
@@ -172,5 +212,13 @@ impl Builder<'_> {
         let gamma = self.checkpoint_f32(role)?;
         self.ckpt.release(role);
         self.c_float("", &gamma, &[1, 1, h])
+    }
+}
+
+/// The view's bytes for the `*_rows` kernels: decoded a row at a time, never copied to f32 as a whole.
+fn encoded<'a>(view: &TensorView<'a>) -> Rows<'a> {
+    Rows::Encoded {
+        bytes: view.bytes,
+        dtype: view.info.dtype,
     }
 }
