@@ -93,7 +93,8 @@ pub fn run(args: Args) -> Result<()> {
         .args(&args.cargo_args)
         .env("OXPORT_PYTHON", &python)
         .env("OXPORT_BIN", &bin);
-    if let Err(e) = run_checked(&mut cargo_test) {
+    let mut counts = Counts::default();
+    if let Err(e) = run_counting(&mut cargo_test, &mut counts) {
         failures.push(format!("cargo test: {e:#}"));
     }
 
@@ -107,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
             .args(["-m", "pytest", "-q", "tests/python"])
             .env("OXPORT_PYTHON", &python)
             .env("OXPORT_BIN", &bin);
-        if let Err(e) = run_checked(&mut pytest) {
+        if let Err(e) = run_counting(&mut pytest, &mut counts) {
             failures.push(format!("pytest: {e:#}"));
         }
     }
@@ -120,9 +121,54 @@ pub fn run(args: Args) -> Result<()> {
         failures.push(format!("bench --smoke: {e:#}"));
     }
 
+    // One closing line over both runners (Rust and Python), in the plain form CI reads.
+    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
     if !failures.is_empty() {
         bail!("tests failed:\n  {}", failures.join("\n  "));
     }
     eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counts {
+    passed: u64,
+    failed: u64,
+}
+
+/// Run `cmd`, echoing its stdout line by line, and add up the passed/failed counts of cargo test's
+/// `test result:` lines and pytest's summary line.
+fn run_counting(cmd: &mut Command, counts: &mut Counts) -> Result<()> {
+    use std::io::{BufRead, BufReader, Write};
+    cmd.stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("running {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        writeln!(out, "{line}")?;
+        out.flush()?;
+        let number_before = |word: &str| -> u64 {
+            let words: Vec<&str> = line
+                .split([' ', ';', ','])
+                .filter(|w| !w.is_empty())
+                .collect();
+            words
+                .windows(2)
+                .filter(|w| w[1].trim_end_matches('.') == word)
+                .filter_map(|w| w[0].parse::<u64>().ok())
+                .sum()
+        };
+        let is_cargo = line.starts_with("test result:");
+        let is_pytest = line.contains(" passed") && line.contains(" in ") && !is_cargo;
+        if is_cargo || is_pytest {
+            counts.passed += number_before("passed");
+            counts.failed += number_before("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
     Ok(())
 }
