@@ -204,6 +204,7 @@ transformers==5.5.4
 torch==2.15.0
 accelerate
 sentencepiece
+pytest>=8
 ";
 
 #[derive(Serialize, Clone, Default)]
@@ -444,7 +445,8 @@ fn create_full_size(root: &Path, dir: &Path) -> Result<()> {
     )
 }
 
-fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
+/// The peers' venv (`.venv-peers`), created once; also used by `cargo xtask test` for the optimum-intel test.
+pub fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
     let venv = root.join(".venv-peers");
     let python = venv.join("bin/python");
     let stamp = venv.join(".oxport-requirements");

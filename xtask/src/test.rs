@@ -3,7 +3,9 @@
 //! 1. a Python venv at `<repo>/.venv` with the runtimes from PyPI (`tests/python/requirements.txt`), recreated
 //!    when the requirements change;
 //! 2. the `oxport` binary;
-//! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set.
+//! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set;
+//! 4. `pytest tests/python_peers` (optimum-intel loading our exports) in `.venv-peers`, created once from PyPI;
+//! 5. `cargo xtask bench --smoke`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -112,6 +114,19 @@ pub fn run(args: Args) -> Result<()> {
             failures.push(format!("pytest: {e:#}"));
         }
     }
+    // optimum-intel (with torch and transformers) loads our OpenVINO exports as they are: in the peers' venv.
+    if !args.no_python {
+        let peers = crate::bench::ensure_peer_venv(&root)?;
+        let mut pytest = Command::new(&peers);
+        pytest
+            .current_dir(&root)
+            .args(["-m", "pytest", "-q", "tests/python_peers"])
+            .env("OXPORT_BIN", &bin);
+        if let Err(e) = run_counting(&mut pytest, &mut counts) {
+            failures.push(format!("pytest (optimum-intel): {e:#}"));
+        }
+    }
+
     // The export benchmark's smoke mode: every case on the tiny fixture, measured the same way as the full bench.
     let mut smoke = Command::new(std::env::current_exe()?);
     smoke
