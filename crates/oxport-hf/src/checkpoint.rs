@@ -86,6 +86,17 @@ impl TensorView<'_> {
         self.info.shape[1..].iter().product()
     }
 
+    /// The error [`check_finite`](Self::check_finite) returns for `count` non-finite values, the first at flat
+    /// index `first` of the tensor (for kernels that find them while reading the bytes themselves).
+    pub fn non_finite_error(&self, count: usize, first: usize) -> Error {
+        Error::NonFinite {
+            path: self.path.to_path_buf(),
+            tensor: self.info.name.clone(),
+            count,
+            first,
+        }
+    }
+
     /// Refuse NaN and Inf anywhere in the tensor (see [`check_finite_rows`](Self::check_finite_rows)).
     pub fn check_finite(&self) -> Result<()> {
         let rows = self.info.shape.first().copied().unwrap_or(1);
@@ -112,12 +123,7 @@ impl TensorView<'_> {
             })
             .reduce(|| (0, usize::MAX), |a, b| (a.0 + b.0, a.1.min(b.1)));
         if count > 0 {
-            return Err(Error::NonFinite {
-                path: self.path.to_path_buf(),
-                tensor: self.info.name.clone(),
-                count,
-                first: base + first,
-            });
+            return Err(self.non_finite_error(count, base + first));
         }
         Ok(())
     }

@@ -116,7 +116,8 @@ pub fn nbits_initializers(names: &[String], q: NBitsWeight, p: &NBitsParams) -> 
 }
 
 /// Quantize rows `spec.rows` of `view` straight from the checkpoint's BF16/F16/F32 bytes (decoded per row inside
-/// the kernel, no f32 copy): the same bytes as [`quantize_nbits`] of the f32 decode.
+/// the kernel, no f32 copy): the same bytes as [`quantize_nbits`] of the f32 decode. NaN/Inf is refused with
+/// oxport-hf's error.
 pub fn quantize_nbits_view(
     spec: &LinearSpec,
     view: &TensorView<'_>,
@@ -126,8 +127,14 @@ pub fn quantize_nbits_view(
         bytes: view.rows_bytes(spec.rows.clone()),
         dtype: view.info.dtype,
     };
-    quantize_nbits_rows(rows, spec.rows.len(), spec.k, p)
-        .map_err(|source| quant_error(spec, source))
+    quantize_nbits_rows(rows, spec.rows.len(), spec.k, p).map_err(|source| match source {
+        // The kernel refuses NaN/Inf while reading the rows; report it as oxport-hf does (file, tensor, index
+        // within the whole tensor), as the f32 decode did before.
+        oxport_quant::QuantError::NonFinite { count, first, .. } => view
+            .non_finite_error(count, spec.rows.start * spec.k + first)
+            .into(),
+        source => quant_error(spec, source),
+    })
 }
 
 fn quant_error(spec: &LinearSpec, source: oxport_quant::QuantError) -> OnnxError {

@@ -24,6 +24,14 @@ impl<'a> Builder<'a> {
         Ok(w)
     }
 
+    /// The checkpoint view of `role` for the `*_rows` kernels, which refuse NaN/Inf while reading it (see
+    /// [`nan_as_checkpoint_error`]).
+    fn view(&self, role: Role) -> Result<TensorView<'a>> {
+        let ckpt: &'a Checkpoint = self.ckpt;
+        ckpt.view(role)
+            .ok_or_else(|| Error::MissingTensor(role.to_string()))
+    }
+
     /// The checkpoint view of `role`, its NaN/Inf already refused (oxport-hf's error names the file, tensor and
     /// index, as `read_f32` does), for kernels that read the mapped BF16/F16/F32 bytes directly.
     fn checked_view(&self, role: Role) -> Result<TensorView<'a>> {
@@ -116,7 +124,7 @@ impl<'a> Builder<'a> {
             | Scheme::Int4SymChannel
             | Scheme::Int4AsymChannel => {
                 // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (openvino-ir.md §5.2).
-                let view = self.checked_view(role)?;
+                let view = self.view(role)?;
                 let (mode, elem, zp_elem) = match scheme {
                     Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
                     Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
@@ -127,7 +135,8 @@ impl<'a> Builder<'a> {
                     weight,
                     scale,
                     zero_point,
-                } = compress::compress_rows(&role.name(), encoded(&view), rows, cols, mode, None)?;
+                } = compress::compress_rows(&role.name(), encoded(&view), rows, cols, mode, None)
+                    .map_err(|e| nan_as_checkpoint_error(e, &view))?;
                 let c = self.g.constant(&base, elem, &[rows, cols], &weight)?;
                 let mut x = self.convert("", c, Elem::F16);
                 if let Some(zp) = zero_point {
@@ -150,7 +159,7 @@ impl<'a> Builder<'a> {
                 decompress(self, m)
             }
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
-                let view = self.checked_view(role)?;
+                let view = self.view(role)?;
                 let sym = matches!(scheme, Scheme::Int4Sym { .. });
                 let mode = if sym {
                     NncfMode::Int4Sym
@@ -168,7 +177,8 @@ impl<'a> Builder<'a> {
                     cols,
                     mode,
                     Some(group),
-                )?;
+                )
+                .map_err(|e| nan_as_checkpoint_error(e, &view))?;
                 let groups = cols / group;
                 let gdims = [n(rows), n(groups), n(group)];
                 let elem = if sym { Elem::I4 } else { Elem::U4 };
@@ -220,5 +230,22 @@ fn encoded<'a>(view: &TensorView<'a>) -> Rows<'a> {
     Rows::Encoded {
         bytes: view.bytes,
         dtype: view.info.dtype,
+    }
+}
+
+/// The kernel's NaN/Inf refusal as oxport-hf's error (file, tensor, flat index), the error `read_f32` gave before
+/// the kernels read the mapped bytes themselves; one pass over the weight instead of a separate check.
+fn nan_as_checkpoint_error(e: Error, view: &TensorView<'_>) -> Error {
+    match e {
+        Error::Quant { tensor, source } => match *source {
+            oxport_quant::QuantError::NonFinite { count, first, .. } => {
+                view.non_finite_error(count, first).into()
+            }
+            source => Error::Quant {
+                tensor,
+                source: Box::new(source),
+            },
+        },
+        e => e,
     }
 }
