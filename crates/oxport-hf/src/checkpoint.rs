@@ -406,35 +406,6 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Ask the kernel to map `role`'s pages ahead of use (`MADV_POPULATE_READ`, Linux 5.14+; `WILLNEED` readahead
-    /// where that is refused): one call instead of a page fault per 64 KiB when a kernel first reads them.
-    /// Purely advisory: errors are ignored and the bytes read are the same either way.
-    pub fn prefetch(&self, role: Role) {
-        if let Some(info) = self.info(role) {
-            let shard = &self.shards[info.shard];
-            if info.size_bytes == 0 {
-                return;
-            }
-            #[cfg(target_os = "linux")]
-            if shard
-                .mmap
-                .advise_range(
-                    memmap2::Advice::PopulateRead,
-                    info.file_offset,
-                    info.size_bytes,
-                )
-                .is_ok()
-            {
-                return;
-            }
-            let _ = shard.mmap.advise_range(
-                memmap2::Advice::WillNeed,
-                info.file_offset,
-                info.size_bytes,
-            );
-        }
-    }
-
     /// Tell the kernel the mapped pages of `role` are no longer needed, so a streaming export's RSS stays
     /// at about one tensor. Later reads fault the pages back in from the file.
     pub fn release(&self, role: Role) {
