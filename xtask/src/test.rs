@@ -31,37 +31,43 @@ pub fn repo_root() -> PathBuf {
 
 /// Create (or refresh) `<repo>/.venv` from `tests/python/requirements.txt`; returns the venv's python.
 pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
-    let venv = root.join(".venv");
-    let python = venv.join("bin/python");
     let req = root.join("tests/python/requirements.txt");
     let wanted =
         std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    ensure_venv_from(&root.join(".venv"), &wanted, &[])
+}
+
+/// Create `venv` (or refresh it when `requirements` or `no_deps` changed) and install `requirements` (a
+/// requirements.txt text) plus the `no_deps` packages without their dependencies; returns the venv's python.
+pub fn ensure_venv_from(venv: &Path, requirements: &str, no_deps: &[&str]) -> Result<PathBuf> {
+    let python = venv.join("bin/python");
     let stamp = venv.join(".oxport-requirements");
+    let mut wanted = requirements.to_string();
+    for package in no_deps {
+        wanted.push_str(&format!("--no-deps {package}\n"));
+    }
     if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
         return Ok(python);
     }
-    eprintln!(
-        "xtask: setting up {} from {}",
-        venv.display(),
-        req.display()
-    );
+    eprintln!("xtask: setting up {} from PyPI (once)", venv.display());
     if !python.exists() {
         let host = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-        run_checked(Command::new(&host).args(["-m", "venv"]).arg(&venv))
+        run_checked(Command::new(&host).args(["-m", "venv"]).arg(venv))
             .context("creating the venv (is python3-venv installed?)")?;
     }
-    run_checked(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-            ])
-            .arg(&req),
-    )?;
+    let req = venv.join("requirements.txt");
+    std::fs::write(&req, requirements)?;
+    let pip = [
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    run_checked(Command::new(&python).args(pip).arg("-r").arg(&req))?;
+    for package in no_deps {
+        run_checked(Command::new(&python).args(pip).args(["--no-deps", package]))?;
+    }
     std::fs::write(&stamp, wanted)?;
     Ok(python)
 }
