@@ -48,8 +48,46 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_chain(&err));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes joined with ": ", leaving out a cause whose text an outer message already
+/// includes (library errors that print their source inline would otherwise repeat it).
+fn error_chain(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("tensor w: 1 non-finite value")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("compressing w: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[test]
+    fn causes_already_printed_inline_are_not_repeated() {
+        let err = anyhow::Error::new(Outer(Inner)).context("planning");
+        assert_eq!(
+            error_chain(&err),
+            "planning: compressing w: tensor w: 1 non-finite value"
+        );
+        let plain = anyhow::Error::new(Inner).context("reading");
+        assert_eq!(error_chain(&plain), "reading: tensor w: 1 non-finite value");
     }
 }
