@@ -29,6 +29,12 @@ MODELS = {
     "tiny-odd": ROOT / "fixtures" / "tiny-odd",
     "phi3-tiny-random": REF / "checkpoints" / "phi3-tiny-random",
 }
+# SentencePiece-style tokenizers (fixtures/scripts/sp_tokenizer.py): the released Phi-3-mini layout, and the Metaspace
+# form transformers 5 saves; exported with fixtures/tiny's weights (same vocab size).
+SP_TOKENIZERS = {
+    "phi3-sp": ROOT / "fixtures" / "tokenizers" / "phi3-sp",
+    "phi3-sp-metaspace": ROOT / "fixtures" / "tokenizers" / "phi3-sp-metaspace",
+}
 FILES = [
     "openvino_tokenizer.xml",
     "openvino_tokenizer.bin",
@@ -71,6 +77,23 @@ TRICKY = [
 ]
 
 
+# Constructs of the SentencePiece-style pipeline: a literal "▁" at the start, text after added tokens with rstrip, a
+# non-special added token (</s>), whitespace-only input, chars outside the vocab (byte fallback).
+SP_TRICKY = TRICKY + [
+    "\u2581x \u2581",
+    "\u2581\u2581",
+    "<s>x</s> y",
+    "a</s>   b",
+    "  ",
+    "\n\nx",
+    "x\n",
+    "\n",
+    "\u00e9\u0301 \u212b \ufb01 \U0001f600\U0001f600 \u0394\u03b4",
+    "<|end|>x",
+    " <|user|>  hi",
+]
+
+
 def oxport(*args, check=True):
     r = subprocess.run([os.environ["OXPORT_BIN"], *map(str, args)], capture_output=True, text=True)
     if check:
@@ -83,10 +106,26 @@ def export(src: Path, out: Path, *flags):
     return out
 
 
+def with_tokenizer(tok_dir: Path, dest: Path) -> Path:
+    """fixtures/tiny with the tokenizer files of `tok_dir`."""
+    shutil.copytree(MODELS["tiny"], dest)
+    for f in ["tokenizer.json", "tokenizer_config.json"]:
+        shutil.copy(tok_dir / f, dest / f)
+    (dest / "special_tokens_map.json").unlink()
+    return dest
+
+
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory):
+def sp_models(tmp_path_factory):
+    base = tmp_path_factory.mktemp("spmodels")
+    return {name: with_tokenizer(d, base / name) for name, d in SP_TOKENIZERS.items()}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, sp_models):
     base = tmp_path_factory.mktemp("ovtok")
-    return {name: export(src, base / name) for name, src in MODELS.items()}
+    srcs = {**MODELS, **sp_models}
+    return {name: export(src, base / name) for name, src in srcs.items()}
 
 
 def run_tokenizer(compiled, texts):
@@ -115,6 +154,41 @@ def test_ids_and_round_trip_equal_hf(exports, name):
     for f in FILES:
         assert (out / f).is_file(), f
     check_against_hf(out, MODELS[name] / "tokenizer.json", TRICKY)
+
+
+@pytest.mark.parametrize("name", list(SP_TOKENIZERS))
+def test_sentencepiece_style_ids_and_round_trip_equal_hf(exports, name):
+    check_against_hf(exports[name], SP_TOKENIZERS[name] / "tokenizer.json", SP_TRICKY)
+
+
+def test_sentencepiece_style_tokens_are_what_phi3_mini_gives(exports):
+    """Spot checks of the Phi-3-mini construct itself: ▁ before each segment, rstrip eating the newline after a chat
+    token, byte fallback for a char outside the vocab, and a non-special </s> kept by the detokenizer."""
+    hf = Tokenizer.from_file(str(SP_TOKENIZERS["phi3-sp"] / "tokenizer.json"))
+    tok = ov.Core().compile_model(exports["phi3-sp"] / "openvino_tokenizer.xml")
+    ids = run_tokenizer(tok, ["<|user|>\nhi \U0001f680</s>"])[0][0].tolist()
+    toks = [hf.id_to_token(i) for i in ids]
+    assert toks[:2] == ["<s>", "<|user|>"] and toks[2].startswith("\u2581"), toks
+    assert toks[-5:] == ["<0xF0>", "<0x9F>", "<0x9A>", "<0x80>", "</s>"], toks
+    detok = ov.Core().compile_model(exports["phi3-sp"] / "openvino_detokenizer.xml")
+    assert str(detok(np.array([ids], dtype=np.int64))[0][0]) == "hi \U0001f680</s>"
+
+
+def test_sentencepiece_style_equals_openvino_tokenizers(exports):
+    """Our IR and openvino-tokenizers' own IR of the same tokenizer.json give the same ids, except that for the
+    Metaspace form openvino-tokenizers prepends a second ▁ to a text that already starts with one (HF does not)."""
+    core = ov.Core()
+    for name, d in SP_TOKENIZERS.items():
+        ours = core.compile_model(exports[name] / "openvino_tokenizer.xml")
+        theirs = core.compile_model(d / "openvino-tokenizers" / "openvino_tokenizer.xml")
+        hf = Tokenizer.from_file(str(d / "tokenizer.json"))
+        for text in SP_TRICKY:
+            a = run_tokenizer(ours, [text])[0][0].tolist()
+            b = run_tokenizer(theirs, [text])[0][0].tolist()
+            if name == "phi3-sp-metaspace" and text.startswith("\u2581"):
+                assert a == hf.encode(text).ids and b != a, text
+            else:
+                assert a == b, (name, text)
 
 
 def test_batch_is_left_padded_with_pad_id(exports):
@@ -254,3 +328,33 @@ def test_openvino_genai_llm_pipeline_uses_our_tokenizer(tmp_path):
     assert list(got.tokens[0]) == want
     detok = core.compile_model(out / "openvino_detokenizer.xml")
     assert pipe.generate(prompt, cfg) == str(detok(np.array([want], dtype=np.int64))[0][0])
+
+
+def test_openvino_genai_on_phi3_mini_style_tokenizer_gives_validate_greedy_text(tmp_path, sp_models):
+    """openvino_genai.LLMPipeline on our int4 export with the Phi-3-mini-style tokenizer (our IR tokenizes and
+    detokenizes) generates the same greedy text as `oxport validate` reports for OpenVINO CPU (which tokenizes with
+    the tokenizers crate)."""
+    import openvino_genai as og
+
+    out = tmp_path / "int4"
+    oxport("export", "openvino", "-m", sp_models["phi3-sp"], "--weight-format", "int4", out)
+    prompt = "Hello world, the quick brown fox"
+    (tmp_path / "prompts.txt").write_text(prompt + "\n")
+    steps = 8
+    report = tmp_path / "validate.json"
+    oxport(
+        "validate", out, "--reference", sp_models["phi3-sp"], "--device", "cpu", "--prompts",
+        tmp_path / "prompts.txt", "--max-new-tokens", steps, "--json", report, "--quiet",
+    )
+    targets = json.loads(report.read_text())["targets"]
+    (ov_cpu,) = [t for t in targets if t["label"] == "openvino/CPU"]
+    want = ov_cpu["metrics"]["sample"]
+    assert want.strip(), ov_cpu
+
+    pipe = og.LLMPipeline(str(out), "CPU", INFERENCE_PRECISION_HINT="f32", ATTENTION_BACKEND="SDPA")
+    cfg = og.GenerationConfig()
+    cfg.max_new_tokens = steps
+    cfg.do_sample = False
+    cfg.apply_chat_template = False  # the prompt below is already rendered, as validate renders it
+    text = chat_prompt([{"role": "user", "content": prompt}])
+    assert pipe.generate(text, cfg) == want

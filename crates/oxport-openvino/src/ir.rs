@@ -286,7 +286,10 @@ impl Graph {
                     .join(", ")
             )));
         }
-        let offset = self.bin.write(bytes)?;
+        // ov::pass::Serialize stores an empty constant as one zero byte (size 1), e.g. the empty replacement of
+        // openvino-tokenizers' Strip decoder.
+        let stored: &[u8] = if bytes.is_empty() { &[0] } else { bytes };
+        let offset = self.bin.write(stored)?;
         let layer = Layer {
             name: name.into(),
             kind: "Const",
@@ -295,7 +298,7 @@ impl Graph {
                 ("element_type", elem.name().into()),
                 ("shape", static_shape(shape)),
                 ("offset", offset.to_string()),
-                ("size", bytes.len().to_string()),
+                ("size", stored.len().to_string()),
             ],
             rt_info: vec![],
             inputs: vec![],

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::TokenizerError;
-use super::spec::{DISABLE_TRUNCATE_MAX_LENGTH, Segment, Spec, special_split_pattern};
+use super::spec::{DISABLE_TRUNCATE_MAX_LENGTH, DecodeStep, Segment, Spec, special_split_pattern};
 use super::{DETOKENIZER_BIN, DETOKENIZER_XML, TOKENIZER_BIN, TOKENIZER_XML};
 use crate::ir::{DYN, Elem, Graph, Out, RtInfo};
 
@@ -171,6 +171,15 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         &[],
         &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
     );
+    // Metaspace prepend_scheme=first: on the whole input, before the special tokens are split off.
+    let unpacked = match &spec.prepend_first {
+        Some((pat, rep)) => {
+            let ins = [unpacked[0], unpacked[1], unpacked[2]];
+            let o = regex_normalization(&mut b, &ins, pat, rep, false)?;
+            vec![o[0], o[1], o[2]]
+        }
+        None => unpacked,
+    };
     let shape = b.g.op1(
         "ShapeOf",
         "opset3",
@@ -241,20 +250,37 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         // Without special tokens RegexSplit takes the ragged string as is (no skip mask).
         cur.truncate(5);
     }
-    let pat = b.string(spec.split_pattern.as_bytes())?;
-    cur.push(pat);
-    let split = b.g.op(
-        "RegexSplit",
-        EXT,
-        "",
-        &cur,
-        &[
-            ("behaviour", "isolate"),
-            ("invert", "false"),
-            ("max_splits", "-1"),
-        ],
-        &ragged6,
-    );
+    // Normalization steps on each non-special segment (RegexNormalizationStep, 4-input form with the skip mask).
+    for (pat, rep) in &spec.normalizations {
+        if cur.len() != 6 {
+            return Err(TokenizerError::Unsupported {
+                path: b.path.to_path_buf(),
+                construct: "a normalizer without added tokens".into(),
+            });
+        }
+        let o = regex_normalization(&mut b, &cur[2..6], pat, rep, true)?;
+        cur.truncate(2);
+        cur.extend(o);
+    }
+    let split = match &spec.split_pattern {
+        Some(pattern) => {
+            let pat = b.string(pattern.as_bytes())?;
+            cur.push(pat);
+            b.g.op(
+                "RegexSplit",
+                EXT,
+                "",
+                &cur,
+                &[
+                    ("behaviour", "isolate"),
+                    ("invert", "false"),
+                    ("max_splits", "-1"),
+                ],
+                &ragged6,
+            )
+        }
+        None => cur,
+    };
 
     // BPETokenizer with its vocab, merges and added tokens.
     let mut bpe_in: Vec<Out> = split[..5].to_vec();
@@ -279,7 +305,10 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             ("fuse_unk", if spec.fuse_unk { "true" } else { "false" }),
             ("suffix_indicator", ""),
             ("end_suffix", ""),
-            ("byte_fallback", "false"),
+            (
+                "byte_fallback",
+                if spec.byte_fallback { "true" } else { "false" },
+            ),
             ("cache_capacity", cache.as_str()),
         ],
         &ragged3,
@@ -413,6 +442,34 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     b.g.finish(&xml).map_err(ir_err(&xml))
 }
 
+/// `RegexNormalization` (RegexNormalizationStep / RegexDecodingStep): the string inputs (begins, ends, chars[, skip
+/// mask]) and the pattern and replacement as u8 constants; outputs as many as it takes.
+fn regex_normalization(
+    b: &mut B<'_>,
+    inputs: &[Out],
+    pattern: &str,
+    replace: &str,
+    global: bool,
+) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
+    let pat = b.string(pattern.as_bytes())?;
+    let rep = b.string(replace.as_bytes())?;
+    let mut ins = inputs.to_vec();
+    ins.extend([pat, rep]);
+    let mut outs: Vec<(Elem, &[i64])> = vec![(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)];
+    if inputs.len() == 4 {
+        outs.push((Elem::Boolean, &v1));
+    }
+    Ok(b.g.op(
+        "RegexNormalization",
+        EXT,
+        "",
+        &ins,
+        &[("global_replace", if global { "true" } else { "false" })],
+        &outs,
+    ))
+}
+
 /// CombineSegments inputs of one special-token group: begin 0, end = count (add_special_tokens), the ids.
 fn token_group(b: &mut B<'_>, seg: &Segment) -> Result<Vec<Out>, TokenizerError> {
     let Segment::Tokens(ids) = seg else {
@@ -458,20 +515,45 @@ pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), Tokenizer
             (Elem::U8, &v1),
         ],
     );
-    // ByteLevel decoder: CharsToBytes is dropped for a byte-level vocab and FuseStep takes its place.
-    let fused = b.g.op(
-        "FuzeRagged",
-        EXT,
-        "",
-        &decoded[..4],
-        &[],
-        &[(Elem::I32, &v1), (Elem::I32, &v1)],
-    );
+    // The decoder steps (a ByteLevel decoder is FuseStep alone: CharsToBytes is folded into the byte-level vocab).
+    let mut ragged = Some([decoded[0], decoded[1]]);
+    let mut toks = [decoded[2], decoded[3], decoded[4]];
+    for step in &spec.decode_steps {
+        match step {
+            DecodeStep::Regex(pat, rep) => {
+                let o = regex_normalization(&mut b, &toks, pat, rep, true)?;
+                toks = [o[0], o[1], o[2]];
+            }
+            DecodeStep::ByteFallback => {
+                let o = b.g.op(
+                    "ByteFallback",
+                    EXT,
+                    "",
+                    &toks,
+                    &[],
+                    &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
+                );
+                toks = [o[0], o[1], o[2]];
+            }
+            DecodeStep::Fuse => {
+                let [rb, re] = ragged.take().expect("decode_steps has one Fuse");
+                let o = b.g.op(
+                    "FuzeRagged",
+                    EXT,
+                    "",
+                    &[rb, re, toks[0], toks[1]],
+                    &[],
+                    &[(Elem::I32, &v1), (Elem::I32, &v1)],
+                );
+                toks = [o[0], o[1], toks[2]];
+            }
+        }
+    }
     let valid = b.g.op(
         "UTF8Validate",
         EXT,
         "",
-        &[fused[0], fused[1], decoded[4]],
+        &toks,
         &[("replace_mode", "true")],
         &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
     );

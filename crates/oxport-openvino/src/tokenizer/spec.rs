@@ -28,14 +28,30 @@ pub(crate) enum Segment {
     Sequence,
 }
 
+/// One detokenizer step after `VocabDecoder` (`hf_parser.py` `decoding_map`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DecodeStep {
+    /// `RegexNormalization` on each token (pattern, replacement), or on the fused text after `Fuse`.
+    Regex(String, String),
+    ByteFallback,
+    /// `FuzeRagged`: the tokens of a row become one string.
+    Fuse,
+}
+
 /// Everything the two graphs need.
 #[derive(Clone, Debug)]
 pub(crate) struct Spec {
     /// Sorted in reverse, as `SpecialTokensSplit.__post_init__` does.
     pub split_tokens: Vec<SplitToken>,
-    /// The `RegexSplit` pattern of the ByteLevel pre-tokenizer.
-    pub split_pattern: String,
-    /// Byte-level vocab for BPETokenizer (tokens that are not byte-to-char encoded become empty).
+    /// Metaspace `prepend_scheme: "first"`: one `RegexNormalization` (pattern, replacement; not global) on the whole
+    /// input before the special tokens are split off (`TokenizerPipeline.update_metaspace_step_with_special_tokens`).
+    pub prepend_first: Option<(String, String)>,
+    /// `RegexNormalization` steps (pattern, replacement; global) applied to each non-special segment.
+    pub normalizations: Vec<(String, String)>,
+    /// The `RegexSplit` pattern of the ByteLevel pre-tokenizer; `None` for SentencePiece-style BPE (no split).
+    pub split_pattern: Option<String>,
+    /// Vocab for BPETokenizer: byte-level tokens as bytes (tokens that are not byte-to-char encoded become empty),
+    /// SentencePiece-style tokens as their UTF-8; added tokens at their ids.
     pub vocab: Vec<Vec<u8>>,
     pub merges_left: Vec<Vec<u8>>,
     pub merges_right: Vec<Vec<u8>>,
@@ -43,6 +59,7 @@ pub(crate) struct Spec {
     pub added: Vec<(Vec<u8>, i32)>,
     pub unk_token: String,
     pub fuse_unk: bool,
+    pub byte_fallback: bool,
     pub cache_capacity: usize,
     pub max_length: i32,
     pub truncate_right: bool,
@@ -50,8 +67,10 @@ pub(crate) struct Spec {
     pub segment_ids: Vec<i32>,
     pub pad_id: i32,
     pub pad_right: bool,
-    /// Vocab for VocabDecoder (corrupted tokens kept as UTF-8).
+    /// Vocab for VocabDecoder (corrupted tokens kept as UTF-8); for SentencePiece-style BPE the tokenizer's vocab.
     pub detok_vocab: Vec<Vec<u8>>,
+    /// Steps after VocabDecoder (before UTF8Validate).
+    pub decode_steps: Vec<DecodeStep>,
     pub skip_tokens: Vec<i32>,
     pub bos_token_id: Option<i64>,
     pub eos_token_id: Option<i64>,
@@ -250,12 +269,35 @@ impl Spec {
         chat_template: Option<String>,
     ) -> Result<Spec, TokenizerError> {
         let p = path;
-        // Normalizer: none of the Phi-3/SmolLM byte-level tokenizers has one.
-        if !is_null(tj.get("normalizer")) {
-            let t = tj["normalizer"]["type"].as_str().unwrap_or("?");
-            return Err(unsupported(p, format!("normalizer of type {t}")));
+        // Normalizer: none (byte-level), or Prepend / Replace(String) steps as Phi-3-mini's
+        // `Sequence[Prepend("▁"), Replace(" " → "▁")]` (hf_parser.py `normalizers_map`).
+        let mut normalizations: Vec<(String, String)> = Vec::new();
+        let norm = tj.get("normalizer").cloned().unwrap_or(Value::Null);
+        let norm_steps: Vec<Value> = match norm["type"].as_str() {
+            None => vec![],
+            Some("Sequence") => norm["normalizers"].as_array().cloned().unwrap_or_default(),
+            Some(_) => vec![norm.clone()],
+        };
+        for n in &norm_steps {
+            match n["type"].as_str() {
+                // RegexNormalizationStep.prepend_regex; HF Prepend leaves an empty string empty, as does the regex.
+                Some("Prepend") => {
+                    let what = n["prepend"].as_str().unwrap_or_default();
+                    normalizations.push((
+                        r"(?:^)([\s\S])".into(),
+                        format!("{}$1", replacement(p, what)?),
+                    ));
+                }
+                Some("Replace") => normalizations.push(replace_step(p, n, "normalizer")?),
+                other => {
+                    return Err(unsupported(
+                        p,
+                        format!("normalizer of type {}", other.unwrap_or("?")),
+                    ));
+                }
+            }
         }
-        // Pre-tokenizer: ByteLevel, or Sequence[Digits(individual_digits), ByteLevel].
+        // Pre-tokenizer: ByteLevel, Sequence[Digits(individual_digits), ByteLevel], Metaspace(split=false) or none.
         let byte_level_ok = |b: &Value| -> Result<(), TokenizerError> {
             if b["add_prefix_space"].as_bool().unwrap_or(false) {
                 return Err(unsupported(
@@ -271,34 +313,68 @@ impl Spec {
             }
             Ok(())
         };
-        let pre = &tj["pre_tokenizer"];
+        let pre = tj.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
+        let mut metaspace: Option<(String, String)> = None; // (replacement, prepend_scheme)
         let split_pattern = match pre["type"].as_str() {
             Some("ByteLevel") => {
-                byte_level_ok(pre)?;
-                BYTE_LEVEL_PATTERN
+                byte_level_ok(&pre)?;
+                Some(BYTE_LEVEL_PATTERN)
             }
             Some("Sequence") => {
                 let steps = pre["pretokenizers"].as_array().cloned().unwrap_or_default();
-                let types: Vec<&str> = steps.iter().map(|s| s["type"].as_str().unwrap_or("?")).collect();
-                if types == ["Digits", "ByteLevel"] && steps[0]["individual_digits"].as_bool() == Some(true) {
+                let types: Vec<&str> = steps
+                    .iter()
+                    .map(|s| s["type"].as_str().unwrap_or("?"))
+                    .collect();
+                if types == ["Digits", "ByteLevel"]
+                    && steps[0]["individual_digits"].as_bool() == Some(true)
+                {
                     byte_level_ok(&steps[1])?;
-                    BYTE_LEVEL_DIGITS_PATTERN
+                    Some(BYTE_LEVEL_DIGITS_PATTERN)
                 } else {
                     return Err(unsupported(
                         p,
                         format!(
-                            "pre-tokenizer Sequence[{}] (supported: ByteLevel, Sequence[Digits(individual_digits), ByteLevel])",
+                            "pre-tokenizer Sequence[{}] (supported: ByteLevel, Sequence[Digits(individual_digits), \
+                             ByteLevel], Metaspace)",
                             types.join(", ")
                         ),
                     ));
                 }
             }
+            Some("Metaspace") => {
+                if pre["split"].as_bool().unwrap_or(true) {
+                    return Err(unsupported(p, "Metaspace pre-tokenizer with split=true"));
+                }
+                // The pre-0.19 form (`add_prefix_space`) is converted differently from HF by openvino-tokenizers.
+                let Some(scheme) = pre["prepend_scheme"].as_str() else {
+                    return Err(unsupported(
+                        p,
+                        "Metaspace pre-tokenizer without prepend_scheme (the old add_prefix_space form)",
+                    ));
+                };
+                let rep = pre["replacement"].as_str().unwrap_or("▁").to_string();
+                if rep.chars().count() != 1 {
+                    return Err(unsupported(
+                        p,
+                        format!("Metaspace replacement {rep:?} (one char expected)"),
+                    ));
+                }
+                metaspace = Some((rep, scheme.to_string()));
+                None
+            }
             Some(t) => return Err(unsupported(p, format!("pre-tokenizer of type {t}"))),
-            None => return Err(unsupported(p, "no pre-tokenizer (only byte-level BPE is supported)")),
+            None => None,
+        };
+        let byte_level = split_pattern.is_some();
+        if byte_level && !normalizations.is_empty() {
+            return Err(unsupported(
+                p,
+                "a normalizer together with a ByteLevel pre-tokenizer",
+            ));
         }
-        .to_string();
 
-        // Model: byte-level BPE without subword prefixes/suffixes, dropout or byte fallback.
+        // Model: BPE without subword prefixes/suffixes or dropout; byte fallback only with a SentencePiece-style vocab.
         let model = &tj["model"];
         let mtype = model["type"].as_str().unwrap_or("?");
         if mtype != "BPE" {
@@ -312,18 +388,39 @@ impl Spec {
                 ));
             }
         }
-        if model["byte_fallback"].as_bool().unwrap_or(false) {
-            return Err(unsupported(p, "BPE model with byte_fallback=true"));
+        let byte_fallback = model["byte_fallback"].as_bool().unwrap_or(false);
+        if byte_fallback && byte_level {
+            return Err(unsupported(
+                p,
+                "BPE model with byte_fallback=true and a ByteLevel pre-tokenizer",
+            ));
         }
         // HF takes a word that is in the vocab as one token when ignore_merges is set; the BPETokenizer op has no
         // such switch, so its ids could differ.
         if model["ignore_merges"].as_bool().unwrap_or(false) {
             return Err(unsupported(p, "BPE model with ignore_merges=true"));
         }
+        let token_bytes = |t: &str, keep_corrupted: bool| -> Vec<u8> {
+            if byte_level {
+                unicode_token_to_bytes(t, keep_corrupted)
+            } else {
+                t.as_bytes().to_vec()
+            }
+        };
         let vocab_map = model["vocab"]
             .as_object()
             .ok_or_else(|| unsupported(p, "BPE model without a vocab object"))?;
         let vocab_list = vocab_as_list(p, vocab_map)?;
+        if byte_fallback {
+            // BPETokenizer looks the bytes of an unknown char up as `<0xXX>`, as HF does.
+            if let Some(b) = (0..=255u8).find(|b| !vocab_map.contains_key(&format!("<0x{b:02X}>")))
+            {
+                return Err(unsupported(
+                    p,
+                    format!("BPE model with byte_fallback=true whose vocab lacks <0x{b:02X}>"),
+                ));
+            }
+        }
         let mut merges_left = Vec::new();
         let mut merges_right = Vec::new();
         for (i, m) in model["merges"]
@@ -349,8 +446,8 @@ impl Spec {
                 ),
                 other => return Err(unsupported(p, format!("merge #{i} {other}"))),
             };
-            merges_left.push(unicode_token_to_bytes(&a, false));
-            merges_right.push(unicode_token_to_bytes(&b, false));
+            merges_left.push(token_bytes(&a, false));
+            merges_right.push(token_bytes(&b, false));
         }
 
         let mut added = Vec::new();
@@ -379,29 +476,32 @@ impl Spec {
         by_id.sort_by_key(|a| a.id);
 
         // BPETokenizationStep.finalize: byte-level vocab, added tokens placed at their ids.
-        let mut vocab: Vec<Vec<u8>> = vocab_list
-            .iter()
-            .map(|t| unicode_token_to_bytes(t, false))
-            .collect();
+        let mut vocab: Vec<Vec<u8>> = vocab_list.iter().map(|t| token_bytes(t, false)).collect();
         for a in &added {
             let idx = a.id as usize;
             if vocab.len() <= idx {
                 vocab.resize(idx + 1, Vec::new());
             }
-            vocab[idx] = unicode_token_to_bytes(&a.content, true);
+            vocab[idx] = token_bytes(&a.content, true);
         }
-        // VocabDecoderStep.from_hf_json / add_special_tokens_to_vocab (added_tokens_decoder is ordered by id).
-        let mut detok_vocab: Vec<Vec<u8>> = vocab_list
-            .iter()
-            .map(|t| unicode_token_to_bytes(t, true))
-            .collect();
-        for a in &by_id {
-            let idx = a.id as usize;
-            if detok_vocab.len() <= idx {
-                detok_vocab.resize(idx + 1, Vec::new());
+        // VocabDecoderStep.from_hf_json / add_special_tokens_to_vocab (added_tokens_decoder is ordered by id); a
+        // SentencePiece-style vocab is decoded with the tokenizer's own vocab.
+        let detok_vocab = if byte_level {
+            let mut v: Vec<Vec<u8>> = vocab_list
+                .iter()
+                .map(|t| unicode_token_to_bytes(t, true))
+                .collect();
+            for a in &by_id {
+                let idx = a.id as usize;
+                if v.len() <= idx {
+                    v.resize(idx + 1, Vec::new());
+                }
+                v[idx] = unicode_token_to_bytes(&a.content, true);
             }
-            detok_vocab[idx] = unicode_token_to_bytes(&a.content, true);
-        }
+            v
+        } else {
+            vocab.clone()
+        };
         let skip_tokens: Vec<i32> = by_id
             .iter()
             .filter(|a| a.special)
@@ -418,6 +518,53 @@ impl Spec {
             .collect();
         split_tokens.sort();
         split_tokens.reverse();
+        if !byte_level && split_tokens.is_empty() {
+            // hf_parser.py hands BPETokenizer the wrong inputs when nothing is split off and nothing pre-tokenizes.
+            return Err(unsupported(
+                p,
+                "a tokenizer without pre-tokenizer and without added tokens",
+            ));
+        }
+
+        // Metaspace (hf_parser.py `parse_metaspace`): spaces become the replacement in every segment; `always`
+        // prepends it to each segment that does not start with it, `first` only to the start of the input when no
+        // special token starts there.
+        let mut prepend_first = None;
+        if let Some((rep, scheme)) = &metaspace {
+            let r = replacement(p, rep)?;
+            normalizations.push((" ".into(), r.clone()));
+            match scheme.as_str() {
+                "never" => {}
+                "always" => {
+                    normalizations.push((format!("(^)([^{}])", quote_meta(rep)), format!("{r}$2")))
+                }
+                "first" => {
+                    if split_tokens.iter().any(|t| t.strip_left) {
+                        return Err(unsupported(
+                            p,
+                            "Metaspace prepend_scheme=first with an lstrip added token",
+                        ));
+                    }
+                    // `update_metaspace_step_with_special_tokens`, plus the replacement itself in the look-ahead: HF
+                    // prepends only when the text, spaces replaced, does not already start with it (openvino-tokenizers
+                    // 2026.4.1 leaves it out and tokenizes a leading "▁" differently from HF).
+                    let specials: Vec<String> =
+                        split_tokens.iter().map(|t| quote_meta(&t.text)).collect();
+                    prepend_first = Some((
+                        format!(
+                            r"(^)((?!{}| |{}|$)|(?=[\r\n\t\f\v]))",
+                            specials.join("|"),
+                            quote_meta(rep)
+                        ),
+                        format!("{r}$2"),
+                    ));
+                }
+                other => {
+                    return Err(unsupported(p, format!("Metaspace prepend_scheme={other}")));
+                }
+            }
+        }
+        let decode_steps = decode_steps(p, tj.get("decoder").unwrap_or(&Value::Null), byte_level)?;
 
         let token_id = |text: &str| -> Option<i64> {
             added
@@ -570,15 +717,10 @@ impl Spec {
         };
         let max_length = (model_max_length.saturating_sub(added_by_template))
             .min(i32::MAX as i64 - added_by_template) as i32;
-        let padding_side = tc.get("padding_side").and_then(Value::as_str);
-        // openvino-tokenizers reads `truncation_side` from the transformers object, which follows `padding_side` when
-        // tokenizer_config.json sets only that one (reference export: padding_side left → "left").
-        let truncation_side = tc
-            .get("truncation_side")
-            .and_then(Value::as_str)
-            .or(padding_side)
-            .unwrap_or("right");
-        let pad_right = padding_side != Some("left");
+        // optimum-intel (`exporters/openvino/convert.py` `maybe_convert_tokenizers`) sets padding_side and
+        // truncation_side to "left" on the transformers object for text-generation before converting, whatever
+        // tokenizer_config.json says.
+        let (pad_right, truncation_side) = (false, "left");
 
         let bos_token_id = token_text(tc.get("bos_token")).and_then(|t| token_id(&t));
         let eos_token_id = token_text(tc.get("eos_token")).and_then(|t| token_id(&t));
@@ -596,7 +738,14 @@ impl Spec {
 
         let added_chars = added
             .iter()
-            .map(|a| (bytes_to_chars(a.content.as_bytes()), a.id as i32))
+            .map(|a| {
+                let text = if byte_level {
+                    bytes_to_chars(a.content.as_bytes())
+                } else {
+                    a.content.as_bytes().to_vec()
+                };
+                (text, a.id as i32)
+            })
             .collect();
         let cache_capacity = model
             .get("cache_capacity")
@@ -606,13 +755,16 @@ impl Spec {
             .max(MIN_CACHE_CAPACITY);
         Ok(Spec {
             split_tokens,
-            split_pattern,
+            prepend_first,
+            normalizations,
+            split_pattern: split_pattern.map(str::to_string),
             vocab,
             merges_left,
             merges_right,
             added: added_chars,
             unk_token: model["unk_token"].as_str().unwrap_or_default().to_string(),
             fuse_unk: model["fuse_unk"].as_bool().unwrap_or(false),
+            byte_fallback,
             cache_capacity,
             max_length,
             truncate_right: truncation_side == "right",
@@ -621,6 +773,7 @@ impl Spec {
             pad_id: pad_token_id.unwrap_or(0) as i32,
             pad_right,
             detok_vocab,
+            decode_steps,
             skip_tokens,
             bos_token_id,
             eos_token_id,
@@ -630,6 +783,124 @@ impl Spec {
             processed_post_processor,
         })
     }
+}
+
+/// Regex metacharacters of the PCRE2 patterns RegexNormalization runs.
+const REGEX_META: &[char] = &[
+    '\\', '^', '$', '.', '|', '?', '*', '+', '(', ')', '[', ']', '{', '}',
+];
+
+/// A literal as a RegexNormalization pattern: as is when it has no metacharacter (what openvino-tokenizers writes,
+/// which passes `Replace` strings through unescaped), else escaped so that it still matches literally.
+fn literal_pattern(s: &str) -> String {
+    if s.contains(REGEX_META) {
+        quote_meta(s)
+    } else {
+        s.to_string()
+    }
+}
+
+/// A literal as a RegexNormalization replacement; `$` and `\` would be read as group references/escapes.
+fn replacement(path: &Path, s: &str) -> Result<String, TokenizerError> {
+    if s.contains(['$', '\\']) {
+        return Err(unsupported(
+            path,
+            format!("replacement text {s:?} containing $ or \\"),
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// `Replace` with a `String` pattern (normalizer or decoder) → (pattern, replacement).
+fn replace_step(path: &Path, v: &Value, what: &str) -> Result<(String, String), TokenizerError> {
+    let Some(pattern) = v["pattern"]["String"].as_str() else {
+        return Err(unsupported(
+            path,
+            format!(
+                "{what} Replace with pattern {} (only String patterns are supported)",
+                v["pattern"]
+            ),
+        ));
+    };
+    if pattern.is_empty() {
+        return Err(unsupported(
+            path,
+            format!("{what} Replace with an empty pattern"),
+        ));
+    }
+    let content = v["content"].as_str().unwrap_or_default();
+    Ok((literal_pattern(pattern), replacement(path, content)?))
+}
+
+/// The decoder as detokenizer steps (hf_parser.py `decoding`): ByteLevel for a byte-level vocab (CharsToBytes is
+/// folded into the vocab, FuseStep takes its place); for a SentencePiece-style vocab none (Fuse) or a Sequence of
+/// Replace / ByteFallback / Fuse / Strip(content, 1, 0) with Fuse present, Strip only after it.
+fn decode_steps(
+    path: &Path,
+    dec: &Value,
+    byte_level: bool,
+) -> Result<Vec<DecodeStep>, TokenizerError> {
+    let p = path;
+    let dtype = dec["type"].as_str();
+    if byte_level {
+        return match dtype {
+            Some("ByteLevel") => Ok(vec![DecodeStep::Fuse]),
+            other => Err(unsupported(
+                p,
+                format!(
+                    "decoder {} with a ByteLevel pre-tokenizer (ByteLevel expected)",
+                    other.unwrap_or("none")
+                ),
+            )),
+        };
+    }
+    let list: Vec<Value> = match dtype {
+        None => return Ok(vec![DecodeStep::Fuse]),
+        Some("Sequence") => dec["decoders"].as_array().cloned().unwrap_or_default(),
+        Some(t) => return Err(unsupported(p, format!("decoder of type {t}"))),
+    };
+    let mut steps = Vec::new();
+    for d in &list {
+        let fused = steps.contains(&DecodeStep::Fuse);
+        match d["type"].as_str() {
+            Some("Replace") if !fused => {
+                let (pat, rep) = replace_step(p, d, "decoder")?;
+                steps.push(DecodeStep::Regex(pat, rep));
+            }
+            Some("ByteFallback") if !fused => steps.push(DecodeStep::ByteFallback),
+            Some("Fuse") if !fused => steps.push(DecodeStep::Fuse),
+            // RegexDecodingStep.parse_strip_dict: `^content` removed once from the fused text.
+            Some("Strip") if fused => {
+                let content = d["content"].as_str().unwrap_or_default();
+                if content.chars().count() != 1
+                    || d["start"].as_u64() != Some(1)
+                    || d["stop"].as_u64() != Some(0)
+                {
+                    return Err(unsupported(
+                        p,
+                        format!("decoder Strip {d} (only one leading char is supported)"),
+                    ));
+                }
+                steps.push(DecodeStep::Regex(
+                    format!("^{}", literal_pattern(content)),
+                    String::new(),
+                ));
+            }
+            other => {
+                return Err(unsupported(
+                    p,
+                    format!(
+                        "decoder {} at this place of the Sequence (supported: Replace, ByteFallback, Fuse, then Strip)",
+                        other.unwrap_or("?")
+                    ),
+                ));
+            }
+        }
+    }
+    if !steps.contains(&DecodeStep::Fuse) {
+        return Err(unsupported(p, "decoder Sequence without Fuse"));
+    }
+    Ok(steps)
 }
 
 /// `utils.py` `quote_meta`: backslash before every char that is not alphanumeric, `_`, `▁` or `｜`.
