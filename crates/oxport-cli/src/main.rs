@@ -4,6 +4,7 @@
 //! subcommands implement with indicatif.
 
 mod cmd;
+mod interrupt;
 mod progress;
 
 use clap::{Parser, Subcommand};

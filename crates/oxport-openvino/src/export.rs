@@ -36,6 +36,20 @@ impl Drop for TempDir {
     }
 }
 
+/// `.{name}.oxport-tmp-{pid}` in the output's parent folder (same filesystem, so the final rename is atomic): the
+/// rule of `oxport_onnx::temp_dir_for`, so that the CLI finds (and cleans) either exporter's folder the same way.
+pub fn temp_dir_for(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    let parent = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    parent.join(format!(".{name}.oxport-tmp-{}", std::process::id()))
+}
+
 /// Export `ckpt` under `plan` into `output`. `model_arg` is the `--model` string as given (recorded in
 /// `openvino_config.json` where optimum records the tokenizer source).
 pub fn export(
@@ -69,12 +83,13 @@ pub fn export_with_tokenizer(
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let leaf = output
-        .file_name()
-        .ok_or_else(|| Error::Options(format!("output {} has no folder name", output.display())))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp_path = parent.join(format!(".{leaf}.oxport-tmp-{}", std::process::id()));
+    if output.file_name().is_none() {
+        return Err(Error::Options(format!(
+            "output {} has no folder name",
+            output.display()
+        )));
+    }
+    let tmp_path = temp_dir_for(output);
     if tmp_path.exists() {
         std::fs::remove_dir_all(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
     }

@@ -156,14 +156,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .expect("static template"),
     );
     let started = Instant::now();
-    let summary =
-        oxport_onnx::export(&ckpt, &opts, &args.output, &Bar(bar.clone())).with_context(|| {
-            format!(
-                "exporting {} to {}",
-                model_dir.display(),
-                args.output.display()
-            )
-        })?;
+    let guard = crate::interrupt::prepare_export(
+        oxport_onnx::temp_dir_for(&args.output),
+        Some(bar.clone()),
+    )?;
+    let exported = oxport_onnx::export(&ckpt, &opts, &args.output, &Bar(bar.clone()));
+    // Disarm before anything else is printed (blocks for good if a signal's cleanup already started).
+    drop(guard);
+    let summary = exported.with_context(|| {
+        format!(
+            "exporting {} to {}",
+            model_dir.display(),
+            args.output.display()
+        )
+    })?;
     bar.finish_and_clear();
     let total: u64 = summary.files.values().sum();
     println!(

@@ -287,15 +287,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .expect("static template"),
     );
     let model_arg = args.model.as_str();
-    let summary = oxport_openvino::export_with_tokenizer(
+    let guard = crate::interrupt::prepare_export(
+        oxport_openvino::temp_dir_for(&args.output),
+        Some(bar.clone()),
+    )?;
+    let exported = oxport_openvino::export_with_tokenizer(
         &ckpt,
         &plan,
         &args.output,
         model_arg,
         &Bar(bar.clone()),
         !args.no_tokenizer,
-    )
-    .with_context(|| format!("exporting to {}", args.output.display()))?;
+    );
+    // Disarm before anything else is printed (blocks for good if a signal's cleanup already started).
+    drop(guard);
+    let summary = exported.with_context(|| format!("exporting to {}", args.output.display()))?;
     bar.finish_and_clear();
     let total: u64 = summary.files.iter().map(|f| f.1).sum();
     eprintln!(
