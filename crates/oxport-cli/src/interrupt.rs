@@ -24,12 +24,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressDrawTarget};
 
 /// Suffix of a temporary folder the handler has claimed and is removing.
 const CLAIMED_SUFFIX: &str = ".interrupted";
 
-/// The export in flight: its temporary folder and the bar to clear before printing.
+/// The export in flight: its temporary folder and the bar to stop before printing.
 struct Armed {
     temp_dir: PathBuf,
     bar: Option<ProgressBar>,
@@ -67,8 +67,10 @@ fn on_signal(signal: i32) -> ! {
     let mut state = armed();
     let message = match state.take() {
         Some(Armed { temp_dir, bar }) => {
+            // The main thread keeps ticking the bar until it blocks: stop drawing it, so that it stays where the
+            // export stopped, above the message.
             if let Some(bar) = bar {
-                bar.finish_and_clear();
+                bar.set_draw_target(ProgressDrawTarget::hidden());
             }
             match claim_and_remove(&temp_dir) {
                 Ok(true) => format!("interrupted; removed {}", temp_dir.display()),
