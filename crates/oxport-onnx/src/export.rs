@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use oxport_hf::{Checkpoint, Role};
 use oxport_quant::{QuantPlan, Scheme, plan_onnx};
 use prost::Message;
-use rayon::prelude::*;
 
 use crate::error::{OnnxError, Result, io};
 use crate::external::ExternalData;
@@ -19,7 +18,7 @@ use crate::progress::Progress;
 use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use crate::rope::rope_caches;
 use crate::weights::{
-    Initializer, io_payload, linear_initializers, nbits_initializers, quantize_nbits_view,
+    Initializer, Payload, io_payload, linear_initializers, nbits_initializers, quantize_nbits_view,
 };
 
 pub const MODEL_FILE: &str = "model.onnx";
@@ -231,39 +230,39 @@ fn write_weights(
     progress.start(total);
     let mut data = ExternalData::create(dir, DATA_FILE)?;
     let mut out = Vec::with_capacity(total);
-    let emit =
-        |data: &mut ExternalData, out: &mut Vec<TensorProto>, init: Initializer| -> Result<()> {
-            let bytes = init.bytes.as_bytes();
-            let t = data.append(&init.name, init.elem, &init.dims, bytes)?;
-            progress.tensor_written(&init.name, bytes.len() as u64);
-            out.push(t);
-            Ok(())
+    let emit = |data: &mut ExternalData,
+                out: &mut Vec<TensorProto>,
+                init: Initializer|
+     -> Result<()> {
+        let len = init.bytes.as_bytes().len() as u64;
+        let t = match init.bytes {
+            Payload::Bytes(bytes) => data.append_owned(&init.name, init.elem, &init.dims, bytes)?,
+            Payload::F32(values) => data.append(
+                &init.name,
+                init.elem,
+                &init.dims,
+                bytemuck::cast_slice(&values),
+            )?,
         };
+        progress.tensor_written(&init.name, len);
+        out.push(t);
+        Ok(())
+    };
     for item in &layout.weight_order {
         match item {
             WeightItem::Embedding { name } => {
-                // Streamed in row chunks: peak memory stays at one chunk, not the whole f32 embedding.
-                let len = (c.vocab_size * c.hidden_size * io_dtype.size_bytes()) as u64;
-                let start = data.begin(len)?;
-                // One f16 buffer for every chunk (f32 chunks are written through a byte view, not copied).
-                let mut halves = Vec::new();
-                for_row_chunks(
+                let dims = [c.vocab_size, c.hidden_size];
+                let t = write_float(
                     ckpt,
+                    &mut data,
                     Role::Embedding,
+                    name,
+                    &dims,
+                    io_dtype,
+                    false,
                     0..c.vocab_size,
-                    |chunk| match io_dtype {
-                        IoDtype::F32 => data.write(bytemuck::cast_slice(chunk)),
-                        IoDtype::F16 => {
-                            oxport_quant::f16_bytes_into(
-                                oxport_quant::Rows::F32(chunk),
-                                &mut halves,
-                            );
-                            data.write(&halves)
-                        }
-                    },
                 )?;
-                let t = data.end(name, io_dtype.onnx(), &[c.vocab_size, c.hidden_size], start);
-                progress.tensor_written(name, len);
+                progress.tensor_written(name, (dims[0] * dims[1] * io_dtype.size_bytes()) as u64);
                 out.push(t);
             }
             WeightItem::RopeCaches => {
@@ -298,30 +297,27 @@ fn write_weights(
                         release_after(ckpt, spec.role, &spec.rows);
                         nbits_initializers(&spec.initializer_names(), q, &p)
                     }
-                    // Transposed layouts need the whole matrix.
-                    // `make_matmul_float` stores `weight.T` ([K, N]): scatter each row chunk into its columns,
-                    // so only the transposed matrix is held, never a second full copy.
+                    // `make_matmul_float` stores `weight.T` ([K, N]): converted and transposed straight from the
+                    // mapped rows, streamed in blocks of output rows.
                     LinearForm::Float => {
-                        let (n, k) = (spec.n, spec.k);
-                        let mut t = vec![0f32; n * k];
-                        let mut row0 = 0;
-                        for_row_chunks(ckpt, spec.role, spec.rows.clone(), |chunk| {
-                            let rows = chunk.len() / k;
-                            t.par_chunks_mut(n).enumerate().for_each(|(kk, out_row)| {
-                                for r in 0..rows {
-                                    out_row[row0 + r] = chunk[r * k + kk];
-                                }
-                            });
-                            row0 += rows;
-                            Ok(())
-                        })?;
                         let name = spec.initializer_names().remove(0);
-                        vec![Initializer {
-                            name,
-                            elem: io_dtype.onnx(),
-                            dims: vec![k, n],
-                            bytes: io_payload(io_dtype, t),
-                        }]
+                        let dims = [spec.k, spec.n];
+                        let t = write_float(
+                            ckpt,
+                            &mut data,
+                            spec.role,
+                            &name,
+                            &dims,
+                            io_dtype,
+                            true,
+                            spec.rows.clone(),
+                        )?;
+                        progress.tensor_written(
+                            &name,
+                            (dims[0] * dims[1] * io_dtype.size_bytes()) as u64,
+                        );
+                        out.push(t);
+                        continue;
                     }
                     // Q/DQ quantizes the whole [N, K] matrix, then repacks it transposed.
                     LinearForm::Qdq(_) => {
@@ -345,6 +341,68 @@ fn write_weights(
 
 /// Rows decoded per chunk: about 4 Mi values (16 MiB of f32).
 const CHUNK_VALUES: usize = 4 << 20;
+
+/// Output bytes converted per chunk of a float initializer (then queued for the writer thread).
+const FLOAT_CHUNK_BYTES: usize = 32 << 20;
+
+/// Append rows `rows` of `role` (`[rows, k]` in the checkpoint) as the float initializer `name` of shape `dims`
+/// in the I/O dtype, transposed to `[k, rows]` when `transpose`: converted straight from the mapped BF16/F16/F32
+/// bytes in parallel (oxport-quant's [`float_bytes_into`](oxport_quant::float_bytes_into), the same f32→f16
+/// rounding as numpy), chunk by chunk into reused buffers that the writer thread writes while the next chunk is
+/// converted. NaN/Inf is refused with oxport-hf's error; the tensor's pages are dropped after its last rows.
+fn write_float(
+    ckpt: &Checkpoint,
+    data: &mut ExternalData,
+    role: Role,
+    name: &str,
+    dims: &[usize; 2],
+    io_dtype: IoDtype,
+    transpose: bool,
+    rows: std::ops::Range<usize>,
+) -> Result<TensorProto> {
+    let view = checked_view(ckpt, role)?;
+    let (n, k) = (rows.len(), view.cols());
+    let source = oxport_quant::Rows::Encoded {
+        bytes: view.rows_bytes(rows.clone()),
+        dtype: view.info.dtype,
+    };
+    let dtype = match io_dtype {
+        IoDtype::F32 => oxport_quant::FloatDtype::F32,
+        IoDtype::F16 => oxport_quant::FloatDtype::F16,
+    };
+    let (height, width) = if transpose { (k, n) } else { (n, k) };
+    // Whole blocks of the kernel's transpose tiles per chunk.
+    let chunk_rows = (FLOAT_CHUNK_BYTES / (width * dtype.size_bytes()))
+        .max(1)
+        .next_multiple_of(64);
+    let start = data.begin((height * width * dtype.size_bytes()) as u64)?;
+    let mut row0 = 0;
+    while row0 < height {
+        let row1 = (row0 + chunk_rows).min(height);
+        let mut buf = data.buffer();
+        if let Err(e) =
+            oxport_quant::float_bytes_into(source, n, k, dtype, transpose, row0..row1, &mut buf)
+        {
+            return Err(match e {
+                // Report NaN/Inf as oxport-hf does, counted over all the rows read (file, tensor, flat index).
+                oxport_quant::QuantError::NonFinite { .. } => {
+                    match view.check_finite_rows(rows.clone()) {
+                        Err(e) => e.into(),
+                        Ok(()) => unreachable!("the kernel found NaN/Inf in these rows"),
+                    }
+                }
+                e => OnnxError::Quant {
+                    tensor: name.to_string(),
+                    source: Box::new(e.for_tensor(&view.info.name)),
+                },
+            });
+        }
+        data.write_owned(buf)?;
+        row0 = row1;
+    }
+    release_after(ckpt, role, &rows);
+    Ok(data.end(name, io_dtype.onnx(), dims, start))
+}
 
 /// Decode rows `rows` of `role` to f32 in chunks of whole rows, refusing NaN/Inf with oxport-hf's error (which
 /// names the file, tensor and flat index), then drop the tensor's mapped pages.

@@ -1,12 +1,15 @@
-//! `model.onnx.data`: every initializer's bytes, appended one tensor at a time through a `BufWriter`.
+//! `model.onnx.data`: every initializer's bytes, appended one tensor at a time and written in order by a
+//! background thread (large sequential writes, overlapped with the conversion of the next tensor).
 //!
 //! Offsets of tensors over 1 MiB are rounded up to 64 KiB so they can be memory-mapped on every OS
 //! (onnx_ir `external_data.py`: `_ALIGN_THRESHOLD = 1048576`, `_ALLOCATION_GRANULARITY = 65536`; onnx
 //! `docs/ExternalData.md`). Padding is zero bytes; `location` is relative, as onnx `checker.cc` requires.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use crate::error::{Result, io};
 use crate::proto::{
@@ -16,23 +19,53 @@ use crate::proto::{
 pub const ALIGN_THRESHOLD_BYTES: u64 = 1 << 20;
 pub const ALIGNMENT_BYTES: u64 = 64 << 10;
 
+/// Copied bytes are gathered into buffers of this size before they go to the writer thread.
+const PENDING_BYTES: usize = 8 << 20;
+/// Buffers queued for the writer thread beyond the one it is writing: the exporter computes the next chunk while
+/// the kernel copies the previous one into the page cache, and memory stays bounded.
+const QUEUED_BUFFERS: usize = 2;
+/// Written buffers kept for reuse, so their pages are faulted in once per export rather than once per chunk.
+const SPARE_BUFFERS: usize = 4;
+
+/// `model.onnx.data`, written in order by a background thread: `write`/`write_owned` queue bytes and return, so
+/// the `write()` system calls overlap the conversion of the next tensor.
 pub struct ExternalData {
     path: PathBuf,
     location: String,
-    out: BufWriter<File>,
     offset: u64,
+    /// Copied small writes not yet sent.
+    pending: Vec<u8>,
+    queue: Option<SyncSender<Vec<u8>>>,
+    spares: Receiver<Vec<u8>>,
+    writer: Option<JoinHandle<std::io::Result<File>>>,
 }
 
 impl ExternalData {
     /// Create `dir/location`.
     pub fn create(dir: &Path, location: &str) -> Result<Self> {
         let path = dir.join(location);
-        let file = File::create(&path).map_err(io(&path))?;
+        let mut file = File::create(&path).map_err(io(&path))?;
+        let (queue, jobs) = sync_channel::<Vec<u8>>(QUEUED_BUFFERS);
+        let (give_back, spares) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
+        let writer = std::thread::Builder::new()
+            .name("oxport-onnx-data".into())
+            .spawn(move || {
+                for buf in jobs {
+                    file.write_all(&buf)?;
+                    // A full spare pool just drops the buffer.
+                    let _ = give_back.try_send(buf);
+                }
+                Ok(file)
+            })
+            .map_err(io(&path))?;
         Ok(ExternalData {
             path,
             location: location.to_string(),
-            out: BufWriter::with_capacity(1 << 20, file),
             offset: 0,
+            pending: Vec::new(),
+            queue: Some(queue),
+            spares,
+            writer: Some(writer),
         })
     }
 
@@ -49,6 +82,19 @@ impl ExternalData {
         Ok(self.end(name, elem, dims, start))
     }
 
+    /// [`append`](Self::append) of an owned buffer, handed to the writer thread without a copy.
+    pub fn append_owned(
+        &mut self,
+        name: &str,
+        elem: DataType,
+        dims: &[usize],
+        bytes: Vec<u8>,
+    ) -> Result<TensorProto> {
+        let start = self.begin(bytes.len() as u64)?;
+        self.write_owned(bytes)?;
+        Ok(self.end(name, elem, dims, start))
+    }
+
     /// Start a tensor of `len` bytes, written in pieces with [`write`](Self::write); returns its offset.
     pub fn begin(&mut self, len: u64) -> Result<u64> {
         if len > ALIGN_THRESHOLD_BYTES {
@@ -59,10 +105,73 @@ impl ExternalData {
         Ok(self.offset)
     }
 
-    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.out.write_all(bytes).map_err(io(&self.path))?;
+    /// Queue a copy of `bytes`.
+    pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
         self.offset += bytes.len() as u64;
+        while !bytes.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending = self.buffer();
+                self.pending.clear();
+            }
+            let room = PENDING_BYTES.saturating_sub(self.pending.len()).max(1);
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.pending.extend_from_slice(now);
+            bytes = rest;
+            if self.pending.len() >= PENDING_BYTES {
+                self.send_pending()?;
+            }
+        }
         Ok(())
+    }
+
+    /// Queue `bytes` as they are (after any pending copied bytes, so the file order is the call order).
+    pub fn write_owned(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.offset += bytes.len() as u64;
+        self.send_pending()?;
+        self.send(bytes)
+    }
+
+    /// A buffer to fill and pass to [`write_owned`](Self::write_owned): a written one when available (its
+    /// length and contents are stale; resize and overwrite it), else a new one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spares.try_recv().unwrap_or_default()
+    }
+
+    fn send_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.pending);
+        self.send(buf)
+    }
+
+    fn send(&mut self, buf: Vec<u8>) -> Result<()> {
+        let sent = match &self.queue {
+            Some(queue) => queue.send(buf).is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The writer stopped: its error is the reason.
+            Err(self.join().err().unwrap_or_else(|| {
+                io(&self.path)(std::io::Error::other("the data writer thread stopped"))
+            }))
+        }
+    }
+
+    /// Stop the writer thread after it wrote everything queued; its file, or its error.
+    fn join(&mut self) -> Result<File> {
+        self.queue = None;
+        let Some(writer) = self.writer.take() else {
+            return Err(io(&self.path)(std::io::Error::other(
+                "the data writer thread already stopped",
+            )));
+        };
+        match writer.join() {
+            Ok(result) => result.map_err(io(&self.path)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// The initializer for the tensor begun at `start`: everything written since is its data.
@@ -85,14 +194,21 @@ impl ExternalData {
         }
     }
 
-    /// Flush and close; returns the file size in bytes.
+    /// Write everything queued, sync and close; returns the file size in bytes.
     pub fn finish(mut self) -> Result<u64> {
-        self.out.flush().map_err(io(&self.path))?;
-        let file = self.out.into_inner().map_err(|e| crate::OnnxError::Io {
-            path: self.path.clone(),
-            source: e.into_error(),
-        })?;
+        self.send_pending()?;
+        let file = self.join()?;
         file.sync_all().map_err(io(&self.path))?;
         Ok(self.offset)
+    }
+}
+
+impl Drop for ExternalData {
+    /// A failed export still waits for the writer thread, so nothing writes into the folder being removed.
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! Every kernel is a pure function of its input (rayon inside one tensor, same bytes on any thread count).
 
 pub mod error;
+pub mod float;
 pub mod fp16;
 pub mod nbits;
 pub mod nncf;
@@ -14,6 +15,7 @@ mod simd;
 pub use simd::force_portable_kernels;
 
 pub use error::QuantError;
+pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};
 pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows};
 pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows};
