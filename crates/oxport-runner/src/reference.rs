@@ -4,31 +4,33 @@
 //! split Q|K|V, partial rotary on the first `rotary_dim` channels with `rotate_half`, GQA by repeating KV heads,
 //! Phi3MLP with the fused `gate_up_proj` split gate|up and SiLU) and `modeling_rope_utils.py`
 //! (`_compute_longrope_parameters`: short factors up to `original_max_position_embeddings`, long factors beyond, cos/sin
-//! scaled by the attention factor). Weights are widened to f32 once; matmuls run in parallel over output rows.
+//! scaled by the attention factor).
+//!
+//! The matmul weights are never copied: they stay in the checkpoint's mmap, each matmul widens them to f32 a row at a
+//! time (in parallel over output rows) and then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
+//! in about one tensor of resident weights plus activations and the KV cache ([`weights`]). Norm vectors are
+//! widened once at load.
+
+mod weights;
 
 use oxport_hf::{Checkpoint, Phi3Config, Role};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use weights::{Mapped, Weights};
 
-/// One decoder layer's weights, all f32, PyTorch `[out, in]` layout.
-struct Layer {
-    input_norm: Vec<f32>,
-    qkv: Vec<f32>,
-    o: Vec<f32>,
-    post_norm: Vec<f32>,
-    gate_up: Vec<f32>,
-    down: Vec<f32>,
+/// One decoder layer's norm weights in f32 (its matmul weights stay in the checkpoint).
+struct LayerNorms {
+    input: Vec<f32>,
+    post_attention: Vec<f32>,
 }
 
-/// The reference model: weights in f32 and the config they came from.
+/// The reference model: the checkpoint's weights and the config they came from.
 pub struct Reference {
     config: Phi3Config,
-    embedding: Vec<f32>,
-    layers: Vec<Layer>,
+    weights: Box<dyn Weights>,
+    layers: Vec<LayerNorms>,
     final_norm: Vec<f32>,
-    /// `None` when the embeddings are tied.
-    lm_head: Option<Vec<f32>>,
 }
 
 /// Post-RoPE keys and values of every processed position, per layer: `[position][kv_heads * head_dim]`.
@@ -50,28 +52,8 @@ impl KvCache {
     }
 }
 
-/// `y[t, o] = Σ_i x[t, i] · w[o, i]`, parallel over output rows (`n` tokens, `w` is `[out, in]`).
-fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
-    let out_dim = w.len() / in_dim;
-    let mut transposed = vec![0f32; out_dim * n];
-    transposed
-        .par_chunks_mut(n)
-        .zip(w.par_chunks(in_dim))
-        .for_each(|(col, row)| {
-            for (t, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[t * in_dim..(t + 1) * in_dim], row);
-            }
-        });
-    let mut y = vec![0f32; n * out_dim];
-    for o in 0..out_dim {
-        for t in 0..n {
-            y[t * out_dim + o] = transposed[o * n + t];
-        }
-    }
-    y
-}
-
 /// Dot product with 8 independent accumulators so that the compiler vectorizes it.
+/// The mapped and the widened weights share it, so both sum in the same order.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -102,33 +84,60 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
+/// The `[out, in]` weights the forward pass multiplies by, with the embedding table.
+fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
+    let mut roles = vec![Role::Embedding, Role::LmHead];
+    for layer in 0..config.num_hidden_layers {
+        roles.extend([
+            Role::AttnQkv { layer },
+            Role::AttnOut { layer },
+            Role::MlpGateUp { layer },
+            Role::MlpDown { layer },
+        ]);
+    }
+    roles
+}
+
+/// Every norm vector widened to f32 (NaN/Inf refused, pages released): per layer, and the final norm.
+fn read_norms(checkpoint: &Checkpoint) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
+    let layers = (0..checkpoint.config().num_hidden_layers)
+        .map(|layer| {
+            Ok(LayerNorms {
+                input: checkpoint.read_f32(Role::InputNorm { layer })?,
+                post_attention: checkpoint.read_f32(Role::PostAttnNorm { layer })?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((layers, checkpoint.read_f32(Role::FinalNorm)?))
+}
+
 impl Reference {
-    /// Read every weight of `checkpoint` as f32.
+    /// The reference over `checkpoint`'s weights. It keeps its own mapping of the shards (opened again from
+    /// `checkpoint.dir()`: headers only, no tensor data), so the caller keeps theirs; see
+    /// [`from_checkpoint`](Self::from_checkpoint) to hand one over instead.
     pub fn load(checkpoint: &Checkpoint) -> Result<Self> {
-        let config = checkpoint.config().clone();
-        let read = |role| checkpoint.read_f32(role);
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for layer in 0..config.num_hidden_layers {
-            layers.push(Layer {
-                input_norm: read(Role::InputNorm { layer })?,
-                qkv: read(Role::AttnQkv { layer })?,
-                o: read(Role::AttnOut { layer })?,
-                post_norm: read(Role::PostAttnNorm { layer })?,
-                gate_up: read(Role::MlpGateUp { layer })?,
-                down: read(Role::MlpDown { layer })?,
-            });
+        Self::from_checkpoint(Checkpoint::open(checkpoint.dir())?)
+    }
+
+    /// The reference owning `checkpoint`. Refuses NaN/Inf in any weight now, as widening at load used to (one
+    /// read of the mapped bytes, released tensor by tensor), and widens the norm vectors.
+    pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Self> {
+        let (layers, final_norm) = read_norms(&checkpoint)?;
+        for role in matmul_roles(checkpoint.config()) {
+            let view = checkpoint
+                .view(role)
+                .ok_or_else(|| oxport_hf::Error::MissingTensors {
+                    dir: checkpoint.dir().to_path_buf(),
+                    names: vec![role.name()],
+                })?;
+            view.check_finite()?;
+            checkpoint.release(view.info.role);
         }
-        let lm_head = if config.tie_word_embeddings && checkpoint.info(Role::LmHead).is_none() {
-            None
-        } else {
-            Some(read(Role::LmHead)?)
-        };
         Ok(Reference {
-            embedding: read(Role::Embedding)?,
-            final_norm: read(Role::FinalNorm)?,
+            config: checkpoint.config().clone(),
+            weights: Box::new(Mapped { checkpoint }),
             layers,
-            lm_head,
-            config,
+            final_norm,
         })
     }
 
@@ -153,36 +162,37 @@ impl Reference {
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
         let c = &self.config;
         let (h, n) = (c.hidden_size, ids.len());
+        if n == 0 {
+            return Ok(Vec::new());
+        }
         let mut x = Vec::with_capacity(n * h);
         for &id in ids {
-            let id = id as usize;
-            if id >= c.vocab_size {
+            if id as usize >= c.vocab_size {
                 return Err(crate::Error::Invalid(format!(
                     "token id {id} is outside the vocabulary ({})",
                     c.vocab_size
                 )));
             }
-            x.extend_from_slice(&self.embedding[id * h..(id + 1) * h]);
         }
+        self.weights.embed(ids, &mut x)?;
         let past = cache.len;
         let (cos, sin) = self.rope_tables(past, n);
         let eps = c.rms_norm_eps as f32;
-        for (l, layer) in self.layers.iter().enumerate() {
-            let normed = rms_norm(&x, &layer.input_norm, eps);
-            let attn = self.attention(l, layer, &normed, n, past, &cos, &sin, cache);
+        for (l, norms) in self.layers.iter().enumerate() {
+            let normed = rms_norm(&x, &norms.input, eps);
+            let attn = self.attention(l, &normed, n, past, &cos, &sin, cache)?;
             for (a, b) in x.iter_mut().zip(&attn) {
                 *a += b;
             }
-            let normed = rms_norm(&x, &layer.post_norm, eps);
-            let mlp = self.mlp(layer, &normed, n);
+            let normed = rms_norm(&x, &norms.post_attention, eps);
+            let mlp = self.mlp(l, &normed, n)?;
             for (a, b) in x.iter_mut().zip(&mlp) {
                 *a += b;
             }
         }
         cache.len += n;
         let normed = rms_norm(&x, &self.final_norm, eps);
-        let head = self.lm_head.as_deref().unwrap_or(&self.embedding);
-        Ok(matmul(&normed, n, head, h))
+        self.weights.matmul(Role::LmHead, &normed, n)
     }
 
     /// cos/sin `[n][rotary_dim]` for positions `past..past+n`, as transformers builds them: `inv_freq` in f32,
@@ -229,18 +239,17 @@ impl Reference {
     fn attention(
         &self,
         l: usize,
-        layer: &Layer,
         x: &[f32],
         n: usize,
         past: usize,
         cos: &[f32],
         sin: &[f32],
         cache: &mut KvCache,
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim, rot) = (heads * hd, kv_heads * hd, c.rotary_dim());
-        let qkv = matmul(x, n, &layer.qkv, c.hidden_size);
+        let qkv = self.weights.matmul(Role::AttnQkv { layer: l }, x, n)?;
         let width = q_dim + 2 * kv_dim;
         let mut q = vec![0f32; n * q_dim];
         for t in 0..n {
@@ -293,12 +302,12 @@ impl Reference {
                     }
                 }
             });
-        matmul(&out, n, &layer.o, q_dim)
+        self.weights.matmul(Role::AttnOut { layer: l }, &out, n)
     }
 
-    fn mlp(&self, layer: &Layer, x: &[f32], n: usize) -> Vec<f32> {
+    fn mlp(&self, layer: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let inter = self.config.intermediate_size;
-        let gate_up = matmul(x, n, &layer.gate_up, self.config.hidden_size);
+        let gate_up = self.weights.matmul(Role::MlpGateUp { layer }, x, n)?;
         let mut act = vec![0f32; n * inter];
         for t in 0..n {
             let row = &gate_up[t * 2 * inter..(t + 1) * 2 * inter];
@@ -307,7 +316,7 @@ impl Reference {
                 *a = u * (g / (1.0 + (-g).exp()));
             }
         }
-        matmul(&act, n, &layer.down, inter)
+        self.weights.matmul(Role::MlpDown { layer }, &act, n)
     }
 }
 
@@ -323,10 +332,13 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::{Path, PathBuf};
+
     use super::*;
+    use weights::{Widened, matmul};
 
     #[test]
-    fn matmul_matches_naive() {
+    fn widened_matmul_matches_naive() {
         let (n, i, o) = (3, 13, 5);
         let x: Vec<f32> = (0..n * i).map(|v| (v as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..o * i).map(|v| (v as f32 * 0.11).cos()).collect();
@@ -347,10 +359,9 @@ mod tests {
         let config = Phi3Config::from_json_str(json, std::path::Path::new("config.json")).unwrap();
         Reference {
             config,
-            embedding: vec![],
+            weights: Box::new(Widened::default()),
             layers: vec![],
             final_norm: vec![],
-            lm_head: None,
         }
     }
 
@@ -396,5 +407,139 @@ mod tests {
         assert!((head[0] - (1.0 * angle.cos() - 3.0 * angle.sin())).abs() < 1e-6);
         assert!((head[2] - (3.0 * angle.cos() + 1.0 * angle.sin())).abs() < 1e-6);
         assert_eq!(&head[4..], &[5.0, 6.0]);
+    }
+
+    fn fixture(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures")
+            .join(path)
+    }
+
+    /// The reference as it was before the weights stayed mapped: every matmul weight widened to f32 at load.
+    fn widened(checkpoint: &Checkpoint) -> Reference {
+        let (layers, final_norm) = read_norms(checkpoint).unwrap();
+        Reference {
+            config: checkpoint.config().clone(),
+            weights: Box::new(Widened::load(checkpoint).unwrap()),
+            layers,
+            final_norm,
+        }
+    }
+
+    /// Logits of a 60-token prefill, then 8 one-token decode steps (past position 64, where tiny-longrope switches
+    /// to its long factors).
+    fn run(reference: &Reference) -> Vec<u32> {
+        let vocab = reference.vocab_size() as u32;
+        let ids: Vec<u32> = (0..68u32)
+            .map(|i| 3 + (i * 37 + 11) % (vocab - 8))
+            .collect();
+        let mut cache = reference.new_cache();
+        let mut logits = reference.forward(&ids[..60], &mut cache).unwrap();
+        for &id in &ids[60..] {
+            logits.extend(reference.forward(&[id], &mut cache).unwrap());
+        }
+        assert_eq!(cache.len(), ids.len());
+        logits.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn mapped_weights_give_bit_identical_logits_to_widened_weights() {
+        for path in [
+            "tiny",
+            "tiny-gqa",
+            "tiny-longrope",
+            "reference/checkpoints/phi3-tiny-random",
+            "reference/checkpoints/phi3-tiny-k320",
+        ] {
+            let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+            let old = run(&widened(&checkpoint));
+            let new = run(&Reference::load(&checkpoint).unwrap());
+            assert_eq!(old.len(), 68 * checkpoint.config().vocab_size, "{path}");
+            let differ = old.iter().zip(&new).filter(|(a, b)| a != b).count();
+            assert_eq!(differ, 0, "{path}: {differ} logits differ in their bits");
+        }
+    }
+
+    #[test]
+    fn no_tokens_give_no_logits_and_leave_the_cache_alone() {
+        let checkpoint = Checkpoint::open(fixture("tiny")).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        let mut cache = reference.new_cache();
+        assert!(reference.forward(&[], &mut cache).unwrap().is_empty());
+        assert!(cache.is_empty());
+    }
+
+    /// A copy of a fixture checkpoint in a temporary folder, so that its mappings are this test's alone.
+    fn copy_fixture(path: &str) -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(fixture(path)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+        }
+        tmp
+    }
+
+    /// Resident bytes of every mapping of a file under `dir` (`/proc/self/smaps`).
+    #[cfg(target_os = "linux")]
+    fn mapped_rss_bytes(dir: &Path) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let dir = dir.to_string_lossy();
+        let mut ours = false;
+        let mut kib = 0;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && !first.ends_with(':') {
+                // A mapping's header line: `start-end perms offset dev inode [path]`.
+                ours = line.contains(dir.as_ref());
+            } else if ours && let Some(rest) = line.strip_prefix("Rss:") {
+                kib += rest
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap();
+            }
+        }
+        kib * 1024
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn forward_releases_the_weight_pages_it_read() {
+        let tmp = copy_fixture("reference/checkpoints/phi3-tiny-random");
+        let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+        let weight_bytes = checkpoint.total_bytes();
+        let reference = Reference::load(&checkpoint).unwrap();
+        run(&reference);
+        // Every weight was read (8 MiB of embedding and lm_head alone); what stays mapped is the headers and the
+        // pages around tensor boundaries, not the tensors.
+        let resident = mapped_rss_bytes(tmp.path());
+        assert!(
+            resident < weight_bytes / 8,
+            "{resident} bytes of the checkpoint stay resident after the forward pass ({weight_bytes} bytes of weights)"
+        );
+    }
+
+    #[test]
+    fn a_nan_weight_is_refused_at_load_naming_the_tensor() {
+        let tmp = copy_fixture("tiny");
+        let (file, offset) = {
+            let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+            let info = checkpoint.info(Role::MlpDown { layer: 1 }).unwrap();
+            let file = checkpoint.shard_paths()[info.shard].to_path_buf();
+            (file, info.file_offset + 2 * 5)
+        };
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[offset..offset + 2].copy_from_slice(&0x7fc0u16.to_le_bytes());
+        std::fs::write(&file, bytes).unwrap();
+        let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+        let err = Reference::load(&checkpoint)
+            .err()
+            .expect("NaN refused")
+            .to_string();
+        assert!(
+            err.contains("model.layers.1.mlp.down_proj.weight"),
+            "error names the tensor: {err}"
+        );
     }
 }
