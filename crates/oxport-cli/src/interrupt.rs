@@ -3,31 +3,38 @@
 //!
 //! Both exporters build their output in `.NAME.oxport-tmp-PID` beside it and rename it into place at the end
 //! (`oxport_onnx::temp_dir_for`, `oxport_openvino::temp_dir_for`); their Drop guard removes it on an error, but a
-//! signal ends the process without running Drop. The exporters know nothing of signals:
+//! signal ends the process without running Drop. The exporters know nothing of signals; the CLI has two places where
+//! it regains control while an export runs, and the handler cleans up while the main thread is stopped at one:
 //!
 //! * [`ExportGuard::arm`] installs the handler thread (once per process) and records the temporary folder.
-//! * On a signal the handler takes the lock on that record and never gives it back (it ends the process while holding
-//!   it), so the main thread, which drops its [`ExportGuard`] right after the exporter returns, blocks there: it can
-//!   print nothing more and cannot exit with its own status first.
-//! * The handler first *claims* the folder by renaming it to `.NAME.oxport-tmp-PID.interrupted`, then removes that.
-//!   `rename(2)` is atomic, so against the exporter's final `rename(tmp, output)` exactly one wins: either the handler
-//!   owns the whole folder (the exporter's rename then fails and nothing reaches `output`), or the output is already
-//!   complete and the handler's rename finds nothing. Files the exporter still writes after the claim go into
-//!   folders that no longer exist, or into the claimed folder as it is being removed; none of them can appear at
-//!   `output` or at the temporary name again.
-//!
-//! What is left: a signal that lands before the exporter has created its folder, with the exporter creating it in
-//! the microseconds between the handler's look and the end of the process, leaves that (nearly empty) folder; the
-//! next export of the same output removes it as a stale folder ([`remove_stale`]).
+//! * On a signal the handler marks the export interrupted and waits for the main thread to *park*: at its next
+//!   progress callback ([`checkpoint`], called by the subcommands' progress bars between tensors, on the exporter's
+//!   thread) or when it drops the [`ExportGuard`] after the exporter returned. A parked main thread waits forever;
+//!   nothing writes to the file system any more (rayon workers only run inside a tensor the main thread waits for),
+//!   so the handler sees the folder in its final state: not created yet, complete at the temporary name, or already
+//!   renamed into place (complete) or removed by the exporter's error path. It removes what is there, prints and
+//!   exits. The main thread can neither print more nor exit with its own status first.
+//! * The wait is bounded (a phase without callbacks, e.g. a slow planning step, or a hung disk): after
+//!   [`PARK_TIMEOUT`], or at a second signal, the handler goes ahead with the main thread still running. It then first
+//!   *claims* the folder by renaming it to `.NAME.oxport-tmp-PID.interrupted` and removes that. `rename(2)` is atomic,
+//!   so against the exporter's final `rename(tmp, output)` exactly one wins: the handler owns the whole folder (the
+//!   exporter's rename fails and nothing reaches `output`), or the output is complete and the claim finds nothing.
+//!   Only a folder the exporter creates after the handler looked, before the process ends, can stay behind on that
+//!   path; the next export of the same output removes it as stale ([`remove_stale`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget};
 
 /// Suffix of a temporary folder the handler has claimed and is removing.
 const CLAIMED_SUFFIX: &str = ".interrupted";
+
+/// How long the handler waits for the main thread to park before cleaning up around it.
+pub const PARK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The export in flight: its temporary folder and the bar to stop before printing.
 struct Armed {
@@ -35,15 +42,51 @@ struct Armed {
     bar: Option<ProgressBar>,
 }
 
-static ARMED: Mutex<Option<Armed>> = Mutex::new(None);
+struct State {
+    armed: Option<Armed>,
+    /// A signal arrived: the main thread parks at its next checkpoint.
+    interrupted: bool,
+    /// The main thread is parked for good.
+    parked: bool,
+}
 
-fn armed() -> MutexGuard<'static, Option<Armed>> {
+static STATE: Mutex<State> = Mutex::new(State {
+    armed: None,
+    interrupted: false,
+    parked: false,
+});
+/// Signalled when `parked` becomes true.
+static PARKED: Condvar = Condvar::new();
+/// `State::interrupted`, readable without the lock (checked at every progress callback).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn state() -> MutexGuard<'static, State> {
     // Nothing panics while holding the lock; a poisoned lock still holds a valid record.
-    ARMED.lock().unwrap_or_else(PoisonError::into_inner)
+    STATE.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Stop the calling (main) thread for good; the signal handler ends the process.
+fn park(mut state: MutexGuard<'static, State>) -> ! {
+    state.parked = true;
+    PARKED.notify_all();
+    loop {
+        state = PARKED.wait(state).unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// Called from the exporters' progress callbacks: parks the thread once a signal arrived, so that the handler
+/// removes the temporary folder while nothing writes into it.
+pub fn checkpoint() {
+    if INTERRUPTED.load(Ordering::Acquire) {
+        let state = state();
+        if state.interrupted {
+            park(state);
+        }
+    }
 }
 
 /// While alive, SIGINT/SIGTERM remove `temp_dir` and exit 130/143. Dropping it (after the exporter returned, success
-/// or error) disarms the handler, or blocks for good if the handler already started.
+/// or error) disarms the handler, or parks the thread for good if a signal arrived.
 #[must_use = "the handler is disarmed when the guard is dropped"]
 pub struct ExportGuard(());
 
@@ -51,24 +94,44 @@ impl ExportGuard {
     /// Install the handler (first call only) and record `temp_dir`, the folder the exporter is about to create.
     pub fn arm(temp_dir: PathBuf, bar: Option<ProgressBar>) -> anyhow::Result<Self> {
         handler::install()?;
-        *armed() = Some(Armed { temp_dir, bar });
+        state().armed = Some(Armed { temp_dir, bar });
         Ok(Self(()))
     }
 }
 
 impl Drop for ExportGuard {
     fn drop(&mut self) {
-        armed().take();
+        let mut state = state();
+        if state.interrupted {
+            park(state);
+        }
+        state.armed = None;
     }
 }
 
-/// What the handler does on signal `signal`; never returns.
-fn on_signal(signal: i32) -> ! {
-    let mut state = armed();
-    let message = match state.take() {
+/// What the handler does on signal `signal`; never returns. `again` tells whether another signal arrived since.
+fn on_signal(signal: i32, again: &mut dyn FnMut() -> bool) -> ! {
+    INTERRUPTED.store(true, Ordering::Release);
+    let mut state = state();
+    state.interrupted = true;
+    if state.armed.is_some() {
+        let deadline = Instant::now() + PARK_TIMEOUT;
+        while !state.parked {
+            let now = Instant::now();
+            if now >= deadline || again() {
+                break;
+            }
+            let slice = (deadline - now).min(Duration::from_millis(100));
+            state = PARKED
+                .wait_timeout(state, slice)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+    let message = match state.armed.take() {
         Some(Armed { temp_dir, bar }) => {
-            // The main thread keeps ticking the bar until it blocks: stop drawing it, so that it stays where the
-            // export stopped, above the message.
+            // Stop drawing the bar (the main thread may still tick it if it did not park): it stays where the export
+            // stopped, above the message.
             if let Some(bar) = bar {
                 bar.set_draw_target(ProgressDrawTarget::hidden());
             }
@@ -84,7 +147,7 @@ fn on_signal(signal: i32) -> ! {
         None => "interrupted".to_string(),
     };
     let _ = writeln!(std::io::stderr(), "{message}");
-    // `state` stays locked: the main thread's ExportGuard::drop waits here until the process is gone.
+    // `state` stays locked until the process is gone: a main thread that did not park blocks in ExportGuard::drop.
     std::process::exit(128 + signal);
 }
 
@@ -197,7 +260,7 @@ mod handler {
             .name("oxport-signals".into())
             .spawn(move || {
                 if let Some(signal) = signals.forever().next() {
-                    super::on_signal(signal);
+                    super::on_signal(signal, &mut || signals.pending().next().is_some());
                 }
             })
             .context("starting the signal thread")?;

@@ -93,18 +93,21 @@ impl Args {
     }
 }
 
-/// indicatif bar over the initializers.
+/// indicatif bar over the initializers; each callback is also where a Ctrl-C stops the export (`interrupt::checkpoint`).
 struct Bar(ProgressBar);
 
 impl Progress for Bar {
     fn start(&self, total: usize) {
+        crate::interrupt::checkpoint();
         self.0.set_length(total as u64);
     }
     fn tensor_written(&self, name: &str, _bytes: u64) {
+        crate::interrupt::checkpoint();
         self.0.set_message(name.to_string());
         self.0.inc(1);
     }
     fn finishing(&self) {
+        crate::interrupt::checkpoint();
         self.0
             .set_message("writing model.onnx, genai_config.json, tokenizer files");
     }

@@ -204,10 +204,12 @@ impl oxport_openvino::PlanProgress for Scoring {
     }
 }
 
+/// indicatif bar over the weights; each callback is also where a Ctrl-C stops the export (`interrupt::checkpoint`).
 struct Bar(ProgressBar);
 
 impl Progress for Bar {
     fn weight(&self, role: Role, index: usize, total: usize) {
+        crate::interrupt::checkpoint();
         self.0.set_length(total as u64);
         self.0.set_position(index as u64);
         self.0.set_message(role.to_string());
