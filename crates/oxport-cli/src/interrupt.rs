@@ -22,6 +22,9 @@
 //!   Only a folder the exporter creates after the handler looked, before the process ends, can stay behind on that
 //!   path; the next export of the same output removes it as stale ([`remove_stale`]).
 
+// Off Unix no handler is installed; only the stale-folder cleanup runs.
+#![cfg_attr(not(unix), allow(dead_code))]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
