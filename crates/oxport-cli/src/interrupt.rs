@@ -10,8 +10,9 @@
 //! * On a signal the handler marks the export interrupted and waits for the main thread to *park*: at its next
 //!   progress callback ([`checkpoint`], called by the subcommands' progress bars between tensors, on the exporter's
 //!   thread) or when it drops the [`ExportGuard`] after the exporter returned. A parked main thread waits forever;
-//!   nothing writes to the file system any more (rayon workers only run inside a tensor the main thread waits for),
-//!   so the handler sees the folder in its final state: not created yet, complete at the temporary name, or already
+//!   nothing creates, renames or removes entries any more (rayon workers only run inside a tensor the main thread
+//!   waits for; oxport-onnx's data writer thread only appends to its already open `model.onnx.data`, which the
+//!   removal unlinks), so the handler sees the folder in its final state: not created yet, complete at the temporary name, or already
 //!   renamed into place (complete) or removed by the exporter's error path. It removes what is there, prints and
 //!   exits. The main thread can neither print more nor exit with its own status first.
 //! * The wait is bounded (a phase without callbacks, e.g. a slow planning step, or a hung disk): after
