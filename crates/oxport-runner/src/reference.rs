@@ -53,19 +53,24 @@ impl KvCache {
 }
 
 /// Dot product with 8 independent accumulators so that the compiler vectorizes it.
-/// The mapped and the widened weights share it, so both sum in the same order.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_by(a, b, |w| w)
+}
+
+/// [`dot`] over weights of any element type that `widen` turns into f32 exactly: one summation order for a
+/// widened f32 row and for the raw BF16 bytes it came from, so both give the same bits.
+fn dot_by<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, &y)| x * widen(y))
         .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
-            acc[k] += x[k] * y[k];
+            acc[k] += x[k] * widen(y[k]);
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -331,215 +336,4 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::{Path, PathBuf};
-
-    use super::*;
-    use weights::{Widened, matmul};
-
-    #[test]
-    fn widened_matmul_matches_naive() {
-        let (n, i, o) = (3, 13, 5);
-        let x: Vec<f32> = (0..n * i).map(|v| (v as f32 * 0.37).sin()).collect();
-        let w: Vec<f32> = (0..o * i).map(|v| (v as f32 * 0.11).cos()).collect();
-        let y = matmul(&x, n, &w, i);
-        for t in 0..n {
-            for r in 0..o {
-                let e: f32 = (0..i).map(|k| x[t * i + k] * w[r * i + k]).sum();
-                assert!((y[t * o + r] - e).abs() < 1e-5);
-            }
-        }
-    }
-
-    fn longrope_model() -> Reference {
-        let json = r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
-            "num_attention_heads":4,"num_hidden_layers":1,"vocab_size":100,"max_position_embeddings":256,
-            "partial_rotary_factor":0.5,"rope_parameters":{"rope_type":"longrope","rope_theta":500.0,
-            "original_max_position_embeddings":64,"short_factor":[1,2,3,4],"long_factor":[5,6,7,8]}}"#;
-        let config = Phi3Config::from_json_str(json, std::path::Path::new("config.json")).unwrap();
-        Reference {
-            config,
-            weights: Box::new(Widened::default()),
-            layers: vec![],
-            final_norm: vec![],
-        }
-    }
-
-    #[test]
-    fn longrope_picks_factors_by_total_length_and_scales_cos_sin() {
-        let m = longrope_model();
-        let (dim, scale) = (
-            m.config.rotary_dim(),
-            m.config.longrope_attention_factor() as f32,
-        );
-        assert_eq!(dim, 8, "partial rotary: head 16 × 0.5");
-        assert!(scale > 1.0);
-        let expect = |factors: [f32; 4], pos: f32, i: usize| {
-            let inv = 1.0 / (factors[i % 4] * 500f32.powf((2 * (i % 4)) as f32 / 8.0));
-            ((pos * inv).cos() * scale, (pos * inv).sin() * scale)
-        };
-        // 3 positions in all: within original_max_position_embeddings, short factors.
-        let (cos, sin) = m.rope_tables(0, 3);
-        for i in 0..8 {
-            let (c, s) = expect([1.0, 2.0, 3.0, 4.0], 2.0, i);
-            assert!(
-                (cos[16 + i] - c).abs() < 1e-6 && (sin[16 + i] - s).abs() < 1e-6,
-                "short, channel {i}"
-            );
-        }
-        // Position 70 of 71: beyond 64, long factors (transformers' dynamic LongRoPE update).
-        let (cos, sin) = m.rope_tables(70, 1);
-        for i in 0..8 {
-            let (c, s) = expect([5.0, 6.0, 7.0, 8.0], 70.0, i);
-            assert!(
-                (cos[i] - c).abs() < 1e-5 && (sin[i] - s).abs() < 1e-5,
-                "long, channel {i}"
-            );
-        }
-    }
-
-    #[test]
-    fn rotate_leaves_the_non_rotary_tail_alone() {
-        let mut head = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let angle = 0.5f32;
-        let (cos, sin) = ([angle.cos(); 4], [angle.sin(); 4]);
-        rotate(&mut head, &cos, &sin);
-        assert!((head[0] - (1.0 * angle.cos() - 3.0 * angle.sin())).abs() < 1e-6);
-        assert!((head[2] - (3.0 * angle.cos() + 1.0 * angle.sin())).abs() < 1e-6);
-        assert_eq!(&head[4..], &[5.0, 6.0]);
-    }
-
-    fn fixture(path: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures")
-            .join(path)
-    }
-
-    /// The reference as it was before the weights stayed mapped: every matmul weight widened to f32 at load.
-    fn widened(checkpoint: &Checkpoint) -> Reference {
-        let (layers, final_norm) = read_norms(checkpoint).unwrap();
-        Reference {
-            config: checkpoint.config().clone(),
-            weights: Box::new(Widened::load(checkpoint).unwrap()),
-            layers,
-            final_norm,
-        }
-    }
-
-    /// Logits of a 60-token prefill, then 8 one-token decode steps (past position 64, where tiny-longrope switches
-    /// to its long factors).
-    fn run(reference: &Reference) -> Vec<u32> {
-        let vocab = reference.vocab_size() as u32;
-        let ids: Vec<u32> = (0..68u32)
-            .map(|i| 3 + (i * 37 + 11) % (vocab - 8))
-            .collect();
-        let mut cache = reference.new_cache();
-        let mut logits = reference.forward(&ids[..60], &mut cache).unwrap();
-        for &id in &ids[60..] {
-            logits.extend(reference.forward(&[id], &mut cache).unwrap());
-        }
-        assert_eq!(cache.len(), ids.len());
-        logits.iter().map(|v| v.to_bits()).collect()
-    }
-
-    #[test]
-    fn mapped_weights_give_bit_identical_logits_to_widened_weights() {
-        for path in [
-            "tiny",
-            "tiny-gqa",
-            "tiny-longrope",
-            "reference/checkpoints/phi3-tiny-random",
-            "reference/checkpoints/phi3-tiny-k320",
-        ] {
-            let checkpoint = Checkpoint::open(fixture(path)).unwrap();
-            let old = run(&widened(&checkpoint));
-            let new = run(&Reference::load(&checkpoint).unwrap());
-            assert_eq!(old.len(), 68 * checkpoint.config().vocab_size, "{path}");
-            let differ = old.iter().zip(&new).filter(|(a, b)| a != b).count();
-            assert_eq!(differ, 0, "{path}: {differ} logits differ in their bits");
-        }
-    }
-
-    #[test]
-    fn no_tokens_give_no_logits_and_leave_the_cache_alone() {
-        let checkpoint = Checkpoint::open(fixture("tiny")).unwrap();
-        let reference = Reference::load(&checkpoint).unwrap();
-        let mut cache = reference.new_cache();
-        assert!(reference.forward(&[], &mut cache).unwrap().is_empty());
-        assert!(cache.is_empty());
-    }
-
-    /// A copy of a fixture checkpoint in a temporary folder, so that its mappings are this test's alone.
-    fn copy_fixture(path: &str) -> tempfile::TempDir {
-        let tmp = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(fixture(path)).unwrap() {
-            let entry = entry.unwrap();
-            std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
-        }
-        tmp
-    }
-
-    /// Resident bytes of every mapping of a file under `dir` (`/proc/self/smaps`).
-    #[cfg(target_os = "linux")]
-    fn mapped_rss_bytes(dir: &Path) -> usize {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let dir = dir.to_string_lossy();
-        let mut ours = false;
-        let mut kib = 0;
-        for line in smaps.lines() {
-            let first = line.split_whitespace().next().unwrap_or("");
-            if first.contains('-') && !first.ends_with(':') {
-                // A mapping's header line: `start-end perms offset dev inode [path]`.
-                ours = line.contains(dir.as_ref());
-            } else if ours && let Some(rest) = line.strip_prefix("Rss:") {
-                kib += rest
-                    .trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<usize>()
-                    .unwrap();
-            }
-        }
-        kib * 1024
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn forward_releases_the_weight_pages_it_read() {
-        let tmp = copy_fixture("reference/checkpoints/phi3-tiny-random");
-        let checkpoint = Checkpoint::open(tmp.path()).unwrap();
-        let weight_bytes = checkpoint.total_bytes();
-        let reference = Reference::load(&checkpoint).unwrap();
-        run(&reference);
-        // Every weight was read (8 MiB of embedding and lm_head alone); what stays mapped is the headers and the
-        // pages around tensor boundaries, not the tensors.
-        let resident = mapped_rss_bytes(tmp.path());
-        assert!(
-            resident < weight_bytes / 8,
-            "{resident} bytes of the checkpoint stay resident after the forward pass ({weight_bytes} bytes of weights)"
-        );
-    }
-
-    #[test]
-    fn a_nan_weight_is_refused_at_load_naming_the_tensor() {
-        let tmp = copy_fixture("tiny");
-        let (file, offset) = {
-            let checkpoint = Checkpoint::open(tmp.path()).unwrap();
-            let info = checkpoint.info(Role::MlpDown { layer: 1 }).unwrap();
-            let file = checkpoint.shard_paths()[info.shard].to_path_buf();
-            (file, info.file_offset + 2 * 5)
-        };
-        let mut bytes = std::fs::read(&file).unwrap();
-        bytes[offset..offset + 2].copy_from_slice(&0x7fc0u16.to_le_bytes());
-        std::fs::write(&file, bytes).unwrap();
-        let checkpoint = Checkpoint::open(tmp.path()).unwrap();
-        let err = Reference::load(&checkpoint)
-            .err()
-            .expect("NaN refused")
-            .to_string();
-        assert!(
-            err.contains("model.layers.1.mlp.down_proj.weight"),
-            "error names the tensor: {err}"
-        );
-    }
-}
+mod tests;

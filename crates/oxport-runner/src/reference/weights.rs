@@ -5,7 +5,7 @@
 use oxport_hf::{Checkpoint, DType, Role, TensorView};
 use rayon::prelude::*;
 
-use super::dot;
+use super::{dot, dot_by};
 use crate::error::Result;
 
 /// The weights behind every matmul of the forward pass (all PyTorch `[out, in]` layout) and the embedding table.
@@ -60,10 +60,19 @@ impl Weights for Mapped {
 }
 
 /// [`Weights::matmul`] on a mapped `[out, in]` weight, parallel over output rows: each rayon task widens its row
-/// once and dots it with every token, in the accumulation order of [`dot`].
+/// once and dots it with every token, in the accumulation order of [`dot`]. One BF16 token (decoding) dots the
+/// mapped bytes directly: the row is read once, and the widening hides behind the memory reads.
 fn matmul_rows(x: &[f32], n: usize, w: &TensorView<'_>) -> Vec<f32> {
     let (out_dim, in_dim) = (w.info.shape[0], w.cols());
     debug_assert_eq!(x.len(), n * in_dim, "matmul {}: input size", w.info.name);
+    if n == 1 && w.info.dtype == DType::BF16 {
+        let mut y = vec![0f32; out_dim];
+        y.par_iter_mut().enumerate().for_each(|(o, y)| {
+            let (row, _) = w.rows_bytes(o..o + 1).as_chunks::<2>();
+            *y = dot_by(x, row, bf16_to_f32);
+        });
+        return y;
+    }
     let mut transposed = vec![0f32; out_dim * n];
     transposed.par_chunks_mut(n).enumerate().for_each_init(
         || vec![0f32; in_dim],
@@ -83,12 +92,17 @@ fn matmul_rows(x: &[f32], n: usize, w: &TensorView<'_>) -> Vec<f32> {
 fn widen(dtype: DType, bytes: &[u8], out: &mut [f32]) {
     match dtype {
         DType::BF16 => {
-            for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
+            for (o, &b) in out.iter_mut().zip(bytes.as_chunks::<2>().0) {
+                *o = bf16_to_f32(b);
             }
         }
         _ => dtype.decode_into(bytes, out),
     }
+}
+
+/// One little-endian BF16 value: the upper 16 bits of the f32 with the same value.
+fn bf16_to_f32(bytes: [u8; 2]) -> f32 {
+    f32::from_bits(u32::from(u16::from_le_bytes(bytes)) << 16)
 }
 
 /// `[out][n]` → `[n][out]`.
@@ -156,4 +170,23 @@ pub(super) fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> 
             }
         });
     transpose(&transposed, out_dim, n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every BF16 value but NaN (refused at load) widens to the f32 `DType::decode_into` gives, bit for bit.
+    #[test]
+    fn bf16_widening_is_exact() {
+        let bytes: Vec<u8> = (0..=u16::MAX).flat_map(u16::to_le_bytes).collect();
+        let (mut ours, mut theirs) = (vec![0f32; 1 << 16], vec![0f32; 1 << 16]);
+        widen(DType::BF16, &bytes, &mut ours);
+        DType::BF16.decode_into(&bytes, &mut theirs);
+        for (bits, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            if !b.is_nan() {
+                assert_eq!(a.to_bits(), b.to_bits(), "BF16 bits {bits:#06x}");
+            }
+        }
+    }
 }
