@@ -128,19 +128,10 @@ impl Reference {
     /// read of the mapped bytes, released tensor by tensor), and widens the norm vectors.
     pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Self> {
         let (layers, final_norm) = read_norms(&checkpoint)?;
-        for role in matmul_roles(checkpoint.config()) {
-            let view = checkpoint
-                .view(role)
-                .ok_or_else(|| oxport_hf::Error::MissingTensors {
-                    dir: checkpoint.dir().to_path_buf(),
-                    names: vec![role.name()],
-                })?;
-            view.check_finite()?;
-            checkpoint.release(view.info.role);
-        }
+        let weights = Mapped::new(checkpoint)?;
         Ok(Reference {
-            config: checkpoint.config().clone(),
-            weights: Box::new(Mapped { checkpoint }),
+            config: weights.checkpoint.config().clone(),
+            weights: Box::new(weights),
             layers,
             final_norm,
         })

@@ -25,6 +25,21 @@ pub(super) struct Mapped {
 }
 
 impl Mapped {
+    /// Refuse NaN/Inf in any matmul weight now, as widening at load used to: one read of the mapped bytes,
+    /// released tensor by tensor.
+    pub(super) fn new(checkpoint: Checkpoint) -> Result<Self> {
+        let mapped = Mapped { checkpoint };
+        for role in super::matmul_roles(mapped.checkpoint.config()) {
+            let view = mapped.view(role)?;
+            // A tied `LmHead` resolves to the embedding, which has its own turn.
+            if view.info.role == role {
+                view.check_finite()?;
+                mapped.checkpoint.release(role);
+            }
+        }
+        Ok(mapped)
+    }
+
     fn view(&self, role: Role) -> Result<TensorView<'_>> {
         self.checkpoint.view(role).ok_or_else(|| {
             oxport_hf::Error::MissingTensors {
