@@ -212,3 +212,43 @@ impl Drop for ExternalData {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copied_and_owned_bytes_land_in_call_order_with_large_tensors_aligned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut data = ExternalData::create(dir.path(), "d.bin").unwrap();
+        let small = data.append("s", DataType::Uint8, &[3], &[1, 2, 3]).unwrap();
+        // Over the alignment threshold and over one pending buffer: padded to 64 KiB, copied in pieces.
+        let big: Vec<u8> = (0..PENDING_BYTES + 777).map(|i| (i % 253) as u8).collect();
+        let t = data
+            .append("b", DataType::Uint8, &[big.len()], &big)
+            .unwrap();
+        let owned = data
+            .append_owned("o", DataType::Uint8, &[2], vec![7, 8])
+            .unwrap();
+        let start = data.begin(5).unwrap();
+        data.write(&[4]).unwrap();
+        let mut piece = data.buffer();
+        piece.clear();
+        piece.extend_from_slice(&[5, 6, 7, 8]);
+        data.write_owned(piece).unwrap();
+        let pieces = data.end("p", DataType::Uint8, &[5], start);
+        let len = data.finish().unwrap();
+        let offset = |t: &TensorProto| t.external_data[1].value.clone().unwrap();
+        let aligned = ALIGNMENT_BYTES as usize;
+        assert_eq!(offset(&small), "0");
+        assert_eq!(offset(&t), aligned.to_string());
+        assert_eq!(offset(&owned), (aligned + big.len()).to_string());
+        assert_eq!(offset(&pieces), (aligned + big.len() + 2).to_string());
+        let mut want = vec![1, 2, 3];
+        want.resize(aligned, 0);
+        want.extend_from_slice(&big);
+        want.extend_from_slice(&[7, 8, 4, 5, 6, 7, 8]);
+        assert_eq!(std::fs::read(dir.path().join("d.bin")).unwrap(), want);
+        assert_eq!(len, want.len() as u64);
+    }
+}

@@ -3,7 +3,7 @@
 //!
 //! All arithmetic is f32 like NNCF's numpy/OpenVINO path; rounding is half-to-even.
 
-use oxport_quant::{NncfMode, NncfWeight, Rows, compress_nncf_rows};
+use oxport_quant::{NncfMode, NncfWeight, Rows, compress_nncf_rows_into};
 
 use crate::error::{Error, Result};
 
@@ -19,7 +19,7 @@ pub struct Compressed {
 }
 
 /// Compress `w` (`[n, k]`, the checkpoint tensor `tensor`) with `mode`; `group` `None` is per-channel.
-/// (The exporter reads checkpoint bytes through [`compress_rows`]; this f32 form is what the unit tests pin.)
+/// (The exporter reads checkpoint bytes through [`compress_rows_into`]; this f32 form is what the unit tests pin.)
 #[cfg(test)]
 pub fn compress(
     tensor: &str,
@@ -29,25 +29,27 @@ pub fn compress(
     mode: NncfMode,
     group: Option<usize>,
 ) -> Result<Compressed> {
-    compress_rows(tensor, Rows::F32(w), n, k, mode, group)
+    compress_rows_into(tensor, Rows::F32(w), n, k, mode, group, Vec::new())
 }
 
-/// [`compress`] reading the checkpoint's own BF16/F16/F32 bytes (a safetensors view), decoded one row at a time
-/// inside the kernel: the same bytes as compressing the f32 decode, without an f32 copy of the tensor.
-pub fn compress_rows(
+/// Compress the checkpoint's own BF16/F16/F32 bytes (a safetensors view), decoded one row at a time inside the
+/// kernel: the same bytes as compressing the f32 decode, without an f32 copy of the tensor. The weight is packed
+/// into `buf` (a written `.bin` buffer to reuse; cleared first).
+pub fn compress_rows_into(
     tensor: &str,
     w: Rows<'_>,
     n: usize,
     k: usize,
     mode: NncfMode,
     group: Option<usize>,
+    buf: Vec<u8>,
 ) -> Result<Compressed> {
     let NncfWeight {
         weight,
         scale,
         zero_point,
         ..
-    } = compress_nncf_rows(w, n, k, mode, group).map_err(|source| Error::Quant {
+    } = compress_nncf_rows_into(w, n, k, mode, group, buf).map_err(|source| Error::Quant {
         tensor: tensor.into(),
         source: Box::new(source),
     })?;

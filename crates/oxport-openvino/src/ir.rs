@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 
@@ -141,17 +143,62 @@ impl RtInfo {
 
 /// The `.bin` side: constants are appended as they are created, tightly packed (OpenVINO's serializer writes no
 /// padding), and small constants with identical bytes share one offset as OpenVINO's `ConstantWriter` does.
+///
+/// Offsets are assigned here, in call order; a background thread does the `write()` calls in that same order,
+/// so the kernel's copy of a finished weight into the page cache overlaps the compression of the next one.
 struct BinWriter {
     path: PathBuf,
-    out: BufWriter<File>,
     offset: u64,
     dedup: HashMap<Vec<u8>, u64>,
+    /// Copied bytes not yet sent.
+    pending: Vec<u8>,
+    queue: Option<SyncSender<Vec<u8>>>,
+    spares: Receiver<Vec<u8>>,
+    writer: Option<JoinHandle<std::io::Result<File>>>,
 }
 
 /// Constants up to this size are de-duplicated (the shape/index constants); weights are always written.
 const DEDUP_MAX_BYTES: usize = 256;
+/// Copied bytes are gathered into buffers of this size before they go to the writer thread.
+const PENDING_BYTES: usize = 8 << 20;
+/// Buffers queued for the writer thread beyond the one it is writing (bounds the memory held for writing).
+const QUEUED_BUFFERS: usize = 1;
+/// Written buffers kept for reuse, so their pages are faulted in once per export.
+const SPARE_BUFFERS: usize = 4;
+/// Larger buffers are freed once written rather than kept for reuse.
+const SPARE_MAX_BYTES: usize = 64 << 20;
 
 impl BinWriter {
+    fn create(bin_path: &Path) -> Result<Self> {
+        let mut file = File::create(bin_path).map_err(|e| Error::io(bin_path, e))?;
+        let (queue, jobs) = sync_channel::<Vec<u8>>(QUEUED_BUFFERS);
+        let (give_back, spares) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
+        let writer = std::thread::Builder::new()
+            .name("oxport-ir-bin".into())
+            .spawn(move || {
+                for buf in jobs {
+                    file.write_all(&buf)?;
+                    // A full spare pool just drops the buffer, as it does a large one (a whole compressed weight),
+                    // so the pool never holds much memory.
+                    if buf.capacity() <= SPARE_MAX_BYTES {
+                        let _ = give_back.try_send(buf);
+                    }
+                }
+                Ok(file)
+            })
+            .map_err(|e| Error::io(bin_path, e))?;
+        Ok(BinWriter {
+            path: bin_path.to_path_buf(),
+            offset: 0,
+            dedup: HashMap::new(),
+            pending: Vec::new(),
+            queue: Some(queue),
+            spares,
+            writer: Some(writer),
+        })
+    }
+
+    /// Append a copy of `bytes` (or find its twin among the small constants); returns its offset.
     fn write(&mut self, bytes: &[u8]) -> Result<u64> {
         if bytes.len() <= DEDUP_MAX_BYTES
             && let Some(&offset) = self.dedup.get(bytes)
@@ -159,14 +206,97 @@ impl BinWriter {
             return Ok(offset);
         }
         let offset = self.offset;
-        self.out
-            .write_all(bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
         self.offset += bytes.len() as u64;
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if self.pending.capacity() == 0 {
+                self.pending = self.buffer();
+                self.pending.clear();
+            }
+            let room = PENDING_BYTES.saturating_sub(self.pending.len()).max(1);
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            self.pending.extend_from_slice(now);
+            rest = later;
+            if self.pending.len() >= PENDING_BYTES {
+                self.send_pending()?;
+            }
+        }
         if bytes.len() <= DEDUP_MAX_BYTES {
             self.dedup.insert(bytes.to_vec(), offset);
         }
         Ok(offset)
+    }
+
+    /// Append `bytes` without a copy (never de-duplicated: for weights); returns its offset.
+    fn write_owned(&mut self, bytes: Vec<u8>) -> Result<u64> {
+        let offset = self.offset;
+        self.offset += bytes.len() as u64;
+        self.send_pending()?;
+        self.send(bytes)?;
+        Ok(offset)
+    }
+
+    /// A written buffer to refill (stale length and contents), or a new one.
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spares.try_recv().unwrap_or_default()
+    }
+
+    fn send_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.pending);
+        self.send(buf)
+    }
+
+    fn send(&mut self, buf: Vec<u8>) -> Result<()> {
+        let sent = match &self.queue {
+            Some(queue) => queue.send(buf).is_ok(),
+            None => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        // The writer stopped: its error is the reason.
+        Err(match self.join() {
+            Err(e) => e,
+            Ok(_) => Error::io(
+                &self.path,
+                std::io::Error::other("the .bin writer thread stopped"),
+            ),
+        })
+    }
+
+    /// Stop the writer thread once everything queued is written; its file, or its error.
+    fn join(&mut self) -> Result<File> {
+        self.queue = None;
+        let Some(writer) = self.writer.take() else {
+            return Err(Error::io(
+                &self.path,
+                std::io::Error::other("the .bin writer thread already stopped"),
+            ));
+        };
+        match writer.join() {
+            Ok(result) => result.map_err(|e| Error::io(&self.path, e)),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Write everything queued and sync the file.
+    fn finish(&mut self) -> Result<()> {
+        self.send_pending()?;
+        let file = self.join()?;
+        file.sync_all().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl Drop for BinWriter {
+    /// A failed export still waits for the writer thread, so nothing writes into the folder being removed.
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
     }
 }
 
@@ -191,17 +321,11 @@ impl std::fmt::Debug for Graph {
 impl Graph {
     /// Start a graph whose constants go to `bin_path` (created, truncated).
     pub fn create(name: &str, bin_path: &Path) -> Result<Self> {
-        let file = File::create(bin_path).map_err(|e| Error::io(bin_path, e))?;
         Ok(Graph {
             name: name.into(),
             layers: Vec::new(),
             edges: Vec::new(),
-            bin: BinWriter {
-                path: bin_path.to_path_buf(),
-                out: BufWriter::with_capacity(1 << 20, file),
-                offset: 0,
-                dedup: HashMap::new(),
-            },
+            bin: BinWriter::create(bin_path)?,
             rt_info: Vec::new(),
         })
     }
@@ -273,23 +397,72 @@ impl Graph {
         shape: &[usize],
         bytes: &[u8],
     ) -> Result<Out> {
-        let numel: usize = shape.iter().product();
-        if elem.bytes_for(numel) != bytes.len() {
-            return Err(Error::Graph(format!(
-                "constant {name}: {} bytes do not hold {} [{}]",
-                bytes.len(),
-                elem.name(),
-                shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        check_constant_size(name, elem, shape, bytes.len())?;
         // ov::pass::Serialize stores an empty constant as one zero byte (size 1), e.g. the empty replacement of
         // openvino-tokenizers' Strip decoder.
         let stored: &[u8] = if bytes.is_empty() { &[0] } else { bytes };
         let offset = self.bin.write(stored)?;
+        Ok(self.push_constant(name, elem, shape, offset, stored.len()))
+    }
+
+    /// [`constant`](Self::constant) of an owned weight buffer, handed to the writer thread without a copy (and not
+    /// de-duplicated; only small constants are). Fill one from [`buffer`](Self::buffer) to reuse written memory.
+    pub fn constant_owned(
+        &mut self,
+        name: &str,
+        elem: Elem,
+        shape: &[usize],
+        bytes: Vec<u8>,
+    ) -> Result<Out> {
+        check_constant_size(name, elem, shape, bytes.len())?;
+        if bytes.len() <= DEDUP_MAX_BYTES {
+            return self.constant(name, elem, shape, &bytes);
+        }
+        let size = bytes.len();
+        let offset = self.bin.write_owned(bytes)?;
+        Ok(self.push_constant(name, elem, shape, offset, size))
+    }
+
+    /// A buffer to fill for [`constant_owned`](Self::constant_owned) or [`constant_piece`](Self::constant_piece):
+    /// a written one when available (its length and contents are stale: resize and overwrite it), else a new one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.bin.buffer()
+    }
+
+    /// Start a large constant written as consecutive owned pieces ([`constant_piece`](Self::constant_piece)) and
+    /// closed with [`end_constant`](Self::end_constant), so a weight is converted and written chunk by chunk.
+    /// Returns its offset.
+    pub fn begin_constant(&mut self) -> Result<u64> {
+        self.bin.send_pending()?;
+        Ok(self.bin.offset)
+    }
+
+    /// The next bytes of the constant begun with [`begin_constant`](Self::begin_constant), without a copy.
+    pub fn constant_piece(&mut self, bytes: Vec<u8>) -> Result<()> {
+        self.bin.write_owned(bytes).map(|_| ())
+    }
+
+    /// The `Const` whose bytes were written since `start` (from [`begin_constant`](Self::begin_constant)).
+    pub fn end_constant(
+        &mut self,
+        name: &str,
+        elem: Elem,
+        shape: &[usize],
+        start: u64,
+    ) -> Result<Out> {
+        let size = (self.bin.offset - start) as usize;
+        check_constant_size(name, elem, shape, size)?;
+        Ok(self.push_constant(name, elem, shape, start, size))
+    }
+
+    fn push_constant(
+        &mut self,
+        name: &str,
+        elem: Elem,
+        shape: &[usize],
+        offset: u64,
+        size: usize,
+    ) -> Out {
         let layer = Layer {
             name: name.into(),
             kind: "Const",
@@ -298,7 +471,7 @@ impl Graph {
                 ("element_type", elem.name().into()),
                 ("shape", static_shape(shape)),
                 ("offset", offset.to_string()),
-                ("size", stored.len().to_string()),
+                ("size", size.to_string()),
             ],
             rt_info: vec![],
             inputs: vec![],
@@ -309,10 +482,10 @@ impl Graph {
             }],
             output_names_attr: None,
         };
-        Ok(Out {
+        Out {
             layer: self.push(layer, &[]),
             index: 0,
-        })
+        }
     }
 
     /// Any operation: `kind`/`version` as OpenVINO names them, `name` (empty: `<kind>_<id>`), attributes in the order
@@ -410,19 +583,27 @@ impl Graph {
 
     /// Flush the bin and write the XML to `xml_path`.
     pub fn finish(mut self, xml_path: &Path) -> Result<()> {
-        self.bin
-            .out
-            .flush()
-            .map_err(|e| Error::io(&self.bin.path, e))?;
-        let file = self
-            .bin
-            .out
-            .into_inner()
-            .map_err(|e| Error::io(&self.bin.path, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.bin.path, e))?;
+        self.bin.finish()?;
         let xml = to_xml(&self.name, &self.layers, &self.edges, &self.rt_info);
         std::fs::write(xml_path, xml).map_err(|e| Error::io(xml_path, e))
     }
+}
+
+/// A constant's bytes must hold exactly `elem` × `shape`.
+fn check_constant_size(name: &str, elem: Elem, shape: &[usize], len: usize) -> Result<()> {
+    let numel: usize = shape.iter().product();
+    if elem.bytes_for(numel) != len {
+        return Err(Error::Graph(format!(
+            "constant {name}: {len} bytes do not hold {} [{}]",
+            elem.name(),
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// `?,4,?,64` (Parameter and ReadValue spelling).
@@ -664,5 +845,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("w2") && e.contains("i4 [3, 4]"), "{e}");
+    }
+
+    #[test]
+    fn bin_holds_every_kind_of_constant_in_call_order_at_the_offsets_the_xml_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("m.bin");
+        let mut g = Graph::create("m", &bin).unwrap();
+        // Larger than one pending buffer, so a copied constant is split over several writes.
+        let big: Vec<u8> = (0..PENDING_BYTES + 12345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let small = [1u8, 2, 3, 4];
+        let owned: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
+        g.constant("a", Elem::U8, &[4], &small).unwrap();
+        g.constant("b", Elem::U8, &[big.len()], &big).unwrap();
+        g.constant_owned("c", Elem::U8, &[owned.len()], owned.clone())
+            .unwrap();
+        // A small constant seen before shares its offset (OpenVINO's ConstantWriter).
+        g.constant_owned("d", Elem::U8, &[4], small.to_vec())
+            .unwrap();
+        let start = g.begin_constant().unwrap();
+        for piece in owned.chunks(300) {
+            let mut buf = g.buffer();
+            buf.clear();
+            buf.extend_from_slice(piece);
+            g.constant_piece(buf).unwrap();
+        }
+        g.end_constant("e", Elem::U8, &[owned.len()], start)
+            .unwrap();
+        g.constant("f", Elem::U8, &[3], &[9, 9, 9]).unwrap();
+        let offsets: Vec<(String, String)> = g
+            .layers
+            .iter()
+            .map(|l| {
+                let get = |k: &str| l.data.iter().find(|(n, _)| *n == k).unwrap().1.clone();
+                (get("offset"), get("size"))
+            })
+            .collect();
+        g.finish(&dir.path().join("m.xml")).unwrap();
+        let mut want = small.to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(&owned);
+        want.extend_from_slice(&owned);
+        want.extend_from_slice(&[9, 9, 9]);
+        assert_eq!(std::fs::read(&bin).unwrap(), want);
+        let b = big.len();
+        let at = |o: usize, n: usize| (o.to_string(), n.to_string());
+        assert_eq!(
+            offsets,
+            vec![
+                at(0, 4),
+                at(4, b),
+                at(4 + b, 1000),
+                at(0, 4),
+                at(1004 + b, 1000),
+                at(2004 + b, 3),
+            ]
+        );
     }
 }

@@ -18,7 +18,7 @@ pub use error::QuantError;
 pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};
 pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows};
-pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows};
+pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows, compress_nncf_rows_into};
 pub use plan::{
     Backup, Fallback, NoProgress, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
     PlanProgress, PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx,

@@ -120,6 +120,19 @@ pub fn compress_nncf_rows(
     mode: NncfMode,
     group_size: Option<usize>,
 ) -> Result<NncfWeight, QuantError> {
+    compress_nncf_rows_into(weight, n, k, mode, group_size, Vec::new())
+}
+
+/// [`compress_nncf_rows`] packing the codes into `packed` (any length and contents: it is cleared), so an exporter
+/// can hand in a written buffer and not fault in fresh pages for every weight. The result is the same.
+pub fn compress_nncf_rows_into(
+    weight: Rows<'_>,
+    n: usize,
+    k: usize,
+    mode: NncfMode,
+    group_size: Option<usize>,
+    mut packed: Vec<u8>,
+) -> Result<NncfWeight, QuantError> {
     weight.check(n, k)?;
     let group = group_size.unwrap_or(k);
     if group == 0 || !k.is_multiple_of(group) {
@@ -135,7 +148,8 @@ pub fn compress_nncf_rows(
     let row_bytes = (k * bits).div_ceil(8);
     let zp_row_bytes = (groups * bits).div_ceil(8);
     // OpenVINO packs sub-byte tensors flat over the whole shape, so sizes are over all elements.
-    let mut packed = vec![0u8; (n * k * bits).div_ceil(8)];
+    packed.clear();
+    packed.resize((n * k * bits).div_ceil(8), 0);
     let mut scale = vec![f16::ZERO; n * groups];
     let mut zero_point = vec![0u8; (n * groups * bits).div_ceil(8)];
     // Rows are independent when each starts on a byte boundary (always for real checkpoints: K even);

@@ -1,7 +1,5 @@
 //! Weight subgraphs: the decompression chains NNCF writes for each scheme (openvino-ir.md §5).
 
-use std::cell::RefCell;
-
 use oxport_hf::{Checkpoint, DType, TensorView};
 use oxport_quant::{NncfMode, Rows};
 
@@ -9,13 +7,6 @@ use super::*;
 use crate::compress::{self, Compressed};
 use crate::error::Error;
 use crate::plan::Scheme;
-
-thread_local! {
-    /// The f16 bytes of the current fp16 weight: one buffer that only grows, reused for every tensor of an
-    /// export, so converting a 7.6 GB checkpoint does not fault in a fresh allocation per weight (the `Builder`
-    /// that would own it lives in `phi3/mod.rs`; the graph is built on one thread, so this is per export).
-    static F16_SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 impl<'a> Builder<'a> {
     // ---- weights ----
@@ -86,24 +77,14 @@ impl<'a> Builder<'a> {
                     self.g
                         .constant(&base, Elem::F32, &[rows, cols], view.bytes)?
                 } else {
-                    let w = self.checkpoint_f32(role)?;
-                    self.g
-                        .constant(&base, Elem::F32, &[rows, cols], &le_bytes_f32(&w))?
+                    // `le_bytes_f32` of the exact decode.
+                    self.float_constant(&base, role, &view, rows, cols, Elem::F32)?
                 }
             }
             Scheme::F16 => {
                 let view = self.checked_view(role)?;
-                let c = F16_SCRATCH.with_borrow_mut(|buf| {
-                    // Same rounding as `le_bytes_f16` of the f32 decode (half's RNE conversion).
-                    oxport_quant::f16_bytes_into(
-                        Rows::Encoded {
-                            bytes: view.bytes,
-                            dtype: view.info.dtype,
-                        },
-                        buf,
-                    );
-                    self.g.constant(&base, Elem::F16, &[rows, cols], buf)
-                })?;
+                // Same rounding as `le_bytes_f16` of the f32 decode (half's RNE conversion).
+                let c = self.float_constant(&base, role, &view, rows, cols, Elem::F16)?;
                 decompress(self, c)
             }
             Scheme::Original => {
@@ -135,9 +116,17 @@ impl<'a> Builder<'a> {
                     weight,
                     scale,
                     zero_point,
-                } = compress::compress_rows(&role.name(), encoded(&view), rows, cols, mode, None)
-                    .map_err(|e| nan_as_checkpoint_error(e, &view))?;
-                let c = self.g.constant(&base, elem, &[rows, cols], &weight)?;
+                } = compress::compress_rows_into(
+                    &role.name(),
+                    encoded(&view),
+                    rows,
+                    cols,
+                    mode,
+                    None,
+                    self.g.buffer(),
+                )
+                .map_err(|e| nan_as_checkpoint_error(e, &view))?;
+                let c = self.g.constant_owned(&base, elem, &[rows, cols], weight)?;
                 let mut x = self.convert("", c, Elem::F16);
                 if let Some(zp) = zero_point {
                     let z =
@@ -170,13 +159,14 @@ impl<'a> Builder<'a> {
                     weight,
                     scale,
                     zero_point,
-                } = compress::compress_rows(
+                } = compress::compress_rows_into(
                     &role.name(),
                     encoded(&view),
                     rows,
                     cols,
                     mode,
                     Some(group),
+                    self.g.buffer(),
                 )
                 .map_err(|e| nan_as_checkpoint_error(e, &view))?;
                 let groups = cols / group;
@@ -184,7 +174,7 @@ impl<'a> Builder<'a> {
                 let elem = if sym { Elem::I4 } else { Elem::U4 };
                 let c = self
                     .g
-                    .constant(&base, elem, &[rows, groups, group], &weight)?;
+                    .constant_owned(&base, elem, &[rows, groups, group], weight)?;
                 let mut x = self.convert("", c, Elem::F16);
                 if let Some(zp) = zero_point {
                     let z = self.g.constant(
@@ -217,6 +207,53 @@ impl<'a> Builder<'a> {
         Ok(out)
     }
 
+    /// The `[rows, cols]` constant `name` of `view` as f32 or f16 (`elem`): converted straight from the mapped
+    /// BF16/F16/F32 bytes in parallel (oxport-quant's `float_bytes_into`, the exact decode then numpy's f32→f16
+    /// rounding), chunk by chunk into written buffers that the `.bin` writer thread takes without a copy.
+    fn float_constant(
+        &mut self,
+        name: &str,
+        role: Role,
+        view: &TensorView<'a>,
+        rows: usize,
+        cols: usize,
+        elem: Elem,
+    ) -> Result<Out> {
+        let dtype = if elem == Elem::F16 {
+            oxport_quant::FloatDtype::F16
+        } else {
+            oxport_quant::FloatDtype::F32
+        };
+        let chunk_rows = (FLOAT_CHUNK_BYTES / (cols * dtype.size_bytes())).max(1);
+        let start = self.g.begin_constant()?;
+        let mut row0 = 0;
+        while row0 < rows {
+            let row1 = (row0 + chunk_rows).min(rows);
+            let mut buf = self.g.buffer();
+            oxport_quant::float_bytes_into(
+                encoded(view),
+                rows,
+                cols,
+                dtype,
+                false,
+                row0..row1,
+                &mut buf,
+            )
+            .map_err(|e| {
+                nan_as_checkpoint_error(
+                    Error::Quant {
+                        tensor: role.name(),
+                        source: Box::new(e),
+                    },
+                    view,
+                )
+            })?;
+            self.g.constant_piece(buf)?;
+            row0 = row1;
+        }
+        self.g.end_constant(name, elem, &[rows, cols], start)
+    }
+
     pub(super) fn norm_gamma(&mut self, role: Role) -> Result<Out> {
         let h = self.cfg.hidden_size;
         let gamma = self.checkpoint_f32(role)?;
@@ -224,6 +261,9 @@ impl<'a> Builder<'a> {
         self.c_float("", &gamma, &[1, 1, h])
     }
 }
+
+/// Output bytes converted per piece of an f32/f16 weight.
+const FLOAT_CHUNK_BYTES: usize = 32 << 20;
 
 /// The view's bytes for the `*_rows` kernels: decoded a row at a time, never copied to f32 as a whole.
 fn encoded<'a>(view: &TensorView<'a>) -> Rows<'a> {
