@@ -12,8 +12,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError};
-use crate::rows::{Rows, decode};
-use crate::simd;
+use crate::rows::{Rows, count_non_finite, decode};
 
 /// The element type written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,20 +177,6 @@ fn write_values(values: &[f32], dtype: FloatDtype, dst: &mut [u8], halves: &mut 
                 d.copy_from_slice(&h.to_bits().to_le_bytes());
             }
         }
-    }
-}
-
-simd::multiversion! {
-    /// How many of `values` are NaN/±Inf, and the index of the first (`usize::MAX` when none).
-    fn count_non_finite(values: &[f32]) -> (usize, usize) {
-        let mut count = 0usize;
-        for v in values {
-            count += (v.to_bits() & 0x7f80_0000 == 0x7f80_0000) as usize;
-        }
-        if count == 0 {
-            return (0, usize::MAX);
-        }
-        (count, values.iter().position(|v| !v.is_finite()).expect("counted one"))
     }
 }
 

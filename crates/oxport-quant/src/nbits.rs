@@ -9,7 +9,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError};
-use crate::rows::Rows;
+use crate::rows::{Rows, merge_non_finite, refuse_non_finite};
 use crate::simd;
 
 /// Storage type of MatMulNBits `scales`.
@@ -100,12 +100,18 @@ pub fn quantize_nbits_rows(
     k: usize,
     p: &NBitsParams,
 ) -> Result<NBitsWeight, QuantError> {
-    weight.check(n, k)?;
-    p.validate().map_err(|msg| QuantError::Unsupported {
-        tensor: ANON.into(),
-        msg,
-    })?;
+    // NaN/Inf is refused in the row pass below (one read of the weight), except where another refusal must not
+    // come first: invalid parameters, and the f16-range scan (±Inf is beyond it too).
+    weight.check_shape(n, k)?;
+    if let Err(msg) = p.validate() {
+        weight.check(n, k)?;
+        return Err(QuantError::Unsupported {
+            tensor: ANON.into(),
+            msg,
+        });
+    }
     if p.scale_dtype == ScaleDtype::F16 {
+        weight.check(n, k)?;
         // ORT would quantize an f16 weight that is already ±inf; refuse instead of emitting garbage.
         let (count, i) = weight.count_where(n, k, |v| v.abs() >= F16_OVERFLOW);
         if count > 0 {
@@ -127,12 +133,12 @@ pub fn quantize_nbits_rows(
     let mut packed = vec![0u8; n * k_blocks * blob_size];
     let mut scales = vec![0u8; n * k_blocks * scale_bytes];
     let mut zero_points = vec![0u8; n * zp_row_bytes];
-    packed
+    let non_finite = packed
         .par_chunks_mut(k_blocks * blob_size)
         .zip(scales.par_chunks_mut(k_blocks * scale_bytes))
         .zip(zero_points.par_chunks_mut(zp_row_bytes))
         .enumerate()
-        .for_each_init(
+        .map_init(
             || Scratch {
                 input: Vec::new(),
                 values: vec![
@@ -147,11 +153,16 @@ pub fn quantize_nbits_rows(
             },
             |scratch, (r, ((packed_row, scale_row), zp_row))| {
                 let mut input = std::mem::take(&mut scratch.input);
-                let row = weight.row(r, k, &mut input);
-                quantize_row(row, p, scratch, packed_row, scale_row, zp_row);
+                let (row, non_finite) = weight.row_finite(r, k, &mut input);
+                if non_finite.0 == 0 {
+                    quantize_row(row, p, scratch, packed_row, scale_row, zp_row);
+                }
                 scratch.input = input;
+                non_finite
             },
-        );
+        )
+        .reduce(|| (0, usize::MAX), merge_non_finite);
+    refuse_non_finite(non_finite)?;
     Ok(NBitsWeight {
         n,
         k,

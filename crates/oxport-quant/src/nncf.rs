@@ -11,7 +11,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError};
-use crate::rows::Rows;
+use crate::rows::{Rows, merge_non_finite, refuse_non_finite};
 use crate::simd;
 
 /// NNCF `CompressWeightsMode` values oxport supports.
@@ -133,9 +133,12 @@ pub fn compress_nncf_rows_into(
     group_size: Option<usize>,
     mut packed: Vec<u8>,
 ) -> Result<NncfWeight, QuantError> {
-    weight.check(n, k)?;
+    // NaN/Inf is refused in the row pass below (one read of the weight); a bad group size still reports NaN/Inf
+    // first, as a separate check did.
+    weight.check_shape(n, k)?;
     let group = group_size.unwrap_or(k);
     if group == 0 || !k.is_multiple_of(group) {
+        weight.check(n, k)?;
         return Err(QuantError::InvalidGroupSize {
             tensor: ANON.into(),
             n,
@@ -156,7 +159,7 @@ pub fn compress_nncf_rows_into(
     // otherwise quantize rows in parallel into unpacked codes and pack in one flat pass.
     let row_aligned =
         (k * bits).is_multiple_of(8) && (!mode.is_asym() || (groups * bits).is_multiple_of(8));
-    if row_aligned {
+    let non_finite = if row_aligned {
         // Symmetric modes have no zero point: give each row a scratch byte so the zip below covers every row.
         let mut zp_scratch = Vec::new();
         let zp_rows: &mut [u8] = if mode.is_asym() {
@@ -171,36 +174,48 @@ pub fn compress_nncf_rows_into(
             .zip(scale.par_chunks_mut(groups))
             .zip(zp_rows.par_chunks_mut(zp_row_bytes))
             .enumerate()
-            .for_each_init(
+            .map_init(
                 || (vec![0u8; k], Vec::new()),
                 |(codes, input), (r, ((dst, sc), zp))| {
-                    let row = weight.row(r, k, input);
-                    compress_row(row, mode, group, codes, dst, sc, zp)
+                    let (row, non_finite) = weight.row_finite(r, k, input);
+                    if non_finite.0 == 0 {
+                        compress_row(row, mode, group, codes, dst, sc, zp);
+                    }
+                    non_finite
                 },
-            );
+            )
+            .reduce(|| (0, usize::MAX), merge_non_finite)
     } else {
         let mut codes = vec![0u8; n * k];
         let mut zps = vec![0u8; n * groups];
-        codes
+        let non_finite = codes
             .par_chunks_mut(k)
             .zip(scale.par_chunks_mut(groups))
             .zip(zps.par_chunks_mut(groups))
             .enumerate()
-            .for_each_init(Vec::new, |input, (r, ((c, sc), zp))| {
-                let row = weight.row(r, k, input);
-                for (g, chunk) in row.chunks(group).enumerate() {
-                    let (s, z) = quantize_group(chunk, mode, &mut c[g * group..(g + 1) * group]);
-                    sc[g] = f16::from_f32(s);
-                    zp[g] = z;
+            .map_init(Vec::new, |input, (r, ((c, sc), zp))| {
+                let (row, non_finite) = weight.row_finite(r, k, input);
+                if non_finite.0 == 0 {
+                    for (g, chunk) in row.chunks(group).enumerate() {
+                        let (s, z) =
+                            quantize_group(chunk, mode, &mut c[g * group..(g + 1) * group]);
+                        sc[g] = f16::from_f32(s);
+                        zp[g] = z;
+                    }
                 }
-            });
+                non_finite
+            })
+            .reduce(|| (0, usize::MAX), merge_non_finite);
+        refuse_non_finite(non_finite)?;
         for (i, c) in codes.iter().enumerate() {
             put(&mut packed, i, *c, bits);
         }
         for (i, z) in zps.iter().enumerate() {
             put(&mut zero_point, i, *z, bits);
         }
-    }
+        (0, usize::MAX)
+    };
+    refuse_non_finite(non_finite)?;
 
     let (weight_shape, scale_shape) = match group_size {
         Some(g) => (vec![n, k / g, g], vec![n, k / g, 1]),

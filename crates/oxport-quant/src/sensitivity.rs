@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::QuantError;
 use crate::nncf::asym_params;
-use crate::rows::Rows;
+use crate::rows::{Rows, merge_non_finite, refuse_non_finite};
 use crate::simd;
 
 /// `max_n mean_k (dequant(int8_asym(w)) - w)^2` of an `[n, k]` matrix, as f32 like NNCF's `.item()` of an
@@ -29,12 +29,26 @@ pub fn int8_asym_error(weight: &[f32], n: usize, k: usize) -> f32 {
 }
 
 /// [`int8_asym_error`] of BF16/F16/F32 rows decoded per row (no f32 copy of the tensor); refuses NaN/Inf.
+/// NaN/Inf is refused within the same row pass, so planning reads each candidate once.
 pub fn int8_asym_error_rows(weight: Rows<'_>, n: usize, k: usize) -> Result<f32, QuantError> {
-    weight.check(n, k)?;
-    Ok((0..n)
+    weight.check_shape(n, k)?;
+    let (error, non_finite) = (0..n)
         .into_par_iter()
-        .map_init(Vec::new, |buf, r| row_error(weight.row(r, k, buf)))
-        .reduce(|| 0f32, f32::max))
+        .map_init(Vec::new, |buf, r| {
+            let (row, non_finite) = weight.row_finite(r, k, buf);
+            let error = if non_finite.0 == 0 {
+                row_error(row)
+            } else {
+                0.0
+            };
+            (error, non_finite)
+        })
+        .reduce(
+            || (0f32, (0, usize::MAX)),
+            |a, b| (f32::max(a.0, b.0), merge_non_finite(a.1, b.1)),
+        );
+    refuse_non_finite(non_finite)?;
+    Ok(error)
 }
 
 /// Lanes of the squared-error sum (independent accumulators, vectorizable).
