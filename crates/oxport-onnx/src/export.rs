@@ -293,7 +293,7 @@ fn write_weights(
                     // at a time inside the kernel), keep only the packed output.
                     LinearForm::NBits(p) => {
                         let view = checked_view(ckpt, spec.role)?;
-                        let q = quantize_nbits_view(spec, &view, &p)?;
+                        let q = quantize_nbits_view(spec, &view, &p, data.buffer())?;
                         release_after(ckpt, spec.role, &spec.rows);
                         nbits_initializers(&spec.initializer_names(), q, &p)
                     }

@@ -26,6 +26,8 @@ const PENDING_BYTES: usize = 8 << 20;
 const QUEUED_BUFFERS: usize = 2;
 /// Written buffers kept for reuse, so their pages are faulted in once per export rather than once per chunk.
 const SPARE_BUFFERS: usize = 4;
+/// Larger buffers are freed once written rather than kept for reuse.
+const SPARE_MAX_BYTES: usize = 64 << 20;
 
 /// `model.onnx.data`, written in order by a background thread: `write`/`write_owned` queue bytes and return, so
 /// the `write()` system calls overlap the conversion of the next tensor.
@@ -52,8 +54,11 @@ impl ExternalData {
             .spawn(move || {
                 for buf in jobs {
                     file.write_all(&buf)?;
-                    // A full spare pool just drops the buffer.
-                    let _ = give_back.try_send(buf);
+                    // A full spare pool just drops the buffer, as it does a large one (a whole 8-bit lm_head), so the
+                    // pool never holds much memory.
+                    if buf.capacity() <= SPARE_MAX_BYTES {
+                        let _ = give_back.try_send(buf);
+                    }
                 }
                 Ok(file)
             })

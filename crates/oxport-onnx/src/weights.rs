@@ -2,7 +2,7 @@
 
 use oxport_hf::TensorView;
 use oxport_quant::{
-    NBitsParams, NBitsWeight, Rows, ScaleDtype, quantize_nbits, quantize_nbits_rows,
+    NBitsParams, NBitsWeight, Rows, ScaleDtype, quantize_nbits, quantize_nbits_rows_into,
 };
 use rayon::prelude::*;
 
@@ -118,23 +118,28 @@ pub fn nbits_initializers(names: &[String], q: NBitsWeight, p: &NBitsParams) -> 
 /// Quantize rows `spec.rows` of `view` straight from the checkpoint's BF16/F16/F32 bytes (decoded per row inside
 /// the kernel, no f32 copy): the same bytes as [`quantize_nbits`] of the f32 decode. NaN/Inf is refused with
 /// oxport-hf's error.
+///
+/// `packed` is reused for `B` (a written buffer: no fresh pages per weight).
 pub fn quantize_nbits_view(
     spec: &LinearSpec,
     view: &TensorView<'_>,
     p: &NBitsParams,
+    packed: Vec<u8>,
 ) -> Result<NBitsWeight> {
     let rows = Rows::Encoded {
         bytes: view.rows_bytes(spec.rows.clone()),
         dtype: view.info.dtype,
     };
-    quantize_nbits_rows(rows, spec.rows.len(), spec.k, p).map_err(|source| match source {
-        // The kernel refuses NaN/Inf while reading the rows; report it as oxport-hf does (file, tensor, index
-        // within the whole tensor), as the f32 decode did before.
-        oxport_quant::QuantError::NonFinite { count, first, .. } => view
-            .non_finite_error(count, spec.rows.start * spec.k + first)
-            .into(),
-        source => quant_error(spec, source),
-    })
+    quantize_nbits_rows_into(rows, spec.rows.len(), spec.k, p, packed).map_err(
+        |source| match source {
+            // The kernel refuses NaN/Inf while reading the rows; report it as oxport-hf does (file, tensor, index
+            // within the whole tensor), as the f32 decode did before.
+            oxport_quant::QuantError::NonFinite { count, first, .. } => view
+                .non_finite_error(count, spec.rows.start * spec.k + first)
+                .into(),
+            source => quant_error(spec, source),
+        },
+    )
 }
 
 fn quant_error(spec: &LinearSpec, source: oxport_quant::QuantError) -> OnnxError {

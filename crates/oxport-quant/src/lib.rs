@@ -17,7 +17,10 @@ pub use simd::force_portable_kernels;
 pub use error::QuantError;
 pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};
-pub use nbits::{NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows};
+pub use nbits::{
+    NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows,
+    quantize_nbits_rows_into,
+};
 pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows, compress_nncf_rows_into};
 pub use plan::{
     Backup, Fallback, NoProgress, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,

@@ -100,6 +100,18 @@ pub fn quantize_nbits_rows(
     k: usize,
     p: &NBitsParams,
 ) -> Result<NBitsWeight, QuantError> {
+    quantize_nbits_rows_into(weight, n, k, p, Vec::new())
+}
+
+/// [`quantize_nbits_rows`] packing `B` into `packed` (any length and contents: it is cleared), so an exporter can
+/// hand in a written buffer and not fault in fresh pages for every weight. The result is the same.
+pub fn quantize_nbits_rows_into(
+    weight: Rows<'_>,
+    n: usize,
+    k: usize,
+    p: &NBitsParams,
+    mut packed: Vec<u8>,
+) -> Result<NBitsWeight, QuantError> {
     // NaN/Inf is refused in the row pass below (one read of the weight), except where another refusal must not
     // come first: invalid parameters, and the f16-range scan (±Inf is beyond it too).
     weight.check_shape(n, k)?;
@@ -130,7 +142,8 @@ pub fn quantize_nbits_rows(
     let zp_row_bytes = (k_blocks * bits).div_ceil(8);
     let scale_bytes = p.scale_dtype.size_bytes();
 
-    let mut packed = vec![0u8; n * k_blocks * blob_size];
+    packed.clear();
+    packed.resize(n * k_blocks * blob_size, 0);
     let mut scales = vec![0u8; n * k_blocks * scale_bytes];
     let mut zero_points = vec![0u8; n * zp_row_bytes];
     let non_finite = packed
