@@ -14,28 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `OXPORT_BIN` (set by `cargo xtask test`), else the `oxport` beside this test's target folder.
-fn oxport_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("OXPORT_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("oxport");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p oxport-cli` (with --release for `cargo test --release`) first, or set \
-         OXPORT_BIN",
-        bin.display()
-    );
-    bin
-}
+use oxport_tests::{oxport_bin, repo_root};
 
 /// Phi-3 shapes with ~200 M parameters: hidden 1024, 8 layers, Phi-3's vocabulary of 32064.
 const HIDDEN: usize = 1024;

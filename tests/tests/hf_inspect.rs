@@ -2,32 +2,12 @@
 //! (offline), and a missing model.
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// `OXPORT_BIN` (set by `cargo xtask test`), else the `oxport` beside this test's target folder.
-fn oxport_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("OXPORT_BIN") {
-        return PathBuf::from(bin);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("oxport");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p oxport-cli` first, or set OXPORT_BIN",
-        bin.display()
-    );
-    bin
-}
+use oxport_tests::{oxport_bin, repo_root};
 
 fn oxport(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let mut cmd = Command::new(oxport_bin());
