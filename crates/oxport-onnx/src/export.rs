@@ -342,8 +342,9 @@ fn write_weights(
 /// Rows decoded per chunk: about 4 Mi values (16 MiB of f32).
 const CHUNK_VALUES: usize = 4 << 20;
 
-/// Output bytes converted per chunk of a float initializer (then queued for the writer thread).
-const FLOAT_CHUNK_BYTES: usize = 32 << 20;
+/// Output bytes converted per chunk of a float initializer (then queued for the writer thread). Small enough that
+/// the writer copies it while it is still in the L3 cache, and peak memory stays low.
+const FLOAT_CHUNK_BYTES: usize = 4 << 20;
 
 /// Append rows `rows` of `role` (`[rows, k]` in the checkpoint) as the float initializer `name` of shape `dims`
 /// in the I/O dtype, transposed to `[k, rows]` when `transpose`: converted straight from the mapped BF16/F16/F32
@@ -371,10 +372,12 @@ fn write_float(
         IoDtype::F16 => oxport_quant::FloatDtype::F16,
     };
     let (height, width) = if transpose { (k, n) } else { (n, k) };
-    // Whole blocks of the kernel's transpose tiles per chunk.
+    // Whole blocks of the kernel's 64-column transpose tiles per chunk, at least 4 of them so both cores work
+    // on the widest matrix (lm_head).
     let chunk_rows = (FLOAT_CHUNK_BYTES / (width * dtype.size_bytes()))
         .max(1)
-        .next_multiple_of(64);
+        .next_multiple_of(64)
+        .max(256);
     let start = data.begin((height * width * dtype.size_bytes()) as u64)?;
     let mut row0 = 0;
     while row0 < height {

@@ -262,8 +262,9 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// Output bytes converted per piece of an f32/f16 weight.
-const FLOAT_CHUNK_BYTES: usize = 32 << 20;
+/// Output bytes converted per piece of an f32/f16 weight: small enough that the writer thread copies it while it is
+/// still in the L3 cache, and peak memory stays low.
+const FLOAT_CHUNK_BYTES: usize = 4 << 20;
 
 /// The view's bytes for the `*_rows` kernels: decoded a row at a time, never copied to f32 as a whole.
 fn encoded<'a>(view: &TensorView<'a>) -> Rows<'a> {
