@@ -5,11 +5,9 @@
 //! (onnx_ir `external_data.py`: `_ALIGN_THRESHOLD = 1048576`, `_ALLOCATION_GRANULARITY = 65536`; onnx
 //! `docs/ExternalData.md`). Padding is zero bytes; `location` is relative, as onnx `checker.cc` requires.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
+
+use oxport_quant::OrderedWriter;
 
 use crate::error::{Result, io};
 use crate::proto::{
@@ -19,15 +17,9 @@ use crate::proto::{
 pub const ALIGN_THRESHOLD_BYTES: u64 = 1 << 20;
 pub const ALIGNMENT_BYTES: u64 = 64 << 10;
 
-/// Copied bytes are gathered into buffers of this size before they go to the writer thread.
-const PENDING_BYTES: usize = 8 << 20;
 /// Buffers queued for the writer thread beyond the one it is writing: the exporter computes the next chunk while
 /// the kernel copies the previous one into the page cache, and memory stays bounded.
 const QUEUED_BUFFERS: usize = 2;
-/// Written buffers kept for reuse, so their pages are faulted in once per export rather than once per chunk.
-const SPARE_BUFFERS: usize = 4;
-/// Larger buffers are freed once written rather than kept for reuse.
-const SPARE_MAX_BYTES: usize = 64 << 20;
 
 /// `model.onnx.data`, written in order by a background thread: `write`/`write_owned` queue bytes and return, so
 /// the `write()` system calls overlap the conversion of the next tensor.
@@ -35,42 +27,20 @@ pub struct ExternalData {
     path: PathBuf,
     location: String,
     offset: u64,
-    /// Copied small writes not yet sent.
-    pending: Vec<u8>,
-    queue: Option<SyncSender<Vec<u8>>>,
-    spares: Receiver<Vec<u8>>,
-    writer: Option<JoinHandle<std::io::Result<File>>>,
+    out: OrderedWriter,
 }
 
 impl ExternalData {
     /// Create `dir/location`.
     pub fn create(dir: &Path, location: &str) -> Result<Self> {
         let path = dir.join(location);
-        let mut file = File::create(&path).map_err(io(&path))?;
-        let (queue, jobs) = sync_channel::<Vec<u8>>(QUEUED_BUFFERS);
-        let (give_back, spares) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
-        let writer = std::thread::Builder::new()
-            .name("oxport-onnx-data".into())
-            .spawn(move || {
-                for buf in jobs {
-                    file.write_all(&buf)?;
-                    // A full spare pool just drops the buffer, as it does a large one (a whole 8-bit lm_head), so the
-                    // pool never holds much memory.
-                    if buf.capacity() <= SPARE_MAX_BYTES {
-                        let _ = give_back.try_send(buf);
-                    }
-                }
-                Ok(file)
-            })
-            .map_err(io(&path))?;
+        let out =
+            OrderedWriter::create(&path, "oxport-onnx-data", QUEUED_BUFFERS).map_err(io(&path))?;
         Ok(ExternalData {
             path,
             location: location.to_string(),
             offset: 0,
-            pending: Vec::new(),
-            queue: Some(queue),
-            spares,
-            writer: Some(writer),
+            out,
         })
     }
 
@@ -111,72 +81,21 @@ impl ExternalData {
     }
 
     /// Queue a copy of `bytes`.
-    pub fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.offset += bytes.len() as u64;
-        while !bytes.is_empty() {
-            if self.pending.capacity() == 0 {
-                self.pending = self.buffer();
-                self.pending.clear();
-            }
-            let room = PENDING_BYTES.saturating_sub(self.pending.len()).max(1);
-            let (now, rest) = bytes.split_at(room.min(bytes.len()));
-            self.pending.extend_from_slice(now);
-            bytes = rest;
-            if self.pending.len() >= PENDING_BYTES {
-                self.send_pending()?;
-            }
-        }
-        Ok(())
+        self.out.write(bytes).map_err(io(&self.path))
     }
 
     /// Queue `bytes` as they are (after any pending copied bytes, so the file order is the call order).
     pub fn write_owned(&mut self, bytes: Vec<u8>) -> Result<()> {
         self.offset += bytes.len() as u64;
-        self.send_pending()?;
-        self.send(bytes)
+        self.out.write_owned(bytes).map_err(io(&self.path))
     }
 
     /// A buffer to fill and pass to [`write_owned`](Self::write_owned): a written one when available (its
     /// length and contents are stale; resize and overwrite it), else a new one.
     pub fn buffer(&mut self) -> Vec<u8> {
-        self.spares.try_recv().unwrap_or_default()
-    }
-
-    fn send_pending(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut self.pending);
-        self.send(buf)
-    }
-
-    fn send(&mut self, buf: Vec<u8>) -> Result<()> {
-        let sent = match &self.queue {
-            Some(queue) => queue.send(buf).is_ok(),
-            None => false,
-        };
-        if sent {
-            Ok(())
-        } else {
-            // The writer stopped: its error is the reason.
-            Err(self.join().err().unwrap_or_else(|| {
-                io(&self.path)(std::io::Error::other("the data writer thread stopped"))
-            }))
-        }
-    }
-
-    /// Stop the writer thread after it wrote everything queued; its file, or its error.
-    fn join(&mut self) -> Result<File> {
-        self.queue = None;
-        let Some(writer) = self.writer.take() else {
-            return Err(io(&self.path)(std::io::Error::other(
-                "the data writer thread already stopped",
-            )));
-        };
-        match writer.join() {
-            Ok(result) => result.map_err(io(&self.path)),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.out.buffer()
     }
 
     /// The initializer for the tensor begun at `start`: everything written since is its data.
@@ -200,21 +119,9 @@ impl ExternalData {
     }
 
     /// Write everything queued, sync and close; returns the file size in bytes.
-    pub fn finish(mut self) -> Result<u64> {
-        self.send_pending()?;
-        let file = self.join()?;
-        file.sync_all().map_err(io(&self.path))?;
+    pub fn finish(self) -> Result<u64> {
+        self.out.finish().map_err(io(&self.path))?;
         Ok(self.offset)
-    }
-}
-
-impl Drop for ExternalData {
-    /// A failed export still waits for the writer thread, so nothing writes into the folder being removed.
-    fn drop(&mut self) {
-        self.queue = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
     }
 }
 
@@ -228,7 +135,9 @@ mod tests {
         let mut data = ExternalData::create(dir.path(), "d.bin").unwrap();
         let small = data.append("s", DataType::Uint8, &[3], &[1, 2, 3]).unwrap();
         // Over the alignment threshold and over one pending buffer: padded to 64 KiB, copied in pieces.
-        let big: Vec<u8> = (0..PENDING_BYTES + 777).map(|i| (i % 253) as u8).collect();
+        let big: Vec<u8> = (0..oxport_quant::sink::PENDING_BYTES + 777)
+            .map(|i| (i % 253) as u8)
+            .collect();
         let t = data
             .append("b", DataType::Uint8, &[big.len()], &big)
             .unwrap();

@@ -5,11 +5,9 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::thread::JoinHandle;
+
+use oxport_quant::OrderedWriter;
 
 use crate::error::{Error, Result};
 
@@ -150,51 +148,23 @@ struct BinWriter {
     path: PathBuf,
     offset: u64,
     dedup: HashMap<Vec<u8>, u64>,
-    /// Copied bytes not yet sent.
-    pending: Vec<u8>,
-    queue: Option<SyncSender<Vec<u8>>>,
-    spares: Receiver<Vec<u8>>,
-    writer: Option<JoinHandle<std::io::Result<File>>>,
+    out: OrderedWriter,
 }
 
 /// Constants up to this size are de-duplicated (the shape/index constants); weights are always written.
 const DEDUP_MAX_BYTES: usize = 256;
-/// Copied bytes are gathered into buffers of this size before they go to the writer thread.
-const PENDING_BYTES: usize = 8 << 20;
 /// Buffers queued for the writer thread beyond the one it is writing (bounds the memory held for writing).
 const QUEUED_BUFFERS: usize = 1;
-/// Written buffers kept for reuse, so their pages are faulted in once per export.
-const SPARE_BUFFERS: usize = 4;
-/// Larger buffers are freed once written rather than kept for reuse.
-const SPARE_MAX_BYTES: usize = 64 << 20;
 
 impl BinWriter {
     fn create(bin_path: &Path) -> Result<Self> {
-        let mut file = File::create(bin_path).map_err(|e| Error::io(bin_path, e))?;
-        let (queue, jobs) = sync_channel::<Vec<u8>>(QUEUED_BUFFERS);
-        let (give_back, spares) = sync_channel::<Vec<u8>>(SPARE_BUFFERS);
-        let writer = std::thread::Builder::new()
-            .name("oxport-ir-bin".into())
-            .spawn(move || {
-                for buf in jobs {
-                    file.write_all(&buf)?;
-                    // A full spare pool just drops the buffer, as it does a large one (a whole compressed weight),
-                    // so the pool never holds much memory.
-                    if buf.capacity() <= SPARE_MAX_BYTES {
-                        let _ = give_back.try_send(buf);
-                    }
-                }
-                Ok(file)
-            })
+        let out = OrderedWriter::create(bin_path, "oxport-ir-bin", QUEUED_BUFFERS)
             .map_err(|e| Error::io(bin_path, e))?;
         Ok(BinWriter {
             path: bin_path.to_path_buf(),
             offset: 0,
             dedup: HashMap::new(),
-            pending: Vec::new(),
-            queue: Some(queue),
-            spares,
-            writer: Some(writer),
+            out,
         })
     }
 
@@ -207,20 +177,9 @@ impl BinWriter {
         }
         let offset = self.offset;
         self.offset += bytes.len() as u64;
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            if self.pending.capacity() == 0 {
-                self.pending = self.buffer();
-                self.pending.clear();
-            }
-            let room = PENDING_BYTES.saturating_sub(self.pending.len()).max(1);
-            let (now, later) = rest.split_at(room.min(rest.len()));
-            self.pending.extend_from_slice(now);
-            rest = later;
-            if self.pending.len() >= PENDING_BYTES {
-                self.send_pending()?;
-            }
-        }
+        self.out
+            .write(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
         if bytes.len() <= DEDUP_MAX_BYTES {
             self.dedup.insert(bytes.to_vec(), offset);
         }
@@ -231,72 +190,21 @@ impl BinWriter {
     fn write_owned(&mut self, bytes: Vec<u8>) -> Result<u64> {
         let offset = self.offset;
         self.offset += bytes.len() as u64;
-        self.send_pending()?;
-        self.send(bytes)?;
+        self.out
+            .write_owned(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
         Ok(offset)
     }
 
     /// A written buffer to refill (stale length and contents), or a new one.
     fn buffer(&mut self) -> Vec<u8> {
-        self.spares.try_recv().unwrap_or_default()
-    }
-
-    fn send_pending(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let buf = std::mem::take(&mut self.pending);
-        self.send(buf)
-    }
-
-    fn send(&mut self, buf: Vec<u8>) -> Result<()> {
-        let sent = match &self.queue {
-            Some(queue) => queue.send(buf).is_ok(),
-            None => false,
-        };
-        if sent {
-            return Ok(());
-        }
-        // The writer stopped: its error is the reason.
-        Err(match self.join() {
-            Err(e) => e,
-            Ok(_) => Error::io(
-                &self.path,
-                std::io::Error::other("the .bin writer thread stopped"),
-            ),
-        })
-    }
-
-    /// Stop the writer thread once everything queued is written; its file, or its error.
-    fn join(&mut self) -> Result<File> {
-        self.queue = None;
-        let Some(writer) = self.writer.take() else {
-            return Err(Error::io(
-                &self.path,
-                std::io::Error::other("the .bin writer thread already stopped"),
-            ));
-        };
-        match writer.join() {
-            Ok(result) => result.map_err(|e| Error::io(&self.path, e)),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        self.out.buffer()
     }
 
     /// Write everything queued and sync the file.
-    fn finish(&mut self) -> Result<()> {
-        self.send_pending()?;
-        let file = self.join()?;
-        file.sync_all().map_err(|e| Error::io(&self.path, e))
-    }
-}
-
-impl Drop for BinWriter {
-    /// A failed export still waits for the writer thread, so nothing writes into the folder being removed.
-    fn drop(&mut self) {
-        self.queue = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+    fn finish(self) -> Result<()> {
+        let path = self.path;
+        self.out.finish().map_err(|e| Error::io(&path, e))
     }
 }
 
@@ -433,7 +341,6 @@ impl Graph {
     /// closed with [`end_constant`](Self::end_constant), so a weight is converted and written chunk by chunk.
     /// Returns its offset.
     pub fn begin_constant(&mut self) -> Result<u64> {
-        self.bin.send_pending()?;
         Ok(self.bin.offset)
     }
 
@@ -582,7 +489,7 @@ impl Graph {
     }
 
     /// Flush the bin and write the XML to `xml_path`.
-    pub fn finish(mut self, xml_path: &Path) -> Result<()> {
+    pub fn finish(self, xml_path: &Path) -> Result<()> {
         self.bin.finish()?;
         let xml = to_xml(&self.name, &self.layers, &self.edges, &self.rt_info);
         std::fs::write(xml_path, xml).map_err(|e| Error::io(xml_path, e))
@@ -853,7 +760,7 @@ mod tests {
         let bin = dir.path().join("m.bin");
         let mut g = Graph::create("m", &bin).unwrap();
         // Larger than one pending buffer, so a copied constant is split over several writes.
-        let big: Vec<u8> = (0..PENDING_BYTES + 12345)
+        let big: Vec<u8> = (0..oxport_quant::sink::PENDING_BYTES + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
         let small = [1u8, 2, 3, 4];

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod rows;
 pub mod sensitivity;
 mod simd;
+pub mod sink;
 pub use simd::force_portable_kernels;
 
 pub use error::QuantError;
@@ -28,3 +29,4 @@ pub use plan::{
     plan_openvino, plan_openvino_with_progress, select_by_ratio,
 };
 pub use rows::Rows;
+pub use sink::OrderedWriter;
