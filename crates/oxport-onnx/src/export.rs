@@ -126,18 +126,7 @@ impl Drop for TempDir {
     }
 }
 
-/// `.{name}.oxport-tmp-{pid}` in the output's parent folder (same filesystem, so the final rename is atomic).
-pub fn temp_dir_for(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(format!(".{name}.oxport-tmp-{}", std::process::id()))
-}
+pub use oxport_quant::sink::temp_dir_for;
 
 /// Export `ckpt` to `output` (which must not exist, or be an empty folder).
 pub fn export(

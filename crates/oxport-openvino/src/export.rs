@@ -36,19 +36,7 @@ impl Drop for TempDir {
     }
 }
 
-/// `.{name}.oxport-tmp-{pid}` in the output's parent folder (same filesystem, so the final rename is atomic): the
-/// rule of `oxport_onnx::temp_dir_for`, so that the CLI finds (and cleans) either exporter's folder the same way.
-pub fn temp_dir_for(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(format!(".{name}.oxport-tmp-{}", std::process::id()))
-}
+pub use oxport_quant::sink::temp_dir_for;
 
 /// Export `ckpt` under `plan` into `output`. `model_arg` is the `--model` string as given (recorded in
 /// `openvino_config.json` where optimum records the tokenizer source).
