@@ -12,7 +12,9 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError};
-use crate::rows::{Rows, count_non_finite, decode};
+use crate::rows::{
+    NonFinite, Rows, count_non_finite, decode, merge_non_finite as merge, refuse_non_finite,
+};
 
 /// The element type written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,20 +70,7 @@ pub fn float_bytes_into(
     } else {
         straight(rows, k, dtype, out_rows.start, out)
     };
-    if count > 0 {
-        return Err(QuantError::NonFinite {
-            tensor: ANON.into(),
-            count,
-            first,
-        });
-    }
-    Ok(())
-}
-
-type NonFinite = (usize, usize);
-
-fn merge(a: NonFinite, b: NonFinite) -> NonFinite {
-    (a.0 + b.0, a.1.min(b.1))
+    refuse_non_finite((count, first))
 }
 
 /// Row-major: blocks of whole rows per task, each row decoded into a scratch row and written.

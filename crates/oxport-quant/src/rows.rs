@@ -117,18 +117,11 @@ impl<'a> Rows<'a> {
                     .par_chunks(2 * k)
                     .enumerate()
                     .map(|(r, row)| count_exponent_all_ones(row, exponent, r * k))
-                    .reduce(|| (0, usize::MAX), |a, b| (a.0 + b.0, a.1.min(b.1)))
+                    .reduce(|| (0, usize::MAX), merge_non_finite)
             }
             _ => self.count_where(n, k, |v| !v.is_finite()),
         };
-        if count > 0 {
-            return Err(QuantError::NonFinite {
-                tensor: ANON.into(),
-                count,
-                first,
-            });
-        }
-        Ok(())
+        refuse_non_finite((count, first))
     }
 
     /// The value at flat index `i` (for error messages).
