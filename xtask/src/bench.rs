@@ -55,8 +55,31 @@ pub struct Args {
 /// One export case: oxport's command line and the equivalent peer command, if any.
 struct Case {
     name: &'static str,
-    oxport: &'static [&'static str],
+    oxport: Oxport,
     peer: Option<Peer>,
+}
+
+#[derive(Clone, Copy)]
+enum Oxport {
+    /// The arguments as given.
+    Args(&'static [&'static str]),
+    /// `export openvino` with the optimum-cli peer's flags verbatim (oxport accepts optimum-cli's command line).
+    OptimumFlags,
+}
+
+impl Case {
+    /// oxport's arguments before `--model MODEL OUT`.
+    fn oxport_args(&self) -> Vec<&'static str> {
+        match (self.oxport, self.peer) {
+            (Oxport::Args(args), _) => args.to_vec(),
+            (Oxport::OptimumFlags, Some(Peer::OptimumCli(flags))) => {
+                [&["export", "openvino"][..], flags].concat()
+            }
+            (Oxport::OptimumFlags, _) => {
+                unreachable!("{}: OptimumFlags needs an optimum-cli peer", self.name)
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -68,19 +91,7 @@ enum Peer {
 const CASES: &[Case] = &[
     Case {
         name: "ov-int4-sym-g128-r0.6",
-        oxport: &[
-            "export",
-            "openvino",
-            "--task",
-            "text-generation-with-past",
-            "--weight-format",
-            "int4",
-            "--group-size",
-            "128",
-            "--ratio",
-            "0.6",
-            "--sym",
-        ],
+        oxport: Oxport::OptimumFlags,
         peer: Some(Peer::OptimumCli(&[
             "--task",
             "text-generation-with-past",
@@ -95,14 +106,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "ov-fp16",
-        oxport: &[
-            "export",
-            "openvino",
-            "--task",
-            "text-generation-with-past",
-            "--weight-format",
-            "fp16",
-        ],
+        oxport: Oxport::OptimumFlags,
         peer: Some(Peer::OptimumCli(&[
             "--task",
             "text-generation-with-past",
@@ -112,14 +116,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "ov-int8",
-        oxport: &[
-            "export",
-            "openvino",
-            "--task",
-            "text-generation-with-past",
-            "--weight-format",
-            "int8",
-        ],
+        oxport: Oxport::OptimumFlags,
         peer: Some(Peer::OptimumCli(&[
             "--task",
             "text-generation-with-past",
@@ -129,7 +126,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "onnx-int4-b32",
-        oxport: &[
+        oxport: Oxport::Args(&[
             "export",
             "onnx",
             "--precision",
@@ -138,12 +135,12 @@ const CASES: &[Case] = &[
             "cpu",
             "--block-size",
             "32",
-        ],
+        ]),
         peer: Some(Peer::GenaiBuilder(&["-p", "int4", "-e", "cpu"])),
     },
     Case {
         name: "onnx-int4-b128",
-        oxport: &[
+        oxport: Oxport::Args(&[
             "export",
             "onnx",
             "--precision",
@@ -152,7 +149,7 @@ const CASES: &[Case] = &[
             "cpu",
             "--block-size",
             "128",
-        ],
+        ]),
         peer: Some(Peer::GenaiBuilder(&[
             "-p",
             "int4",
@@ -165,26 +162,26 @@ const CASES: &[Case] = &[
     Case {
         // The builder accepts fp16 only for GPU EPs; both sides write the CUDA variant (same graph, fp16 I/O).
         name: "onnx-fp16",
-        oxport: &[
+        oxport: Oxport::Args(&[
             "export",
             "onnx",
             "--precision",
             "fp16",
             "--execution-provider",
             "cuda",
-        ],
+        ]),
         peer: Some(Peer::GenaiBuilder(&["-p", "fp16", "-e", "cuda"])),
     },
     Case {
         name: "onnx-fp32",
-        oxport: &[
+        oxport: Oxport::Args(&[
             "export",
             "onnx",
             "--precision",
             "fp32",
             "--execution-provider",
             "cpu",
-        ],
+        ]),
         peer: Some(Peer::GenaiBuilder(&["-p", "fp32", "-e", "cpu"])),
     },
 ];
@@ -294,7 +291,7 @@ pub fn run(args: Args) -> Result<()> {
         for &t in &threads {
             let out = work.join(format!("oxport-{}-t{t}", case.name));
             let mut cmd = Command::new(&oxport);
-            cmd.args(case.oxport)
+            cmd.args(case.oxport_args())
                 .arg("--model")
                 .arg(&model)
                 .arg(&out)
@@ -787,4 +784,36 @@ fn render_markdown(r: &Report) -> Result<String> {
         )?;
     }
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openvino_cases_run_oxport_with_optimum_clis_flags() {
+        let case = CASES
+            .iter()
+            .find(|c| c.name == "ov-int4-sym-g128-r0.6")
+            .unwrap();
+        assert_eq!(
+            case.oxport_args(),
+            [
+                "export",
+                "openvino",
+                "--task",
+                "text-generation-with-past",
+                "--weight-format",
+                "int4",
+                "--group-size",
+                "128",
+                "--ratio",
+                "0.6",
+                "--sym",
+            ]
+        );
+        for c in CASES {
+            assert!(!c.oxport_args().is_empty(), "{}", c.name);
+        }
+    }
 }
