@@ -126,25 +126,14 @@ impl<'a> Builder<'a> {
                     self.g.buffer(),
                 )
                 .map_err(|e| nan_as_checkpoint_error(e, &view))?;
-                let c = self.g.constant_owned(&base, elem, &[rows, cols], weight)?;
-                let mut x = self.convert("", c, Elem::F16);
-                if let Some(zp) = zero_point {
-                    let z =
-                        self.g
-                            .constant(&format!("{base}/zero_point"), zp_elem, &[rows, 1], &zp)?;
-                    let zc = self.convert("", z, Elem::F16);
-                    x = self.binary(
-                        "Subtract",
-                        &format!("{base}/zero_point/subtract"),
-                        x,
-                        zc,
-                        &wdims,
-                    );
-                }
-                let s = self
-                    .g
-                    .constant(&format!("{base}/scale"), Elem::F16, &[rows, 1], &scale)?;
-                let m = self.binary("Multiply", &fq, x, s, &wdims);
+                let m = self.dequantized(
+                    &base,
+                    &fq,
+                    (elem, &[rows, cols], weight),
+                    zero_point.map(|zp| (zp_elem, zp)),
+                    &scale,
+                    &wdims,
+                )?;
                 decompress(self, m)
             }
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
@@ -172,39 +161,55 @@ impl<'a> Builder<'a> {
                 let groups = cols / group;
                 let gdims = [n(rows), n(groups), n(group)];
                 let elem = if sym { Elem::I4 } else { Elem::U4 };
-                let c = self
-                    .g
-                    .constant_owned(&base, elem, &[rows, groups, group], weight)?;
-                let mut x = self.convert("", c, Elem::F16);
-                if let Some(zp) = zero_point {
-                    let z = self.g.constant(
-                        &format!("{base}/zero_point"),
-                        Elem::U4,
-                        &[rows, groups, 1],
-                        &zp,
-                    )?;
-                    let zc = self.convert("", z, Elem::F16);
-                    x = self.binary(
-                        "Subtract",
-                        &format!("{base}/zero_point/subtract"),
-                        x,
-                        zc,
-                        &gdims,
-                    );
-                }
-                let s = self.g.constant(
-                    &format!("{base}/scale"),
-                    Elem::F16,
-                    &[rows, groups, 1],
+                let m = self.dequantized(
+                    &base,
+                    &fq,
+                    (elem, &[rows, groups, group], weight),
+                    zero_point.map(|zp| (Elem::U4, zp)),
                     &scale,
+                    &gdims,
                 )?;
-                let m = self.binary("Multiply", &fq, x, s, &gdims);
                 let r = self.reshape("", m, &[n(rows), n(cols)], false, &wdims)?;
                 decompress(self, r)
             }
         };
         self.ckpt.release(role);
         Ok(out)
+    }
+
+    /// NNCF's decompression chain (openvino-ir.md §5): the codes `Convert`ed to f16, minus the zero point when
+    /// there is one (`{base}/zero_point/subtract`), times the f16 scale (named `fq`). The codes' shape with its last
+    /// axis set to 1 is the shape of the zero point and the scale; `dims` is the output shape.
+    fn dequantized(
+        &mut self,
+        base: &str,
+        fq: &str,
+        (elem, shape, codes): (Elem, &[usize], Vec<u8>),
+        zero_point: Option<(Elem, Vec<u8>)>,
+        scale: &[u8],
+        dims: &[i64],
+    ) -> Result<Out> {
+        let mut side = shape.to_vec();
+        *side.last_mut().expect("codes have a shape") = 1;
+        let c = self.g.constant_owned(base, elem, shape, codes)?;
+        let mut x = self.convert("", c, Elem::F16);
+        if let Some((zp_elem, zp)) = zero_point {
+            let z = self
+                .g
+                .constant(&format!("{base}/zero_point"), zp_elem, &side, &zp)?;
+            let zc = self.convert("", z, Elem::F16);
+            x = self.binary(
+                "Subtract",
+                &format!("{base}/zero_point/subtract"),
+                x,
+                zc,
+                dims,
+            );
+        }
+        let s = self
+            .g
+            .constant(&format!("{base}/scale"), Elem::F16, &side, scale)?;
+        Ok(self.binary("Multiply", fq, x, s, dims))
     }
 
     /// The `[rows, cols]` constant `name` of `view` as f32 or f16 (`elem`): converted straight from the mapped
