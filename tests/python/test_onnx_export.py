@@ -13,6 +13,7 @@ Tolerances per precision (max |logit difference| over every position of the prom
   also quantizes activations to int8)
 * int4 block 32:  max 0.5, mean 0.08
 * int4 block 128 for cuda (fp16 activations and scales, run on the CPU EP): as int4
+* dml and webgpu (fp16 activations; int4 as cuda, fp16 as fp16), run on the CPU EP
 """
 
 import json
@@ -28,7 +29,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = ROOT / "fixtures" / "reference"
-TOL = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 3e-3), "int4": (0.6, 0.1), "int4-b32": (0.5, 0.08), "int4-cuda": (0.6, 0.1)}
+TOL = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 3e-3), "int4": (0.6, 0.1), "int4-b32": (0.5, 0.08), "int4-cuda": (0.6, 0.1),
+       "int4-dml": (0.6, 0.1), "fp16-dml": (2e-2, 3e-3), "int4-webgpu": (0.6, 0.1), "fp16-webgpu": (2e-2, 3e-3)}
 
 
 def oxport_bin():
@@ -81,7 +83,10 @@ def reference_logits(model_dir, ids):
     eps = cfg["rms_norm_eps"]
     theta = cfg.get("rope_theta") or (cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)
     seq = len(ids)
-    inv = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    # Partial rotary (Phi-4-mini): RoPE on the first `rd` dims of each head, the rest passes through
+    # (HF modeling_phi3.py `apply_rotary_pos_emb`).
+    rd = int(hd * cfg.get("partial_rotary_factor", 1.0))
+    inv = 1.0 / (theta ** (np.arange(0, rd, 2, dtype=np.float64) / rd))
     mscale = 1.0
     rs = rope_params(cfg)
     if rs is not None:
@@ -96,9 +101,10 @@ def reference_logits(model_dir, ids):
     def rms(x, g):
         return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
 
-    def rot(x):  # [heads, seq, hd], rotate_half
-        x1, x2 = x[..., : hd // 2], x[..., hd // 2 :]
-        return x * cos + np.concatenate([-x2, x1], -1) * sin
+    def rot(x):  # [heads, seq, hd], rotate_half on the first rd dims
+        xr, rest = x[..., :rd], x[..., rd:]
+        x1, x2 = xr[..., : rd // 2], xr[..., rd // 2 :]
+        return np.concatenate([xr * cos + np.concatenate([-x2, x1], -1) * sin, rest], -1)
 
     x = t["model.embed_tokens.weight"][ids].astype(np.float64)
     mask = np.triu(np.full((seq, seq), -np.inf), 1)
@@ -153,6 +159,8 @@ def ort_logits(export_dir, ids, config=None):
     sess = session(export_dir, config)
     ids = np.asarray(ids, dtype=np.int64).reshape(1, -1)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), **empty_past(sess, head_size(export_dir))}
+    if any(i.name == "position_ids" for i in sess.get_inputs()):  # dml: RotaryEmbedding outside GQA
+        feeds["position_ids"] = np.arange(ids.shape[1], dtype=np.int64).reshape(1, -1)
     return sess.run(["logits"], feeds)[0].astype(np.float32)
 
 
@@ -166,7 +174,13 @@ def assert_close(got, want, tol, what):
 PRECISIONS = [("fp32", ["-p", "fp32"]), ("fp16", ["-p", "fp16"]), ("int4", ["-p", "int4", "--block-size", "128"]),
               ("int4-b32", ["-p", "int4"]),
               # The cuda graph (fp16 I/O, fp16 scales, accuracy_level omitted) also runs on the CPU EP.
-              ("int4-cuda", ["-p", "int4", "-e", "cuda", "--block-size", "128"])]
+              ("int4-cuda", ["-p", "int4", "-e", "cuda", "--block-size", "128"]),
+              # DirectML and WebGPU graphs (fp16 I/O; dml: separate Q/K/V, RotaryEmbedding with position_ids and
+              # the concatenated LongRoPE cache) run on the CPU EP: no DirectML or WebGPU device exists here.
+              ("int4-dml", ["-p", "int4", "-e", "dml", "--block-size", "128"]),
+              ("fp16-dml", ["-p", "fp16", "-e", "dml"]),
+              ("int4-webgpu", ["-p", "int4", "-e", "webgpu", "--block-size", "128"]),
+              ("fp16-webgpu", ["-p", "fp16", "-e", "webgpu"])]
 
 
 @pytest.mark.parametrize("model", ["phi3-tiny-random", "phi3-tiny-gqa", "phi3-tiny-k320"])

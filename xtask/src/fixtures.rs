@@ -61,6 +61,10 @@ pub struct Spec {
     pub original_max_position_embeddings: usize,
     pub sliding_window: usize,
     pub longrope: bool,
+    /// `partial_rotary_factor` (written to config.json only when it is not 1.0, as in Phi-4-mini's config).
+    pub partial_rotary_factor: f64,
+    /// `tie_word_embeddings`: no `lm_head.weight` in the checkpoint (Phi-4-mini).
+    pub tied: bool,
     /// Write tokenizer files cut from the reference tokenizer (the full-size checkpoint has none).
     pub tokenizer: bool,
 }
@@ -68,6 +72,10 @@ pub struct Spec {
 impl Spec {
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    fn rotary_dim(&self) -> usize {
+        (self.head_dim() as f64 * self.partial_rotary_factor) as usize
     }
 }
 
@@ -86,6 +94,8 @@ pub fn tiny_specs() -> Vec<Spec> {
         original_max_position_embeddings: 4096,
         sliding_window: 2047,
         longrope: false,
+        partial_rotary_factor: 1.0,
+        tied: false,
         tokenizer: true,
     };
     vec![
@@ -113,6 +123,24 @@ pub fn tiny_specs() -> Vec<Spec> {
             intermediate_size: 384,
             num_attention_heads: 5,
             num_key_value_heads: 5,
+            ..tiny.clone()
+        },
+        // Phi-4-mini's layout (microsoft/Phi-4-mini-instruct config.json): GQA, partial rotary 0.75, tied
+        // embeddings, LongRoPE. head_dim 64 gives a rotary dim of 48 and a cos/sin cache width of 24, a multiple of 8
+        // as ONNX Runtime's GroupQueryAttention needs. Intermediate 384: the genai builder 0.18.0 takes any Linear
+        // with `out_features == vocab_size` for the LM head (`builders/base.py::has_lm_head`), so gate_up_proj
+        // must not have 1024 rows (it has in the other tiny fixtures, whose builder graphs are therefore wrong).
+        Spec {
+            name: "tiny-phi4",
+            seed: 0x0c5_0005,
+            intermediate_size: 384,
+            num_key_value_heads: 2,
+            max_position_embeddings: 256,
+            original_max_position_embeddings: 64,
+            sliding_window: 256,
+            longrope: true,
+            partial_rotary_factor: 0.75,
+            tied: true,
             ..tiny
         },
     ]
@@ -133,6 +161,8 @@ pub fn full_size_spec() -> Spec {
         original_max_position_embeddings: 4096,
         sliding_window: 2047,
         longrope: false,
+        partial_rotary_factor: 1.0,
+        tied: false,
         tokenizer: false,
     }
 }
@@ -207,7 +237,9 @@ fn tensor_specs(s: &Spec) -> Vec<TensorSpec> {
         ]);
     }
     out.push(t("model.norm.weight".into(), vec![h], true));
-    out.push(t("lm_head.weight".into(), vec![s.vocab_size, h], false));
+    if !s.tied {
+        out.push(t("lm_head.weight".into(), vec![s.vocab_size, h], false));
+    }
     out
 }
 
@@ -333,7 +365,7 @@ fn config_json(s: &Spec) -> Value {
     let (endoftext, _, _, _, _) = special_ids(s);
     let rope_scaling = if s.longrope {
         // Phi-3-mini-128k-instruct's shape of `rope_scaling`: `type` plus one factor per rotary frequency.
-        let half = s.head_dim() / 2;
+        let half = s.rotary_dim() / 2;
         let short: Vec<f64> = (0..half)
             .map(|i| round4(1.0 + 0.05 * i as f64 / half as f64))
             .collect();
@@ -367,12 +399,15 @@ fn config_json(s: &Spec) -> Value {
         "rope_scaling": rope_scaling,
         "rope_theta": 10000.0,
         "sliding_window": s.sliding_window,
-        "tie_word_embeddings": false,
+        "tie_word_embeddings": s.tied,
         "torch_dtype": "bfloat16",
         "transformers_version": "4.40.2",
         "use_cache": true,
         "vocab_size": s.vocab_size,
     });
+    if s.partial_rotary_factor != 1.0 {
+        c["partial_rotary_factor"] = json!(s.partial_rotary_factor);
+    }
     sort_keys(&mut c);
     c
 }

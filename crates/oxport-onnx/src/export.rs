@@ -212,7 +212,7 @@ fn write_weights(
         .iter()
         .map(|w| match w {
             WeightItem::Embedding { .. } | WeightItem::Norm(_) => 1,
-            WeightItem::RopeCaches => 2,
+            WeightItem::RopeCaches | WeightItem::ConcatRopeCaches => 2,
             WeightItem::Linear(l) => l.initializer_names().len(),
         })
         .sum();
@@ -254,8 +254,17 @@ fn write_weights(
                 progress.tensor_written(name, (dims[0] * dims[1] * io_dtype.size_bytes()) as u64);
                 out.push(t);
             }
-            WeightItem::RopeCaches => {
-                let r = rope_caches(c, None, c.max_position_embeddings);
+            WeightItem::RopeCaches | WeightItem::ConcatRopeCaches => {
+                let r = if matches!(item, WeightItem::RopeCaches) {
+                    rope_caches(c, None, c.max_position_embeddings)
+                } else {
+                    let mut short = rope_caches(c, Some(false), c.original_max_position_embeddings);
+                    let long = rope_caches(c, Some(true), c.max_position_embeddings);
+                    short.cos.extend(long.cos);
+                    short.sin.extend(long.sin);
+                    short.rows += long.rows;
+                    short
+                };
                 for (name, values) in [(COS_CACHE, r.cos), (SIN_CACHE, r.sin)] {
                     let init = Initializer {
                         name: name.to_string(),

@@ -106,21 +106,29 @@ pub fn genai_config(
         json!(eos)
     };
 
+    // `Model.ep_attrs` in builders/base.py: DML graph capture is on by default (`enable_dml_graph`), WebGPU's off.
     let provider_options = match opts.execution_provider {
         ExecutionProvider::Cpu => json!([]),
         ExecutionProvider::Cuda => json!([{"cuda": {"enable_cuda_graph": "0"}}]),
+        ExecutionProvider::Dml => json!([{"dml": {"enable_graph_capture": "1"}}]),
+        ExecutionProvider::WebGpu => {
+            json!([{"webgpu": {"enableGraphCapture": "0", "validationMode": "basic"}}])
+        }
     };
+    let mut inputs = Map::new();
+    inputs.insert("input_ids".into(), json!("input_ids"));
+    inputs.insert("attention_mask".into(), json!("attention_mask"));
+    if !opts.execution_provider.fused_rope() {
+        inputs.insert("position_ids".into(), json!("position_ids"));
+    }
+    inputs.insert("past_key_names".into(), json!("past_key_values.%d.key"));
+    inputs.insert("past_value_names".into(), json!("past_key_values.%d.value"));
     let mut decoder = json!({
         "session_options": {"log_id": "onnxruntime-genai", "provider_options": provider_options},
         "filename": filename,
         "head_size": c.head_dim(),
         "hidden_size": c.hidden_size,
-        "inputs": {
-            "input_ids": "input_ids",
-            "attention_mask": "attention_mask",
-            "past_key_names": "past_key_values.%d.key",
-            "past_value_names": "past_key_values.%d.value"
-        },
+        "inputs": inputs,
         "outputs": {
             "logits": "logits",
             "present_key_names": "present.%d.key",
@@ -131,7 +139,10 @@ pub fn genai_config(
         "num_key_value_heads": c.num_key_value_heads,
     });
     // Windowed KV cache on cpu/cuda; `layers` lists HF "sliding_attention" layers, which Phi-3 has none of.
-    if let Some(window) = c.sliding_window.filter(|&w| w > 0) {
+    if let Some(window) = c
+        .sliding_window
+        .filter(|&w| w > 0 && opts.execution_provider.windowed_kv())
+    {
         decoder.as_object_mut().expect("object").insert(
             "sliding_window".into(),
             json!({"window_size": window, "slide_key_value_cache": false, "slide_inputs": false,

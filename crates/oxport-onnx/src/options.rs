@@ -11,6 +11,12 @@ pub use oxport_quant::Precision;
 pub enum ExecutionProvider {
     Cpu,
     Cuda,
+    /// DirectML: separate Q/K/V MatMuls, a separate `RotaryEmbedding` fed by a `position_ids` input, no `If`
+    /// (LongRoPE caches concatenated), no windowed KV cache (`builders/base.py::is_packed_matmul_supported`,
+    /// `is_fused_rope_supported`, `make_rotary_embedding_multi_cache`, `uses_windowed_kv_cache`).
+    Dml,
+    /// WebGPU: the cpu/cuda graph with fp16 I/O, `accuracy_level` 4 and no windowed KV cache.
+    WebGpu,
 }
 
 impl ExecutionProvider {
@@ -18,7 +24,31 @@ impl ExecutionProvider {
         match self {
             ExecutionProvider::Cpu => "cpu",
             ExecutionProvider::Cuda => "cuda",
+            ExecutionProvider::Dml => "dml",
+            ExecutionProvider::WebGpu => "webgpu",
         }
+    }
+
+    /// Q, K and V in one packed MatMul (`is_packed_matmul_supported`: every EP but dml).
+    pub fn packed_qkv(self) -> bool {
+        self != ExecutionProvider::Dml
+    }
+
+    /// Rotary embedding inside GroupQueryAttention (`do_rotary=1`, no `position_ids` input;
+    /// `is_fused_rope_supported`: every EP but dml).
+    pub fn fused_rope(self) -> bool {
+        self != ExecutionProvider::Dml
+    }
+
+    /// LongRoPE caches chosen by an `If` on the total length (`eps_without_if_support = ["dml", "trt-rtx"]`);
+    /// otherwise one concatenated `[short; long]` cache indexed through shifted position ids.
+    pub fn longrope_if(self) -> bool {
+        self != ExecutionProvider::Dml
+    }
+
+    /// The windowed KV cache block in genai_config (`uses_windowed_kv_cache`: cpu, cuda, trt-rtx).
+    pub fn windowed_kv(self) -> bool {
+        matches!(self, ExecutionProvider::Cpu | ExecutionProvider::Cuda)
     }
 }
 
@@ -39,7 +69,7 @@ pub struct ExportOptions {
     pub block_size: usize,
     /// Symmetric int4 (no zero points) or asymmetric (uint4 with zero points).
     pub symmetric: bool,
-    /// MatMulNBits `accuracy_level`; `None` = the builder default (4 on cpu, 0 = omitted on cuda).
+    /// MatMulNBits `accuracy_level`; `None` = the builder default (4 on cpu/webgpu, 0 = omitted on cuda/dml).
     pub accuracy_level: Option<u32>,
     /// lm_head as 8-bit MatMulNBits.
     pub int8_lm_head: bool,
@@ -66,22 +96,23 @@ impl Default for ExportOptions {
 }
 
 impl ExportOptions {
-    /// `set_io_dtype` in the builder: fp32 for fp32 and for int4 on cpu, fp16 otherwise.
+    /// `set_io_dtype` in the builder: fp32 for fp32 and for int4 on cpu, fp16 otherwise (cuda, dml, webgpu).
     pub fn io_dtype(&self) -> IoDtype {
         match (self.precision, self.execution_provider) {
             (Precision::Fp32, _) => IoDtype::F32,
             (Precision::Fp16, _) => IoDtype::F16,
             (Precision::Int4, ExecutionProvider::Cpu) => IoDtype::F32,
-            (Precision::Int4, ExecutionProvider::Cuda) => IoDtype::F16,
+            (Precision::Int4, _) => IoDtype::F16,
         }
     }
 
     /// The MatMulNBits `accuracy_level` attribute to write; 0 means "omit the attribute" as the builder does.
+    /// Defaults (`onnxruntime_genai/models/quantization/quant_config.py`): 4 on cpu and webgpu, 0 on cuda and dml.
     pub fn effective_accuracy_level(&self) -> u32 {
         self.accuracy_level
             .unwrap_or(match self.execution_provider {
-                ExecutionProvider::Cpu => 4,
-                ExecutionProvider::Cuda => 0,
+                ExecutionProvider::Cpu | ExecutionProvider::WebGpu => 4,
+                ExecutionProvider::Cuda | ExecutionProvider::Dml => 0,
             })
     }
 

@@ -11,6 +11,7 @@ use crate::proto::{
 #[derive(Clone, Debug)]
 pub enum Attr {
     Int(i64),
+    Ints(Vec<i64>),
     Float(f32),
     Tensor(TensorProto),
     Graph(GraphProto),
@@ -25,6 +26,10 @@ pub fn attribute(name: &str, value: Attr) -> AttributeProto {
         Attr::Int(i) => {
             a.i = Some(i);
             a.r#type = Some(AttributeType::Int as i32);
+        }
+        Attr::Ints(v) => {
+            a.ints = v;
+            a.r#type = Some(AttributeType::Ints as i32);
         }
         Attr::Float(f) => {
             a.f = Some(f);

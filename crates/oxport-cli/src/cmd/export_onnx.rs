@@ -22,6 +22,8 @@ pub enum PrecisionArg {
 pub enum EpArg {
     Cpu,
     Cuda,
+    Dml,
+    Webgpu,
 }
 
 #[derive(clap::Args, Debug)]
@@ -37,7 +39,8 @@ pub struct Args {
     /// Weight precision: int4 (MatMulNBits), fp16 or fp32.
     #[arg(short = 'p', long, value_enum, default_value = "int4")]
     pub precision: PrecisionArg,
-    /// Execution provider the graph targets: cpu (fp32 I/O for int4) or cuda (fp16 I/O).
+    /// Execution provider the graph targets: cpu (fp32 I/O for int4), cuda, dml (DirectML: separate Q/K/V and
+    /// RotaryEmbedding, position_ids input) or webgpu; all but cpu use fp16 I/O.
     #[arg(
         short = 'e',
         long = "execution-provider",
@@ -54,7 +57,7 @@ pub struct Args {
     /// Asymmetric int4: uint4 with per-block zero points.
     #[arg(long)]
     pub asym: bool,
-    /// MatMulNBits accuracy_level 0-4 (default 4 on cpu, 0 on cuda; 4 quantizes activations to int8).
+    /// MatMulNBits accuracy_level 0-4 (default 4 on cpu/webgpu, 0 on cuda/dml; 4 quantizes activations to int8).
     #[arg(long = "accuracy-level")]
     pub accuracy_level: Option<u32>,
     /// Quantize lm_head to 8 bits instead of 4.
@@ -82,6 +85,8 @@ impl Args {
             execution_provider: match self.execution_provider {
                 EpArg::Cpu => ExecutionProvider::Cpu,
                 EpArg::Cuda => ExecutionProvider::Cuda,
+                EpArg::Dml => ExecutionProvider::Dml,
+                EpArg::Webgpu => ExecutionProvider::WebGpu,
             },
             block_size: self.block_size,
             symmetric: !self.asym,

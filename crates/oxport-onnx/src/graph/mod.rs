@@ -89,8 +89,12 @@ pub enum WeightItem {
     },
     Norm(NormSpec),
     Linear(LinearSpec),
-    /// `cos_cache` and `sin_cache` initializers (absent with LongRoPE, whose caches live in the If branches).
+    /// `cos_cache` and `sin_cache` initializers (absent with LongRoPE on EPs with `If`, whose caches live in the
+    /// If branches).
     RopeCaches,
+    /// LongRoPE without `If` (dml): `cos_cache` / `sin_cache` = the short cache (`original_max_position_embeddings`
+    /// rows) followed by the long one (`max_position_embeddings` rows), `make_rotary_embedding_multi_cache`.
+    ConcatRopeCaches,
 }
 
 /// The graph without initializers, plus the list of weights to stream.
@@ -385,24 +389,115 @@ pub fn build(c: &Phi3Config, opts: &ExportOptions, form_for: &FormFor<'_>) -> Gr
     let inter = c.intermediate_size;
     let layers = c.num_hidden_layers;
 
-    let (seqlens, total) = b.mask_subgraph();
-    if uses_longrope(c) {
-        b.longrope_subgraph();
+    let ep = opts.execution_provider;
+    let longrope = uses_longrope(c);
+    // Node order as the builder makes them: the LongRoPE position shift (dml) or the cache `If` (cpu, cuda,
+    // webgpu) comes before the attention-mask subgraph, which then reuses its Shape/Gather.
+    let position_ids = if ep.fused_rope() {
+        None
+    } else if longrope && !ep.longrope_if() {
+        Some(b.position_ids_reformat())
     } else {
+        Some("position_ids".to_string())
+    };
+    let (seqlens, total) = if longrope && ep.longrope_if() {
+        let threshold = b.constant_i64(&[c.original_max_position_embeddings as i64], true);
+        let total_i64 = b.total_length_i64();
+        b.longrope_if(&total_i64, &threshold);
+        let seqlens = b.seqlens_k();
+        (seqlens, b.total_length_i32(&total_i64))
+    } else {
+        let seqlens = b.seqlens_k();
+        let total_i64 = b.total_length_i64();
+        (seqlens, b.total_length_i32(&total_i64))
+    };
+    if !longrope {
         weights.push(WeightItem::RopeCaches);
+    } else if !ep.longrope_if() {
+        weights.push(WeightItem::ConcatRopeCaches);
     }
 
-    let embed_name = "model.embed_tokens.weight".to_string();
-    let embed_out = "/model/embed_tokens/Gather/output_0".to_string();
-    b.push(node(
-        "Gather",
-        "/model/embed_tokens/Gather",
-        "",
-        &[&embed_name, "input_ids"],
-        &[&embed_out],
-        vec![],
-    ));
-    weights.insert(0, WeightItem::Embedding { name: embed_name });
+    // Tied embeddings (Phi-4-mini): the builder shares lm_head's weight with the embedding
+    // (`builder.py`: `shared_embeddings` defaults to `tie_word_embeddings`; `base.py::make_embedding`):
+    // int4 → Reshape of lm_head's MatMulNBits `B` + com.microsoft GatherBlockQuantized with its scales; float →
+    // Transpose of lm_head's `[K, N]` weight + Gather. An 8-bit or Q/DQ lm_head keeps its own float embedding.
+    let lm_form = form_for(Role::LmHead);
+    let lm_weight = "lm_head.MatMul.weight";
+    let embed_out = match (c.tie_word_embeddings, lm_form) {
+        (true, LinearForm::NBits(p)) if p.bits == 4 => {
+            let blocks = c.hidden_size.div_ceil(p.block_size);
+            let row_bytes = blocks * p.block_size * p.bits as usize / 8;
+            let shape = b.constant_i64(&[c.vocab_size as i64, row_bytes as i64], false);
+            let reshape = "/model/embed_tokens/Reshape";
+            let q = format!("{lm_weight}_Q{}", p.bits);
+            b.push(node(
+                "Reshape",
+                reshape,
+                "",
+                &[&q, &shape],
+                &[&format!("{reshape}/output_0")],
+                vec![],
+            ));
+            let gbq = "/model/embed_tokens/GatherBlockQuantized";
+            let out = format!("{gbq}/output_0");
+            let scales = format!("{lm_weight}_scales");
+            let zero_points = format!("{lm_weight}_zero_points");
+            let mut inputs = vec![format!("{reshape}/output_0"), "input_ids".into(), scales];
+            if !p.symmetric {
+                inputs.push(zero_points);
+            }
+            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            b.push(node(
+                "GatherBlockQuantized",
+                gbq,
+                MS_DOMAIN,
+                &inputs,
+                &[&out],
+                vec![
+                    ("bits", Attr::Int(p.bits as i64)),
+                    ("block_size", Attr::Int(p.block_size as i64)),
+                    ("gather_axis", Attr::Int(0)),
+                    ("quantize_axis", Attr::Int(1)),
+                ],
+            ));
+            out
+        }
+        (true, LinearForm::Float) => {
+            let transpose = "/model/embed_tokens/Transpose";
+            b.push(node(
+                "Transpose",
+                transpose,
+                "",
+                &[lm_weight],
+                &[&format!("{transpose}/output_0")],
+                vec![("perm", Attr::Ints(vec![1, 0]))],
+            ));
+            let out = "/model/embed_tokens/Gather/output_0".to_string();
+            b.push(node(
+                "Gather",
+                "/model/embed_tokens/Gather",
+                "",
+                &[&format!("{transpose}/output_0"), "input_ids"],
+                &[&out],
+                vec![],
+            ));
+            out
+        }
+        _ => {
+            let embed_name = "model.embed_tokens.weight".to_string();
+            let out = "/model/embed_tokens/Gather/output_0".to_string();
+            b.push(node(
+                "Gather",
+                "/model/embed_tokens/Gather",
+                "",
+                &[&embed_name, "input_ids"],
+                &[&out],
+                vec![],
+            ));
+            weights.insert(0, WeightItem::Embedding { name: embed_name });
+            out
+        }
+    };
 
     let spec = |role: Role, rows: std::ops::Range<usize>, base: String, k: usize| LinearSpec {
         n: rows.len(),
@@ -435,15 +530,58 @@ pub fn build(c: &Phi3Config, opts: &ExportOptions, form_for: &FormFor<'_>) -> Gr
         };
         weights.push(WeightItem::Norm(in_norm));
 
-        let qkv = spec(
-            Role::AttnQkv { layer },
-            0..c.qkv_rows(),
-            format!("{p}/attn/qkv_proj/MatMul"),
-            h,
-        );
-        let qkv_out = b.linear(&qkv, &normed, None);
-        weights.push(WeightItem::Linear(qkv));
-        let attn = b.gqa(layer, &qkv_out, &seqlens, &total);
+        let attn = match &position_ids {
+            None => {
+                let qkv = spec(
+                    Role::AttnQkv { layer },
+                    0..c.qkv_rows(),
+                    format!("{p}/attn/qkv_proj/MatMul"),
+                    h,
+                );
+                let qkv_out = b.linear(&qkv, &normed, None);
+                weights.push(WeightItem::Linear(qkv));
+                b.gqa(
+                    layer,
+                    [&qkv_out, "", ""],
+                    [COS_CACHE, SIN_CACHE],
+                    &seqlens,
+                    &total,
+                )
+            }
+            Some(pos) => {
+                // Separate q/k/v MatMuls over row ranges of the fused `qkv_proj` weight, then RotaryEmbedding.
+                let q_rows = c.num_attention_heads * c.head_dim();
+                let kv_rows = c.num_key_value_heads * c.head_dim();
+                let mut outs = Vec::new();
+                for (name, rows) in [
+                    ("q_proj", 0..q_rows),
+                    ("k_proj", q_rows..q_rows + kv_rows),
+                    ("v_proj", q_rows + kv_rows..q_rows + 2 * kv_rows),
+                ] {
+                    let lin = spec(
+                        Role::AttnQkv { layer },
+                        rows,
+                        format!("{p}/attn/{name}/MatMul"),
+                        h,
+                    );
+                    outs.push(b.linear(&lin, &normed, None));
+                    weights.push(WeightItem::Linear(lin));
+                }
+                let q = b.rotary(
+                    &format!("{p}/attn/q_rotary"),
+                    &outs[0],
+                    pos,
+                    c.num_attention_heads,
+                );
+                let k = b.rotary(
+                    &format!("{p}/attn/k_rotary"),
+                    &outs[1],
+                    pos,
+                    c.num_key_value_heads,
+                );
+                b.gqa(layer, [&q, &k, &outs[2]], ["", ""], &seqlens, &total)
+            }
+        };
         let o = spec(
             Role::AttnOut { layer },
             0..h,
@@ -539,7 +677,7 @@ pub fn build(c: &Phi3Config, opts: &ExportOptions, form_for: &FormFor<'_>) -> Gr
     b.linear(&lm, &normed, Some("logits"));
     weights.push(WeightItem::Linear(lm));
 
-    let (inputs, outputs) = graph_io(c, io);
+    let (inputs, outputs) = graph_io(c, io, position_ids.is_some());
     GraphLayout {
         nodes: b.nodes,
         inputs,
@@ -549,7 +687,11 @@ pub fn build(c: &Phi3Config, opts: &ExportOptions, form_for: &FormFor<'_>) -> Gr
 }
 
 /// Graph inputs and outputs (§1.7): all past keys, then all past values; likewise for presents.
-fn graph_io(c: &Phi3Config, io: IoDtype) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
+fn graph_io(
+    c: &Phi3Config,
+    io: IoDtype,
+    with_position_ids: bool,
+) -> (Vec<ValueInfoProto>, Vec<ValueInfoProto>) {
     let kv = c.num_key_value_heads;
     let mut inputs = vec![
         value_info(
@@ -566,6 +708,13 @@ fn graph_io(c: &Phi3Config, io: IoDtype) -> (Vec<ValueInfoProto>, Vec<ValueInfoP
             ],
         ),
     ];
+    if with_position_ids {
+        inputs.push(value_info(
+            "position_ids",
+            DataType::Int64,
+            &[Dim::Named("batch_size"), Dim::Named("sequence_length")],
+        ));
+    }
     let past = [
         Dim::Named("batch_size"),
         Dim::Fixed(kv),
