@@ -267,3 +267,53 @@ fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_orig
         );
     }
 }
+
+/// The Phi-4-mini-layout fixture (GQA, partial rotary 0.75, tied embeddings, LongRoPE) exports at every precision
+/// for every ONNX target and every OpenVINO weight format, and each export validates on the CPU against the Rust
+/// reference. The dml/webgpu graphs run on ONNX Runtime's CPU EP here (no DirectML or WebGPU device).
+#[test]
+fn tiny_phi4_exports_at_every_precision_and_target_validate_on_cpu() {
+    use oxport_onnx::ExecutionProvider as Ep;
+    let src = repo().join("fixtures/tiny-phi4");
+    let ckpt = oxport_hf::Checkpoint::open(&src).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |dir: &Path, what: &str| {
+        let mut o = options(dir);
+        o.reference = Some(src.clone());
+        let report = validate::run(&o, &NoProgress).unwrap();
+        assert_passed_on_cpu(&report, what);
+        report
+    };
+    for ep in [Ep::Cpu, Ep::Cuda, Ep::Dml, Ep::WebGpu] {
+        for precision in [
+            oxport_onnx::Precision::Int4,
+            oxport_onnx::Precision::Fp16,
+            oxport_onnx::Precision::Fp32,
+        ] {
+            let what = format!("onnx {} {precision:?}", ep.name());
+            let dir = tmp.path().join(what.replace(' ', "-"));
+            let opts = oxport_onnx::ExportOptions {
+                precision,
+                execution_provider: ep,
+                ..Default::default()
+            };
+            oxport_onnx::export(&ckpt, &opts, &dir, &oxport_onnx::NoProgress).unwrap();
+            let report = run(&dir, &what);
+            if precision == oxport_onnx::Precision::Fp32 {
+                let m = report.targets[0].metrics.as_ref().unwrap();
+                assert!(m.max_abs_logit < 1e-4, "{what}: {}", m.max_abs_logit);
+            }
+        }
+    }
+    use oxport_openvino::WeightFormat::*;
+    for format in [Int4, Int8, Fp16, Fp32] {
+        let what = format!("openvino {format:?}");
+        let dir = tmp.path().join(what.replace(' ', "-"));
+        let opts = oxport_openvino::CompressionOptions::new(format);
+        let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
+        let model_arg = src.display().to_string();
+        oxport_openvino::export(&ckpt, &plan, &dir, &model_arg, &oxport_openvino::NoProgress)
+            .unwrap();
+        run(&dir, &what);
+    }
+}
