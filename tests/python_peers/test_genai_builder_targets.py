@@ -44,7 +44,8 @@ MODELS = {
 CASES = [(m, ep, p) for m in MODELS for ep in ["dml", "webgpu"] for p in ["int4", "fp16"]]
 # Tied embeddings on the EPs with fused rotary: GatherBlockQuantized (int4) or Transpose + Gather (fp16).
 # (cpu fp16 is left out: the builder writes no GroupQueryAttention for cpu+fp16, oxport does.)
-CASES += [("tiny-phi4", "cpu", "int4"), ("tiny-phi4", "cuda", "int4"), ("tiny-phi4", "cuda", "fp16")]
+CASES += [("tiny-phi4", "cpu", "int4"), ("tiny-phi4", "cuda", "int4"), ("tiny-phi4", "cuda", "fp16"),
+          ("phi3-tiny-random", "cuda", "int4")]
 
 
 def builder(model, ep, precision, out, cache):

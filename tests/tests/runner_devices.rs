@@ -74,4 +74,15 @@ fn devices_lists_every_runtime_and_device_with_reasons_for_absent_ones() {
         let class = d.target.class();
         matches!(d.target, Target::Ort(_) | Target::OpenVino(_)) && !class.is_empty()
     }));
+    // Every export target is listed with how it was checked; DirectML and WebGPU say they never ran here.
+    for command in [
+        "export onnx -e cpu",
+        "export onnx -e cuda",
+        "export onnx -e dml",
+        "export onnx -e webgpu",
+        "export openvino",
+    ] {
+        assert!(table.contains(command), "{command} missing:\n{table}");
+    }
+    assert!(table.contains("never on DirectML") && table.contains("never on WebGPU"));
 }

@@ -120,6 +120,43 @@ fn probe_openvino() -> RuntimeStatus {
 }
 
 /// A plain-text table of [`probe_all`]'s result.
+/// One export target oxport writes, and how it was checked (what `oxport devices` lists under the devices).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExportTarget {
+    pub target: &'static str,
+    pub command: &'static str,
+    pub checked: &'static str,
+}
+
+/// Every export target, with the checks behind it (the tests named in the README's export sections).
+pub const EXPORT_TARGETS: &[ExportTarget] = &[
+    ExportTarget {
+        target: "ONNX Runtime CPU",
+        command: "export onnx -e cpu",
+        checked: "graph and int4 bytes equal the genai builder's; run on ORT CPU and onnxruntime-genai in CI",
+    },
+    ExportTarget {
+        target: "ONNX Runtime CUDA",
+        command: "export onnx -e cuda",
+        checked: "graph and weights equal the builder's; run on ORT CPU in CI; on CUDA once by hand (H100)",
+    },
+    ExportTarget {
+        target: "DirectML",
+        command: "export onnx -e dml",
+        checked: "graph, weights and genai_config equal the builder's; run on ORT CPU and genai (CPU) in CI; never on DirectML",
+    },
+    ExportTarget {
+        target: "WebGPU",
+        command: "export onnx -e webgpu",
+        checked: "graph, weights and genai_config equal the builder's; run on ORT CPU and genai (CPU) in CI; never on WebGPU",
+    },
+    ExportTarget {
+        target: "OpenVINO CPU/GPU",
+        command: "export openvino",
+        checked: "NNCF's bytes; loaded by optimum-intel and OpenVINO GenAI, run on OpenVINO CPU in CI; GPU not run here",
+    },
+];
+
 pub fn table(runtimes: &[RuntimeStatus]) -> String {
     let mut s = String::new();
     for r in runtimes {
@@ -141,6 +178,10 @@ pub fn table(runtimes: &[RuntimeStatus]) -> String {
             let mark = if d.present { "present" } else { "absent " };
             s += &format!("  {:<24} {mark}  {}\n", d.label, d.detail);
         }
+    }
+    s += "export targets (how each was checked)\n";
+    for t in EXPORT_TARGETS {
+        s += &format!("  {:<18} {:<24} {}\n", t.target, t.command, t.checked);
     }
     s
 }

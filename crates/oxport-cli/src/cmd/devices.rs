@@ -12,7 +12,11 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtimes = oxport_runner::devices::probe_all();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&runtimes)?);
+        let json = serde_json::json!({
+            "runtimes": runtimes,
+            "export_targets": oxport_runner::devices::EXPORT_TARGETS,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", oxport_runner::devices::table(&runtimes));
     }
