@@ -304,3 +304,69 @@ fn existing_output_folder_receives_the_files() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("ov")]);
 }
+
+/// A writable copy of a reference checkpoint.
+fn checkpoint_copy(model: &str, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(reference(model)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn invalid_chat_templates_and_tokenizer_json_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &str, &[&str]); 3] = [
+        (
+            "tokenizer_config.json",
+            "template",
+            &[
+                "tokenizer_config.json",
+                "`chat_template`",
+                "not a valid Jinja template",
+            ],
+        ),
+        (
+            "chat_template.jinja",
+            "{% if messages %}{{ messages[0]['content'] }}",
+            &["chat_template.jinja", "not a valid Jinja template"],
+        ),
+        (
+            "tokenizer.json",
+            "{\"model\": [",
+            &["tokenizer.json", "not valid JSON"],
+        ),
+    ];
+    for (file, text, names) in cases {
+        let ckpt = tmp.path().join(format!("ckpt-{file}"));
+        checkpoint_copy("phi3-tiny-gqa", &ckpt);
+        if file == "tokenizer_config.json" {
+            let p = ckpt.join(file);
+            let mut v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            v["chat_template"] = "{% for m in messages %}{{ m['content'] }".into();
+            std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+        } else {
+            std::fs::write(ckpt.join(file), text).unwrap();
+        }
+        let parent = tmp.path().join(format!("exports-{file}"));
+        let c = Checkpoint::open(&ckpt).unwrap();
+        let plan = oxport_openvino::plan(&c, &CompressionOptions::new(WeightFormat::Fp16)).unwrap();
+        // Without the tokenizer IR too: the files are still copied into the export.
+        let e = oxport_openvino::export_with_tokenizer(
+            &c,
+            &plan,
+            &parent.join("out"),
+            "model",
+            &NoProgress,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
+        for n in names {
+            assert!(e.contains(n), "{file}: {e} should name {n}");
+        }
+        assert!(!parent.exists(), "{file}: something was written");
+    }
+}

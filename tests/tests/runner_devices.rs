@@ -81,8 +81,13 @@ fn devices_lists_every_runtime_and_device_with_reasons_for_absent_ones() {
         "export onnx -e dml",
         "export onnx -e webgpu",
         "export openvino",
+        "export openvino --npu",
     ] {
         assert!(table.contains(command), "{command} missing:\n{table}");
     }
-    assert!(table.contains("never on DirectML") && table.contains("never on WebGPU"));
+    assert!(
+        table.contains("never on DirectML")
+            && table.contains("never on WebGPU")
+            && table.contains("never on an NPU")
+    );
 }

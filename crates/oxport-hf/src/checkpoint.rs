@@ -216,6 +216,7 @@ impl Checkpoint {
                 .map(|m| placed_in(m, shard_name))
                 .unwrap_or_default();
             let path = resolve_shard(&dir, &canonical_dir, &index_path, shard_name, &placed)?;
+            crate::error::regular_file(&path)?;
             let file = File::open(&path).map_err(io(&path))?;
             // SAFETY: the mapping is read-only; oxport never writes to checkpoint files. A file truncated by
             // another process while mapped would fault, as it would for every mmap-based loader (candle, safetensors).
@@ -434,6 +435,7 @@ impl Checkpoint {
 }
 
 fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {
+    crate::error::regular_file(path)?;
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let bad = |msg: String| Error::Index {
         path: path.to_path_buf(),

@@ -56,6 +56,7 @@ pub struct Phi3Config {
 
 impl Phi3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
+        crate::error::regular_file(path)?;
         let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
         Self::from_json_str(&text, path)
     }
@@ -168,6 +169,13 @@ impl Phi3Config {
         }
         .or(opt_f64(obj, "rope_theta")?)
         .unwrap_or(10000.0);
+        // inv_freq = 1 / rope_theta^(2i/rotary_dim): a base ≤ 0 gives NaN or infinite frequencies, and every exporter
+        // would bake them into the cos/sin caches (transformers `_compute_default_rope_parameters`).
+        if !(rope_theta > 0.0 && rope_theta.is_finite()) {
+            return Err(bad(format!(
+                "`rope_theta` must be a positive number, got {rope_theta}"
+            )));
+        }
         let scaling_obj = match (&rope_params, obj.get("rope_scaling")) {
             (_, Some(Value::Object(o))) => Some(o.clone()),
             (_, Some(Value::Null)) | (_, None) => rope_params.clone(),
@@ -259,6 +267,7 @@ impl Phi3Config {
                 "`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}"
             )));
         }
+        check_rotary_dim(hidden_size / num_attention_heads, partial_rotary_factor).map_err(bad)?;
         let rms_norm_eps = opt_f64(obj, "rms_norm_eps")?.unwrap_or(1e-5);
         let hidden_act = obj
             .get("hidden_act")
@@ -333,6 +342,32 @@ impl Phi3Config {
     }
 }
 
+/// RoPE rotates dimension pairs (`x[i]`, `x[i + rotary_dim/2]`), so `head_dim * partial_rotary_factor` must be a
+/// whole, even number of dimensions: transformers truncates it with `int(...)`
+/// (`huggingface/transformers:src/transformers/modeling_rope_utils.py`), which silently drops a fraction, and an
+/// odd count leaves one dimension that no exporter rotates the way the model was trained.
+fn check_rotary_dim(
+    head_dim: usize,
+    partial_rotary_factor: f64,
+) -> std::result::Result<(), String> {
+    let exact = head_dim as f64 * partial_rotary_factor;
+    let rotary_dim = exact as usize;
+    // A product such as 80 * 0.1 = 8.000000000000002 is whole; 64 * 0.3 = 19.2 is not.
+    if exact - rotary_dim as f64 > 1e-9 {
+        return Err(format!(
+            "`partial_rotary_factor` {partial_rotary_factor} × head_dim {head_dim} (hidden_size / \
+             num_attention_heads) = {exact} rotary dimensions is not a whole number"
+        ));
+    }
+    if rotary_dim < 2 || !rotary_dim.is_multiple_of(2) {
+        return Err(format!(
+            "`partial_rotary_factor` {partial_rotary_factor} × head_dim {head_dim} (hidden_size / \
+             num_attention_heads) = {rotary_dim} rotary dimensions; RoPE needs an even number of at least 2"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +432,60 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("hidden_size") && e.contains("up to"), "{e}");
+    }
+
+    #[test]
+    fn rope_theta_must_be_positive() {
+        for theta in ["0.0", "-10000.0"] {
+            let e = parse(
+                &LEGACY.replace("\"rope_theta\":10000.0", &format!("\"rope_theta\":{theta}")),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("config.json") && e.contains("`rope_theta`") && e.contains("positive"),
+                "{e}"
+            );
+        }
+        // The new layout's rope_parameters.rope_theta is checked the same way.
+        let s = LEGACY.replace(
+            "\"rope_theta\":10000.0,",
+            "\"rope_parameters\":{\"rope_type\":\"default\",\"rope_theta\":0},",
+        );
+        let e = parse(&s).unwrap_err().to_string();
+        assert!(e.contains("`rope_theta`"), "{e}");
+    }
+
+    #[test]
+    fn rotary_dim_must_be_a_whole_even_number() {
+        // head_dim 64: 0.3 → 19.2 (not whole), 0.015625 → 1 (odd), 0.078125 → 5 (odd).
+        for (factor, what) in [
+            ("0.3", "not a whole number"),
+            ("0.015625", "even number"),
+            ("0.078125", "even number"),
+        ] {
+            let e = parse(&LEGACY.replace(
+                "\"rope_theta\"",
+                &format!("\"partial_rotary_factor\":{factor},\"rope_theta\""),
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("config.json")
+                    && e.contains("`partial_rotary_factor`")
+                    && e.contains("head_dim 64")
+                    && e.contains(what),
+                "{factor}: {e}"
+            );
+        }
+        // Phi-4-mini (head_dim 128 × 0.75 = 96) and half of 64 are fine.
+        for factor in ["0.75", "0.5", "1.0"] {
+            parse(&LEGACY.replace(
+                "\"rope_theta\"",
+                &format!("\"partial_rotary_factor\":{factor},\"rope_theta\""),
+            ))
+            .unwrap();
+        }
     }
 
     #[test]

@@ -9,6 +9,21 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A checkpoint file that is a FIFO, socket or device: reading one could block for ever or never end.
+    #[error(
+        "{path}: not a regular file ({kind}); checkpoint files must be regular files or symlinks to them"
+    )]
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// `tokenizer.json` / `tokenizer_config.json` that do not parse.
+    #[error("{path}: {msg}")]
+    Tokenizer { path: PathBuf, msg: String },
+    /// A chat template that is not valid Jinja (`field` names the key inside `tokenizer_config.json`).
+    #[error("{path}{}: chat template: {msg}", field.as_ref().map(|f| format!(": `{f}`")).unwrap_or_default())]
+    ChatTemplate {
+        path: PathBuf,
+        field: Option<String>,
+        msg: String,
+    },
     #[error("{path}: malformed config: {msg}")]
     Config { path: PathBuf, msg: String },
     #[error(
@@ -83,4 +98,37 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.into();
     move |source| Error::Io { path, source }
+}
+
+/// Refuse anything but a regular file (after symlinks) before opening `path`: `File::open` on a FIFO blocks until a
+/// writer appears, and a character device never ends.
+pub(crate) fn regular_file(path: &std::path::Path) -> Result<()> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(Error::NotAFile {
+        path: path.to_path_buf(),
+        kind: file_kind(meta.file_type()),
+    })
+}
+
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    "not a regular file"
 }

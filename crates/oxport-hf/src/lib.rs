@@ -4,6 +4,7 @@
 //! * [`Role`]: every tensor name maps once to a typed role; policies match on the enum, never on strings.
 //! * [`resolve_model`]: a local folder, a hub id in the Hugging Face cache, or a download into that cache.
 //! * [`Checkpoint`]: shards memory-mapped, headers validated, tensors handed out as borrowed byte views.
+//! * [`check_side_files`]: the tokenizer and chat template an export copies, checked before it writes anything.
 
 mod checkpoint;
 mod config;
@@ -11,6 +12,7 @@ mod dtype;
 mod error;
 mod resolve;
 mod role;
+mod side_files;
 
 pub use checkpoint::{Checkpoint, TensorInfo, TensorView, validate_safetensors};
 pub use config::{Phi3Config, RopeScaling, SUPPORTED_ARCHITECTURES};
@@ -21,3 +23,4 @@ pub use resolve::{
     resolve_model_with,
 };
 pub use role::Role;
+pub use side_files::{check_chat_templates, check_side_files, check_tokenizer_json};

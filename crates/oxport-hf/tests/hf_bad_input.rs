@@ -256,6 +256,36 @@ fn missing_shard_file() {
     assert_names(&e, &[INDEX, SHARD2, "missing", "lm_head.weight"]);
 }
 
+/// Replace `file` of a fresh fixture copy by a FIFO and open the checkpoint on a thread: opening a FIFO for reading
+/// blocks until a writer comes, so a loader that does that would never return. Returns the error message.
+fn open_with_fifo(file: &str) -> String {
+    let m = Model::new();
+    std::fs::remove_file(m.path(file)).unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(m.path(file))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let dir = m.dir();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Checkpoint::open(dir).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let result = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("Checkpoint::open blocked on a FIFO {file}"));
+    result.expect_err("a FIFO must be refused")
+}
+
+#[test]
+fn shard_index_or_config_that_is_a_fifo_is_refused_without_blocking() {
+    let e = open_with_fifo(SHARD2);
+    assert_names(&e, &[SHARD2, "not a regular file", "FIFO"]);
+    for file in [INDEX, "config.json"] {
+        assert_names(&open_with_fifo(file), &[file, "not a regular file", "FIFO"]);
+    }
+}
+
 #[test]
 fn missing_tensor() {
     // Gone from both the shard and the index: the config still requires it.

@@ -34,6 +34,13 @@ pub enum OnnxError {
         actual: Vec<usize>,
         expected: Vec<usize>,
     },
+    /// A config.json value the exported graph cannot run with (`field` is the config key).
+    #[error("{path}: `{field}`: {msg}")]
+    Config {
+        path: PathBuf,
+        field: &'static str,
+        msg: String,
+    },
     /// Options that contradict each other or the model.
     #[error("invalid export options: {0}")]
     Options(String),

@@ -58,7 +58,44 @@ pub struct ExportSummary {
 /// in the I/O dtype) plus NNCF-style 4/8-bit ranking with `--ratio`.
 pub fn plan(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<QuantPlan> {
     opts.validate()?;
+    check_rotary(ckpt)?;
     plan_onnx(ckpt, &opts.plan_options()).map_err(|e| OnnxError::Plan(Box::new(e)))
+}
+
+/// GroupQueryAttention's fused rotary takes the cos/sin caches, `[positions, rotary_dim / 2]`, and refuses at run
+/// time a width that is not a multiple of 8 or is above head_size / 2 (rounded down to a multiple of 8), and a
+/// head_size that is not a multiple of 16 (`microsoft/onnxruntime:onnxruntime/contrib_ops/cpu/bert/
+/// group_query_attention_helper.h`, `CheckRotaryCaches`): refuse such a config at export time instead.
+fn check_rotary(ckpt: &Checkpoint) -> Result<()> {
+    let c = ckpt.config();
+    let (head_size, width) = (c.head_dim(), c.rotary_dim() / 2);
+    let path = ckpt.dir().join("config.json");
+    let gqa = "ONNX Runtime's GroupQueryAttention";
+    if !head_size.is_multiple_of(16) {
+        return Err(OnnxError::Config {
+            path,
+            field: "hidden_size",
+            msg: format!(
+                "head_dim {head_size} (hidden_size {} / num_attention_heads {}) is not a multiple of 16, which \
+                 {gqa} needs for its rotary embedding",
+                c.hidden_size, c.num_attention_heads
+            ),
+        });
+    }
+    if !width.is_multiple_of(8) || width > head_size / 16 * 8 {
+        return Err(OnnxError::Config {
+            path,
+            field: "partial_rotary_factor",
+            msg: format!(
+                "{} with head_dim {head_size} gives rotary_dim {}, so cos/sin caches {width} wide; {gqa} needs \
+                 that width (rotary_dim / 2) to be a multiple of 8 and at most head_dim / 2 = {}",
+                c.partial_rotary_factor,
+                c.rotary_dim(),
+                head_size / 2
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The graph for `plan` (no weights are read).
@@ -147,6 +184,8 @@ pub fn export(
     }
     let plan = plan(ckpt, opts)?;
     let layout = layout(ckpt, opts, &plan)?;
+    // The tokenizer and chat template are copied as they are: refuse ones onnxruntime-genai could not load.
+    oxport_hf::check_side_files(ckpt.dir())?;
 
     let tmp = TempDir {
         path: temp_dir_for(output),

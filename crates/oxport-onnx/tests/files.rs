@@ -385,3 +385,118 @@ fn ratio_mixes_4_and_8_bit_matmul_nbits_by_parameter_share() {
     let share = params[0] as f64 / (params[0] + params[1]) as f64;
     assert!((0.3..=0.7).contains(&share), "4-bit share {share}");
 }
+
+/// A writable copy of `phi3-tiny-random` at `dst`.
+fn checkpoint_copy(dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(reference_checkpoint("phi3-tiny-random")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+}
+
+/// Edit `dir/file` as JSON.
+fn edit_json(dir: &Path, file: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join(file);
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+}
+
+/// Export `ckpt` into `<tmp>/exports/out`, expecting an error; asserts that nothing was left in `exports/`.
+fn export_err(tmp: &Path, ckpt: &Path) -> String {
+    let parent = tmp.join("exports");
+    std::fs::create_dir_all(&parent).unwrap();
+    let err = export_to(ckpt, &ExportOptions::default(), &parent.join("out"))
+        .expect_err("the export must be refused")
+        .to_string();
+    let left: Vec<_> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "files left behind: {left:?} ({err})");
+    err
+}
+
+#[test]
+fn rotary_widths_group_query_attention_cannot_run_are_refused_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    checkpoint_copy(&ckpt);
+    // 8 heads of 32 (same tensor shapes: MHA qkv rows (8 + 2·8)·32 = (4 + 2·4)·64): 0.75 → rotary 24 → caches 12 wide.
+    edit_json(&ckpt, "config.json", |c| {
+        c["num_attention_heads"] = 8.into();
+        c["num_key_value_heads"] = 8.into();
+        c["partial_rotary_factor"] = 0.75.into();
+    });
+    let e = export_err(tmp.path(), &ckpt);
+    assert!(
+        e.contains("config.json")
+            && e.contains("`partial_rotary_factor`")
+            && e.contains("head_dim 32")
+            && e.contains("multiple of 8"),
+        "{e}"
+    );
+    // The same model with half of each head rotated (caches 8 wide) plans, as does head_dim 64 × 0.75 (Phi-4-mini's
+    // factor: caches 24 wide).
+    for (heads, factor) in [(8, 0.5), (4, 0.75)] {
+        edit_json(&ckpt, "config.json", |c| {
+            c["num_attention_heads"] = heads.into();
+            c["num_key_value_heads"] = heads.into();
+            c["partial_rotary_factor"] = factor.into();
+        });
+        let c = oxport_hf::Checkpoint::open(&ckpt).unwrap();
+        oxport_onnx::plan(&c, &ExportOptions::default())
+            .unwrap_or_else(|e| panic!("{heads} heads, factor {factor}: {e}"));
+    }
+}
+
+#[test]
+fn a_tokenizer_json_that_does_not_parse_is_refused_naming_the_file() {
+    for (text, what) in [
+        ("{\"model\": ", "not valid JSON"),
+        (
+            "{\"model\": {\"type\": \"Nope\"}}",
+            "not a tokenizers tokenizer",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = tmp.path().join("ckpt");
+        checkpoint_copy(&ckpt);
+        std::fs::write(ckpt.join("tokenizer.json"), text).unwrap();
+        let e = export_err(tmp.path(), &ckpt);
+        assert!(e.contains("tokenizer.json") && e.contains(what), "{e}");
+    }
+}
+
+#[test]
+fn an_invalid_chat_template_is_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    checkpoint_copy(&ckpt);
+    edit_json(&ckpt, "tokenizer_config.json", |c| {
+        c["chat_template"] = "{% for message in messages %}{{ message['content'] }}".into();
+    });
+    let e = export_err(tmp.path(), &ckpt);
+    assert!(
+        e.contains("tokenizer_config.json")
+            && e.contains("`chat_template`")
+            && e.contains("not a valid Jinja template"),
+        "{e}"
+    );
+    // chat_template.jinja (transformers 5's file), copied into the export as it is.
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    checkpoint_copy(&ckpt);
+    std::fs::write(
+        ckpt.join("chat_template.jinja"),
+        "{{ messages[0]['content'] }",
+    )
+    .unwrap();
+    let e = export_err(tmp.path(), &ckpt);
+    assert!(
+        e.contains("chat_template.jinja") && e.contains("not a valid Jinja template"),
+        "{e}"
+    );
+}

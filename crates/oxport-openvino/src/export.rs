@@ -66,6 +66,9 @@ pub fn export_with_tokenizer(
             path: output.to_path_buf(),
         });
     }
+    // The tokenizer files and chat template are copied (and converted): refuse ones a runtime could not load before
+    // anything is written.
+    oxport_hf::check_side_files(ckpt.dir())?;
     let parent = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

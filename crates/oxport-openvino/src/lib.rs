@@ -4,11 +4,13 @@
 //! * [`ir`]: a small IR writer (layer/edge builder, streamed `.bin`, deterministic XML).
 //! * `phi3`: the graph optimum-intel exports (stateful KV cache, decomposed RMSNorm/RoPE/SwiGLU, SDPA).
 //! * [`export()`]: the output folder, written into a temporary folder and renamed into place.
+//! * [`npu`]: `--npu`, OpenVINO GenAI's compression recipe for Intel NPUs and the refusal of everything outside it.
 
 mod compress;
 mod error;
 mod export;
 pub mod ir;
+pub mod npu;
 mod phi3;
 pub mod plan;
 pub mod tokenizer;

@@ -155,6 +155,11 @@ pub const EXPORT_TARGETS: &[ExportTarget] = &[
         command: "export openvino",
         checked: "NNCF's bytes; loaded by optimum-intel and OpenVINO GenAI, run on OpenVINO CPU in CI; GPU not run here",
     },
+    ExportTarget {
+        target: "Intel NPU",
+        command: "export openvino --npu",
+        checked: "accepted/refused as OpenVINO GenAI's NPU recipe documents; the IR validated on OpenVINO CPU; never on an NPU",
+    },
 ];
 
 pub fn table(runtimes: &[RuntimeStatus]) -> String {

@@ -59,6 +59,12 @@ pub struct Args {
     /// `--disable-convert-tokenizer` is optimum-cli's name for it.
     #[arg(long = "no-tokenizer", alias = "disable-convert-tokenizer")]
     pub no_tokenizer: bool,
+    /// oxport extension: an export for Intel NPUs, the recipe OpenVINO GenAI documents (int4 --sym --ratio 1.0,
+    /// --group-size 128 or -1; that is the default when --weight-format is not given). Options the NPU cannot take
+    /// (asymmetric int4, other ratios, group sizes or backup modes, --all-layers) are refused before anything is
+    /// written. The IR is the same as optimum-cli's for the same flags.
+    #[arg(long)]
+    pub npu: bool,
     /// `pt` only.
     #[arg(long)]
     pub framework: Option<String>,
@@ -156,6 +162,7 @@ impl Args {
         // Without --weight-format optimum-cli exports fp32 below 1B parameters and int8 above
         // (optimum/exporters/openvino/__main__.py, `_MAX_UNCOMPRESSED_SIZE`).
         let format = match self.weight_format.as_deref() {
+            None if self.npu => WeightFormat::Int4,
             None if params > 1_000_000_000 => WeightFormat::Int8,
             None | Some("fp32") => WeightFormat::Fp32,
             Some("fp16") => WeightFormat::Fp16,
@@ -181,15 +188,22 @@ impl Args {
             Some("adjust") => GroupSizeFallback::Adjust,
             Some(other) => bail!("--group-size-fallback {other}: expected error, ignore or adjust"),
         };
-        Ok(CompressionOptions {
+        // --npu alone is the whole recipe; with --weight-format the flags keep optimum-cli's meaning (int4 without
+        // --sym is int4_asym) and are checked.
+        let npu_default = self.npu && self.weight_format.is_none();
+        let options = CompressionOptions {
             weight_format: format,
-            sym: self.sym,
+            sym: self.sym || npu_default,
             group_size: self.group_size,
             ratio: self.ratio,
             all_layers: self.all_layers,
             backup,
             group_size_fallback: fallback,
-        })
+        };
+        if self.npu {
+            oxport_openvino::npu::check_options(&options)?;
+        }
+        Ok(options)
     }
 }
 
@@ -226,7 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if options.weight_format == WeightFormat::Int4
         && args.ratio.is_none()
         && args.group_size.is_none()
-        && !args.sym
+        && !options.sym
         && args.model.starts_with("microsoft/Phi-3")
     {
         // optimum-intel/optimum/intel/openvino/configuration.py `_DEFAULT_4BIT_WQ_CONFIGS` has per-model defaults
@@ -246,6 +260,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = oxport_openvino::plan_with_progress(&ckpt, &options, &Scoring(scoring.clone()))
         .context("planning the weight compression")?;
     scoring.finish_and_clear();
+    if args.npu {
+        oxport_openvino::npu::check_plan(&plan)?;
+    }
+    if !args.no_tokenizer && !dir.join("tokenizer.json").is_file() {
+        // export_with_tokenizer converts tokenizer.json only; say so rather than silently writing no tokenizer IR.
+        eprintln!(
+            "note: {} has no tokenizer.json, so no openvino_tokenizer/openvino_detokenizer IR is written (OpenVINO \
+             GenAI's LLMPipeline needs them; oxport converts tokenizer.json only)",
+            dir.display()
+        );
+    }
     if args.dry_run {
         println!(
             "oxport export openvino (dry run): {} → {} ({})",
@@ -392,6 +417,109 @@ mod tests {
             parse(&[]).options(3_800_000_000).unwrap().weight_format,
             WeightFormat::Int8
         );
+    }
+
+    #[test]
+    fn npu_alone_is_the_documented_recipe_and_its_command_lines_are_accepted() {
+        // --npu alone: int4_sym, group 128 (default), ratio 1.0 (default), at any model size.
+        for params in [100, 3_800_000_000] {
+            let o = parse(&["--npu"]).options(params).unwrap();
+            assert_eq!(o, oxport_openvino::npu::recipe());
+            assert_eq!(
+                (o.weight_format, o.sym, o.group_size, o.ratio, o.backup),
+                (WeightFormat::Int4, true, None, None, None)
+            );
+        }
+        // OpenVINO GenAI's command lines, verbatim, with --npu: group-wise 128 and channel-wise -1.
+        for group in ["128", "-1"] {
+            let o = parse(&[
+                "--npu",
+                "--weight-format",
+                "int4",
+                "--sym",
+                "--ratio",
+                "1.0",
+                "--group-size",
+                group,
+                "--task",
+                "text-generation-with-past",
+            ])
+            .options(3_800_000_000)
+            .unwrap();
+            assert_eq!(
+                (o.sym, o.group_size, o.ratio),
+                (true, Some(group.parse().unwrap()), Some(1.0))
+            );
+        }
+        // Partial flags are filled in from the recipe; the explicit default backup is accepted.
+        let o = parse(&[
+            "--npu",
+            "--group-size",
+            "-1",
+            "--backup-precision",
+            "int8_asym",
+        ])
+        .options(0)
+        .unwrap();
+        assert_eq!(
+            (o.weight_format, o.sym, o.group_size),
+            (WeightFormat::Int4, true, Some(-1))
+        );
+    }
+
+    #[test]
+    fn npu_refuses_what_the_npu_cannot_take_naming_the_flag() {
+        for (flags, names) in [
+            // optimum-cli's meaning of int4 without --sym: int4_asym.
+            (
+                &["--weight-format", "int4"][..],
+                &["--sym", "asymmetric"][..],
+            ),
+            (
+                &["--weight-format", "int4", "--group-size", "-1"],
+                &["--sym", "int4_asym"],
+            ),
+            (
+                &["--weight-format", "int8", "--sym"],
+                &["--weight-format int8"],
+            ),
+            (&["--weight-format", "fp16"], &["--weight-format fp16"]),
+            (&["--ratio", "0.6"], &["--ratio 0.6", "1.0"]),
+            (
+                &["--weight-format", "int4", "--sym", "--ratio", "0.8"],
+                &["--ratio 0.8"],
+            ),
+            (&["--group-size", "64"], &["--group-size 64", "128", "-1"]),
+            (&["--group-size", "32", "--sym"], &["--group-size 32"]),
+            (
+                &["--backup-precision", "none"],
+                &["--backup-precision none"],
+            ),
+            (
+                &["--backup-precision", "int8_sym"],
+                &["--backup-precision int8_sym"],
+            ),
+            (&["--all-layers"], &["--all-layers"]),
+            (
+                &["--group-size-fallback", "adjust"],
+                &["--group-size-fallback"],
+            ),
+        ] {
+            let mut argv = vec!["--npu"];
+            argv.extend_from_slice(flags);
+            let err = parse(&argv).options(0).unwrap_err().to_string();
+            assert!(
+                err.starts_with("invalid export options: --npu: "),
+                "{flags:?}: {err}"
+            );
+            for n in names {
+                assert!(err.contains(n), "{flags:?}: {err} should name {n}");
+            }
+        }
+        // Without --npu the same flags keep working as in optimum-cli.
+        parse(&["--weight-format", "int4", "--ratio", "0.6"])
+            .options(0)
+            .unwrap();
     }
 
     #[test]
