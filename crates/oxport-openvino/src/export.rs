@@ -152,6 +152,7 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
         all_layers,
         backup_mode,
         group_size_fallback,
+        awq,
     }) = &plan.nncf
     {
         let advanced = format!(
@@ -171,7 +172,7 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
                 vec![
                     RtInfo::value("advanced_parameters", advanced),
                     RtInfo::value("all_layers", py_bool(*all_layers)),
-                    RtInfo::value("awq", "False"),
+                    RtInfo::value("awq", py_bool(*awq)),
                     RtInfo::value("backup_mode", *backup_mode),
                     RtInfo::value("compression_format", "dequantize"),
                     RtInfo::value("gptq", "False"),

@@ -78,6 +78,9 @@ pub struct CompressionOptions {
     pub all_layers: bool,
     pub backup: Option<BackupPrecision>,
     pub group_size_fallback: GroupSizeFallback,
+    /// `--awq` without a dataset: NNCF's data-free AWQ on every 4-bit weight fed by an activation (in Phi-3:
+    /// `down_proj`, through Swish → Multiply; `awq.py`, `awq_patterns.py`).
+    pub awq: bool,
 }
 
 impl CompressionOptions {
@@ -90,6 +93,7 @@ impl CompressionOptions {
             all_layers: false,
             backup: None,
             group_size_fallback: GroupSizeFallback::Error,
+            awq: false,
         }
     }
 }
@@ -142,6 +146,9 @@ pub struct PlanEntry {
     pub scheme: Scheme,
     /// Why the planner chose this scheme (ratio rank, fallback, backup), for `--dry-run`.
     pub reason: String,
+    /// Data-free AWQ: the input columns are scaled before compression and the inverse scale multiplies the
+    /// activation (a `…/awq_mul` Multiply after the Swish feeding this weight).
+    pub awq: bool,
 }
 
 /// What NNCF records in the model's rt_info (`nncf/weight_compression`).
@@ -153,6 +160,7 @@ pub struct NncfRecord {
     pub all_layers: bool,
     pub backup_mode: &'static str,
     pub group_size_fallback: &'static str,
+    pub awq: bool,
 }
 
 /// The whole plan, in the order weights are written (embedding, per layer qkv/o/gate_up/down, lm_head).
@@ -180,8 +188,13 @@ impl Plan {
             } else {
                 format!("  ({})", e.reason)
             };
+            let awq = if e.awq {
+                "  + data-free AWQ: columns rescaled, Multiply `…/awq_mul` inserted after the Swish"
+            } else {
+                ""
+            };
             s.push_str(&format!(
-                "{:<20} [{:>6}, {:>6}]  {}{err}\n",
+                "{:<20} [{:>6}, {:>6}]  {}{err}{awq}\n",
                 e.role.to_string(),
                 e.n,
                 e.k,
@@ -288,6 +301,9 @@ pub fn plan_with_progress(
         )))
     };
     if opts.weight_format != WeightFormat::Int4 {
+        if opts.awq {
+            reject("--awq")?;
+        }
         if opts.ratio.is_some_and(|r| r != 1.0) {
             reject("--ratio")?;
         }
@@ -349,12 +365,23 @@ pub fn plan_with_progress(
         let e = quant
             .entry(role)
             .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
+        let scheme = scheme_from_quant(role, e.scheme)?;
+        // AWQ's target is the last MatMul of a matched pattern and must be 4-bit (`AWQ._get_awq_data`); in the
+        // Phi-3 graph only `down_proj` matches (Swish → Multiply → MatMul, `Act_Mul_MatMul`).
+        let four_bit = matches!(
+            scheme,
+            Scheme::Int4Sym { .. }
+                | Scheme::Int4Asym { .. }
+                | Scheme::Int4SymChannel
+                | Scheme::Int4AsymChannel
+        );
         entries.push(PlanEntry {
             role,
             n: e.shape[0],
             k: e.shape[1],
-            scheme: scheme_from_quant(role, e.scheme)?,
+            scheme,
             reason: e.reason.clone(),
+            awq: opts.awq && four_bit && matches!(role, Role::MlpDown { .. }),
         });
     }
     let nncf = match opts.weight_format {
@@ -366,6 +393,7 @@ pub fn plan_with_progress(
             all_layers: opts.all_layers,
             backup_mode: "int8_asym",
             group_size_fallback: opts.group_size_fallback.nncf_name(),
+            awq: false,
         }),
         WeightFormat::Int4 => Some(NncfRecord {
             mode: if opts.sym { "int4_sym" } else { "int4_asym" },
@@ -378,6 +406,7 @@ pub fn plan_with_progress(
             all_layers: opts.all_layers,
             backup_mode: backup.nncf_name(),
             group_size_fallback: opts.group_size_fallback.nncf_name(),
+            awq: opts.awq,
         }),
     };
     Ok(Plan {

@@ -3,6 +3,7 @@
 //!
 //! Every kernel is a pure function of its input (rayon inside one tensor, same bytes on any thread count).
 
+pub mod awq;
 pub mod error;
 pub mod float;
 pub mod fp16;
@@ -15,6 +16,7 @@ mod simd;
 pub mod sink;
 pub use simd::force_portable_kernels;
 
+pub use awq::{AwqScales, data_free_awq, scale_columns};
 pub use error::QuantError;
 pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};

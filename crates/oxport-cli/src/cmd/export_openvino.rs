@@ -74,6 +74,11 @@ pub struct Args {
 
     /// optimum-cli flags oxport does not implement: parsed so that using them is an explicit error (boxed: they
     /// are many and almost never set).
+    /// AWQ as NNCF applies it; without --dataset (data-aware AWQ is not implemented) this is NNCF's data-free AWQ:
+    /// down_proj's input channels are rescaled by their mean |weight| and a Multiply after each Swish undoes it.
+    /// int4 only.
+    #[arg(long)]
+    pub awq: bool,
     #[command(flatten)]
     pub unimplemented: Box<Unimplemented>,
 }
@@ -81,8 +86,6 @@ pub struct Args {
 /// optimum-cli options that oxport parses only to refuse them by name.
 #[derive(clap::Args, Debug)]
 pub struct Unimplemented {
-    #[arg(long, hide = true)]
-    pub awq: bool,
     #[arg(long = "scale-estimation", hide = true)]
     pub scale_estimation: bool,
     #[arg(long, hide = true)]
@@ -117,8 +120,7 @@ impl Args {
     /// The first optimum-cli flag given that oxport does not implement.
     fn unsupported_flag(&self) -> Option<&'static str> {
         let u = &self.unimplemented;
-        let flags: [(&'static str, bool); 15] = [
-            ("--awq", u.awq),
+        let flags: [(&'static str, bool); 14] = [
             ("--scale-estimation", u.scale_estimation),
             ("--gptq", u.gptq),
             ("--lora-correction", u.lora_correction),
@@ -199,6 +201,7 @@ impl Args {
             all_layers: self.all_layers,
             backup,
             group_size_fallback: fallback,
+            awq: self.awq,
         };
         if self.npu {
             oxport_openvino::npu::check_options(&options)?;
@@ -525,8 +528,7 @@ mod tests {
     #[test]
     fn unimplemented_flags_parse_and_then_fail_naming_the_flag() {
         for flags in [
-            &["--awq"][..],
-            &["--scale-estimation"],
+            &["--scale-estimation"][..],
             &["--gptq"],
             &["--lora-correction"],
             &["--dataset", "wikitext2"],

@@ -551,14 +551,18 @@ pub(super) fn decoder_layer(
             (Elem::F32, &[DYN, DYN, n(inter)]),
         ],
     );
-    let act = b.op(
+    let swish = format!("{mlp}.activation_fn/aten::silu/Swish");
+    let mut act = b.op(
         "Swish",
         "opset4",
-        &format!("{mlp}.activation_fn/aten::silu/Swish"),
+        &swish,
         &[parts[0]],
         &[],
         &[DYN, DYN, n(inter)],
     );
+    if b.awq_target(Role::MlpDown { layer }) {
+        act = b.awq_multiply(Role::MlpDown { layer }, &swish, act, inter)?;
+    }
     let m = b.binary(
         "Multiply",
         &format!("{mlp}/aten::mul/Multiply"),

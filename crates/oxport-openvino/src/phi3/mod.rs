@@ -57,6 +57,9 @@ struct Builder<'a> {
     plan: &'a Plan,
     progress: &'a dyn Progress,
     weights_done: usize,
+    /// Data-free AWQ weight scales computed when the activation's Multiply was inserted, used when the weight is
+    /// written.
+    awq_scales: std::collections::BTreeMap<Role, Vec<f32>>,
 }
 
 /// Outputs shared by all layers.

@@ -19,6 +19,7 @@ pub(crate) fn build(
         plan,
         progress,
         weights_done: 0,
+        awq_scales: Default::default(),
     };
     let (h, nh, kv, hd, inter, vocab) = (
         cfg.hidden_size,

@@ -9,6 +9,44 @@ use crate::error::Error;
 use crate::plan::Scheme;
 
 impl<'a> Builder<'a> {
+    // ---- data-free AWQ ----
+    /// Whether the plan applies data-free AWQ to `role`.
+    pub(super) fn awq_target(&self, role: Role) -> bool {
+        self.plan.entries.iter().any(|e| e.role == role && e.awq)
+    }
+
+    /// NNCF's data-free AWQ insertion for the weight `role` fed by `act` (the output of the op named `producer`):
+    /// the scales are computed from the weight now, the activation scale becomes the Multiply
+    /// `{producer}/awq_mul` with the f32 constant `{producer}/awq_mul/scale` `[1, 1, k]` (NNCF
+    /// `openvino_backend.py::scale_insertion_command`, `model_transformer.py::_apply_multiply_insertion_transformations`),
+    /// and the weight scales are kept for [`Self::weight`].
+    pub(super) fn awq_multiply(
+        &mut self,
+        role: Role,
+        producer: &str,
+        act: Out,
+        k: usize,
+    ) -> Result<Out> {
+        let view = self.view(role)?;
+        let rows = view.info.shape[0];
+        let scales = oxport_quant::data_free_awq(encoded(&view), rows, k)
+            .map_err(|source| Error::Quant {
+                tensor: role.name(),
+                source: Box::new(source.for_tensor(&role.name())),
+            })
+            .map_err(|e| nan_as_checkpoint_error(e, &view))?;
+        let name = format!("{producer}/awq_mul");
+        let c = self.g.constant(
+            &format!("{name}/scale"),
+            Elem::F32,
+            &[1, 1, k],
+            &le_bytes_f32(&scales.activation),
+        )?;
+        let out = self.binary("Multiply", &name, act, c, &[DYN, DYN, n(k)]);
+        self.awq_scales.insert(role, scales.weight);
+        Ok(out)
+    }
+
     // ---- weights ----
     pub(super) fn checkpoint_f32(&self, role: Role) -> Result<Vec<f32>> {
         let w = self.ckpt.read_f32(role)?;
@@ -106,6 +144,11 @@ impl<'a> Builder<'a> {
             | Scheme::Int4AsymChannel => {
                 // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (openvino-ir.md §5.2).
                 let view = self.view(role)?;
+                let scaled = self.awq_scaled(role, &view, rows, cols)?;
+                let source = match &scaled {
+                    Some(w) => Rows::F32(w),
+                    None => encoded(&view),
+                };
                 let (mode, elem, zp_elem) = match scheme {
                     Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
                     Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
@@ -118,7 +161,7 @@ impl<'a> Builder<'a> {
                     zero_point,
                 } = compress::compress_rows_into(
                     &role.name(),
-                    encoded(&view),
+                    source,
                     rows,
                     cols,
                     mode,
@@ -138,6 +181,11 @@ impl<'a> Builder<'a> {
             }
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
                 let view = self.view(role)?;
+                let scaled = self.awq_scaled(role, &view, rows, cols)?;
+                let source = match &scaled {
+                    Some(w) => Rows::F32(w),
+                    None => encoded(&view),
+                };
                 let sym = matches!(scheme, Scheme::Int4Sym { .. });
                 let mode = if sym {
                     NncfMode::Int4Sym
@@ -150,7 +198,7 @@ impl<'a> Builder<'a> {
                     zero_point,
                 } = compress::compress_rows_into(
                     &role.name(),
-                    encoded(&view),
+                    source,
                     rows,
                     cols,
                     mode,
@@ -175,6 +223,28 @@ impl<'a> Builder<'a> {
         };
         self.ckpt.release(role);
         Ok(out)
+    }
+
+    /// The weight NNCF compresses after data-free AWQ (`(W * scale).astype(W.dtype)`, f32), when [`Self::awq_multiply`]
+    /// scaled `role`'s activation.
+    fn awq_scaled(
+        &mut self,
+        role: Role,
+        view: &TensorView<'a>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let Some(scale) = self.awq_scales.remove(&role) else {
+            return Ok(None);
+        };
+        let scaled =
+            oxport_quant::scale_columns(encoded(view), rows, cols, &scale).map_err(|source| {
+                Error::Quant {
+                    tensor: role.name(),
+                    source: Box::new(source.for_tensor(&role.name())),
+                }
+            })?;
+        Ok(Some(scaled))
     }
 
     /// NNCF's decompression chain (openvino-ir.md §5): the codes `Convert`ed to f16, minus the zero point when
