@@ -1,8 +1,8 @@
-//! `--awq` without a dataset is NNCF 3.4's data-free AWQ, byte for byte: for every reference checkpoint and tiny
-//! fixture, oxport's int4 (asymmetric, group 64, ratio 1.0) export has exactly the named constants NNCF writes for
-//! `compress_weights(awq=True)` on the fp32 IR — same element types, shapes and bytes (sha256), the rescaled
+//! `--awq` without a dataset is optimum-cli's data-free AWQ (NNCF 3.4), byte for byte: for every reference checkpoint
+//! and tiny fixture, oxport's `--weight-format int4 --group-size 64 --ratio 1.0 --awq` export has exactly the weight
+//! constants optimum-cli writes for the same flags — same element types, shapes and bytes (sha256), the rescaled
 //! `down_proj` weights and the `…/awq_mul/scale` constants included — and the same `awq_mul` Multiply nodes
-//! (`tests/golden/nncf_awq.json`, made by `tests/golden/make_awq_golden.py`).
+//! (`tests/golden/optimum_awq.json`, made by `tests/golden/make_awq_golden.py`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,8 @@ fn attr<'a>(tag: &'a str, key: &str) -> Option<&'a str> {
     Some(&tag[start..end])
 }
 
-/// Every Const layer of `openvino_model.xml` not auto-named (`Const_<n>`): name → (element type, shape, sha256).
+/// The weight constants (`self.…`) and AWQ scales (`…/awq_mul/scale`) of `openvino_model.xml`: name → (element type,
+/// shape, sha256).
 fn named_constants(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
     let xml = std::fs::read_to_string(dir.join("openvino_model.xml")).unwrap();
     let bin = std::fs::read(dir.join("openvino_model.bin")).unwrap();
@@ -44,10 +45,7 @@ fn named_constants(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
             continue;
         }
         let name = attr(layer, "name").unwrap();
-        let is_auto = name
-            .strip_prefix("Const_")
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
-        if is_auto {
+        if !(name.starts_with("self.") || name.contains("/awq_mul/")) {
             continue;
         }
         let data_at = rest.find("<data ").unwrap();
@@ -73,7 +71,7 @@ fn named_constants(dir: &Path) -> BTreeMap<String, (String, Vec<u64>, String)> {
 #[test]
 fn data_free_awq_equals_nncf_on_every_checkpoint_and_fixture() {
     let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("tests/golden/nncf_awq.json")).unwrap(),
+        &std::fs::read_to_string(root().join("tests/golden/optimum_awq.json")).unwrap(),
     )
     .unwrap();
     let cases = golden["cases"].as_object().unwrap();

@@ -4,9 +4,11 @@
 //! * [`ir`]: a small IR writer (layer/edge builder, streamed `.bin`, deterministic XML).
 //! * `phi3`: the graph optimum-intel exports (stateful KV cache, decomposed RMSNorm/RoPE/SwiGLU, SDPA).
 //! * [`export()`]: the output folder, written into a temporary folder and renamed into place.
+//! * [`defaults`]: optimum-cli's per-model default 4-bit recipes (the Phi family).
 //! * [`npu`]: `--npu`, OpenVINO GenAI's compression recipe for Intel NPUs and the refusal of everything outside it.
 
 mod compress;
+pub mod defaults;
 mod error;
 mod export;
 pub mod ir;

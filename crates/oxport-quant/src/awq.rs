@@ -12,6 +12,8 @@
 use rayon::prelude::*;
 
 use crate::error::QuantError;
+use oxport_hf::DType;
+
 use crate::rows::{Rows, decode};
 
 /// Columns summed per parallel task (each column still adds its rows in order: any thread count, same bytes).
@@ -60,12 +62,22 @@ pub fn data_free_awq(w: Rows<'_>, n: usize, k: usize) -> Result<AwqScales, Quant
     Ok(AwqScales { weight, activation })
 }
 
-/// `w * scale` per input column (`[n, k]`, row-major f32): the weight NNCF compresses after AWQ.
+/// `w * scale` per input column (`[n, k]`, row-major f32), stored back in the weight's own precision `dtype`: the
+/// weight NNCF compresses after AWQ.
+///
+/// NNCF multiplies in f32 and writes the result into a constant of the original element type
+/// (`AWQ.apply`: `(weight * w_scale).astype(weight_dtype)`, then `OVWeightCompressionAlgoBackend.set_weight` →
+/// `create_ov_const_from_tensor`). optimum-cli hands NNCF the checkpoint's precision: for BF16 the f32 values become
+/// an OpenVINO bf16 constant through `ov::bfloat16::round_to_nearest_even`
+/// (`openvinotoolkit/openvino:src/core/include/openvino/core/type/bfloat16.hpp`), which adds half an ulp only when
+/// the kept low bit is 1 — not IEEE round-to-nearest-even; F16 goes through numpy's `astype(float16)` (IEEE RNE,
+/// as `half` converts); F32 stays as it is.
 pub fn scale_columns(
     w: Rows<'_>,
     n: usize,
     k: usize,
     scale: &[f32],
+    dtype: DType,
 ) -> Result<Vec<f32>, QuantError> {
     w.check_shape(n, k)?;
     if scale.len() != k {
@@ -74,16 +86,27 @@ pub fn scale_columns(
             scale.len()
         )));
     }
+    let round: fn(f32) -> f32 = match dtype {
+        DType::BF16 => openvino_bf16,
+        DType::F16 => |v| half::f16::from_f32(v).to_f32(),
+        _ => |v| v,
+    };
     let mut out = vec![0f32; n * k];
     out.par_chunks_mut(k)
         .enumerate()
         .for_each_init(Vec::new, |buf, (r, dst)| {
             let row = w.row(r, k, buf);
             for ((d, v), s) in dst.iter_mut().zip(row).zip(scale) {
-                *d = v * s;
+                *d = round(v * s);
             }
         });
     Ok(out)
+}
+
+/// f32 → bf16 → f32 as OpenVINO's `bfloat16::round_to_nearest_even` does it: `(bits + ((bits & 0x10000) >> 1)) >> 16`.
+pub fn openvino_bf16(v: f32) -> f32 {
+    let bits = v.to_bits();
+    f32::from_bits(bits.wrapping_add((bits & 0x1_0000) >> 1) & 0xffff_0000)
 }
 
 #[cfg(test)]
@@ -100,8 +123,29 @@ mod tests {
         assert_eq!(s.weight[2], 1.0 / f32::EPSILON);
         assert_eq!(s.activation[0], 1.0 / (1.0 / 1.5f32));
         assert_eq!(s.activation[1], 0.25);
-        let scaled = scale_columns(Rows::F32(&w), 2, 3, &s.weight).unwrap();
+        let scaled = scale_columns(Rows::F32(&w), 2, 3, &s.weight, DType::F32).unwrap();
         assert_eq!(scaled, vec![1.0 / 1.5, -2.0, 0.0, -2.0 / 1.5, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn bf16_rounding_is_openvinos_not_ieee() {
+        // Low half above 0x8000: IEEE rounds up; OpenVINO only when the kept low bit is 1.
+        let even = f32::from_bits(0x3f08_9000); // kept lsb 0
+        let odd = f32::from_bits(0x3f09_9000); // kept lsb 1
+        assert_eq!(openvino_bf16(even).to_bits(), 0x3f08_0000);
+        assert_eq!(half::bf16::from_f32(even).to_f32().to_bits(), 0x3f09_0000);
+        assert_eq!(openvino_bf16(odd).to_bits(), 0x3f0a_0000);
+        // Below half: both truncate; exactly representable values are unchanged.
+        assert_eq!(
+            openvino_bf16(f32::from_bits(0x3f09_7fff)).to_bits(),
+            0x3f09_0000
+        );
+        assert_eq!(openvino_bf16(1.5), 1.5);
+        let w = [even, odd];
+        let scaled = scale_columns(Rows::F32(&w), 1, 2, &[1.0, 1.0], DType::BF16).unwrap();
+        assert_eq!(scaled, vec![openvino_bf16(even), openvino_bf16(odd)]);
+        let f16 = scale_columns(Rows::F32(&w), 1, 2, &[1.0, 1.0], DType::F16).unwrap();
+        assert_eq!(f16[0], half::f16::from_f32(even).to_f32());
     }
 
     #[test]

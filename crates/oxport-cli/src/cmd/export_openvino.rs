@@ -165,7 +165,7 @@ impl Args {
         // (optimum/exporters/openvino/__main__.py, `_MAX_UNCOMPRESSED_SIZE`).
         let format = match self.weight_format.as_deref() {
             None if self.npu => WeightFormat::Int4,
-            None if params > 1_000_000_000 => WeightFormat::Int8,
+            None if params >= 1_000_000_000 => WeightFormat::Int8,
             None | Some("fp32") => WeightFormat::Fp32,
             Some("fp16") => WeightFormat::Fp16,
             Some("int8") => WeightFormat::Int8,
@@ -221,6 +221,67 @@ impl oxport_openvino::PlanProgress for Scoring {
     }
 }
 
+/// `--weight-format int4` and none of optimum-cli's compression flags: optimum-cli's per-model default recipe
+/// (`oxport_openvino::defaults`), applied as it applies it and said on stderr; a data-aware default oxport cannot
+/// reproduce is refused rather than replaced by a data-free one.
+fn apply_default_recipe(
+    args: &Args,
+    mut options: CompressionOptions,
+) -> anyhow::Result<CompressionOptions> {
+    use oxport_openvino::defaults::{GENERIC, MatchedBy, Recipe, default_4bit};
+    // `no_compression_parameter_provided` (optimum/commands/export/openvino.py); the data-aware ones are refused
+    // before this point.
+    let flags_given = args.ratio.is_some()
+        || args.group_size.is_some()
+        || args.sym
+        || args.all_layers
+        || args.awq
+        || args.backup_precision.is_some()
+        || args.group_size_fallback.is_some();
+    if options.weight_format != WeightFormat::Int4 || flags_given || args.npu {
+        return Ok(options);
+    }
+    let (recipe, why) = match default_4bit(&args.model) {
+        Some((key, recipe, by)) => {
+            let how = match by {
+                MatchedBy::ModelId => "the model id".to_string(),
+                MatchedBy::NameOrPath(n) => format!("config.json `_name_or_path` {n}"),
+                MatchedBy::FolderName(f) => format!("the folder name {f}"),
+            };
+            (
+                recipe,
+                format!("optimum-cli's default for {key} (matched by {how})"),
+            )
+        }
+        None => (
+            GENERIC,
+            "optimum-cli's generic int4 default (no per-model entry)".to_string(),
+        ),
+    };
+    match recipe {
+        Recipe::DataAware(what) => bail!(
+            "--weight-format int4 without compression flags means {why}: {what}. That recipe needs calibration data,              which oxport does not implement yet; pass the flags you want (e.g. --group-size 64 --ratio 1.0 --awq for              data-free AWQ) or use optimum-cli"
+        ),
+        Recipe::DataFree {
+            sym,
+            group_size,
+            ratio,
+            awq,
+        } => {
+            options.sym = sym;
+            options.group_size = Some(group_size);
+            options.ratio = Some(ratio);
+            options.awq = awq;
+            eprintln!(
+                "note: applying {why}: int4_{}, group {group_size}, ratio {ratio}{}",
+                if sym { "sym" } else { "asym" },
+                if awq { ", data-free AWQ" } else { "" }
+            );
+        }
+    }
+    Ok(options)
+}
+
 /// indicatif bar over the weights; each callback is also where a Ctrl-C stops the export (`interrupt::checkpoint`).
 struct Bar(ProgressBar);
 
@@ -240,21 +301,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = super::inspect::resolve(&args.model, args.revision.as_deref())?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = args.options(ckpt.total_params())?;
-    if options.weight_format == WeightFormat::Int4
-        && args.ratio.is_none()
-        && args.group_size.is_none()
-        && !options.sym
-        && args.model.starts_with("microsoft/Phi-3")
-    {
-        // optimum-intel/optimum/intel/openvino/configuration.py `_DEFAULT_4BIT_WQ_CONFIGS` has per-model defaults
-        // for hub ids (data-aware: dataset + scale estimation) that oxport cannot reproduce; say so.
-        eprintln!(
-            "note: for {} optimum-cli would apply its model-specific 4-bit default (data-aware, with a dataset); \
-             oxport applies the data-free defaults (int4_asym, group 128, ratio 1.0). Pass --sym/--group-size/--ratio \
-             to choose explicitly.",
-            args.model
-        );
-    }
+    let options = apply_default_recipe(&args, options)?;
     let scoring = ProgressBar::new(0);
     scoring.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} sensitivities {msg}")

@@ -238,12 +238,11 @@ impl<'a> Builder<'a> {
             return Ok(None);
         };
         let scaled =
-            oxport_quant::scale_columns(encoded(view), rows, cols, &scale).map_err(|source| {
-                Error::Quant {
+            oxport_quant::scale_columns(encoded(view), rows, cols, &scale, view.info.dtype)
+                .map_err(|source| Error::Quant {
                     tensor: role.name(),
                     source: Box::new(source.for_tensor(&role.name())),
-                }
-            })?;
+                })?;
         Ok(Some(scaled))
     }
 
