@@ -30,7 +30,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 REF = ROOT / "fixtures" / "reference"
 TOL = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 3e-3), "int4": (0.6, 0.1), "int4-b32": (0.5, 0.08), "int4-cuda": (0.6, 0.1),
-       "int4-dml": (0.6, 0.1), "fp16-dml": (2e-2, 3e-3), "int4-webgpu": (0.6, 0.1), "fp16-webgpu": (2e-2, 3e-3)}
+       "int4-dml": (0.6, 0.1), "fp16-dml": (2e-2, 3e-3), "int4-webgpu": (0.6, 0.1), "fp16-webgpu": (2e-2, 3e-3),
+       "int4-awq": (0.6, 0.1)}
 
 
 def oxport_bin():
@@ -180,7 +181,9 @@ PRECISIONS = [("fp32", ["-p", "fp32"]), ("fp16", ["-p", "fp16"]), ("int4", ["-p"
               ("int4-dml", ["-p", "int4", "-e", "dml", "--block-size", "128"]),
               ("fp16-dml", ["-p", "fp16", "-e", "dml"]),
               ("int4-webgpu", ["-p", "int4", "-e", "webgpu", "--block-size", "128"]),
-              ("fp16-webgpu", ["-p", "fp16", "-e", "webgpu"])]
+              ("fp16-webgpu", ["-p", "fp16", "-e", "webgpu"]),
+              # Data-free AWQ folded into up_proj (same graph, rescaled weights).
+              ("int4-awq", ["-p", "int4", "--block-size", "128", "--awq"])]
 
 
 @pytest.mark.parametrize("model", ["phi3-tiny-random", "phi3-tiny-gqa", "phi3-tiny-k320"])

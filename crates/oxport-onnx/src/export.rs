@@ -18,7 +18,8 @@ use crate::progress::Progress;
 use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use crate::rope::rope_caches;
 use crate::weights::{
-    Initializer, Payload, io_payload, linear_initializers, nbits_initializers, quantize_nbits_view,
+    Initializer, Payload, io_payload, linear_initializers, nbits_initializers, quantize_nbits_f32,
+    quantize_nbits_view,
 };
 
 pub const MODEL_FILE: &str = "model.onnx";
@@ -257,6 +258,7 @@ fn write_weights(
         .sum();
     progress.start(total);
     let mut data = ExternalData::create(dir, DATA_FILE)?;
+    let mut awq = crate::awq::Awq::new(layout, opts.awq);
     let mut out = Vec::with_capacity(total);
     let emit = |data: &mut ExternalData,
                 out: &mut Vec<TensorProto>,
@@ -330,7 +332,10 @@ fn write_weights(
                     // at a time inside the kernel), keep only the packed output.
                     LinearForm::NBits(p) => {
                         let view = checked_view(ckpt, spec.role)?;
-                        let q = quantize_nbits_view(spec, &view, &p, data.buffer())?;
+                        let q = match awq.rows(ckpt, spec)? {
+                            Some(w) => quantize_nbits_f32(spec, &w, &p, data.buffer())?,
+                            None => quantize_nbits_view(spec, &view, &p, data.buffer())?,
+                        };
                         release_after(ckpt, spec.role, &spec.rows);
                         nbits_initializers(&spec.initializer_names(), q, &p)
                     }

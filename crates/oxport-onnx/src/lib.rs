@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+mod awq;
 mod error;
 mod export;
 mod external;

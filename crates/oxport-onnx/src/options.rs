@@ -78,6 +78,8 @@ pub struct ExportOptions {
     /// Standard-ops form: `DequantizeLinear` (INT4/UINT4 `[K, N]`, blocked along K) + `MatMul`, and the first
     /// RMS norm decomposed, so that `onnx.checker` accepts the model. ORT fuses DQ+MatMul back to MatMulNBits.
     pub qdq: bool,
+    /// NNCF's data-free AWQ on the 4-bit `down_proj` weights, folded into `up_proj` (`crate::awq`).
+    pub awq: bool,
 }
 
 impl Default for ExportOptions {
@@ -91,6 +93,7 @@ impl Default for ExportOptions {
             int8_lm_head: false,
             ratio: None,
             qdq: false,
+            awq: false,
         }
     }
 }
@@ -149,6 +152,9 @@ impl ExportOptions {
             && !(ratio > 0.0 && ratio <= 1.0)
         {
             return bad(format!("ratio {ratio} is not in (0, 1]"));
+        }
+        if self.awq && (self.precision != Precision::Int4 || self.qdq) {
+            return bad("--awq needs --precision int4 (MatMulNBits; not with --qdq)".into());
         }
         if self.precision != Precision::Int4 {
             if self.qdq {

@@ -142,6 +142,17 @@ pub fn quantize_nbits_view(
     )
 }
 
+/// Quantize `w` (rows `spec.rows` already decoded to f32, e.g. rescaled by `--awq`) into `packed`.
+pub fn quantize_nbits_f32(
+    spec: &LinearSpec,
+    w: &[f32],
+    p: &NBitsParams,
+    packed: Vec<u8>,
+) -> Result<NBitsWeight> {
+    quantize_nbits_rows_into(Rows::F32(w), spec.rows.len(), spec.k, p, packed)
+        .map_err(|source| quant_error(spec, source))
+}
+
 fn quant_error(spec: &LinearSpec, source: oxport_quant::QuantError) -> OnnxError {
     OnnxError::Quant {
         tensor: format!(

@@ -500,3 +500,112 @@ fn an_invalid_chat_template_is_refused_naming_the_file() {
         "{e}"
     );
 }
+
+/// `--awq`: down_proj's input columns scaled by `1 / max(mean_i |W[i, j]|, eps)` and up_proj's output rows by the
+/// inverse (NNCF's data-free step, folded into the preceding MatMul), computed here with plain loops; every other
+/// weight is the plain int4 export's, byte for byte.
+#[test]
+fn awq_rescales_down_proj_columns_and_up_proj_rows_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = reference_checkpoint("phi3-tiny-random");
+    let plain = ExportOptions {
+        block_size: 128,
+        ..Default::default()
+    };
+    let awq = ExportOptions {
+        awq: true,
+        ..plain.clone()
+    };
+    export_to(&src, &plain, &tmp.path().join("plain")).unwrap();
+    export_to(&src, &awq, &tmp.path().join("awq")).unwrap();
+    let (a, b) = (
+        initializer_hashes(&tmp.path().join("plain")),
+        initializer_hashes(&tmp.path().join("awq")),
+    );
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, hash) in &a {
+        let rescaled = name.contains("down_proj") || name.contains("up_proj");
+        assert_eq!(hash != &b[name], rescaled, "{name}");
+    }
+
+    let ckpt = oxport_hf::Checkpoint::open(&src).unwrap();
+    let c = ckpt.config().clone();
+    let (h, inter) = (c.hidden_size, c.intermediate_size);
+    let down = ckpt
+        .read_f32(oxport_hf::Role::MlpDown { layer: 0 })
+        .unwrap(); // [h, inter]
+    let gate_up = ckpt
+        .read_f32(oxport_hf::Role::MlpGateUp { layer: 0 })
+        .unwrap(); // [2 inter, h]
+    let mut mean = vec![0f32; inter];
+    for i in 0..h {
+        for j in 0..inter {
+            mean[j] += down[i * inter + j].abs();
+        }
+    }
+    let scale: Vec<f32> = mean
+        .iter()
+        .map(|m| 1.0 / (m / h as f32).max(f32::EPSILON))
+        .collect();
+    let mut down_scaled = down.clone();
+    for i in 0..h {
+        for j in 0..inter {
+            down_scaled[i * inter + j] *= scale[j];
+        }
+    }
+    let mut up_scaled = gate_up[inter * h..].to_vec();
+    for j in 0..inter {
+        for v in &mut up_scaled[j * h..(j + 1) * h] {
+            *v *= 1.0 / scale[j];
+        }
+    }
+    let p = oxport_quant::NBitsParams {
+        bits: 4,
+        block_size: 128,
+        symmetric: true,
+        scale_dtype: oxport_quant::ScaleDtype::F32,
+    };
+    let data = std::fs::read(tmp.path().join("awq/model.onnx.data")).unwrap();
+    let m = read_model(&tmp.path().join("awq/model.onnx"));
+    let bytes = |name: &str| {
+        let t = m
+            .graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap();
+        let (o, l) = external_range(t);
+        data[o as usize..(o + l) as usize].to_vec()
+    };
+    for (name, w, n, k) in [
+        (
+            "model.layers.0.mlp.down_proj.MatMul.weight",
+            &down_scaled,
+            h,
+            inter,
+        ),
+        (
+            "model.layers.0.mlp.up_proj.MatMul.weight",
+            &up_scaled,
+            inter,
+            h,
+        ),
+    ] {
+        let q = oxport_quant::quantize_nbits(w, n, k, &p).unwrap();
+        assert_eq!(bytes(&format!("{name}_Q4")), q.packed, "{name}_Q4");
+        assert_eq!(bytes(&format!("{name}_scales")), q.scales, "{name}_scales");
+    }
+    let err = oxport_onnx::plan(
+        &ckpt,
+        &ExportOptions {
+            awq: true,
+            precision: Precision::Fp16,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--awq"), "{err}");
+}

@@ -69,6 +69,10 @@ pub struct Args {
     /// Standard ops: DequantizeLinear (INT4) + MatMul and a decomposed first norm; passes onnx.checker.
     #[arg(long)]
     pub qdq: bool,
+    /// Data-free AWQ as NNCF computes it (an oxport extension: the genai builder has none): down_proj's input
+    /// channels scaled by their mean |weight|, up_proj's output rows by the inverse; int4 only, same graph.
+    #[arg(long)]
+    pub awq: bool,
     /// Print the quantization plan and the graph summary; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -94,6 +98,7 @@ impl Args {
             int8_lm_head: self.int8_lm_head,
             ratio: self.ratio,
             qdq: self.qdq,
+            awq: self.awq,
         }
     }
 }
