@@ -61,13 +61,14 @@ impl Awq {
             return Ok(None);
         }
         let down = Role::MlpDown { layer };
-        if !self.scales.contains_key(&layer) {
-            let view = ckpt.view(down).ok_or_else(|| missing(ckpt, down))?;
-            let (n, k) = (view.info.shape[0], view.info.shape[1]);
-            let s = data_free_awq(encoded(&view), n, k).map_err(|e| quant(down, e))?;
-            self.scales.insert(layer, s);
-        }
-        let s = &self.scales[&layer];
+        let s = match self.scales.entry(layer) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let view = ckpt.view(down).ok_or_else(|| missing(ckpt, down))?;
+                let (n, k) = (view.info.shape[0], view.info.shape[1]);
+                e.insert(data_free_awq(encoded(&view), n, k).map_err(|e| quant(down, e))?)
+            }
+        };
         let view = ckpt
             .view(spec.role)
             .ok_or_else(|| missing(ckpt, spec.role))?;
