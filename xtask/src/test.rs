@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the one command that sets up everything the tests need on a fresh machine and runs them.
 //!
+//! 0. `cargo fmt --all --check`;
 //! 1. a Python venv at `<repo>/.venv` with the runtimes from PyPI (`tests/python/requirements.txt`), recreated
 //!    when the requirements change;
 //! 2. the `oxport` binary;
@@ -82,8 +83,15 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
 
 pub fn run(args: Args) -> Result<()> {
     let root = repo_root();
-    let python = ensure_venv(&root)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // Formatting first: seconds, and the cheapest failure to report.
+    run_checked(
+        Command::new(&cargo)
+            .current_dir(&root)
+            .args(["fmt", "--all", "--check"]),
+    )
+    .context("cargo fmt --all --check (run `cargo fmt --all`)")?;
+    let python = ensure_venv(&root)?;
 
     run_checked(Command::new(&cargo).current_dir(&root).args([
         "build",
