@@ -222,7 +222,7 @@ def test_longrope_graph_selects_factors_at_runtime(tmp_path):
 
 # ---- CLI ----
 
-@pytest.mark.parametrize("flag", [["--awq"], ["--scale-estimation"], ["--gptq"], ["--lora-correction"],
+@pytest.mark.parametrize("flag", [["--scale-estimation"], ["--gptq"], ["--lora-correction"],
                                   ["--dataset", "wikitext2"], ["--quant-mode", "int8"], ["--num-samples", "4"],
                                   ["--sensitivity-metric", "hessian_input_activation"], ["--disable-stateful"]])
 def test_unimplemented_optimum_flags_fail_naming_the_flag(tmp_path, flag):
@@ -230,6 +230,15 @@ def test_unimplemented_optimum_flags_fail_naming_the_flag(tmp_path, flag):
     r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--weight-format", "int4", *flag, str(out))
     assert r.returncode != 0
     assert flag[0] in r.stderr and "not implement" in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_awq_with_a_dataset_is_refused_naming_the_dataset_flag(tmp_path):
+    """--awq alone is data-free AWQ; data-aware AWQ (--dataset) is not implemented and says so."""
+    out = tmp_path / "ov"
+    r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--weight-format", "int4", "--awq", "--dataset",
+               "wikitext2", str(out))
+    assert r.returncode != 0 and "--dataset" in r.stderr and "not implement" in r.stderr, r.stderr
     assert not out.exists()
 
 
