@@ -29,3 +29,19 @@ pub fn oxport_bin() -> PathBuf {
     );
     bin
 }
+
+/// Every file of `dir` (not recursive) with its bytes, sorted by name: two exports compare equal byte for byte.
+pub fn folder_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}

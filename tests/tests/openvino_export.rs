@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use oxport_hf::{Checkpoint, Role};
 use oxport_openvino::{CompressionOptions, GroupSizeFallback, NoProgress, Scheme, WeightFormat};
+use oxport_tests::folder_bytes;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,21 +31,6 @@ fn export(model_dir: &Path, opts: &CompressionOptions, out: &Path) -> oxport_ope
     let ckpt = Checkpoint::open(model_dir).unwrap();
     let plan = oxport_openvino::plan(&ckpt, opts)?;
     oxport_openvino::export(&ckpt, &plan, out, "model", &NoProgress).map(|_| ())
-}
-
-fn folder_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use oxport_runner::validate::{self, DeviceFilter, NoProgress, Options, Status};
-use oxport_tests::{oxport_bin, repo_root};
+use oxport_tests::{folder_bytes, oxport_bin, repo_root};
 
 fn checkpoint() -> PathBuf {
     repo_root().join("fixtures/reference/checkpoints/phi3-tiny-gqa")
@@ -28,21 +28,6 @@ fn ok(out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "oxport failed: {stderr}");
     stderr
-}
-
-fn folder_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
 }
 
 /// `$OXPORT_PYTHON` (set by `cargo xtask test`), else the repo's venv: the runtimes are found through it.
