@@ -176,6 +176,14 @@ impl Phi3Config {
                 "`rope_theta` must be a positive number, got {rope_theta}"
             )));
         }
+        // transformers 5 moves `partial_rotary_factor` into `rope_parameters` (configuration_phi3.py
+        // `convert_rope_params_to_dict`); older configs keep it at the top level.
+        let partial_rotary_factor = match &rope_params {
+            Some(p) => opt_f64(p, "partial_rotary_factor")?,
+            None => None,
+        }
+        .or(opt_f64(obj, "partial_rotary_factor")?)
+        .unwrap_or(1.0);
         let scaling_obj = match (&rope_params, obj.get("rope_scaling")) {
             (_, Some(Value::Object(o))) => Some(o.clone()),
             (_, Some(Value::Null)) | (_, None) => rope_params.clone(),
@@ -210,8 +218,7 @@ impl Phi3Config {
                         let short_factor = factors("short_factor")?;
                         let long_factor = factors("long_factor")?;
                         let head_dim = hidden_size / num_attention_heads;
-                        let prf = opt_f64(obj, "partial_rotary_factor")?.unwrap_or(1.0);
-                        let rotary_half = ((head_dim as f64 * prf) as usize) / 2;
+                        let rotary_half = ((head_dim as f64 * partial_rotary_factor) as usize) / 2;
                         for (name, f) in [
                             ("short_factor", &short_factor),
                             ("long_factor", &long_factor),
@@ -261,7 +268,6 @@ impl Phi3Config {
                 .collect::<Result<_>>()?,
             Some(_) => vec![opt_u32("eos_token_id")?.unwrap_or_default()],
         };
-        let partial_rotary_factor = opt_f64(obj, "partial_rotary_factor")?.unwrap_or(1.0);
         if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
             return Err(bad(format!(
                 "`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}"
@@ -410,6 +416,19 @@ mod tests {
         assert!(
             (c.longrope_attention_factor() - (1.0 + 4f64.ln() / 64f64.ln()).sqrt()).abs() < 1e-12
         );
+    }
+
+    #[test]
+    fn partial_rotary_factor_inside_rope_parameters_is_read() {
+        // transformers 5 writes Phi-4-mini's factor inside rope_parameters: head_dim 16 × 0.5 = 8, 4 factors each.
+        let s = r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_attention_heads":4,"num_hidden_layers":1,"vocab_size":100,"max_position_embeddings":256,
+            "rope_parameters":{"rope_type":"longrope","rope_theta":500.0,"original_max_position_embeddings":64,
+            "partial_rotary_factor":0.5,"short_factor":[1,1,1,1],"long_factor":[2,2,2,2]}}"#;
+        let c = parse(s).unwrap();
+        assert_eq!(c.partial_rotary_factor, 0.5);
+        assert_eq!(c.rotary_dim(), 8);
+        assert_eq!(c.rope_scaling.as_ref().unwrap().short_factor.len(), 4);
     }
 
     #[test]
