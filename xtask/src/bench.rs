@@ -104,6 +104,22 @@ const CASES: &[Case] = &[
             "--sym",
         ])),
     },
+    // optimum-intel's default int4 recipe for Phi-3.5-mini and Phi-4-mini: data-free AWQ (NNCF), asym, group 64.
+    Case {
+        name: "ov-int4-asym-g64-awq",
+        oxport: Oxport::OptimumFlags,
+        peer: Some(Peer::OptimumCli(&[
+            "--task",
+            "text-generation-with-past",
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "64",
+            "--ratio",
+            "1.0",
+            "--awq",
+        ])),
+    },
     Case {
         name: "ov-fp16",
         oxport: Oxport::OptimumFlags,
