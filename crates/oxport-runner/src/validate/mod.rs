@@ -23,8 +23,8 @@ use crate::backend::openvino::{self, OvDevice, OvLlm, OvNames};
 use crate::backend::{LlmSession, Precision, ReferenceSession};
 use crate::devices::Target;
 use crate::error::{Error, Result};
-use crate::reference::Reference;
 use metrics::Accumulator;
+use oxport_reference::Reference;
 
 /// Progress of a validation; the CLI implements it with indicatif. Library code never prints.
 pub trait Progress {

@@ -3,8 +3,11 @@ use std::path::{Path, PathBuf};
 
 use oxport_hf::DType;
 
-use super::*;
-use weights::{Widened, matmul};
+use oxport_hf::{Checkpoint, Phi3Config, Role};
+
+use crate::Reference;
+use crate::model::{read_norms, rotate};
+use crate::weights::{Widened, matmul};
 
 #[test]
 fn widened_matmul_matches_naive() {
@@ -273,4 +276,62 @@ fn a_nan_weight_is_refused_at_load_naming_the_tensor() {
         err.contains("model.layers.1.mlp.down_proj.weight"),
         "error names the tensor: {err}"
     );
+}
+
+/// Records `(role, tokens, features)` of every linear input and checks that the data has that shape.
+#[derive(Default)]
+struct Recorder(Vec<(Role, usize, usize)>);
+
+impl crate::LinearObserver for Recorder {
+    fn linear_input(&mut self, input: crate::LinearInput<'_>) {
+        assert_eq!(input.data.len(), input.tokens * input.features);
+        assert!(input.data.iter().all(|v| v.is_finite()));
+        assert_eq!(input.row(input.tokens - 1).len(), input.features);
+        self.0.push((input.role, input.tokens, input.features));
+    }
+}
+
+#[test]
+fn the_observer_sees_every_linear_of_every_layer_and_changes_nothing() {
+    for path in ["tiny-gqa", "tiny-phi4"] {
+        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        let c = reference.config().clone();
+        let ids: Vec<u32> = (0..7u32).map(|i| 3 + i * 5).collect();
+        let plain = reference.forward(&ids, &mut reference.new_cache()).unwrap();
+        let mut recorder = Recorder::default();
+        let mut cache = reference.new_cache();
+        let observed = reference
+            .forward_observed(&ids[..6], &mut cache, &mut recorder)
+            .unwrap();
+        let mut last = reference
+            .forward_observed(&ids[6..], &mut cache, &mut recorder)
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&observed), bits(&plain[..6 * c.vocab_size]), "{path}");
+        last.truncate(c.vocab_size);
+        let diff = max_abs_diff(&last, &plain[6 * c.vocab_size..]);
+        assert!(diff < 1e-5, "{path}: decode after observed prefill: {diff}");
+        let q_dim = c.num_attention_heads * c.head_dim();
+        let mut expected = Vec::new();
+        for tokens in [6, 1] {
+            for layer in 0..c.num_hidden_layers {
+                expected.extend([
+                    (Role::AttnQkv { layer }, tokens, c.hidden_size),
+                    (Role::AttnOut { layer }, tokens, q_dim),
+                    (Role::MlpGateUp { layer }, tokens, c.hidden_size),
+                    (Role::MlpDown { layer }, tokens, c.intermediate_size),
+                ]);
+            }
+            expected.push((Role::LmHead, tokens, c.hidden_size));
+        }
+        assert_eq!(recorder.0, expected, "{path}");
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -5,11 +5,11 @@
 use oxport_hf::{Checkpoint, DType, Role, TensorView};
 use rayon::prelude::*;
 
-use super::{dot, dot_by};
 use crate::error::Result;
+use crate::model::{dot, dot_by};
 
 /// The weights behind every matmul of the forward pass (all PyTorch `[out, in]` layout) and the embedding table.
-pub(super) trait Weights: Send + Sync {
+pub(crate) trait Weights: Send + Sync {
     /// `y[t, o] = Σ_i x[t, i] · w[o, i]` for the weight of `role` and `n` tokens of `x`: `[n * out]`.
     fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>>;
     /// Append the embedding rows of `ids` (already checked against the vocabulary) to `out`.
@@ -20,16 +20,16 @@ pub(super) trait Weights: Send + Sync {
 /// f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`dot`] as on a widened copy,
 /// so the logits are bit-identical to widening the whole model at load; then it releases the tensor's mapped pages
 /// (`Checkpoint::release`, MADV_DONTNEED), so the resident set holds about one tensor, not the model.
-pub(super) struct Mapped {
-    pub(super) checkpoint: Checkpoint,
+pub(crate) struct Mapped {
+    pub(crate) checkpoint: Checkpoint,
 }
 
 impl Mapped {
     /// Refuse NaN/Inf in any matmul weight now, as widening at load used to: one read of the mapped bytes,
     /// released tensor by tensor.
-    pub(super) fn new(checkpoint: Checkpoint) -> Result<Self> {
+    pub(crate) fn new(checkpoint: Checkpoint) -> Result<Self> {
         let mapped = Mapped { checkpoint };
-        for role in super::matmul_roles(mapped.checkpoint.config()) {
+        for role in crate::model::matmul_roles(mapped.checkpoint.config()) {
             let view = mapped.view(role)?;
             // A tied `LmHead` resolves to the embedding, which has its own turn.
             if view.info.role == role {
@@ -135,16 +135,16 @@ fn transpose(transposed: &[f32], out_dim: usize, n: usize) -> Vec<f32> {
 /// f32 rows exactly as it was. Kept for the bit-identity test of [`Mapped`].
 #[cfg(test)]
 #[derive(Default)]
-pub(super) struct Widened {
+pub(crate) struct Widened {
     hidden_size: usize,
     tensors: std::collections::HashMap<Role, Vec<f32>>,
 }
 
 #[cfg(test)]
 impl Widened {
-    pub(super) fn load(checkpoint: &Checkpoint) -> Result<Self> {
+    pub(crate) fn load(checkpoint: &Checkpoint) -> Result<Self> {
         let mut tensors = std::collections::HashMap::new();
-        for role in super::matmul_roles(checkpoint.config()) {
+        for role in crate::model::matmul_roles(checkpoint.config()) {
             // `read_f32(LmHead)` resolves to the embedding when the embeddings are tied, as before.
             tensors.insert(role, checkpoint.read_f32(role)?);
         }
@@ -173,7 +173,7 @@ impl Weights for Widened {
 
 /// The former matmul over an f32 `[out, in]` weight, parallel over output rows.
 #[cfg(test)]
-pub(super) fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
+pub(crate) fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
     let out_dim = w.len() / in_dim;
     let mut transposed = vec![0f32; out_dim * n];
     transposed

@@ -2,7 +2,7 @@
 //! run examples):
 //!
 //! ```text
-//! /usr/bin/time -v cargo run --release -p oxport-runner --example reference_rss -- MODEL_DIR [NEW_TOKENS] [--dump FILE]
+//! /usr/bin/time -v cargo run --release -p oxport-reference --example reference_rss -- MODEL_DIR [NEW_TOKENS] [--dump FILE]
 //! ```
 //!
 //! Prefills a fixed 16-token prompt, then decodes `NEW_TOKENS` (default 8) greedily, one token per forward call.
@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use oxport_hf::Checkpoint;
-use oxport_runner::reference::Reference;
+use oxport_reference::Reference;
 
 fn argmax(row: &[f32]) -> u32 {
     row.iter()

@@ -1,4 +1,4 @@
-//! An f32 forward pass of the original Phi-3 checkpoint, written independently of the exporters.
+//! The forward pass: an f32 Phi-3 decoder over the original checkpoint, written independently of the exporters.
 //!
 //! It follows transformers' `models/phi3/modeling_phi3.py` (Phi3RMSNorm, Phi3Attention with the fused `qkv_proj`
 //! split Q|K|V, partial rotary on the first `rotary_dim` channels with `rotate_half`, GQA by repeating KV heads,
@@ -11,26 +11,25 @@
 //! in about one tensor of resident weights plus activations and the KV cache ([`weights`]). Norm vectors are
 //! widened once at load.
 
-mod weights;
-
 use oxport_hf::{Checkpoint, Phi3Config, Role};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use weights::{Mapped, Weights};
+use crate::observer::{LinearInput, LinearObserver, NoObserver};
+use crate::weights::{Mapped, Weights};
 
 /// One decoder layer's norm weights in f32 (its matmul weights stay in the checkpoint).
-struct LayerNorms {
-    input: Vec<f32>,
-    post_attention: Vec<f32>,
+pub(crate) struct LayerNorms {
+    pub(crate) input: Vec<f32>,
+    pub(crate) post_attention: Vec<f32>,
 }
 
 /// The reference model: the checkpoint's weights and the config they came from.
 pub struct Reference {
-    config: Phi3Config,
-    weights: Box<dyn Weights>,
-    layers: Vec<LayerNorms>,
-    final_norm: Vec<f32>,
+    pub(crate) config: Phi3Config,
+    pub(crate) weights: Box<dyn Weights>,
+    pub(crate) layers: Vec<LayerNorms>,
+    pub(crate) final_norm: Vec<f32>,
 }
 
 /// Post-RoPE keys and values of every processed position, per layer: `[position][kv_heads * head_dim]`.
@@ -53,13 +52,13 @@ impl KvCache {
 }
 
 /// Dot product with 8 independent accumulators so that the compiler vectorizes it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_by(a, b, |w| w)
 }
 
 /// [`dot`] over weights of any element type that `widen` turns into f32 exactly: one summation order for a
 /// widened f32 row and for the raw BF16 bytes it came from, so both give the same bits.
-fn dot_by<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f32) -> f32 {
+pub(crate) fn dot_by<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
@@ -90,7 +89,7 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// The `[out, in]` weights the forward pass multiplies by, with the embedding table.
-fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
+pub(crate) fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
     let mut roles = vec![Role::Embedding, Role::LmHead];
     for layer in 0..config.num_hidden_layers {
         roles.extend([
@@ -104,7 +103,7 @@ fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
 }
 
 /// Every norm vector widened to f32 (NaN/Inf refused, pages released): per layer, and the final norm.
-fn read_norms(checkpoint: &Checkpoint) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
+pub(crate) fn read_norms(checkpoint: &Checkpoint) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
     let layers = (0..checkpoint.config().num_hidden_layers)
         .map(|layer| {
             Ok(LayerNorms {
@@ -156,6 +155,16 @@ impl Reference {
 
     /// Run `ids` after the positions already in `cache`; return logits `[ids.len() * vocab]` and extend the cache.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        self.forward_observed(ids, cache, &mut NoObserver)
+    }
+
+    /// [`forward`](Self::forward), showing `observer` the input of every linear layer first.
+    pub fn forward_observed(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        observer: &mut dyn LinearObserver,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (h, n) = (c.hidden_size, ids.len());
         if n == 0 {
@@ -164,7 +173,7 @@ impl Reference {
         let mut x = Vec::with_capacity(n * h);
         for &id in ids {
             if id as usize >= c.vocab_size {
-                return Err(crate::Error::Invalid(format!(
+                return Err(crate::error::Error::Invalid(format!(
                     "token id {id} is outside the vocabulary ({})",
                     c.vocab_size
                 )));
@@ -176,25 +185,42 @@ impl Reference {
         let eps = c.rms_norm_eps as f32;
         for (l, norms) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &norms.input, eps);
-            let attn = self.attention(l, &normed, n, past, &cos, &sin, cache)?;
+            let attn = self.attention(l, &normed, n, past, (&cos, &sin), cache, observer)?;
             for (a, b) in x.iter_mut().zip(&attn) {
                 *a += b;
             }
             let normed = rms_norm(&x, &norms.post_attention, eps);
-            let mlp = self.mlp(l, &normed, n)?;
+            let mlp = self.mlp(l, &normed, n, observer)?;
             for (a, b) in x.iter_mut().zip(&mlp) {
                 *a += b;
             }
         }
         cache.len += n;
         let normed = rms_norm(&x, &self.final_norm, eps);
-        self.weights.matmul(Role::LmHead, &normed, n)
+        self.linear(Role::LmHead, &normed, n, observer)
+    }
+
+    /// One linear layer: show `observer` its input, then multiply by the weight of `role`.
+    fn linear(
+        &self,
+        role: Role,
+        x: &[f32],
+        n: usize,
+        observer: &mut dyn LinearObserver,
+    ) -> Result<Vec<f32>> {
+        observer.linear_input(LinearInput {
+            role,
+            tokens: n,
+            features: x.len() / n,
+            data: x,
+        });
+        self.weights.matmul(role, x, n)
     }
 
     /// cos/sin `[n][rotary_dim]` for positions `past..past+n`, as transformers builds them: `inv_freq` in f32,
     /// `emb = cat(freqs, freqs)`, LongRoPE factors chosen by the total sequence length and the attention factor
     /// applied to both tables (`modeling_rope_utils.py::_compute_longrope_parameters`, `dynamic_rope_update`).
-    fn rope_tables(&self, past: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn rope_tables(&self, past: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         let c = &self.config;
         let dim = c.rotary_dim();
         let half = dim / 2;
@@ -231,21 +257,20 @@ impl Reference {
         (cos, sin)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         l: usize,
         x: &[f32],
         n: usize,
         past: usize,
-        cos: &[f32],
-        sin: &[f32],
+        (cos, sin): (&[f32], &[f32]),
         cache: &mut KvCache,
+        observer: &mut dyn LinearObserver,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim, rot) = (heads * hd, kv_heads * hd, c.rotary_dim());
-        let qkv = self.weights.matmul(Role::AttnQkv { layer: l }, x, n)?;
+        let qkv = self.linear(Role::AttnQkv { layer: l }, x, n, observer)?;
         let width = q_dim + 2 * kv_dim;
         let mut q = vec![0f32; n * q_dim];
         for t in 0..n {
@@ -298,12 +323,18 @@ impl Reference {
                     }
                 }
             });
-        self.weights.matmul(Role::AttnOut { layer: l }, &out, n)
+        self.linear(Role::AttnOut { layer: l }, &out, n, observer)
     }
 
-    fn mlp(&self, layer: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    fn mlp(
+        &self,
+        layer: usize,
+        x: &[f32],
+        n: usize,
+        observer: &mut dyn LinearObserver,
+    ) -> Result<Vec<f32>> {
         let inter = self.config.intermediate_size;
-        let gate_up = self.weights.matmul(Role::MlpGateUp { layer }, x, n)?;
+        let gate_up = self.linear(Role::MlpGateUp { layer }, x, n, observer)?;
         let mut act = vec![0f32; n * inter];
         for t in 0..n {
             let row = &gate_up[t * 2 * inter..(t + 1) * 2 * inter];
@@ -312,12 +343,12 @@ impl Reference {
                 *a = u * (g / (1.0 + (-g).exp()));
             }
         }
-        self.weights.matmul(Role::MlpDown { layer }, &act, n)
+        self.linear(Role::MlpDown { layer }, &act, n, observer)
     }
 }
 
 /// `rotate_half` RoPE on the first `cos.len()` channels of one head; the rest pass through (partial rotary).
-fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+pub(crate) fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len() / 2;
     for i in 0..half {
         let (a, b) = (head[i], head[i + half]);
@@ -325,6 +356,3 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
         head[i + half] = b * cos[i + half] + a * sin[i + half];
     }
 }
-
-#[cfg(test)]
-mod tests;
