@@ -10,6 +10,7 @@
 //! It depends on the checkpoint reader and math crates only: no runtime, tokenizer or HTTP crate.
 
 mod error;
+pub mod gemm;
 mod model;
 pub mod npy;
 mod observer;

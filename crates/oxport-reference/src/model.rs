@@ -6,9 +6,10 @@
 //! (`_compute_longrope_parameters`: short factors up to `original_max_position_embeddings`, long factors beyond, cos/sin
 //! scaled by the attention factor).
 //!
-//! The matmul weights are never copied: they stay in the checkpoint's mmap, each matmul widens them to f32 a row at a
-//! time (in parallel over output rows) and then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
-//! in about one tensor of resident weights plus activations and the KV cache ([`weights`]). Norm vectors are
+//! The matmul weights are never copied: they stay in the checkpoint's mmap, and each matmul ([`crate::gemm`]: a
+//! cache-blocked, multi-threaded AVX-512/AVX2 GEMM with one fixed summation order, a GEMV path for decoding) widens
+//! them to f32 a block of rows at a time, then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
+//! in about one tensor of resident weights plus activations and the KV cache ([`crate::weights`]). Norm vectors are
 //! widened once at load.
 
 use oxport_hf::{Checkpoint, Phi3Config, Role};
@@ -51,25 +52,19 @@ impl KvCache {
     }
 }
 
-/// Dot product with 8 independent accumulators so that the compiler vectorizes it.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_by(a, b, |w| w)
-}
-
-/// [`dot`] over weights of any element type that `widen` turns into f32 exactly: one summation order for a
-/// widened f32 row and for the raw BF16 bytes it came from, so both give the same bits.
-pub(crate) fn dot_by<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f32) -> f32 {
+/// Dot product with 8 independent accumulators so that the compiler vectorizes it (attention scores).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, &y)| x * widen(y))
+        .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
-            acc[k] += x[k] * widen(y[k]);
+            acc[k] += x[k] * y[k];
         }
     }
     acc.iter().sum::<f32>() + tail

@@ -335,3 +335,33 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+#[test]
+fn one_and_two_threads_give_bit_identical_logits() {
+    for path in ["tiny-gqa", "reference/checkpoints/phi3-tiny-random"] {
+        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        let in_pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| run(&reference))
+        };
+        let (one, two) = (in_pool(1), in_pool(2));
+        assert_eq!(one, two, "{path}");
+        assert_eq!(one, run(&reference), "{path}: a second run");
+    }
+}
+
+/// The SIMD kernels and the portable one give the same logits bit for bit (`crate::gemm`: one summation order).
+#[test]
+fn portable_and_simd_kernels_give_bit_identical_logits() {
+    let checkpoint = Checkpoint::open(fixture("tiny-odd")).unwrap();
+    let reference = Reference::load(&checkpoint).unwrap();
+    let simd = run(&reference);
+    crate::gemm::force_portable_kernels(true);
+    let portable = run(&reference);
+    crate::gemm::force_portable_kernels(false);
+    assert_eq!(simd, portable, "on {:?}", crate::gemm::detected_isa());
+}

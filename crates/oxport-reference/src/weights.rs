@@ -1,12 +1,13 @@
-//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 one row
-//! at a time inside the matmul ([`Mapped`]), or (tests only) the whole-tensor f32 copies the reference used to make
-//! at load ([`Widened`]), kept to prove that both give bit-identical logits.
+//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 a block
+//! of rows at a time inside the matmul ([`Mapped`], [`crate::gemm`]), or (tests only) the whole-tensor f32 copies
+//! the reference used to make at load ([`Widened`]), kept to prove that both give bit-identical logits.
 
 use oxport_hf::{Checkpoint, DType, Role, TensorView};
-use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::model::{dot, dot_by};
+#[cfg(test)]
+use crate::gemm::F32Rows;
+use crate::gemm::{WeightRows, gemm};
 
 /// The weights behind every matmul of the forward pass (all PyTorch `[out, in]` layout) and the embedding table.
 pub(crate) trait Weights: Send + Sync {
@@ -16,9 +17,9 @@ pub(crate) trait Weights: Send + Sync {
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()>;
 }
 
-/// Weights read straight from the checkpoint's mmap. Each matmul widens one weight row at a time into a per-task
-/// f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`dot`] as on a widened copy,
-/// so the logits are bit-identical to widening the whole model at load; then it releases the tensor's mapped pages
+/// Weights read straight from the checkpoint's mmap. Each matmul widens a block of weight rows at a time into a
+/// per-task f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`gemm`] as on a
+/// widened copy, so the logits are bit-identical to widening the whole model at load; then it releases the tensor's mapped pages
 /// (`Checkpoint::release`, MADV_DONTNEED), so the resident set holds about one tensor, not the model.
 pub(crate) struct Mapped {
     pub(crate) checkpoint: Checkpoint,
@@ -54,7 +55,7 @@ impl Mapped {
 impl Weights for Mapped {
     fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let w = self.view(role)?;
-        let y = matmul_rows(x, n, &w);
+        let y = gemm(x, n, w.cols(), &MappedRows(&w));
         // With tied embeddings `LmHead` resolves to the embedding tensor: release the tensor actually read.
         self.checkpoint.release(w.info.role);
         Ok(y)
@@ -74,31 +75,17 @@ impl Weights for Mapped {
     }
 }
 
-/// [`Weights::matmul`] on a mapped `[out, in]` weight, parallel over output rows: each rayon task widens its row
-/// once and dots it with every token, in the accumulation order of [`dot`]. One BF16 token (decoding) dots the
-/// mapped bytes directly: the row is read once, and the widening hides behind the memory reads.
-fn matmul_rows(x: &[f32], n: usize, w: &TensorView<'_>) -> Vec<f32> {
-    let (out_dim, in_dim) = (w.info.shape[0], w.cols());
-    debug_assert_eq!(x.len(), n * in_dim, "matmul {}: input size", w.info.name);
-    if n == 1 && w.info.dtype == DType::BF16 {
-        let mut y = vec![0f32; out_dim];
-        y.par_iter_mut().enumerate().for_each(|(o, y)| {
-            let (row, _) = w.rows_bytes(o..o + 1).as_chunks::<2>();
-            *y = dot_by(x, row, bf16_to_f32);
-        });
-        return y;
+/// A mapped `[out, in]` weight as [`WeightRows`]: each block of rows widened straight from the mapped bytes.
+struct MappedRows<'a>(&'a TensorView<'a>);
+
+impl WeightRows for MappedRows<'_> {
+    fn out_dim(&self) -> usize {
+        self.0.info.shape[0]
     }
-    let mut transposed = vec![0f32; out_dim * n];
-    transposed.par_chunks_mut(n).enumerate().for_each_init(
-        || vec![0f32; in_dim],
-        |row, (o, col)| {
-            widen(w.info.dtype, w.rows_bytes(o..o + 1), row);
-            for (t, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[t * in_dim..(t + 1) * in_dim], row);
-            }
-        },
-    );
-    transpose(&transposed, out_dim, n)
+
+    fn widen_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        widen(self.0.info.dtype, self.0.rows_bytes(rows), out);
+    }
 }
 
 /// Little-endian `dtype` values as f32. A BF16 value is the upper half of its f32, so widening is a shift that the
@@ -118,17 +105,6 @@ fn widen(dtype: DType, bytes: &[u8], out: &mut [f32]) {
 /// One little-endian BF16 value: the upper 16 bits of the f32 with the same value.
 fn bf16_to_f32(bytes: [u8; 2]) -> f32 {
     f32::from_bits(u32::from(u16::from_le_bytes(bytes)) << 16)
-}
-
-/// `[out][n]` → `[n][out]`.
-fn transpose(transposed: &[f32], out_dim: usize, n: usize) -> Vec<f32> {
-    let mut y = vec![0f32; n * out_dim];
-    for o in 0..out_dim {
-        for t in 0..n {
-            y[t * out_dim + o] = transposed[o * n + t];
-        }
-    }
-    y
 }
 
 /// The reference's former weights: every tensor widened to f32 at load (`Checkpoint::read_f32`), the matmul over
@@ -171,20 +147,10 @@ impl Weights for Widened {
     }
 }
 
-/// The former matmul over an f32 `[out, in]` weight, parallel over output rows.
+/// The matmul over an f32 `[out, in]` weight.
 #[cfg(test)]
 pub(crate) fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
-    let out_dim = w.len() / in_dim;
-    let mut transposed = vec![0f32; out_dim * n];
-    transposed
-        .par_chunks_mut(n)
-        .zip(w.par_chunks(in_dim))
-        .for_each(|(col, row)| {
-            for (t, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[t * in_dim..(t + 1) * in_dim], row);
-            }
-        });
-    transpose(&transposed, out_dim, n)
+    gemm(x, n, in_dim, &F32Rows { data: w, k: in_dim })
 }
 
 #[cfg(test)]
