@@ -19,6 +19,7 @@ mod weights;
 pub use error::{Error, Result};
 pub use model::{KvCache, Reference};
 pub use observer::{LinearInput, LinearObserver, NoObserver};
+pub use weights::MemoryPolicy;
 
 #[cfg(test)]
 mod tests;

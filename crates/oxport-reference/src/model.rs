@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::observer::{LinearInput, LinearObserver, NoObserver};
-use crate::weights::{Mapped, Weights};
+use crate::weights::{Mapped, MemoryPolicy, Weights};
 
 /// One decoder layer's norm weights in f32 (its matmul weights stay in the checkpoint).
 pub(crate) struct LayerNorms {
@@ -118,11 +118,18 @@ impl Reference {
         Self::from_checkpoint(Checkpoint::open(checkpoint.dir())?)
     }
 
-    /// The reference owning `checkpoint`. Refuses NaN/Inf in any weight now, as widening at load used to (one
-    /// read of the mapped bytes, released tensor by tensor), and widens the norm vectors.
+    /// The reference owning `checkpoint`, with the memory policy [`MemoryPolicy::auto`] picks for its size.
+    /// Refuses NaN/Inf in any weight now, as widening at load used to (one read of the mapped bytes), and widens
+    /// the norm vectors.
     pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Self> {
+        let policy = MemoryPolicy::auto(checkpoint.total_bytes());
+        Self::with_memory_policy(checkpoint, policy)
+    }
+
+    /// [`from_checkpoint`](Self::from_checkpoint) with the given memory policy.
+    pub fn with_memory_policy(checkpoint: Checkpoint, policy: MemoryPolicy) -> Result<Self> {
         let (layers, final_norm) = read_norms(&checkpoint)?;
-        let weights = Mapped::new(checkpoint)?;
+        let weights = Mapped::new(checkpoint, policy)?;
         Ok(Reference {
             config: weights.checkpoint.config().clone(),
             weights: Box::new(weights),

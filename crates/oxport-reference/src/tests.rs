@@ -240,11 +240,15 @@ fn mapped_rss_bytes(dir: &Path) -> usize {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn forward_releases_the_weight_pages_it_read() {
+fn release_after_use_releases_the_weight_pages_forward_read() {
     let tmp = copy_fixture("reference/checkpoints/phi3-tiny-random");
     let checkpoint = Checkpoint::open(tmp.path()).unwrap();
     let weight_bytes = checkpoint.total_bytes();
-    let reference = Reference::load(&checkpoint).unwrap();
+    let reference = Reference::with_memory_policy(
+        Checkpoint::open(tmp.path()).unwrap(),
+        crate::MemoryPolicy::ReleaseAfterUse,
+    )
+    .unwrap();
     run(&reference);
     // Every weight was read (8 MiB of embedding and lm_head alone); what stays mapped is the headers and the
     // pages around tensor boundaries, not the tensors.
@@ -364,4 +368,24 @@ fn portable_and_simd_kernels_give_bit_identical_logits() {
     let portable = run(&reference);
     crate::gemm::force_portable_kernels(false);
     assert_eq!(simd, portable, "on {:?}", crate::gemm::detected_isa());
+}
+
+#[test]
+fn resident_and_released_weights_give_bit_identical_logits() {
+    let dir = fixture("tiny-gqa");
+    let open =
+        |policy| Reference::with_memory_policy(Checkpoint::open(&dir).unwrap(), policy).unwrap();
+    assert_eq!(
+        run(&open(crate::MemoryPolicy::Resident)),
+        run(&open(crate::MemoryPolicy::ReleaseAfterUse))
+    );
+    // A few hundred KiB of weights fit in any machine's available memory.
+    assert_eq!(
+        crate::MemoryPolicy::auto(1 << 20),
+        crate::MemoryPolicy::Resident
+    );
+    assert_eq!(
+        crate::MemoryPolicy::auto(usize::MAX),
+        crate::MemoryPolicy::ReleaseAfterUse
+    );
 }

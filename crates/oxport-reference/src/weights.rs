@@ -19,26 +19,62 @@ pub(crate) trait Weights: Send + Sync {
 
 /// Weights read straight from the checkpoint's mmap. Each matmul widens a block of weight rows at a time into a
 /// per-task f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`gemm`] as on a
-/// widened copy, so the logits are bit-identical to widening the whole model at load; then it releases the tensor's mapped pages
-/// (`Checkpoint::release`, MADV_DONTNEED), so the resident set holds about one tensor, not the model.
+/// widened copy, so the logits are bit-identical to widening the whole model at load. Under
+/// [`MemoryPolicy::ReleaseAfterUse`] it then releases the tensor's mapped pages (`Checkpoint::release`,
+/// MADV_DONTNEED), so the resident set holds about one tensor, not the model.
 pub(crate) struct Mapped {
     pub(crate) checkpoint: Checkpoint,
+    policy: MemoryPolicy,
+}
+
+/// What happens to a weight's mapped pages after a matmul has read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryPolicy {
+    /// Leave them resident (page cache shared with the mapping): no page faults on later forward passes.
+    Resident,
+    /// Drop them (MADV_DONTNEED): about one tensor resident; every forward pass faults the weights in again.
+    ReleaseAfterUse,
+}
+
+impl MemoryPolicy {
+    /// [`Resident`](Self::Resident) when the weights take at most half of the memory available now
+    /// (`MemAvailable` of `/proc/meminfo`), else [`ReleaseAfterUse`](Self::ReleaseAfterUse); release where the
+    /// available memory cannot be read.
+    pub fn auto(weight_bytes: usize) -> Self {
+        match available_memory_bytes() {
+            Some(available) if weight_bytes <= available / 2 => MemoryPolicy::Resident,
+            _ => MemoryPolicy::ReleaseAfterUse,
+        }
+    }
+}
+
+fn available_memory_bytes() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl Mapped {
     /// Refuse NaN/Inf in any matmul weight now, as widening at load used to: one read of the mapped bytes,
-    /// released tensor by tensor.
-    pub(crate) fn new(checkpoint: Checkpoint) -> Result<Self> {
-        let mapped = Mapped { checkpoint };
+    /// released tensor by tensor under [`MemoryPolicy::ReleaseAfterUse`].
+    pub(crate) fn new(checkpoint: Checkpoint, policy: MemoryPolicy) -> Result<Self> {
+        let mapped = Mapped { checkpoint, policy };
         for role in crate::model::matmul_roles(mapped.checkpoint.config()) {
             let view = mapped.view(role)?;
             // A tied `LmHead` resolves to the embedding, which has its own turn.
             if view.info.role == role {
                 view.check_finite()?;
-                mapped.checkpoint.release(role);
+                mapped.release(role);
             }
         }
         Ok(mapped)
+    }
+
+    fn release(&self, role: Role) {
+        if self.policy == MemoryPolicy::ReleaseAfterUse {
+            self.checkpoint.release(role);
+        }
     }
 
     fn view(&self, role: Role) -> Result<TensorView<'_>> {
@@ -57,7 +93,7 @@ impl Weights for Mapped {
         let w = self.view(role)?;
         let y = gemm(x, n, w.cols(), &MappedRows(&w));
         // With tied embeddings `LmHead` resolves to the embedding tensor: release the tensor actually read.
-        self.checkpoint.release(w.info.role);
+        self.release(w.info.role);
         Ok(y)
     }
 
@@ -70,7 +106,7 @@ impl Weights for Mapped {
             let id = id as usize;
             w.rows_f32(id..id + 1, &mut out[start..]);
         }
-        self.checkpoint.release(Role::Embedding);
+        self.release(Role::Embedding);
         Ok(())
     }
 }
