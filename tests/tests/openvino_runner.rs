@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use oxport_hf::Checkpoint;
 use oxport_openvino::{CompressionOptions, GroupSizeFallback, NoProgress, WeightFormat};
+use oxport_reference::Reference;
 use oxport_runner::backend::openvino::{OvDevice, OvLlm, OvNames};
 use oxport_runner::backend::{LlmSession, Precision, ReferenceSession};
-use oxport_runner::reference::Reference;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

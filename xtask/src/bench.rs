@@ -21,6 +21,9 @@ use crate::test::{repo_root, run_checked};
 pub enum Kind {
     /// Weights/s of every oxport-quant kernel on an 8192×3072 BF16 matrix, 1 and 2 threads.
     Quant(crate::bench_quant::Args),
+    /// Reference prefill against ONNX Runtime on the fp32 export, decode against a copy-bandwidth bound, and the
+    /// wall time of a full validate, cold and with a warm reference cache.
+    Validate(crate::bench_validate::Args),
 }
 
 #[derive(clap::Args)]
@@ -255,8 +258,10 @@ struct Machine {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if let Some(Kind::Quant(a)) = args.kind {
-        return crate::bench_quant::run(a);
+    match args.kind {
+        Some(Kind::Quant(a)) => return crate::bench_quant::run(a),
+        Some(Kind::Validate(a)) => return crate::bench_validate::run(a),
+        None => {}
     }
     let root = repo_root();
     // `OXPORT_BIN` benchmarks a given binary (e.g. a saved build); otherwise the current tree is built.

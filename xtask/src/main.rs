@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_quant;
+mod bench_validate;
 mod codegen;
 mod fixtures;
 mod smol;

@@ -6,7 +6,7 @@
 //! 2. the `oxport` binary;
 //! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set;
 //! 4. `pytest tests/python_peers` (optimum-intel loading our exports) in `.venv-peers`, created once from PyPI;
-//! 5. `cargo xtask bench --smoke`.
+//! 5. `cargo xtask bench --smoke` and `cargo xtask bench validate --smoke`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -148,6 +148,18 @@ pub fn run(args: Args) -> Result<()> {
         .args(["bench", "--smoke", "--out", "target/bench/smoke.md"]);
     if let Err(e) = run_checked(&mut smoke) {
         failures.push(format!("bench --smoke: {e:#}"));
+    }
+    // The validate benchmark's smoke mode: reference, ONNX Runtime and validate on the tiny fixture.
+    let mut smoke = Command::new(std::env::current_exe()?);
+    smoke.current_dir(&root).env("OXPORT_PYTHON", &python).args([
+        "bench",
+        "validate",
+        "--smoke",
+        "--out",
+        "target/bench/validate-smoke.md",
+    ]);
+    if let Err(e) = run_checked(&mut smoke) {
+        failures.push(format!("bench validate --smoke: {e:#}"));
     }
 
     // One closing line over both runners (Rust and Python), in the plain form CI reads.

@@ -25,6 +25,8 @@ enum Command {
     Export(ExportCommand),
     /// Run an export on every present device and compare it with an f32 reference.
     Validate(cmd::validate::Args),
+    /// Compute the f32 reference's results once, for `oxport validate --reference-cache DIR`.
+    Reference(cmd::reference::Args),
     /// List the runtimes (ONNX Runtime, OpenVINO) and devices, present or absent with the reason.
     Devices(cmd::devices::Args),
 }
@@ -44,6 +46,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(ExportCommand::Onnx(args)) => cmd::export_onnx::run(args),
         Command::Export(ExportCommand::Openvino(args)) => cmd::export_openvino::run(*args),
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Reference(args) => cmd::reference::run(args),
         Command::Devices(args) => cmd::devices::run(args),
     };
     match result {

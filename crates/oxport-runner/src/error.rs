@@ -12,8 +12,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Checkpoint(#[from] oxport_hf::Error),
-    #[error("{path}: not a supported .npy file: {msg}")]
-    Npy { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Reference(#[from] oxport_reference::Error),
     #[error("{runtime} library not found; tried: {tried}")]
     LibraryNotFound {
         runtime: &'static str,

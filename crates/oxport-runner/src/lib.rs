@@ -1,7 +1,6 @@
-//! oxport-runner: an f32 reference forward pass of a Phi-3 checkpoint, ONNX Runtime and OpenVINO sessions for
-//! exports (runtimes loaded at run time from the PyPI wheels), device discovery and export validation.
+//! oxport-runner: ONNX Runtime and OpenVINO sessions for exports (runtimes loaded at run time from the PyPI wheels),
+//! device discovery and export validation against the f32 forward pass of `oxport-reference`.
 //!
-//! * [`reference::Reference`]: our own forward pass of the original checkpoint, with a KV cache.
 //! * [`backend`]: [`backend::LlmSession`] over the reference, ORT (genai layout) and OpenVINO (stateful IR).
 //! * [`devices::probe_all`]: every runtime and device, present or absent with the reason.
 //! * [`validate`]: compare an export with the reference on every present device and report.
@@ -9,8 +8,6 @@
 pub mod backend;
 pub mod devices;
 mod error;
-pub mod npy;
-pub mod reference;
 pub mod runtime;
 pub mod validate;
 

@@ -4,4 +4,5 @@ pub mod devices;
 pub mod export_onnx;
 pub mod export_openvino;
 pub mod inspect;
+pub mod reference;
 pub mod validate;

@@ -56,6 +56,10 @@ pub struct Args {
     /// At most this many text tokens are evaluated.
     #[arg(long = "ppl-max-tokens", default_value_t = 4096)]
     pub ppl_max_tokens: usize,
+    /// Folder of reference results computed once (by `oxport reference` or an earlier validate): used when it holds
+    /// them for exactly this checkpoint, prompts, text, window, stride and caps, else computed and stored there.
+    #[arg(long = "reference-cache")]
+    pub reference_cache: Option<PathBuf>,
     /// Write the report as JSON here (and the KL plot beside it, as .svg).
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -89,9 +93,18 @@ pub struct Args {
 }
 
 /// indicatif bars for the library's stages.
-struct Bars {
+pub(crate) struct Bars {
     bar: std::cell::RefCell<Option<ProgressBar>>,
     quiet: bool,
+}
+
+impl Bars {
+    pub(crate) fn new(quiet: bool) -> Self {
+        Bars {
+            bar: std::cell::RefCell::new(None),
+            quiet,
+        }
+    }
 }
 
 impl Progress for Bars {
@@ -121,9 +134,25 @@ impl Progress for Bars {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// One user prompt per non-empty line of `path`.
+pub(crate) fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading prompts {}", path.display()))?;
+    let prompts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    anyhow::ensure!(!prompts.is_empty(), "{}: no prompts", path.display());
+    Ok(prompts)
+}
+
+/// The validate options that the command line gives (everything but the export and the output files).
+fn options(args: &Args) -> anyhow::Result<Options> {
     let mut opts = Options::new(&args.output);
     opts.reference = args.reference.clone();
+    opts.reference_cache = args.reference_cache.clone();
     opts.devices = match args.device {
         DeviceArg::All => DeviceFilter::All,
         DeviceArg::Cpu => DeviceFilter::Cpu,
@@ -132,15 +161,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         DeviceArg::Npu => DeviceFilter::Npu,
     };
     if let Some(p) = &args.prompts {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading prompts {}", p.display()))?;
-        opts.prompts = text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string)
-            .collect();
-        anyhow::ensure!(!opts.prompts.is_empty(), "{}: no prompts", p.display());
+        opts.prompts = read_prompts(p)?;
     }
     if let Some(t) = &args.text {
         opts.text = Some(
@@ -169,10 +190,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         max_ppl_increase_pct: args.max_ppl_increase,
         min_greedy_match: args.min_greedy_match,
     };
-    let bars = Bars {
-        bar: std::cell::RefCell::new(None),
-        quiet: args.quiet,
-    };
+    Ok(opts)
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let opts = options(&args)?;
+    let bars = Bars::new(args.quiet);
     let report = validate::run(&opts, &bars)
         .with_context(|| format!("validating {}", args.output.display()))?;
     print!("{}", validate::table(&report));

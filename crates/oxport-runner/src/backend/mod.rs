@@ -5,7 +5,7 @@ pub mod onnxruntime;
 pub mod openvino;
 
 use crate::error::Result;
-use crate::reference::{KvCache, Reference};
+use oxport_reference::{KvCache, Reference};
 
 /// Session settings: f32-exact by default (see `docs/runtimes.md` §3–4), or whatever the device does by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -47,7 +47,7 @@ impl<'a> ReferenceSession<'a> {
 
 impl LlmSession for ReferenceSession<'_> {
     fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.model.forward(ids, &mut self.cache)
+        Ok(self.model.forward(ids, &mut self.cache)?)
     }
 
     fn reset(&mut self) -> Result<()> {

@@ -67,6 +67,48 @@ impl Accumulator {
         }
     }
 
+    /// Compare export rows with the reference's top-K form of the same positions (`reference_results.rs`): KL
+    /// over the top-K tokens plus one bin for the rest, |Δlogit| over the top-K tokens, top-1 exact.
+    pub fn add_top(
+        &mut self,
+        reference: &[super::reference_results::TopRow],
+        export: &[f32],
+        vocab: usize,
+    ) {
+        for (r, e) in reference.iter().zip(export.chunks(vocab)) {
+            let q = log_softmax(e);
+            let (mut k, mut p_top, mut q_top) = (0f64, 0f64, 0f64);
+            for (&id, &logit) in r.ids.iter().zip(&r.logits) {
+                let (lp, lq) = (f64::from(logit) - r.log_z, q[id as usize]);
+                let p = lp.exp();
+                k += p * (lp - lq);
+                p_top += p;
+                q_top += lq.exp();
+                let d = (f64::from(logit) - f64::from(e[id as usize])).abs();
+                self.max_abs = if d.is_nan() {
+                    f64::INFINITY
+                } else {
+                    self.max_abs.max(d)
+                };
+                self.sum_abs += if d.is_nan() { f64::INFINITY } else { d };
+                self.values += 1;
+            }
+            let (p_rest, q_rest) = ((1.0 - p_top).max(0.0), (1.0 - q_top).max(0.0));
+            if p_rest > 0.0 {
+                k += p_rest * (p_rest.ln() - q_rest.ln());
+            }
+            let k = if k.is_nan() {
+                f64::INFINITY
+            } else {
+                k.max(0.0)
+            };
+            self.sum_kl += k;
+            self.kl_per_position.push(k);
+            self.top1_agree += usize::from(r.ids.first().map(|&i| i as usize) == Some(argmax(e)));
+            self.positions += 1;
+        }
+    }
+
     /// Score next-token NLLs of `tokens` (`logits[t]` predicts `tokens[t + 1]`).
     pub fn add_nll(&mut self, export: &[f32], vocab: usize, tokens: &[u32]) {
         for (t, row) in export
@@ -121,6 +163,31 @@ mod tests {
         acc.add(&[1.0, 0.0], &[f32::NAN, 0.0], 2);
         assert!(acc.mean_kl().is_infinite() && acc.max_abs.is_infinite());
         assert_eq!(acc.top1(), 0.0, "a NaN logit never agrees");
+    }
+
+    #[test]
+    fn top_k_kl_equals_the_full_kl_when_the_top_k_holds_every_token_and_bounds_it_otherwise() {
+        use super::super::reference_results::{TOP_K, TopRow};
+        let vocab = 20;
+        let r: Vec<f32> = (0..vocab).map(|i| (i as f32 * 0.7).sin() * 3.0).collect();
+        let e: Vec<f32> = (0..vocab)
+            .map(|i| (i as f32 * 0.7).sin() * 2.5 + 0.1)
+            .collect();
+        let (mut full, mut top) = (Accumulator::default(), Accumulator::default());
+        full.add(&r, &e, vocab);
+        top.add_top(&[TopRow::from_logits(&r)], &e, vocab);
+        assert!(vocab <= TOP_K);
+        assert!((full.mean_kl() - top.mean_kl()).abs() < 1e-12);
+        assert_eq!((full.max_abs, full.top1()), (top.max_abs, top.top1()));
+        // A vocabulary larger than the top-K: the binned KL is a lower bound.
+        let vocab = 200;
+        let r: Vec<f32> = (0..vocab).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+        let e: Vec<f32> = (0..vocab).map(|i| (i as f32 * 0.41).cos() * 2.0).collect();
+        let (mut full, mut top) = (Accumulator::default(), Accumulator::default());
+        full.add(&r, &e, vocab);
+        top.add_top(&[TopRow::from_logits(&r)], &e, vocab);
+        assert!(top.mean_kl() <= full.mean_kl() + 1e-12 && top.mean_kl() > 0.0);
+        assert_eq!(full.top1(), top.top1());
     }
 
     #[test]

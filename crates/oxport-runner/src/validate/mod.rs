@@ -9,6 +9,7 @@ mod chat;
 pub mod export;
 pub mod metrics;
 mod options;
+pub mod reference_results;
 mod report;
 
 use std::time::Instant;
@@ -20,11 +21,12 @@ pub use report::{Check, Metrics, ReferenceInfo, Report, Status, TargetReport, kl
 
 use crate::backend::onnxruntime::{self, GenaiNames, OrtDevice, OrtLlm};
 use crate::backend::openvino::{self, OvDevice, OvLlm, OvNames};
-use crate::backend::{LlmSession, Precision, ReferenceSession};
+use crate::backend::{LlmSession, Precision};
 use crate::devices::Target;
 use crate::error::{Error, Result};
-use crate::reference::Reference;
 use metrics::Accumulator;
+use oxport_reference::Reference;
+use reference_results::{CacheUse, Inputs, PromptRun, REFERENCE_VERSION, ReferenceResults, greedy};
 
 /// Progress of a validation; the CLI implements it with indicatif. Library code never prints.
 pub trait Progress {
@@ -41,13 +43,6 @@ impl Progress for NoProgress {
     fn stage(&self, _: &str, _: u64) {}
     fn advance(&self, _: u64) {}
     fn finish_stage(&self) {}
-}
-
-/// What the reference produced for one prompt.
-struct PromptRun {
-    ids: Vec<u32>,
-    logits: Vec<f32>,
-    greedy: Vec<u32>,
 }
 
 fn targets(format: Format) -> Vec<Target> {
@@ -83,32 +78,6 @@ fn probe(target: Target) -> std::result::Result<(), String> {
     }
 }
 
-/// Greedy decoding: prefill `ids`, then `max_new` steps; returns (tokens, prefill logits, prefill secs, decode secs).
-fn greedy(
-    session: &mut dyn LlmSession,
-    ids: &[u32],
-    max_new: usize,
-    eos: &[u32],
-) -> Result<(Vec<u32>, Vec<f32>, f64, f64)> {
-    session.reset()?;
-    let t0 = Instant::now();
-    let logits = session.forward(ids)?;
-    let prefill_secs = t0.elapsed().as_secs_f64();
-    let vocab = logits.len() / ids.len();
-    let mut next = metrics::argmax(&logits[logits.len() - vocab..]) as u32;
-    let mut out = Vec::new();
-    let t1 = Instant::now();
-    while out.len() < max_new {
-        out.push(next);
-        if eos.contains(&next) || out.len() == max_new {
-            break;
-        }
-        let l = session.forward(&[next])?;
-        next = metrics::argmax(&l) as u32;
-    }
-    Ok((out, logits, prefill_secs, t1.elapsed().as_secs_f64()))
-}
-
 /// Per-device accumulation while the reference runs once.
 struct Running {
     target: Target,
@@ -142,11 +111,12 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         None => export.weight_precision(checkpoint.total_params())?,
     };
     let thresholds = apply_overrides(Thresholds::for_precision(weight_precision), &opts.overrides);
-    progress.stage("loading reference", 1);
-    let reference = Reference::load(&checkpoint)?;
-    progress.finish_stage();
     let chat = Chat::load(&[&export.dir, &checkpoint_dir])?;
     let eos = checkpoint.config().eos_token_ids.clone();
+    let vocab = checkpoint.config().vocab_size;
+    let stage = ReferenceStage::new(opts, &chat)?;
+    let inputs = stage.inputs(opts, &eos);
+    let (results, cache) = reference_results_for(&checkpoint, &inputs, opts, progress)?;
 
     // Sessions on every present device; absent ones are skipped with the reason.
     let mut reports = Vec::new();
@@ -186,73 +156,38 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         }
     }
 
-    // Prompts: reference once, then every device.
-    let mut ref_session = ReferenceSession::new(&reference);
+    // Prompts: the reference's results, then every device.
     let mut ref_info = ReferenceInfo {
         checkpoint: checkpoint_dir.clone(),
         perplexity: None,
         scored_tokens: 0,
-        prefill_tokens_per_s: 0.0,
-        decode_tokens_per_s: 0.0,
-        sample: String::new(),
+        prefill_tokens_per_s: results.prefill_tokens_per_s,
+        decode_tokens_per_s: results.decode_tokens_per_s,
+        sample: results
+            .prompts
+            .first()
+            .map_or_else(String::new, |p| chat.decode(&p.greedy)),
+        cache,
     };
-    let (mut ref_prefill, mut ref_decode) = ((0usize, 0f64), (0usize, 0f64));
-    progress.stage("prompts", opts.prompts.len() as u64);
-    for (i, prompt) in opts.prompts.iter().enumerate() {
-        let ids = chat.encode(&chat.render(prompt)?)?;
-        if ids.is_empty() {
-            return Err(Error::Invalid(format!("prompt {i} tokenizes to nothing")));
-        }
-        let (greedy_ref, logits, ps, ds) =
-            greedy(&mut ref_session, &ids, opts.max_new_tokens, &eos)?;
-        ref_prefill = (ref_prefill.0 + ids.len(), ref_prefill.1 + ps);
-        ref_decode = (
-            ref_decode.0 + greedy_ref.len().saturating_sub(1),
-            ref_decode.1 + ds,
-        );
-        if i == 0 {
-            ref_info.sample = chat.decode(&greedy_ref);
-        }
-        let run = PromptRun {
-            ids,
-            logits,
-            greedy: greedy_ref,
-        };
+    progress.stage("prompts", results.prompts.len() as u64);
+    for (i, run) in results.prompts.iter().enumerate() {
         for r in running.iter_mut().filter(|r| r.error.is_none()) {
-            if let Err(e) = compare_prompt(
-                r,
-                &run,
-                opts.max_new_tokens,
-                &eos,
-                &chat,
-                i == 0,
-                reference.vocab_size(),
-            ) {
+            if let Err(e) = compare_prompt(r, run, opts.max_new_tokens, &eos, &chat, i == 0, vocab)
+            {
                 r.error = Some(e.to_string());
             }
         }
         progress.advance(1);
     }
     progress.finish_stage();
-    ref_info.prefill_tokens_per_s = rate(ref_prefill);
-    ref_info.decode_tokens_per_s = rate(ref_decode);
 
     // Perplexity on the text, window by window.
-    let mut ref_text = Accumulator::default();
-    if let Some(text) = &opts.text {
-        let tokens = chat.encode_plain(text)?;
-        let window = opts.ppl_window.max(2);
-        let limit = tokens.len().min(opts.ppl_max_tokens.max(window));
-        let windows = text_windows(limit, window, opts.ppl_stride);
-        progress.stage("perplexity", windows.len() as u64);
-        let vocab = reference.vocab_size();
-        for (start, end, first_scored_row) in windows {
-            let w = &tokens[start..end];
+    if opts.text.is_some() {
+        progress.stage("perplexity", results.windows.len() as u64);
+        for window in &results.windows {
+            let w = &stage.text_ids[window.start..window.end];
             // Rows before `first_scored_row` predict tokens an earlier window already scored.
-            let rows = first_scored_row * vocab..;
-            ref_session.reset()?;
-            let ref_logits = ref_session.forward(w)?;
-            ref_text.add_nll(&ref_logits[rows.clone()], vocab, &w[first_scored_row..]);
+            let rows = window.first_scored_row * vocab..;
             for r in running.iter_mut().filter(|r| r.error.is_none()) {
                 let result = (|| -> Result<()> {
                     r.session.reset()?;
@@ -262,9 +197,9 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
                     r.prefill_tokens += w.len();
                     check_vocab(&logits, w.len(), vocab)?;
                     r.text_acc
-                        .add(&ref_logits[rows.clone()], &logits[rows.clone()], vocab);
+                        .add_top(&window.rows, &logits[rows.clone()], vocab);
                     r.text_acc
-                        .add_nll(&logits[rows.clone()], vocab, &w[first_scored_row..]);
+                        .add_nll(&logits[rows.clone()], vocab, &w[window.first_scored_row..]);
                     Ok(())
                 })();
                 if let Err(e) = result {
@@ -274,8 +209,9 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
             progress.advance(1);
         }
         progress.finish_stage();
-        ref_info.perplexity = ref_text.perplexity();
-        ref_info.scored_tokens = ref_text.nll.len();
+        ref_info.scored_tokens = results.nll.len();
+        ref_info.perplexity = (!results.nll.is_empty())
+            .then(|| (results.nll.iter().sum::<f64>() / results.nll.len() as f64).exp());
     }
 
     for r in running {
@@ -315,10 +251,104 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     })
 }
 
+/// `oxport reference`: compute the reference's results for `opts` (prompts, text, window, stride, caps) on the
+/// checkpoint in `checkpoint_dir` and store them under `opts.reference_cache`, unless they are there already.
+/// Returns the cache file and whether it was already there.
+pub fn reference_only(
+    checkpoint_dir: &std::path::Path,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<(std::path::PathBuf, CacheUse)> {
+    let Some(dir) = &opts.reference_cache else {
+        return Err(Error::Invalid("no reference cache folder given".into()));
+    };
+    let checkpoint = oxport_hf::Checkpoint::open(checkpoint_dir)?;
+    let chat = Chat::load(&[checkpoint_dir])?;
+    let eos = checkpoint.config().eos_token_ids.clone();
+    let stage = ReferenceStage::new(opts, &chat)?;
+    let inputs = stage.inputs(opts, &eos);
+    let (_, cache) = reference_results_for(&checkpoint, &inputs, opts, progress)?;
+    let key = reference_results::cache_key(checkpoint.dir(), &inputs, REFERENCE_VERSION)?;
+    Ok((reference_results::cache_path(dir, &key), cache))
+}
+
+/// The token ids the reference runs on: every rendered prompt, and the text cut to the token cap with its windows.
+struct ReferenceStage {
+    prompt_ids: Vec<Vec<u32>>,
+    text_ids: Vec<u32>,
+    windows: Vec<(usize, usize, usize)>,
+}
+
+impl ReferenceStage {
+    fn new(opts: &Options, chat: &Chat) -> Result<Self> {
+        let mut prompt_ids = Vec::new();
+        for (i, prompt) in opts.prompts.iter().enumerate() {
+            let ids = chat.encode(&chat.render(prompt)?)?;
+            if ids.is_empty() {
+                return Err(Error::Invalid(format!("prompt {i} tokenizes to nothing")));
+            }
+            prompt_ids.push(ids);
+        }
+        let (mut text_ids, mut windows) = (Vec::new(), Vec::new());
+        if let Some(text) = &opts.text {
+            let tokens = chat.encode_plain(text)?;
+            let window = opts.ppl_window.max(2);
+            let limit = tokens.len().min(opts.ppl_max_tokens.max(window));
+            text_ids = tokens[..limit].to_vec();
+            windows = text_windows(limit, window, opts.ppl_stride);
+        }
+        Ok(ReferenceStage {
+            prompt_ids,
+            text_ids,
+            windows,
+        })
+    }
+
+    fn inputs<'a>(&'a self, opts: &Options, eos: &'a [u32]) -> Inputs<'a> {
+        Inputs {
+            prompt_ids: &self.prompt_ids,
+            text_ids: &self.text_ids,
+            windows: &self.windows,
+            window: opts.ppl_window,
+            stride: opts.ppl_stride,
+            max_tokens: opts.ppl_max_tokens,
+            max_new_tokens: opts.max_new_tokens,
+            eos,
+        }
+    }
+}
+
+/// The reference's results for `inputs`: from `opts.reference_cache` when it holds them for exactly these inputs,
+/// else computed (and stored there when a cache folder is given).
+fn reference_results_for(
+    checkpoint: &oxport_hf::Checkpoint,
+    inputs: &Inputs<'_>,
+    opts: &Options,
+    progress: &dyn Progress,
+) -> Result<(ReferenceResults, CacheUse)> {
+    let compute = || {
+        progress.stage("loading reference", 1);
+        let reference = Reference::load(checkpoint)?;
+        progress.finish_stage();
+        reference_results::compute(&reference, inputs, progress)
+    };
+    match &opts.reference_cache {
+        Some(dir) => {
+            let key = reference_results::cache_key(checkpoint.dir(), inputs, REFERENCE_VERSION)?;
+            reference_results::load_or_compute(dir, &key, compute)
+        }
+        None => Ok((compute()?, CacheUse::Off)),
+    }
+}
+
 /// Perplexity windows over the first `limit` tokens: `(start, end, first scored logits row)`. Windows start every
 /// `stride` tokens (default: the window, i.e. disjoint windows); the first window scores every prediction, later
 /// ones only the predictions of tokens past the previous window's end (the Hugging Face sliding-window recipe).
-fn text_windows(limit: usize, window: usize, stride: Option<usize>) -> Vec<(usize, usize, usize)> {
+pub(crate) fn text_windows(
+    limit: usize,
+    window: usize,
+    stride: Option<usize>,
+) -> Vec<(usize, usize, usize)> {
     let stride = stride.unwrap_or(window).clamp(1, window);
     let mut out = Vec::new();
     let mut start = 0;

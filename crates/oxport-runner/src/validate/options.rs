@@ -96,6 +96,8 @@ pub struct Options {
     pub weight_precision: Option<WeightPrecision>,
     /// Per-threshold overrides applied on top of the precision's defaults.
     pub overrides: ThresholdOverrides,
+    /// Folder of reference results computed once (`reference_results.rs`); `None` computes them every time.
+    pub reference_cache: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -129,6 +131,7 @@ impl Options {
             session_precision: Precision::F32Exact,
             weight_precision: None,
             overrides: ThresholdOverrides::default(),
+            reference_cache: None,
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct ReferenceInfo {
     pub prefill_tokens_per_s: f64,
     pub decode_tokens_per_s: f64,
     pub sample: String,
+    /// Whether the reference's results came from `--reference-cache`.
+    pub cache: super::reference_results::CacheUse,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -98,11 +100,17 @@ pub fn table(r: &Report) -> String {
         r.reference.checkpoint.display()
     );
     s += &format!(
-        "reference: ppl {} over {} tokens, prefill {:.1} tok/s, decode {:.1} tok/s\n",
+        "reference: ppl {} over {} tokens, prefill {:.1} tok/s, decode {:.1} tok/s{}\n",
         fmt_opt(r.reference.perplexity, 3),
         r.reference.scored_tokens,
         r.reference.prefill_tokens_per_s,
-        r.reference.decode_tokens_per_s
+        r.reference.decode_tokens_per_s,
+        match r.reference.cache {
+            super::reference_results::CacheUse::Off => "",
+            super::reference_results::CacheUse::Hit => " (from the reference cache)",
+            super::reference_results::CacheUse::Miss =>
+                " (computed, stored in the reference cache)",
+        }
     );
     s += &format!(
         "{:<24} {:<8} {:>10} {:>10} {:>10} {:>7} {:>9} {:>8} {:>7} {:>9} {:>9}\n",

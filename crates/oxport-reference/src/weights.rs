@@ -1,43 +1,80 @@
-//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 one row
-//! at a time inside the matmul ([`Mapped`]), or (tests only) the whole-tensor f32 copies the reference used to make
-//! at load ([`Widened`]), kept to prove that both give bit-identical logits.
+//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 a block
+//! of rows at a time inside the matmul ([`Mapped`], [`crate::gemm`]), or (tests only) the whole-tensor f32 copies
+//! the reference used to make at load ([`Widened`]), kept to prove that both give bit-identical logits.
 
 use oxport_hf::{Checkpoint, DType, Role, TensorView};
-use rayon::prelude::*;
 
-use super::{dot, dot_by};
 use crate::error::Result;
+#[cfg(test)]
+use crate::gemm::F32Rows;
+use crate::gemm::{WeightRows, gemm};
 
 /// The weights behind every matmul of the forward pass (all PyTorch `[out, in]` layout) and the embedding table.
-pub(super) trait Weights: Send + Sync {
+pub(crate) trait Weights: Send + Sync {
     /// `y[t, o] = Σ_i x[t, i] · w[o, i]` for the weight of `role` and `n` tokens of `x`: `[n * out]`.
     fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>>;
     /// Append the embedding rows of `ids` (already checked against the vocabulary) to `out`.
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()>;
 }
 
-/// Weights read straight from the checkpoint's mmap. Each matmul widens one weight row at a time into a per-task
-/// f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`dot`] as on a widened copy,
-/// so the logits are bit-identical to widening the whole model at load; then it releases the tensor's mapped pages
-/// (`Checkpoint::release`, MADV_DONTNEED), so the resident set holds about one tensor, not the model.
-pub(super) struct Mapped {
-    pub(super) checkpoint: Checkpoint,
+/// Weights read straight from the checkpoint's mmap. Each matmul widens a block of weight rows at a time into a
+/// per-task f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`gemm`] as on a
+/// widened copy, so the logits are bit-identical to widening the whole model at load. Under
+/// [`MemoryPolicy::ReleaseAfterUse`] it then releases the tensor's mapped pages (`Checkpoint::release`,
+/// MADV_DONTNEED), so the resident set holds about one tensor, not the model.
+pub(crate) struct Mapped {
+    pub(crate) checkpoint: Checkpoint,
+    policy: MemoryPolicy,
+}
+
+/// What happens to a weight's mapped pages after a matmul has read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemoryPolicy {
+    /// Leave them resident (page cache shared with the mapping): no page faults on later forward passes.
+    Resident,
+    /// Drop them (MADV_DONTNEED): about one tensor resident; every forward pass faults the weights in again.
+    ReleaseAfterUse,
+}
+
+impl MemoryPolicy {
+    /// [`Resident`](Self::Resident) when the weights take at most half of the memory available now
+    /// (`MemAvailable` of `/proc/meminfo`), else [`ReleaseAfterUse`](Self::ReleaseAfterUse); release where the
+    /// available memory cannot be read.
+    pub fn auto(weight_bytes: usize) -> Self {
+        match available_memory_bytes() {
+            Some(available) if weight_bytes <= available / 2 => MemoryPolicy::Resident,
+            _ => MemoryPolicy::ReleaseAfterUse,
+        }
+    }
+}
+
+fn available_memory_bytes() -> Option<usize> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl Mapped {
     /// Refuse NaN/Inf in any matmul weight now, as widening at load used to: one read of the mapped bytes,
-    /// released tensor by tensor.
-    pub(super) fn new(checkpoint: Checkpoint) -> Result<Self> {
-        let mapped = Mapped { checkpoint };
-        for role in super::matmul_roles(mapped.checkpoint.config()) {
+    /// released tensor by tensor under [`MemoryPolicy::ReleaseAfterUse`].
+    pub(crate) fn new(checkpoint: Checkpoint, policy: MemoryPolicy) -> Result<Self> {
+        let mapped = Mapped { checkpoint, policy };
+        for role in crate::model::matmul_roles(mapped.checkpoint.config()) {
             let view = mapped.view(role)?;
             // A tied `LmHead` resolves to the embedding, which has its own turn.
             if view.info.role == role {
                 view.check_finite()?;
-                mapped.checkpoint.release(role);
+                mapped.release(role);
             }
         }
         Ok(mapped)
+    }
+
+    fn release(&self, role: Role) {
+        if self.policy == MemoryPolicy::ReleaseAfterUse {
+            self.checkpoint.release(role);
+        }
     }
 
     fn view(&self, role: Role) -> Result<TensorView<'_>> {
@@ -54,9 +91,9 @@ impl Mapped {
 impl Weights for Mapped {
     fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let w = self.view(role)?;
-        let y = matmul_rows(x, n, &w);
+        let y = gemm(x, n, w.cols(), &MappedRows(&w));
         // With tied embeddings `LmHead` resolves to the embedding tensor: release the tensor actually read.
-        self.checkpoint.release(w.info.role);
+        self.release(w.info.role);
         Ok(y)
     }
 
@@ -69,36 +106,22 @@ impl Weights for Mapped {
             let id = id as usize;
             w.rows_f32(id..id + 1, &mut out[start..]);
         }
-        self.checkpoint.release(Role::Embedding);
+        self.release(Role::Embedding);
         Ok(())
     }
 }
 
-/// [`Weights::matmul`] on a mapped `[out, in]` weight, parallel over output rows: each rayon task widens its row
-/// once and dots it with every token, in the accumulation order of [`dot`]. One BF16 token (decoding) dots the
-/// mapped bytes directly: the row is read once, and the widening hides behind the memory reads.
-fn matmul_rows(x: &[f32], n: usize, w: &TensorView<'_>) -> Vec<f32> {
-    let (out_dim, in_dim) = (w.info.shape[0], w.cols());
-    debug_assert_eq!(x.len(), n * in_dim, "matmul {}: input size", w.info.name);
-    if n == 1 && w.info.dtype == DType::BF16 {
-        let mut y = vec![0f32; out_dim];
-        y.par_iter_mut().enumerate().for_each(|(o, y)| {
-            let (row, _) = w.rows_bytes(o..o + 1).as_chunks::<2>();
-            *y = dot_by(x, row, bf16_to_f32);
-        });
-        return y;
+/// A mapped `[out, in]` weight as [`WeightRows`]: each block of rows widened straight from the mapped bytes.
+struct MappedRows<'a>(&'a TensorView<'a>);
+
+impl WeightRows for MappedRows<'_> {
+    fn out_dim(&self) -> usize {
+        self.0.info.shape[0]
     }
-    let mut transposed = vec![0f32; out_dim * n];
-    transposed.par_chunks_mut(n).enumerate().for_each_init(
-        || vec![0f32; in_dim],
-        |row, (o, col)| {
-            widen(w.info.dtype, w.rows_bytes(o..o + 1), row);
-            for (t, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[t * in_dim..(t + 1) * in_dim], row);
-            }
-        },
-    );
-    transpose(&transposed, out_dim, n)
+
+    fn widen_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        widen(self.0.info.dtype, self.0.rows_bytes(rows), out);
+    }
 }
 
 /// Little-endian `dtype` values as f32. A BF16 value is the upper half of its f32, so widening is a shift that the
@@ -120,31 +143,20 @@ fn bf16_to_f32(bytes: [u8; 2]) -> f32 {
     f32::from_bits(u32::from(u16::from_le_bytes(bytes)) << 16)
 }
 
-/// `[out][n]` → `[n][out]`.
-fn transpose(transposed: &[f32], out_dim: usize, n: usize) -> Vec<f32> {
-    let mut y = vec![0f32; n * out_dim];
-    for o in 0..out_dim {
-        for t in 0..n {
-            y[t * out_dim + o] = transposed[o * n + t];
-        }
-    }
-    y
-}
-
 /// The reference's former weights: every tensor widened to f32 at load (`Checkpoint::read_f32`), the matmul over
 /// f32 rows exactly as it was. Kept for the bit-identity test of [`Mapped`].
 #[cfg(test)]
 #[derive(Default)]
-pub(super) struct Widened {
+pub(crate) struct Widened {
     hidden_size: usize,
     tensors: std::collections::HashMap<Role, Vec<f32>>,
 }
 
 #[cfg(test)]
 impl Widened {
-    pub(super) fn load(checkpoint: &Checkpoint) -> Result<Self> {
+    pub(crate) fn load(checkpoint: &Checkpoint) -> Result<Self> {
         let mut tensors = std::collections::HashMap::new();
-        for role in super::matmul_roles(checkpoint.config()) {
+        for role in crate::model::matmul_roles(checkpoint.config()) {
             // `read_f32(LmHead)` resolves to the embedding when the embeddings are tied, as before.
             tensors.insert(role, checkpoint.read_f32(role)?);
         }
@@ -171,20 +183,10 @@ impl Weights for Widened {
     }
 }
 
-/// The former matmul over an f32 `[out, in]` weight, parallel over output rows.
+/// The matmul over an f32 `[out, in]` weight.
 #[cfg(test)]
-pub(super) fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
-    let out_dim = w.len() / in_dim;
-    let mut transposed = vec![0f32; out_dim * n];
-    transposed
-        .par_chunks_mut(n)
-        .zip(w.par_chunks(in_dim))
-        .for_each(|(col, row)| {
-            for (t, y) in col.iter_mut().enumerate() {
-                *y = dot(&x[t * in_dim..(t + 1) * in_dim], row);
-            }
-        });
-    transpose(&transposed, out_dim, n)
+pub(crate) fn matmul(x: &[f32], n: usize, w: &[f32], in_dim: usize) -> Vec<f32> {
+    gemm(x, n, in_dim, &F32Rows { data: w, k: in_dim })
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! run examples):
 //!
 //! ```text
-//! /usr/bin/time -v cargo run --release -p oxport-runner --example reference_rss -- MODEL_DIR [NEW_TOKENS] [--dump FILE]
+//! /usr/bin/time -v cargo run --release -p oxport-reference --example reference_rss -- MODEL_DIR [NEW_TOKENS] [--prompt N] [--dump FILE]
 //! ```
 //!
-//! Prefills a fixed 16-token prompt, then decodes `NEW_TOKENS` (default 8) greedily, one token per forward call.
+//! Prefills a fixed prompt of N tokens (default 16), then decodes `NEW_TOKENS` (default 8) greedily, one token per forward call.
 //! `--dump FILE` writes every returned logit (little-endian f32, prefill rows then one row per decoded token), so two
 //! builds can be compared byte for byte.
 
@@ -13,7 +13,7 @@ use std::io::Write;
 use std::time::Instant;
 
 use oxport_hf::Checkpoint;
-use oxport_runner::reference::Reference;
+use oxport_reference::Reference;
 
 fn argmax(row: &[f32]) -> u32 {
     row.iter()
@@ -32,9 +32,10 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let (mut dir, mut new_tokens, mut dump) = (None, 8usize, None);
+    let (mut dir, mut new_tokens, mut dump, mut prompt_len) = (None, 8usize, None, 16u32);
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--prompt" => prompt_len = args.next().ok_or("--prompt needs a count")?.parse()?,
             "--dump" => dump = Some(args.next().ok_or("--dump needs a file")?),
             _ if dir.is_none() => dir = Some(a),
             _ => new_tokens = a.parse()?,
@@ -47,7 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reference = Reference::load(&checkpoint)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let vocab = reference.vocab_size();
-    let prompt: Vec<u32> = (0..16u32)
+    let prompt: Vec<u32> = (0..prompt_len)
         .map(|i| 3 + (i * 37 + 11) % (vocab as u32 - 8))
         .collect();
 

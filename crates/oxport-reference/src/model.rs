@@ -1,4 +1,4 @@
-//! An f32 forward pass of the original Phi-3 checkpoint, written independently of the exporters.
+//! The forward pass: an f32 Phi-3 decoder over the original checkpoint, written independently of the exporters.
 //!
 //! It follows transformers' `models/phi3/modeling_phi3.py` (Phi3RMSNorm, Phi3Attention with the fused `qkv_proj`
 //! split Q|K|V, partial rotary on the first `rotary_dim` channels with `rotate_half`, GQA by repeating KV heads,
@@ -6,31 +6,31 @@
 //! (`_compute_longrope_parameters`: short factors up to `original_max_position_embeddings`, long factors beyond, cos/sin
 //! scaled by the attention factor).
 //!
-//! The matmul weights are never copied: they stay in the checkpoint's mmap, each matmul widens them to f32 a row at a
-//! time (in parallel over output rows) and then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
-//! in about one tensor of resident weights plus activations and the KV cache ([`weights`]). Norm vectors are
+//! The matmul weights are never copied: they stay in the checkpoint's mmap, and each matmul ([`crate::gemm`]: a
+//! cache-blocked, multi-threaded AVX-512/AVX2 GEMM with one fixed summation order, a GEMV path for decoding) widens
+//! them to f32 a block of rows at a time, then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
+//! in about one tensor of resident weights plus activations and the KV cache ([`crate::weights`]). Norm vectors are
 //! widened once at load.
-
-mod weights;
 
 use oxport_hf::{Checkpoint, Phi3Config, Role};
 use rayon::prelude::*;
 
 use crate::error::Result;
-use weights::{Mapped, Weights};
+use crate::observer::{LinearInput, LinearObserver, NoObserver};
+use crate::weights::{Mapped, MemoryPolicy, Weights};
 
 /// One decoder layer's norm weights in f32 (its matmul weights stay in the checkpoint).
-struct LayerNorms {
-    input: Vec<f32>,
-    post_attention: Vec<f32>,
+pub(crate) struct LayerNorms {
+    pub(crate) input: Vec<f32>,
+    pub(crate) post_attention: Vec<f32>,
 }
 
 /// The reference model: the checkpoint's weights and the config they came from.
 pub struct Reference {
-    config: Phi3Config,
-    weights: Box<dyn Weights>,
-    layers: Vec<LayerNorms>,
-    final_norm: Vec<f32>,
+    pub(crate) config: Phi3Config,
+    pub(crate) weights: Box<dyn Weights>,
+    pub(crate) layers: Vec<LayerNorms>,
+    pub(crate) final_norm: Vec<f32>,
 }
 
 /// Post-RoPE keys and values of every processed position, per layer: `[position][kv_heads * head_dim]`.
@@ -52,25 +52,19 @@ impl KvCache {
     }
 }
 
-/// Dot product with 8 independent accumulators so that the compiler vectorizes it.
+/// Dot product with 8 independent accumulators so that the compiler vectorizes it (attention scores).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    dot_by(a, b, |w| w)
-}
-
-/// [`dot`] over weights of any element type that `widen` turns into f32 exactly: one summation order for a
-/// widened f32 row and for the raw BF16 bytes it came from, so both give the same bits.
-fn dot_by<W: Copy>(a: &[f32], b: &[W], widen: impl Fn(W) -> f32) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, &y)| x * widen(y))
+        .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..8 {
-            acc[k] += x[k] * widen(y[k]);
+            acc[k] += x[k] * y[k];
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -90,7 +84,7 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 }
 
 /// The `[out, in]` weights the forward pass multiplies by, with the embedding table.
-fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
+pub(crate) fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
     let mut roles = vec![Role::Embedding, Role::LmHead];
     for layer in 0..config.num_hidden_layers {
         roles.extend([
@@ -104,7 +98,7 @@ fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
 }
 
 /// Every norm vector widened to f32 (NaN/Inf refused, pages released): per layer, and the final norm.
-fn read_norms(checkpoint: &Checkpoint) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
+pub(crate) fn read_norms(checkpoint: &Checkpoint) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
     let layers = (0..checkpoint.config().num_hidden_layers)
         .map(|layer| {
             Ok(LayerNorms {
@@ -124,11 +118,18 @@ impl Reference {
         Self::from_checkpoint(Checkpoint::open(checkpoint.dir())?)
     }
 
-    /// The reference owning `checkpoint`. Refuses NaN/Inf in any weight now, as widening at load used to (one
-    /// read of the mapped bytes, released tensor by tensor), and widens the norm vectors.
+    /// The reference owning `checkpoint`, with the memory policy [`MemoryPolicy::auto`] picks for its size.
+    /// Refuses NaN/Inf in any weight now, as widening at load used to (one read of the mapped bytes), and widens
+    /// the norm vectors.
     pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Self> {
+        let policy = MemoryPolicy::auto(checkpoint.total_bytes());
+        Self::with_memory_policy(checkpoint, policy)
+    }
+
+    /// [`from_checkpoint`](Self::from_checkpoint) with the given memory policy.
+    pub fn with_memory_policy(checkpoint: Checkpoint, policy: MemoryPolicy) -> Result<Self> {
         let (layers, final_norm) = read_norms(&checkpoint)?;
-        let weights = Mapped::new(checkpoint)?;
+        let weights = Mapped::new(checkpoint, policy)?;
         Ok(Reference {
             config: weights.checkpoint.config().clone(),
             weights: Box::new(weights),
@@ -156,6 +157,16 @@ impl Reference {
 
     /// Run `ids` after the positions already in `cache`; return logits `[ids.len() * vocab]` and extend the cache.
     pub fn forward(&self, ids: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
+        self.forward_observed(ids, cache, &mut NoObserver)
+    }
+
+    /// [`forward`](Self::forward), showing `observer` the input of every linear layer first.
+    pub fn forward_observed(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        observer: &mut dyn LinearObserver,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (h, n) = (c.hidden_size, ids.len());
         if n == 0 {
@@ -164,7 +175,7 @@ impl Reference {
         let mut x = Vec::with_capacity(n * h);
         for &id in ids {
             if id as usize >= c.vocab_size {
-                return Err(crate::Error::Invalid(format!(
+                return Err(crate::error::Error::Invalid(format!(
                     "token id {id} is outside the vocabulary ({})",
                     c.vocab_size
                 )));
@@ -176,25 +187,42 @@ impl Reference {
         let eps = c.rms_norm_eps as f32;
         for (l, norms) in self.layers.iter().enumerate() {
             let normed = rms_norm(&x, &norms.input, eps);
-            let attn = self.attention(l, &normed, n, past, &cos, &sin, cache)?;
+            let attn = self.attention(l, &normed, n, past, (&cos, &sin), cache, observer)?;
             for (a, b) in x.iter_mut().zip(&attn) {
                 *a += b;
             }
             let normed = rms_norm(&x, &norms.post_attention, eps);
-            let mlp = self.mlp(l, &normed, n)?;
+            let mlp = self.mlp(l, &normed, n, observer)?;
             for (a, b) in x.iter_mut().zip(&mlp) {
                 *a += b;
             }
         }
         cache.len += n;
         let normed = rms_norm(&x, &self.final_norm, eps);
-        self.weights.matmul(Role::LmHead, &normed, n)
+        self.linear(Role::LmHead, &normed, n, observer)
+    }
+
+    /// One linear layer: show `observer` its input, then multiply by the weight of `role`.
+    fn linear(
+        &self,
+        role: Role,
+        x: &[f32],
+        n: usize,
+        observer: &mut dyn LinearObserver,
+    ) -> Result<Vec<f32>> {
+        observer.linear_input(LinearInput {
+            role,
+            tokens: n,
+            features: x.len() / n,
+            data: x,
+        });
+        self.weights.matmul(role, x, n)
     }
 
     /// cos/sin `[n][rotary_dim]` for positions `past..past+n`, as transformers builds them: `inv_freq` in f32,
     /// `emb = cat(freqs, freqs)`, LongRoPE factors chosen by the total sequence length and the attention factor
     /// applied to both tables (`modeling_rope_utils.py::_compute_longrope_parameters`, `dynamic_rope_update`).
-    fn rope_tables(&self, past: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+    pub(crate) fn rope_tables(&self, past: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         let c = &self.config;
         let dim = c.rotary_dim();
         let half = dim / 2;
@@ -231,21 +259,20 @@ impl Reference {
         (cos, sin)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         l: usize,
         x: &[f32],
         n: usize,
         past: usize,
-        cos: &[f32],
-        sin: &[f32],
+        (cos, sin): (&[f32], &[f32]),
         cache: &mut KvCache,
+        observer: &mut dyn LinearObserver,
     ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim, rot) = (heads * hd, kv_heads * hd, c.rotary_dim());
-        let qkv = self.weights.matmul(Role::AttnQkv { layer: l }, x, n)?;
+        let qkv = self.linear(Role::AttnQkv { layer: l }, x, n, observer)?;
         let width = q_dim + 2 * kv_dim;
         let mut q = vec![0f32; n * q_dim];
         for t in 0..n {
@@ -298,12 +325,18 @@ impl Reference {
                     }
                 }
             });
-        self.weights.matmul(Role::AttnOut { layer: l }, &out, n)
+        self.linear(Role::AttnOut { layer: l }, &out, n, observer)
     }
 
-    fn mlp(&self, layer: usize, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    fn mlp(
+        &self,
+        layer: usize,
+        x: &[f32],
+        n: usize,
+        observer: &mut dyn LinearObserver,
+    ) -> Result<Vec<f32>> {
         let inter = self.config.intermediate_size;
-        let gate_up = self.weights.matmul(Role::MlpGateUp { layer }, x, n)?;
+        let gate_up = self.linear(Role::MlpGateUp { layer }, x, n, observer)?;
         let mut act = vec![0f32; n * inter];
         for t in 0..n {
             let row = &gate_up[t * 2 * inter..(t + 1) * 2 * inter];
@@ -312,12 +345,12 @@ impl Reference {
                 *a = u * (g / (1.0 + (-g).exp()));
             }
         }
-        self.weights.matmul(Role::MlpDown { layer }, &act, n)
+        self.linear(Role::MlpDown { layer }, &act, n, observer)
     }
 }
 
 /// `rotate_half` RoPE on the first `cos.len()` channels of one head; the rest pass through (partial rotary).
-fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+pub(crate) fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len() / 2;
     for i in 0..half {
         let (a, b) = (head[i], head[i + half]);
@@ -325,6 +358,3 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
         head[i + half] = b * cos[i + half] + a * sin[i + half];
     }
 }
-
-#[cfg(test)]
-mod tests;

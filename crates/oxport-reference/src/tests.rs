@@ -3,8 +3,11 @@ use std::path::{Path, PathBuf};
 
 use oxport_hf::DType;
 
-use super::*;
-use weights::{Widened, matmul};
+use oxport_hf::{Checkpoint, Phi3Config, Role};
+
+use crate::Reference;
+use crate::model::{read_norms, rotate};
+use crate::weights::{Widened, matmul};
 
 #[test]
 fn widened_matmul_matches_naive() {
@@ -237,11 +240,15 @@ fn mapped_rss_bytes(dir: &Path) -> usize {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn forward_releases_the_weight_pages_it_read() {
+fn release_after_use_releases_the_weight_pages_forward_read() {
     let tmp = copy_fixture("reference/checkpoints/phi3-tiny-random");
     let checkpoint = Checkpoint::open(tmp.path()).unwrap();
     let weight_bytes = checkpoint.total_bytes();
-    let reference = Reference::load(&checkpoint).unwrap();
+    let reference = Reference::with_memory_policy(
+        Checkpoint::open(tmp.path()).unwrap(),
+        crate::MemoryPolicy::ReleaseAfterUse,
+    )
+    .unwrap();
     run(&reference);
     // Every weight was read (8 MiB of embedding and lm_head alone); what stays mapped is the headers and the
     // pages around tensor boundaries, not the tensors.
@@ -272,5 +279,113 @@ fn a_nan_weight_is_refused_at_load_naming_the_tensor() {
     assert!(
         err.contains("model.layers.1.mlp.down_proj.weight"),
         "error names the tensor: {err}"
+    );
+}
+
+/// Records `(role, tokens, features)` of every linear input and checks that the data has that shape.
+#[derive(Default)]
+struct Recorder(Vec<(Role, usize, usize)>);
+
+impl crate::LinearObserver for Recorder {
+    fn linear_input(&mut self, input: crate::LinearInput<'_>) {
+        assert_eq!(input.data.len(), input.tokens * input.features);
+        assert!(input.data.iter().all(|v| v.is_finite()));
+        assert_eq!(input.row(input.tokens - 1).len(), input.features);
+        self.0.push((input.role, input.tokens, input.features));
+    }
+}
+
+#[test]
+fn the_observer_sees_every_linear_of_every_layer_and_changes_nothing() {
+    for path in ["tiny-gqa", "tiny-phi4"] {
+        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        let c = reference.config().clone();
+        let ids: Vec<u32> = (0..7u32).map(|i| 3 + i * 5).collect();
+        let plain = reference.forward(&ids, &mut reference.new_cache()).unwrap();
+        let mut recorder = Recorder::default();
+        let mut cache = reference.new_cache();
+        let observed = reference
+            .forward_observed(&ids[..6], &mut cache, &mut recorder)
+            .unwrap();
+        let mut last = reference
+            .forward_observed(&ids[6..], &mut cache, &mut recorder)
+            .unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&observed), bits(&plain[..6 * c.vocab_size]), "{path}");
+        last.truncate(c.vocab_size);
+        let diff = max_abs_diff(&last, &plain[6 * c.vocab_size..]);
+        assert!(diff < 1e-5, "{path}: decode after observed prefill: {diff}");
+        let q_dim = c.num_attention_heads * c.head_dim();
+        let mut expected = Vec::new();
+        for tokens in [6, 1] {
+            for layer in 0..c.num_hidden_layers {
+                expected.extend([
+                    (Role::AttnQkv { layer }, tokens, c.hidden_size),
+                    (Role::AttnOut { layer }, tokens, q_dim),
+                    (Role::MlpGateUp { layer }, tokens, c.hidden_size),
+                    (Role::MlpDown { layer }, tokens, c.intermediate_size),
+                ]);
+            }
+            expected.push((Role::LmHead, tokens, c.hidden_size));
+        }
+        assert_eq!(recorder.0, expected, "{path}");
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn one_and_two_threads_give_bit_identical_logits() {
+    for path in ["tiny-gqa", "reference/checkpoints/phi3-tiny-random"] {
+        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        let in_pool = |threads| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| run(&reference))
+        };
+        let (one, two) = (in_pool(1), in_pool(2));
+        assert_eq!(one, two, "{path}");
+        assert_eq!(one, run(&reference), "{path}: a second run");
+    }
+}
+
+/// The SIMD kernels and the portable one give the same logits bit for bit (`crate::gemm`: one summation order).
+#[test]
+fn portable_and_simd_kernels_give_bit_identical_logits() {
+    let checkpoint = Checkpoint::open(fixture("tiny-odd")).unwrap();
+    let reference = Reference::load(&checkpoint).unwrap();
+    let simd = run(&reference);
+    crate::gemm::force_portable_kernels(true);
+    let portable = run(&reference);
+    crate::gemm::force_portable_kernels(false);
+    assert_eq!(simd, portable, "on {:?}", crate::gemm::detected_isa());
+}
+
+#[test]
+fn resident_and_released_weights_give_bit_identical_logits() {
+    let dir = fixture("tiny-gqa");
+    let open =
+        |policy| Reference::with_memory_policy(Checkpoint::open(&dir).unwrap(), policy).unwrap();
+    assert_eq!(
+        run(&open(crate::MemoryPolicy::Resident)),
+        run(&open(crate::MemoryPolicy::ReleaseAfterUse))
+    );
+    // A few hundred KiB of weights fit in any machine's available memory.
+    assert_eq!(
+        crate::MemoryPolicy::auto(1 << 20),
+        crate::MemoryPolicy::Resident
+    );
+    assert_eq!(
+        crate::MemoryPolicy::auto(usize::MAX),
+        crate::MemoryPolicy::ReleaseAfterUse
     );
 }

@@ -2,14 +2,12 @@
 
 use std::path::PathBuf;
 
-use oxport_runner::backend::{LlmSession, ReferenceSession};
-use oxport_runner::npy;
-use oxport_runner::reference::Reference;
+use oxport_reference::{Reference, npy};
 
 const MODELS: [&str; 3] = ["phi3-tiny-random", "phi3-tiny-gqa", "phi3-tiny-k320"];
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/reference")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference")
 }
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
@@ -54,19 +52,20 @@ fn prefill_matches_transformers_fp32_logits_to_1e_4() {
 fn kv_cache_decoding_matches_the_full_prefill() {
     let (reference, ids, expected) = load("phi3-tiny-gqa");
     let vocab = reference.vocab_size();
-    let mut session = ReferenceSession::new(&reference);
-    let mut got = session.forward(&ids[..9]).unwrap();
+    let mut cache = reference.new_cache();
+    let mut got = reference.forward(&ids[..9], &mut cache).unwrap();
     for &id in &ids[9..] {
-        got.extend(session.forward(&[id]).unwrap());
+        got.extend(reference.forward(&[id], &mut cache).unwrap());
     }
-    assert_eq!(session.position(), ids.len());
+    assert_eq!(cache.len(), ids.len());
     let diff = max_abs(&got, &expected);
     assert!(
         diff < 1e-4,
         "incremental decoding drifts from transformers by {diff}"
     );
-    // A reset starts a new sequence: the first position's logits come back.
-    session.reset().unwrap();
-    let first = session.forward(&ids[..1]).unwrap();
+    // A fresh cache starts a new sequence: the first position's logits come back.
+    let first = reference
+        .forward(&ids[..1], &mut reference.new_cache())
+        .unwrap();
     assert!(max_abs(&first, &expected[..vocab]) < 1e-4);
 }
