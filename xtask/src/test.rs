@@ -143,13 +143,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     // The validate benchmark's smoke mode: reference, ONNX Runtime and validate on the tiny fixture.
     let mut smoke = Command::new(std::env::current_exe()?);
-    smoke.current_dir(&root).env("OXPORT_PYTHON", &python).args([
-        "bench",
-        "validate",
-        "--smoke",
-        "--out",
-        "target/bench/validate-smoke.md",
-    ]);
+    smoke
+        .current_dir(&root)
+        .env("OXPORT_PYTHON", &python)
+        .args([
+            "bench",
+            "validate",
+            "--smoke",
+            "--out",
+            "target/bench/validate-smoke.md",
+        ]);
     if let Err(e) = run_checked(&mut smoke) {
         failures.push(format!("bench validate --smoke: {e:#}"));
     }
