@@ -308,9 +308,19 @@ fn task(
                 let at = ((tt * row_tiles + rt) * MR * NR + i * NR + j) * LANES;
                 let lanes: &[f32; LANES] = partial[at..at + LANES].try_into().unwrap();
                 let wt = &tails[o * tail_len..(o + 1) * tail_len];
-                y.set(t, first_row + o, reduce_lanes(lanes) + tail(xt, wt));
+                y.set(t, first_row + o, reduce(isa, lanes) + tail(xt, wt));
             }
         }
+    }
+}
+
+/// [`reduce_lanes`] on the instruction set of the tile kernels (the same adds in the same order, so the same bits).
+fn reduce(isa: Isa, lanes: &[f32; LANES]) -> f32 {
+    match isa {
+        Isa::Portable => reduce_lanes(lanes),
+        // SAFETY: both variants imply AVX (`detected_isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::reduce_lanes_avx(lanes) },
     }
 }
 
@@ -365,6 +375,19 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{LANES, MR, NR};
+
+    /// [`super::reduce_lanes`] with vector adds: halves (8 lanes), quarters, then pairs, then the last two.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn reduce_lanes_avx(lanes: &[f32; LANES]) -> f32 {
+        let p = lanes.as_ptr();
+        // SAFETY: `lanes` holds 16 values.
+        unsafe {
+            let s8 = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
+        }
+    }
 
     /// [`super::dot_lanes`] in one zmm.
     #[target_feature(enable = "avx512f")]
