@@ -115,15 +115,19 @@ pub fn gemm_with(isa: Isa, x: &[f32], n: usize, k: usize, w: &dyn WeightRows) ->
     let steps = k / LANES;
     let token_tiles = n.div_ceil(MR);
     let packed_x = pack_activations(x, n, k);
-    // Output transposed, `[out][n]`, so that each task owns one contiguous chunk.
-    let mut transposed = vec![0f32; out_dim * n];
-    transposed
-        .par_chunks_mut(ROWS_PER_TASK * n)
-        .enumerate()
+    // Each task writes the columns of its own rows, straight into `[n][out]` (no transposed copy).
+    let mut y = vec![0f32; n * out_dim];
+    let columns = Columns {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+        out_dim,
+    };
+    (0..out_dim.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
         .for_each_init(
             || (vec![0f32; k], Vec::new(), Vec::new(), Vec::new()),
-            |(row, block, tails, partial), (b, y)| {
-                let rows = y.len() / n;
+            |(row, block, tails, partial), b| {
+                let rows = ROWS_PER_TASK.min(out_dim - b * ROWS_PER_TASK);
                 let row_tiles = rows.div_ceil(NR);
                 block.clear();
                 block.resize(row_tiles * steps * NR * LANES, 0.0);
@@ -150,10 +154,32 @@ pub fn gemm_with(isa: Isa, x: &[f32], n: usize, k: usize, w: &dyn WeightRows) ->
                     block,
                     tails,
                 };
-                task(isa, &operands, y, partial);
+                task(isa, &operands, columns, b * ROWS_PER_TASK, rows, partial);
             },
         );
-    transpose(&transposed, out_dim, n)
+    y
+}
+
+/// The `[n][out]` output, shared by the tasks: each writes only the columns of its own rows.
+#[derive(Clone, Copy)]
+struct Columns {
+    ptr: *mut f32,
+    len: usize,
+    out_dim: usize,
+}
+
+// SAFETY: tasks write disjoint elements (their own output rows' columns) and nothing reads them until every task
+// has finished (the rayon join at the end of `gemm_with`).
+unsafe impl Send for Columns {}
+unsafe impl Sync for Columns {}
+
+impl Columns {
+    fn set(self, t: usize, o: usize, value: f32) {
+        let at = t * self.out_dim + o;
+        assert!(at < self.len);
+        // SAFETY: in bounds (checked); no other task writes column `o` (see the `Sync` impl).
+        unsafe { *self.ptr.add(at) = value };
+    }
 }
 
 /// Decoding (fewer tokens than a register tile): each task widens one weight row at a time into an L1 buffer and
@@ -233,8 +259,15 @@ struct Operands<'a> {
     tails: &'a [f32],
 }
 
-/// One task: `y[o][t]` for its block of rows and every token.
-fn task(isa: Isa, op: &Operands<'_>, y: &mut [f32], partial: &mut Vec<f32>) {
+/// One task: `y[t][first_row + o]` for its block of `rows` rows and every token.
+fn task(
+    isa: Isa,
+    op: &Operands<'_>,
+    y: Columns,
+    first_row: usize,
+    rows: usize,
+    partial: &mut Vec<f32>,
+) {
     let Operands {
         x,
         packed_x,
@@ -246,7 +279,6 @@ fn task(isa: Isa, op: &Operands<'_>, y: &mut [f32], partial: &mut Vec<f32>) {
     } = *op;
     let steps = k / LANES;
     let (k_full, tail_len) = (steps * LANES, k % LANES);
-    let rows = y.len() / n;
     let row_tiles = rows.div_ceil(NR);
     let (x_panel, w_panel) = (steps * MR * LANES, steps * NR * LANES);
     for tt0 in (0..token_tiles).step_by(TILES_PER_BLOCK) {
@@ -276,9 +308,19 @@ fn task(isa: Isa, op: &Operands<'_>, y: &mut [f32], partial: &mut Vec<f32>) {
                 let at = ((tt * row_tiles + rt) * MR * NR + i * NR + j) * LANES;
                 let lanes: &[f32; LANES] = partial[at..at + LANES].try_into().unwrap();
                 let wt = &tails[o * tail_len..(o + 1) * tail_len];
-                y[o * n + t] = reduce_lanes(lanes) + tail(xt, wt);
+                y.set(t, first_row + o, reduce(isa, lanes) + tail(xt, wt));
             }
         }
+    }
+}
+
+/// [`reduce_lanes`] on the instruction set of the tile kernels (the same adds in the same order, so the same bits).
+fn reduce(isa: Isa, lanes: &[f32; LANES]) -> f32 {
+    match isa {
+        Isa::Portable => reduce_lanes(lanes),
+        // SAFETY: both variants imply AVX (`detected_isa`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma | Isa::Avx512 => unsafe { x86::reduce_lanes_avx(lanes) },
     }
 }
 
@@ -333,6 +375,19 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{LANES, MR, NR};
+
+    /// [`super::reduce_lanes`] with vector adds: halves (8 lanes), quarters, then pairs, then the last two.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn reduce_lanes_avx(lanes: &[f32; LANES]) -> f32 {
+        let p = lanes.as_ptr();
+        // SAFETY: `lanes` holds 16 values.
+        unsafe {
+            let s8 = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
+        }
+    }
 
     /// [`super::dot_lanes`] in one zmm.
     #[target_feature(enable = "avx512f")]

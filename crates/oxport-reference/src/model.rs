@@ -53,6 +53,7 @@ impl KvCache {
 }
 
 /// Dot product with 8 independent accumulators so that the compiler vectorizes it (attention scores).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
@@ -294,37 +295,18 @@ impl Reference {
         let window = c.sliding_window.unwrap_or(usize::MAX);
         let group = heads / kv_heads;
         let mut out = vec![0f32; n * q_dim];
+        let shape = AttentionShape {
+            past,
+            heads,
+            group,
+            hd,
+            kv_dim,
+            scale,
+            window,
+        };
         out.par_chunks_mut(q_dim)
             .enumerate()
-            .for_each(|(t, out_t)| {
-                let pos = past + t;
-                // transformers' sliding-window mask keeps keys with `pos - key < window`.
-                let first = (pos + 1).saturating_sub(window);
-                let mut scores = vec![0f32; pos + 1 - first];
-                for h in 0..heads {
-                    let kvh = h / group;
-                    let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-                    for (j, s) in (first..=pos).zip(scores.iter_mut()) {
-                        *s = dot(
-                            qh,
-                            &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd],
-                        ) * scale;
-                    }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let o = &mut out_t[h * hd..(h + 1) * hd];
-                    for (j, s) in (first..=pos).zip(&scores) {
-                        let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                        for (o, v) in o.iter_mut().zip(v) {
-                            *o += s / sum * v;
-                        }
-                    }
-                }
-            });
+            .for_each(|(t, out_t)| attend(&shape, t, &q, keys, values, out_t));
         self.linear(Role::AttnOut { layer: l }, &out, n, observer)
     }
 
@@ -346,6 +328,89 @@ impl Reference {
             }
         }
         self.linear(Role::MlpDown { layer }, &act, n, observer)
+    }
+}
+
+/// Sizes of one layer's attention.
+struct AttentionShape {
+    past: usize,
+    heads: usize,
+    /// Query heads per KV head (GQA).
+    group: usize,
+    hd: usize,
+    kv_dim: usize,
+    scale: f32,
+    window: usize,
+}
+
+/// The attention output of token `t` (all heads) into `out_t`, on the widest vectors the CPU has: no operation
+/// is reordered or fused (Rust does not contract `a * b + c`), so every path gives the same bits.
+fn attend(
+    g: &AttentionShape,
+    t: usize,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out_t: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2.
+        return unsafe { attend_avx2(g, t, q, keys, values, out_t) };
+    }
+    attend_portable(g, t, q, keys, values, out_t)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn attend_avx2(
+    g: &AttentionShape,
+    t: usize,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out_t: &mut [f32],
+) {
+    attend_portable(g, t, q, keys, values, out_t)
+}
+
+#[inline(always)]
+fn attend_portable(
+    g: &AttentionShape,
+    t: usize,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    out_t: &mut [f32],
+) {
+    let (hd, kv_dim, q_dim) = (g.hd, g.kv_dim, g.heads * g.hd);
+    let pos = g.past + t;
+    // transformers' sliding-window mask keeps keys with `pos - key < window`.
+    let first = (pos + 1).saturating_sub(g.window);
+    let mut scores = vec![0f32; pos + 1 - first];
+    for h in 0..g.heads {
+        let kvh = h / g.group;
+        let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+        for (j, s) in (first..=pos).zip(scores.iter_mut()) {
+            *s = dot(
+                qh,
+                &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd],
+            ) * g.scale;
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let o = &mut out_t[h * hd..(h + 1) * hd];
+        for (j, s) in (first..=pos).zip(&scores) {
+            let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            let weight = s / sum;
+            for (o, v) in o.iter_mut().zip(v) {
+                *o += weight * v;
+            }
+        }
     }
 }
 
