@@ -4,6 +4,7 @@
 //! Every kernel is a pure function of its input (rayon inside one tensor, same bytes on any thread count).
 
 pub mod awq;
+pub mod awq_data;
 pub mod error;
 pub mod float;
 pub mod fp16;
@@ -12,11 +13,14 @@ pub mod nncf;
 pub mod plan;
 pub mod rows;
 pub mod sensitivity;
+pub mod stats;
 mod simd;
 pub mod sink;
 pub use simd::force_portable_kernels;
 
 pub use awq::{AwqScales, data_free_awq, scale_columns};
+pub use awq_data::{AwqParams, MergePrev, data_aware_awq};
+pub use stats::{ActivationStats, LayerStats, process_stats};
 pub use error::QuantError;
 pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};

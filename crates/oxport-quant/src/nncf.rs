@@ -316,6 +316,23 @@ fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
     }
 }
 
+/// Quantize `w` as one group of `mode` and dequantize it in f32 into `out` (`(q - zp) * scale`, NNCF's
+/// `integer_quantize_dequantize_weight` with the group spanning `w`: `do_integer_quantization` then
+/// `do_integer_dequantization`, both f32).
+pub(crate) fn qdq_group_f32(w: &[f32], mode: NncfMode, codes: &mut [u8], out: &mut [f32]) {
+    let (s, zp) = quantize_group(w, mode, codes);
+    if mode.is_asym() {
+        let zp = zp as f32;
+        for (o, &c) in out.iter_mut().zip(codes.iter()) {
+            *o = (c as f32 - zp) * s;
+        }
+    } else {
+        for (o, &c) in out.iter_mut().zip(codes.iter()) {
+            *o = (c as i8 as f32) * s;
+        }
+    }
+}
+
 /// calculate_integer_quantization_params (asym) + calculate_scale_zero_point(narrow_range=False): the range
 /// always includes 0; `scale = (hi - lo) / (levels - 1)`, eps if smaller; `zp = clip(0 - round(lo / scale))`.
 /// Returns the f32 scale and the zero point as f32 (it is added in f32 before rounding).
