@@ -106,7 +106,10 @@ pub fn data_aware_awq(
                 m,
                 mode,
             };
-            (g, search.best(&s[cols.clone()], prev.map(|p| (p, cols)), params))
+            (
+                g,
+                search.best(&s[cols.clone()], prev.map(|p| (p, cols)), params),
+            )
         })
         .collect();
     let mut weight = vec![1f32; k];
@@ -313,12 +316,11 @@ mod tests {
                 let scaled: Vec<f32> = row.iter().zip(scale).map(|(a, b)| a * b).collect();
                 qdq_group_f32(&scaled, NncfMode::Int4Asym, &mut codes, qrow);
             }
-            let sx: Vec<f32> = s
-                .x
-                .chunks_exact(m)
-                .zip(scale)
-                .flat_map(|(r, c)| r.iter().map(move |v| v / c))
-                .collect();
+            let sx: Vec<f32> =
+                s.x.chunks_exact(m)
+                    .zip(scale)
+                    .flat_map(|(r, c)| r.iter().map(move |v| v / c))
+                    .collect();
             mean_abs_diff(&matmul(&q, &sx, n, g, m), &fp)
         };
         assert!(err(&sc.weight[64..96]) <= err(&[1.0; 32]));

@@ -13,14 +13,13 @@ pub mod nncf;
 pub mod plan;
 pub mod rows;
 pub mod sensitivity;
-pub mod stats;
 mod simd;
 pub mod sink;
+pub mod stats;
 pub use simd::force_portable_kernels;
 
 pub use awq::{AwqScales, data_free_awq, scale_columns};
 pub use awq_data::{AwqParams, MergePrev, data_aware_awq};
-pub use stats::{ActivationStats, LayerStats, process_stats};
 pub use error::QuantError;
 pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};
@@ -36,3 +35,4 @@ pub use plan::{
 };
 pub use rows::Rows;
 pub use sink::OrderedWriter;
+pub use stats::{ActivationStats, LayerStats, process_stats};

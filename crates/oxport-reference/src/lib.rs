@@ -9,6 +9,7 @@
 //!
 //! It depends on the checkpoint reader and math crates only: no runtime, tokenizer or HTTP crate.
 
+mod calibrate;
 mod error;
 pub mod gemm;
 mod model;
@@ -16,6 +17,7 @@ pub mod npy;
 mod observer;
 mod weights;
 
+pub use calibrate::collect_activation_stats;
 pub use error::{Error, Result};
 pub use model::{KvCache, Reference};
 pub use observer::{LinearInput, LinearObserver, NoObserver};

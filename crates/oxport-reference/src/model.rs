@@ -168,6 +168,16 @@ impl Reference {
         cache: &mut KvCache,
         observer: &mut dyn LinearObserver,
     ) -> Result<Vec<f32>> {
+        self.forward_inner(ids, cache, observer, false)
+    }
+
+    fn forward_inner(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        observer: &mut dyn LinearObserver,
+        skip_head: bool,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (h, n) = (c.hidden_size, ids.len());
         if n == 0 {
@@ -199,8 +209,19 @@ impl Reference {
             }
         }
         cache.len += n;
+        if skip_head {
+            return Ok(Vec::new());
+        }
         let normed = rms_norm(&x, &self.final_norm, eps);
         self.linear(Role::LmHead, &normed, n, observer)
+    }
+
+    /// A prefill of `ids` in a fresh cache that only shows `observer` the decoder layers' linear inputs: the LM head
+    /// is not multiplied (nothing is returned), which is what collecting calibration statistics needs.
+    pub fn observe_prefill(&self, ids: &[u32], observer: &mut dyn LinearObserver) -> Result<()> {
+        let mut cache = self.new_cache();
+        self.forward_inner(ids, &mut cache, observer, true)?;
+        Ok(())
     }
 
     /// One linear layer: show `observer` its input, then multiply by the weight of `role`.

@@ -389,3 +389,45 @@ fn resident_and_released_weights_give_bit_identical_logits() {
         crate::MemoryPolicy::ReleaseAfterUse
     );
 }
+
+/// Keeps the full input of `MlpDown { layer: 0 }` per forward call.
+#[derive(Default)]
+struct DownInputs(Vec<Vec<f32>>);
+
+impl crate::LinearObserver for DownInputs {
+    fn linear_input(&mut self, input: crate::LinearInput<'_>) {
+        if input.role == (Role::MlpDown { layer: 0 }) {
+            self.0.push(input.data.to_vec());
+        }
+    }
+}
+
+#[test]
+fn calibration_statistics_are_per_sample_token_means_of_independent_prefills() {
+    let checkpoint = Checkpoint::open(fixture("tiny-phi4")).unwrap();
+    let reference = Reference::load(&checkpoint).unwrap();
+    let samples: Vec<Vec<u32>> = vec![vec![3, 9, 27, 81], vec![5, 6], vec![3, 9, 27, 81]];
+    let mut calls = Vec::new();
+    let want = |r: Role| matches!(r, Role::MlpDown { .. } | Role::MlpGateUp { .. });
+    let stats = crate::collect_activation_stats(&reference, &samples, &want, &mut |d, t| {
+        calls.push((d, t))
+    })
+    .unwrap();
+    assert_eq!(calls, vec![(1, 3), (2, 3), (3, 3)]);
+    assert_eq!(stats.samples, 3);
+    let layers = reference.config().num_hidden_layers;
+    assert_eq!(stats.layers.len(), 2 * layers, "only the wanted roles");
+    let down = stats.get(Role::MlpDown { layer: 0 }).unwrap();
+    assert_eq!(down.tokens, vec![4, 2, 4]);
+    // Independent prefills: the same ids give the same statistics; each is the mean of the full forward's input.
+    assert_eq!(down.means[0], down.means[2]);
+    let mut full = DownInputs::default();
+    reference
+        .forward_observed(&samples[0], &mut reference.new_cache(), &mut full)
+        .unwrap();
+    let inter = reference.config().intermediate_size;
+    let mut expect = oxport_quant::LayerStats::default();
+    expect.push_sample(&full.0[0], 4);
+    assert_eq!(down.means[0], expect.means[0]);
+    assert_eq!(down.means[0].len(), inter);
+}
