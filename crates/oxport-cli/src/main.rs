@@ -3,6 +3,7 @@
 //! This is the only crate that prints: library crates report through traits that the
 //! subcommands implement with indicatif.
 
+mod calibration;
 mod cmd;
 mod interrupt;
 mod progress;

@@ -7,24 +7,41 @@
 //! `down_proj`'s input columns are multiplied by the scale and `up_proj`'s output rows by its inverse, both in f32
 //! (`(w * s).astype(float32)`), before MatMulNBits quantization; the graph is unchanged. As in NNCF, AWQ applies
 //! where `down_proj` is 4-bit.
+//!
+//! With calibration statistics (`--awq --dataset …`) the scales come from NNCF's data-aware search instead
+//! (`oxport_quant::data_aware_awq`), with the f16-overflow guard of the mergeable pattern fed by `up_proj`'s
+//! weights and the statistics of its input (`AWQ._data_aware_step`, `prev_weight` / `prev_statistics`). The
+//! search quantizes each candidate with NNCF's int4 rule of the same symmetry and block size as the
+//! MatMulNBits weight (NNCF has no MatMulNBits quantizer; the two differ in rounding details only).
 
 use std::collections::BTreeMap;
 
 use oxport_hf::{Checkpoint, DType, Role};
-use oxport_quant::{AwqScales, Rows, data_free_awq, scale_columns};
+use std::sync::Arc;
+
+use oxport_quant::{
+    ActivationStats, AwqParams, AwqScales, MergePrev, NncfMode, NBitsParams, Rows, data_aware_awq,
+    data_free_awq, process_stats, scale_columns,
+};
 
 use crate::error::{OnnxError, Result};
 use crate::graph::{GraphLayout, LinearForm, LinearSpec, WeightItem};
 
 /// The layers AWQ rescales, and their scales once computed.
 pub(crate) struct Awq {
-    targets: Vec<usize>,
+    /// Target layers with their `down_proj` MatMulNBits parameters.
+    targets: BTreeMap<usize, NBitsParams>,
     scales: BTreeMap<usize, AwqScales>,
+    stats: Option<Arc<ActivationStats>>,
 }
 
 impl Awq {
     /// Layers whose `down_proj` is a 4-bit MatMulNBits (none unless `enabled`).
-    pub(crate) fn new(layout: &GraphLayout, enabled: bool) -> Self {
+    pub(crate) fn new(
+        layout: &GraphLayout,
+        enabled: bool,
+        stats: Option<Arc<ActivationStats>>,
+    ) -> Self {
         let targets = layout
             .weight_order
             .iter()
@@ -33,13 +50,14 @@ impl Awq {
                     role: Role::MlpDown { layer },
                     form: LinearForm::NBits(p),
                     ..
-                }) if enabled && p.bits == 4 => Some(*layer),
+                }) if enabled && p.bits == 4 => Some((*layer, *p)),
                 _ => None,
             })
             .collect();
         Awq {
             targets,
             scales: BTreeMap::new(),
+            stats,
         }
     }
 
@@ -57,18 +75,14 @@ impl Awq {
             Role::MlpDown { layer } => (layer, false),
             _ => return Ok(None),
         };
-        if !self.targets.contains(&layer) {
+        let Some(&params) = self.targets.get(&layer) else {
             return Ok(None);
-        }
-        let down = Role::MlpDown { layer };
-        let s = match self.scales.entry(layer) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let view = ckpt.view(down).ok_or_else(|| missing(ckpt, down))?;
-                let (n, k) = (view.info.shape[0], view.info.shape[1]);
-                e.insert(data_free_awq(encoded(&view), n, k).map_err(|e| quant(down, e))?)
-            }
         };
+        if !self.scales.contains_key(&layer) {
+            let s = self.layer_scales(ckpt, layer, params)?;
+            self.scales.insert(layer, s);
+        }
+        let s = &self.scales[&layer];
         let view = ckpt
             .view(spec.role)
             .ok_or_else(|| missing(ckpt, spec.role))?;
@@ -89,6 +103,62 @@ impl Awq {
             scale_columns(rows, n, k, &s.weight, DType::F32).map_err(|e| quant(spec.role, e))?
         };
         Ok(Some(w))
+    }
+}
+
+impl Awq {
+    /// The scales of `layer`'s `down_proj`: data-aware when statistics were collected, else data-free.
+    fn layer_scales(&self, ckpt: &Checkpoint, layer: usize, p: NBitsParams) -> Result<AwqScales> {
+        let down = Role::MlpDown { layer };
+        let view = ckpt.view(down).ok_or_else(|| missing(ckpt, down))?;
+        let (n, k) = (view.info.shape[0], view.info.shape[1]);
+        let Some(stats) = &self.stats else {
+            return data_free_awq(encoded(&view), n, k).map_err(|e| quant(down, e));
+        };
+        let gate_up = Role::MlpGateUp { layer };
+        let (layer_stats, prev_stats) = match (stats.get(down), stats.get(gate_up)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => {
+                return Err(OnnxError::Options(format!(
+                    "{}: no calibration statistics for data-aware AWQ",
+                    down.name()
+                )));
+            }
+        };
+        let up = ckpt.view(gate_up).ok_or_else(|| missing(ckpt, gate_up))?;
+        let hidden = up.info.shape[1];
+        let inter = ckpt.config().intermediate_size;
+        let up_rows = Rows::Encoded {
+            bytes: up.rows_bytes(inter..2 * inter),
+            dtype: up.info.dtype,
+        };
+        let up_f32 =
+            scale_columns(up_rows, inter, hidden, &vec![1.0; hidden], DType::F32).map_err(|e| quant(gate_up, e))?;
+        let mean_abs = up_f32
+            .chunks_exact(hidden)
+            .map(|row| row.iter().map(|v| v.abs()).sum::<f32>() / hidden as f32)
+            .collect();
+        let (s_prev, _, _) = process_stats(prev_stats, AwqParams::default().subset_size);
+        let prev = MergePrev {
+            mean_abs,
+            max_s: s_prev.iter().fold(0f32, |a, &v| a.max(v)),
+            k: hidden,
+        };
+        let mode = if p.symmetric {
+            NncfMode::Int4Sym
+        } else {
+            NncfMode::Int4Asym
+        };
+        data_aware_awq(
+            encoded(&view),
+            (n, k),
+            layer_stats,
+            mode,
+            Some(p.block_size),
+            Some(&prev),
+            &AwqParams::default(),
+        )
+        .map_err(|e| quant(down, e))
     }
 }
 

@@ -258,7 +258,7 @@ fn write_weights(
         .sum();
     progress.start(total);
     let mut data = ExternalData::create(dir, DATA_FILE)?;
-    let mut awq = crate::awq::Awq::new(layout, opts.awq);
+    let mut awq = crate::awq::Awq::new(layout, opts.awq, opts.awq_stats.clone());
     let mut out = Vec::with_capacity(total);
     let emit = |data: &mut ExternalData,
                 out: &mut Vec<TensorProto>,

@@ -78,8 +78,12 @@ pub struct ExportOptions {
     /// Standard-ops form: `DequantizeLinear` (INT4/UINT4 `[K, N]`, blocked along K) + `MatMul`, and the first
     /// RMS norm decomposed, so that `onnx.checker` accepts the model. ORT fuses DQ+MatMul back to MatMulNBits.
     pub qdq: bool,
-    /// NNCF's data-free AWQ on the 4-bit `down_proj` weights, folded into `up_proj` (`crate::awq`).
+    /// NNCF's AWQ on the 4-bit `down_proj` weights, folded into `up_proj` (`crate::awq`): data-free, or data-aware
+    /// when `awq_stats` holds calibration statistics.
     pub awq: bool,
+    /// Calibration statistics of the `down_proj` and `gate_up_proj` inputs for data-aware AWQ.
+    #[serde(skip)]
+    pub awq_stats: Option<std::sync::Arc<oxport_quant::ActivationStats>>,
 }
 
 impl Default for ExportOptions {
@@ -94,6 +98,7 @@ impl Default for ExportOptions {
             ratio: None,
             qdq: false,
             awq: false,
+            awq_stats: None,
         }
     }
 }

@@ -153,6 +153,7 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
         backup_mode,
         group_size_fallback,
         awq,
+        dataset,
     }) = &plan.nncf
     {
         let advanced = format!(
@@ -182,7 +183,14 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
                     RtInfo::value("mode", *mode),
                     RtInfo::value("ratio", format!("{ratio:?}")),
                     RtInfo::value("scale_estimation", "False"),
-                    RtInfo::value("sensitivity_metric", "weight_quantization_error"),
+                    RtInfo::value(
+                        "sensitivity_metric",
+                        if dataset.is_some() {
+                            "max_activation_variance"
+                        } else {
+                            "weight_quantization_error"
+                        },
+                    ),
                 ],
             )],
         ));
@@ -265,7 +273,11 @@ fn write_side_files(ckpt: &Checkpoint, plan: &Plan, dir: &Path, model_arg: &str)
             }
         }
     }
-    if plan.nncf.is_some() {
+    if let Some(record) = &plan.nncf {
+        let (dataset, num_samples) = match &record.dataset {
+            Some(d) => (json!(d.name), json!(d.num_samples)),
+            None => (Value::Null, Value::Null),
+        };
         // optimum-intel writes this for weight-compressed exports; the compression parameters live in the IR's
         // rt_info, not here (openvino-ir.md §1).
         let v = json!({
@@ -275,10 +287,10 @@ fn write_side_files(ckpt: &Checkpoint, plan: &Plan, dir: &Path, model_arg: &str)
             "output_attentions": false,
             "quantization_config": {
                 "_dataset_kwargs": {},
-                "dataset": null,
+                "dataset": dataset,
                 "default_config": {"quant_method": "default"},
                 "ignored_scope": null,
-                "num_samples": null,
+                "num_samples": num_samples,
                 "processor": null,
                 "quantization_configs": {},
                 "tokenizer": model_arg,

@@ -8,6 +8,7 @@
 //! * [`npu`]: `--npu`, OpenVINO GenAI's compression recipe for Intel NPUs and the refusal of everything outside it.
 
 mod compress;
+pub mod awq;
 pub mod defaults;
 mod error;
 mod export;
@@ -24,6 +25,6 @@ pub use export::{
 pub use oxport_quant::PlanProgress;
 pub use phi3::{NoProgress, Progress};
 pub use plan::{
-    BackupPrecision, CompressionOptions, GroupSizeFallback, Plan, PlanEntry, Scheme, WeightFormat,
+    BackupPrecision, CompressionOptions, DatasetRecord, GroupSizeFallback, Plan, PlanEntry, Scheme, WeightFormat,
     plan, plan_with_progress,
 };

@@ -161,6 +161,17 @@ pub struct NncfRecord {
     pub backup_mode: &'static str,
     pub group_size_fallback: &'static str,
     pub awq: bool,
+    /// The calibration data of a data-aware export (`None`: data-free). NNCF's default sensitivity metric becomes
+    /// `max_activation_variance` with a dataset (`algorithm.py::get_weight_compression_configuration`).
+    pub dataset: Option<DatasetRecord>,
+}
+
+/// The calibration dataset as optimum-intel records it (`openvino_config.json` `quantization_config`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DatasetRecord {
+    /// `wikitext2`, or the local file's path.
+    pub name: String,
+    pub num_samples: usize,
 }
 
 /// The whole plan, in the order weights are written (embedding, per layer qkv/o/gate_up/down, lm_head).
@@ -169,6 +180,9 @@ pub struct Plan {
     pub weight_format: WeightFormat,
     pub entries: Vec<PlanEntry>,
     pub nncf: Option<NncfRecord>,
+    /// Data-aware AWQ scales computed before export ([`crate::awq::apply_data_aware_awq`]), by target weight; a
+    /// weight marked `awq` without an entry here gets data-free AWQ at export.
+    pub awq_scales: std::collections::BTreeMap<Role, oxport_quant::AwqScales>,
 }
 
 impl Plan {
@@ -188,10 +202,22 @@ impl Plan {
             } else {
                 format!("  ({})", e.reason)
             };
-            let awq = if e.awq {
-                "  + data-free AWQ: columns rescaled, Multiply `…/awq_mul` inserted after the Swish"
-            } else {
-                ""
+            let awq = match (e.awq, self.awq_scales.get(&e.role)) {
+                (false, _) => String::new(),
+                (true, None) if self.nncf.as_ref().is_some_and(|r| r.dataset.is_some()) => {
+                    "  + data-aware AWQ: scales searched on the calibration data at export, Multiply `…/awq_mul` \
+                     inserted after the Swish"
+                        .into()
+                }
+                (true, None) => {
+                    "  + data-free AWQ: columns rescaled, Multiply `…/awq_mul` inserted after the Swish".into()
+                }
+                (true, Some(sc)) => format!(
+                    "  + data-aware AWQ: {} of {} input channels rescaled, Multiply `…/awq_mul` inserted after \
+                     the Swish",
+                    sc.weight.iter().filter(|v| **v != 1.0).count(),
+                    sc.weight.len()
+                ),
             };
             s.push_str(&format!(
                 "{:<20} [{:>6}, {:>6}]  {}{err}{awq}\n",
@@ -394,6 +420,7 @@ pub fn plan_with_progress(
             backup_mode: "int8_asym",
             group_size_fallback: opts.group_size_fallback.nncf_name(),
             awq: false,
+            dataset: None,
         }),
         WeightFormat::Int4 => Some(NncfRecord {
             mode: if opts.sym { "int4_sym" } else { "int4_asym" },
@@ -407,11 +434,13 @@ pub fn plan_with_progress(
             backup_mode: backup.nncf_name(),
             group_size_fallback: opts.group_size_fallback.nncf_name(),
             awq: opts.awq,
+            dataset: None,
         }),
     };
     Ok(Plan {
         weight_format: opts.weight_format,
         entries,
         nncf,
+        awq_scales: Default::default(),
     })
 }

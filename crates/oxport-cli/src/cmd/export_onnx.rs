@@ -69,10 +69,13 @@ pub struct Args {
     /// Standard ops: DequantizeLinear (INT4) + MatMul and a decomposed first norm; passes onnx.checker.
     #[arg(long)]
     pub qdq: bool,
-    /// Data-free AWQ as NNCF computes it (an oxport extension: the genai builder has none): down_proj's input
-    /// channels scaled by their mean |weight|, up_proj's output rows by the inverse; int4 only, same graph.
+    /// AWQ as NNCF computes it (an oxport extension: the genai builder has none): down_proj's input channels
+    /// scaled, up_proj's output rows by the inverse; int4 only, same graph. Data-free (scales from the mean
+    /// |weight|) or, with --dataset, NNCF's data-aware search on statistics from oxport's own forward pass.
     #[arg(long)]
     pub awq: bool,
+    #[command(flatten)]
+    pub calibration: crate::calibration::CalibrationArgs,
     /// Print the quantization plan and the graph summary; write nothing.
     #[arg(long = "dry-run")]
     pub dry_run: bool,
@@ -99,6 +102,7 @@ impl Args {
             ratio: self.ratio,
             qdq: self.qdq,
             awq: self.awq,
+            awq_stats: None,
         }
     }
 }
@@ -124,10 +128,28 @@ impl Progress for Bar {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let opts = args.options();
+    let mut opts = args.options();
+    args.calibration.check()?;
+    if args.calibration.dataset.is_some() && !args.awq {
+        anyhow::bail!("--dataset is used by data-aware AWQ only: add --awq");
+    }
     let model_dir = resolve(&args)?;
     let ckpt =
         Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
+    opts.validate()?;
+    if args.awq && args.calibration.dataset.is_some() && !args.dry_run {
+        let layers = ckpt.config().num_hidden_layers;
+        let roles: Vec<oxport_hf::Role> = (0..layers)
+            .flat_map(|layer| {
+                [
+                    oxport_hf::Role::MlpGateUp { layer },
+                    oxport_hf::Role::MlpDown { layer },
+                ]
+            })
+            .collect();
+        let calibrated = args.calibration.collect(&model_dir, &ckpt, &roles)?;
+        opts.awq_stats = Some(std::sync::Arc::new(calibrated.stats));
+    }
 
     if args.dry_run {
         let plan = oxport_onnx::plan(&ckpt, &opts)?;

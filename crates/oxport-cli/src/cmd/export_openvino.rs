@@ -74,11 +74,14 @@ pub struct Args {
 
     /// optimum-cli flags oxport does not implement: parsed so that using them is an explicit error (boxed: they
     /// are many and almost never set).
-    /// AWQ as NNCF applies it; without --dataset (data-aware AWQ is not implemented) this is NNCF's data-free AWQ:
-    /// down_proj's input channels are rescaled by their mean |weight| and a Multiply after each Swish undoes it.
-    /// int4 only.
+    /// AWQ as NNCF applies it, int4 only: down_proj's input channels are rescaled and a Multiply after each Swish
+    /// undoes it. Without --dataset NNCF's data-free AWQ (scales from the mean |weight|); with --dataset NNCF's
+    /// data-aware search (the groups of the 0.2% most active channels, alpha over 0..0.99), on statistics that
+    /// oxport's own forward pass collects.
     #[arg(long)]
     pub awq: bool,
+    #[command(flatten)]
+    pub calibration: crate::calibration::CalibrationArgs,
     #[command(flatten)]
     pub unimplemented: Box<Unimplemented>,
 }
@@ -92,14 +95,10 @@ pub struct Unimplemented {
     pub gptq: bool,
     #[arg(long = "lora-correction", hide = true)]
     pub lora_correction: bool,
-    #[arg(long, hide = true)]
-    pub dataset: Option<String>,
     #[arg(long = "quant-mode", hide = true)]
     pub quant_mode: Option<String>,
     #[arg(long = "sensitivity-metric", hide = true)]
     pub sensitivity_metric: Option<String>,
-    #[arg(long = "num-samples", hide = true)]
-    pub num_samples: Option<String>,
     #[arg(long = "quantization-statistics-path", hide = true)]
     pub quantization_statistics_path: Option<String>,
     #[arg(long = "smooth-quant-alpha", hide = true)]
@@ -120,14 +119,12 @@ impl Args {
     /// The first optimum-cli flag given that oxport does not implement.
     fn unsupported_flag(&self) -> Option<&'static str> {
         let u = &self.unimplemented;
-        let flags: [(&'static str, bool); 14] = [
+        let flags: [(&'static str, bool); 12] = [
             ("--scale-estimation", u.scale_estimation),
             ("--gptq", u.gptq),
             ("--lora-correction", u.lora_correction),
-            ("--dataset", u.dataset.is_some()),
             ("--quant-mode", u.quant_mode.is_some()),
             ("--sensitivity-metric", u.sensitivity_metric.is_some()),
-            ("--num-samples", u.num_samples.is_some()),
             (
                 "--quantization-statistics-path",
                 u.quantization_statistics_path.is_some(),
@@ -206,7 +203,37 @@ impl Args {
         if self.npu {
             oxport_openvino::npu::check_options(&options)?;
         }
+        self.check_dataset(&options)?;
         Ok(options)
+    }
+}
+
+impl Args {
+    /// `--dataset` is used by data-aware AWQ; the other data-aware methods NNCF would run with it are refused by
+    /// name (never a silent data-free fallback).
+    fn check_dataset(&self, options: &CompressionOptions) -> anyhow::Result<()> {
+        self.calibration.check()?;
+        if self.calibration.dataset.is_none() {
+            return Ok(());
+        }
+        if options.weight_format != WeightFormat::Int4 {
+            bail!(
+                "--dataset: oxport's data-aware compression is int4 AWQ (--weight-format int4 --awq); got {}",
+                options.weight_format.name()
+            );
+        }
+        if options.ratio.is_some_and(|r| r < 1.0) {
+            bail!(
+                "--dataset with --ratio below 1 means NNCF's data-aware mixed precision (max_activation_variance), \
+                 which oxport does not implement yet; drop --dataset for the data-free ranking or use --ratio 1.0"
+            );
+        }
+        Ok(())
+    }
+
+    /// Data-aware AWQ: `--awq` with `--dataset`.
+    fn data_aware_awq(&self, options: &CompressionOptions) -> bool {
+        options.awq && self.calibration.dataset.is_some()
     }
 }
 
@@ -237,7 +264,9 @@ fn apply_default_recipe(
         || args.all_layers
         || args.awq
         || args.backup_precision.is_some()
-        || args.group_size_fallback.is_some();
+        || args.group_size_fallback.is_some()
+        || args.calibration.dataset.is_some()
+        || args.calibration.num_samples.is_some();
     if options.weight_format != WeightFormat::Int4 || flags_given || args.npu {
         return Ok(options);
     }
@@ -307,9 +336,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} sensitivities {msg}")
             .expect("static template"),
     );
-    let plan = oxport_openvino::plan_with_progress(&ckpt, &options, &Scoring(scoring.clone()))
+    let mut plan = oxport_openvino::plan_with_progress(&ckpt, &options, &Scoring(scoring.clone()))
         .context("planning the weight compression")?;
     scoring.finish_and_clear();
+    if args.calibration.dataset.is_some() && !args.data_aware_awq(&options) {
+        eprintln!(
+            "note: --dataset is not used: no data-aware method was asked for (oxport's is --awq), as NNCF ignores \
+             it then"
+        );
+    }
+    if args.data_aware_awq(&options) && !args.dry_run {
+        let roles = oxport_openvino::awq::stats_roles(&plan);
+        let calibrated = args.calibration.collect(&dir, &ckpt, &roles)?;
+        let record = oxport_openvino::DatasetRecord {
+            name: calibrated.dataset.clone(),
+            num_samples: calibrated.num_samples,
+        };
+        oxport_openvino::awq::apply_data_aware_awq(&ckpt, &mut plan, &calibrated.stats, record, &mut |_, _| {
+            crate::interrupt::checkpoint()
+        })
+        .context("searching the AWQ scales")?;
+    } else if args.data_aware_awq(&options)
+        && let Some(r) = plan.nncf.as_mut()
+    {
+        r.dataset = Some(oxport_openvino::DatasetRecord {
+            name: args.calibration.dataset.clone().unwrap_or_default(),
+            num_samples: args.calibration.num_samples.unwrap_or(128),
+        });
+    }
     if args.npu {
         oxport_openvino::npu::check_plan(&plan)?;
     }
@@ -578,10 +632,8 @@ mod tests {
             &["--scale-estimation"][..],
             &["--gptq"],
             &["--lora-correction"],
-            &["--dataset", "wikitext2"],
             &["--quant-mode", "int8"],
             &["--sensitivity-metric", "mean_activation_variance"],
-            &["--num-samples", "8"],
             &["--quantization-statistics-path", "s"],
             &["--smooth-quant-alpha", "0.5"],
             &["--disable-stateful"],

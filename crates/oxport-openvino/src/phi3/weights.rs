@@ -9,8 +9,8 @@ use crate::error::Error;
 use crate::plan::Scheme;
 
 impl<'a> Builder<'a> {
-    // ---- data-free AWQ ----
-    /// Whether the plan applies data-free AWQ to `role`.
+    // ---- AWQ ----
+    /// Whether the plan applies AWQ to `role`.
     pub(super) fn awq_target(&self, role: Role) -> bool {
         self.plan.entries.iter().any(|e| e.role == role && e.awq)
     }
@@ -27,14 +27,19 @@ impl<'a> Builder<'a> {
         act: Out,
         k: usize,
     ) -> Result<Out> {
-        let view = self.view(role)?;
-        let rows = view.info.shape[0];
-        let scales = oxport_quant::data_free_awq(encoded(&view), rows, k)
-            .map_err(|source| Error::Quant {
-                tensor: role.name(),
-                source: Box::new(source.for_tensor(&role.name())),
-            })
-            .map_err(|e| nan_as_checkpoint_error(e, &view))?;
+        let scales = match self.plan.awq_scales.get(&role) {
+            Some(data_aware) => data_aware.clone(),
+            None => {
+                let view = self.view(role)?;
+                let rows = view.info.shape[0];
+                oxport_quant::data_free_awq(encoded(&view), rows, k)
+                    .map_err(|source| Error::Quant {
+                        tensor: role.name(),
+                        source: Box::new(source.for_tensor(&role.name())),
+                    })
+                    .map_err(|e| nan_as_checkpoint_error(e, &view))?
+            }
+        };
         let name = format!("{producer}/awq_mul");
         let c = self.g.constant(
             &format!("{name}/scale"),

@@ -1,0 +1,115 @@
+//! `--dataset` / `--num-samples` of both exports: the calibration windows (`oxport_hf::calibration`), run through
+//! the Rust reference forward pass (`oxport_reference::collect_activation_stats`) with a progress bar. No Python and
+//! no runtime library is involved.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use oxport_hf::{Checkpoint, Role};
+use oxport_quant::ActivationStats;
+
+/// The calibration flags, shared by `export openvino` and `export onnx`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CalibrationArgs {
+    /// Calibration data for data-aware compression (with --awq): `wikitext2` (optimum-intel's: the hub dataset
+    /// Salesforce/wikitext, wikitext-2-raw-v1, train split, through the same hub client and cache as models;
+    /// `wikitext2:seq_len=N` sets the window length) or, an oxport extension, the path of a local `.txt` or
+    /// `.jsonl` file (a "text" field per line), windowed the same way.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Calibration windows (optimum-cli's default 128).
+    #[arg(long = "num-samples")]
+    pub num_samples: Option<usize>,
+    /// oxport extension: write the calibration windows' token ids as JSON (`{"samples": [[ids…], …]}`), e.g. to
+    /// run a peer on exactly the same samples.
+    #[arg(long = "calibration-samples-out", requires = "dataset")]
+    pub samples_out: Option<PathBuf>,
+}
+
+/// What a data-aware export was calibrated on: the statistics and how optimum-intel names the data.
+pub struct Calibrated {
+    pub stats: ActivationStats,
+    pub dataset: String,
+    pub num_samples: usize,
+}
+
+impl CalibrationArgs {
+    /// `--num-samples` without `--dataset` is refused, as NNCF would have nothing to sample.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.num_samples.is_some() && self.dataset.is_none() {
+            bail!("--num-samples needs --dataset");
+        }
+        if self.num_samples == Some(0) {
+            bail!("--num-samples must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// Build the windows, run them through the reference and keep the statistics of the inputs of `roles`.
+    pub fn collect(&self, dir: &Path, ckpt: &Checkpoint, roles: &[Role]) -> anyhow::Result<Calibrated> {
+        let Some(dataset) = &self.dataset else {
+            bail!("data-aware compression needs --dataset");
+        };
+        let spec = shim::CalibrationSpec::parse(dataset, self.num_samples)?;
+        let tokenizer = dir.join("tokenizer.json");
+        let set = shim::calibration_samples(
+            &spec,
+            &tokenizer,
+            &oxport_hf::ResolveOptions::from_env(),
+            &crate::cmd::inspect::DownloadBar::default(),
+        )
+        .with_context(|| format!("building the calibration samples from {dataset}"))?;
+        eprintln!("calibration: {}", set.description);
+        if let Some(out) = &self.samples_out {
+            let json = serde_json::json!({ "samples": set.samples });
+            std::fs::write(out, serde_json::to_vec(&json)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        let reference = oxport_reference::Reference::load(ckpt).context("loading the reference forward pass")?;
+        let bar = ProgressBar::new(set.samples.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} calibration samples [{elapsed_precise}]")
+                .expect("static template"),
+        );
+        let want = |r: Role| roles.contains(&r);
+        let stats = oxport_reference::collect_activation_stats(&reference, &set.samples, &want, &mut |d, _| {
+            crate::interrupt::checkpoint();
+            bar.set_position(d as u64);
+        })
+        .context("collecting activation statistics")?;
+        bar.finish_and_clear();
+        Ok(Calibrated {
+            stats,
+            dataset: dataset.clone(),
+            num_samples: set.samples.len(),
+        })
+    }
+}
+
+/// TEMPORARY until oxport_hf::calibration lands: a local .txt, consecutive windows.
+mod shim {
+    use std::path::Path;
+    pub struct CalibrationSpec(String, usize);
+    pub struct Set {
+        pub samples: Vec<Vec<u32>>,
+        pub description: String,
+    }
+    impl CalibrationSpec {
+        pub fn parse(s: &str, n: Option<usize>) -> anyhow::Result<Self> {
+            Ok(CalibrationSpec(s.to_string(), n.unwrap_or(128)))
+        }
+    }
+    pub fn calibration_samples(
+        spec: &CalibrationSpec,
+        tok: &Path,
+        _: &oxport_hf::ResolveOptions,
+        _: &dyn oxport_hf::DownloadProgress,
+    ) -> anyhow::Result<Set> {
+        let t = tokenizers::Tokenizer::from_file(tok).map_err(anyhow::Error::msg)?;
+        let text = std::fs::read_to_string(&spec.0)?;
+        let ids = t.encode(text, true).map_err(anyhow::Error::msg)?.get_ids().to_vec();
+        let samples: Vec<Vec<u32>> = ids.chunks_exact(32).take(spec.1).map(|c| c.to_vec()).collect();
+        Ok(Set { description: format!("{} windows", samples.len()), samples })
+    }
+}
