@@ -5,7 +5,8 @@
 //!    when the requirements change;
 //! 2. the `oxport` binary;
 //! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set;
-//! 4. `pytest tests/python_peers` (optimum-intel loading our exports) in `.venv-peers`, created once from PyPI;
+//! 4. `cargo xtask smol` (the real SmolLM2 model in Phi-3 layout, once), then `pytest tests/python_peers` (optimum-intel
+//!    loading our exports, NNCF beside our data-aware AWQ) in `.venv-peers`, created once from PyPI;
 //! 5. `cargo xtask bench --smoke` and `cargo xtask bench validate --smoke`.
 
 use std::path::{Path, PathBuf};
@@ -130,6 +131,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     // optimum-intel (with torch and transformers) loads our OpenVINO exports as they are: in the peers' venv.
     if !args.no_python {
+        // The real trained model the data-aware comparison with NNCF runs on (`.cache/smol-phi3`, built once).
+        let mut smol = Command::new(std::env::current_exe()?);
+        smol.current_dir(&root).arg("smol");
+        if let Err(e) = run_checked(&mut smol) {
+            failures.push(format!("xtask smol: {e:#}"));
+        }
         let peers = crate::bench::ensure_peer_venv(&root)?;
         let mut pytest = Command::new(&peers);
         pytest

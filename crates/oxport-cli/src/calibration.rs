@@ -47,7 +47,12 @@ impl CalibrationArgs {
     }
 
     /// Build the windows, run them through the reference and keep the statistics of the inputs of `roles`.
-    pub fn collect(&self, dir: &Path, ckpt: &Checkpoint, roles: &[Role]) -> anyhow::Result<Calibrated> {
+    pub fn collect(
+        &self,
+        dir: &Path,
+        ckpt: &Checkpoint,
+        roles: &[Role],
+    ) -> anyhow::Result<Calibrated> {
         let Some(dataset) = &self.dataset else {
             bail!("data-aware compression needs --dataset");
         };
@@ -66,17 +71,25 @@ impl CalibrationArgs {
             std::fs::write(out, serde_json::to_vec(&json)?)
                 .with_context(|| format!("writing {}", out.display()))?;
         }
-        let reference = oxport_reference::Reference::load(ckpt).context("loading the reference forward pass")?;
+        let reference = oxport_reference::Reference::load(ckpt)
+            .context("loading the reference forward pass")?;
         let bar = ProgressBar::new(set.samples.len() as u64);
         bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} calibration samples [{elapsed_precise}]")
-                .expect("static template"),
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} calibration samples [{elapsed_precise}]",
+            )
+            .expect("static template"),
         );
         let want = |r: Role| roles.contains(&r);
-        let stats = oxport_reference::collect_activation_stats(&reference, &set.samples, &want, &mut |d, _| {
-            crate::interrupt::checkpoint();
-            bar.set_position(d as u64);
-        })
+        let stats = oxport_reference::collect_activation_stats(
+            &reference,
+            &set.samples,
+            &want,
+            &mut |d, _| {
+                crate::interrupt::checkpoint();
+                bar.set_position(d as u64);
+            },
+        )
         .context("collecting activation statistics")?;
         bar.finish_and_clear();
         Ok(Calibrated {
@@ -108,8 +121,20 @@ mod shim {
     ) -> anyhow::Result<Set> {
         let t = tokenizers::Tokenizer::from_file(tok).map_err(anyhow::Error::msg)?;
         let text = std::fs::read_to_string(&spec.0)?;
-        let ids = t.encode(text, true).map_err(anyhow::Error::msg)?.get_ids().to_vec();
-        let samples: Vec<Vec<u32>> = ids.chunks_exact(32).take(spec.1).map(|c| c.to_vec()).collect();
-        Ok(Set { description: format!("{} windows", samples.len()), samples })
+        let ids = t
+            .encode(text, true)
+            .map_err(anyhow::Error::msg)?
+            .get_ids()
+            .to_vec();
+        let samples: Vec<Vec<u32>> = ids
+            .windows(32)
+            .step_by(16)
+            .take(spec.1)
+            .map(|c| c.to_vec())
+            .collect();
+        Ok(Set {
+            description: format!("{} windows", samples.len()),
+            samples,
+        })
     }
 }

@@ -20,7 +20,7 @@ use oxport_hf::{Checkpoint, DType, Role};
 use std::sync::Arc;
 
 use oxport_quant::{
-    ActivationStats, AwqParams, AwqScales, MergePrev, NncfMode, NBitsParams, Rows, data_aware_awq,
+    ActivationStats, AwqParams, AwqScales, MergePrev, NBitsParams, NncfMode, Rows, data_aware_awq,
     data_free_awq, process_stats, scale_columns,
 };
 
@@ -132,8 +132,8 @@ impl Awq {
             bytes: up.rows_bytes(inter..2 * inter),
             dtype: up.info.dtype,
         };
-        let up_f32 =
-            scale_columns(up_rows, inter, hidden, &vec![1.0; hidden], DType::F32).map_err(|e| quant(gate_up, e))?;
+        let up_f32 = scale_columns(up_rows, inter, hidden, &vec![1.0; hidden], DType::F32)
+            .map_err(|e| quant(gate_up, e))?;
         let mean_abs = up_f32
             .chunks_exact(hidden)
             .map(|row| row.iter().map(|v| v.abs()).sum::<f32>() / hidden as f32)

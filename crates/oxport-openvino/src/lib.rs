@@ -7,8 +7,8 @@
 //! * [`defaults`]: optimum-cli's per-model default 4-bit recipes (the Phi family).
 //! * [`npu`]: `--npu`, OpenVINO GenAI's compression recipe for Intel NPUs and the refusal of everything outside it.
 
-mod compress;
 pub mod awq;
+mod compress;
 pub mod defaults;
 mod error;
 mod export;
@@ -25,6 +25,6 @@ pub use export::{
 pub use oxport_quant::PlanProgress;
 pub use phi3::{NoProgress, Progress};
 pub use plan::{
-    BackupPrecision, CompressionOptions, DatasetRecord, GroupSizeFallback, Plan, PlanEntry, Scheme, WeightFormat,
-    plan, plan_with_progress,
+    BackupPrecision, CompressionOptions, DatasetRecord, GroupSizeFallback, Plan, PlanEntry, Scheme,
+    WeightFormat, plan, plan_with_progress,
 };

@@ -352,9 +352,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             name: calibrated.dataset.clone(),
             num_samples: calibrated.num_samples,
         };
-        oxport_openvino::awq::apply_data_aware_awq(&ckpt, &mut plan, &calibrated.stats, record, &mut |_, _| {
-            crate::interrupt::checkpoint()
-        })
+        oxport_openvino::awq::apply_data_aware_awq(
+            &ckpt,
+            &mut plan,
+            &calibrated.stats,
+            record,
+            &mut |_, _| crate::interrupt::checkpoint(),
+        )
         .context("searching the AWQ scales")?;
     } else if args.data_aware_awq(&options)
         && let Some(r) = plan.nncf.as_mut()
