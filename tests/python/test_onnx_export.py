@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REF = ROOT / "fixtures" / "reference"
 TOL = {"fp32": (1e-4, 1e-5), "fp16": (2e-2, 3e-3), "int4": (0.6, 0.1), "int4-b32": (0.5, 0.08), "int4-cuda": (0.6, 0.1),
        "int4-dml": (0.6, 0.1), "fp16-dml": (2e-2, 3e-3), "int4-webgpu": (0.6, 0.1), "fp16-webgpu": (2e-2, 3e-3),
-       "int4-awq": (0.6, 0.1)}
+       "int4-awq": (0.6, 0.1), "int4-awq-data": (0.6, 0.1)}
 
 
 def oxport_bin():
@@ -183,7 +183,10 @@ PRECISIONS = [("fp32", ["-p", "fp32"]), ("fp16", ["-p", "fp16"]), ("int4", ["-p"
               ("int4-webgpu", ["-p", "int4", "-e", "webgpu", "--block-size", "128"]),
               ("fp16-webgpu", ["-p", "fp16", "-e", "webgpu"]),
               # Data-free AWQ folded into up_proj (same graph, rescaled weights).
-              ("int4-awq", ["-p", "int4", "--block-size", "128", "--awq"])]
+              ("int4-awq", ["-p", "int4", "--block-size", "128", "--awq"]),
+              # Data-aware AWQ (NNCF's search on statistics from oxport's forward pass), folded the same way.
+              ("int4-awq-data", ["-p", "int4", "--block-size", "128", "--awq", "--dataset",
+                                 str(ROOT / "fixtures/calib_text.txt"), "--num-samples", "8"])]
 
 
 @pytest.mark.parametrize("model", ["phi3-tiny-random", "phi3-tiny-gqa", "phi3-tiny-k320"])

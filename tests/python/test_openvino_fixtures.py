@@ -32,10 +32,10 @@ FORMATS = {
 TOL = {"fp32": 1e-4, "fp16": 1e-3, "int8": 0.06, "int8_sym": 0.06, "int4": 0.4, "int4_asym": 0.4, "int4_channel": 0.6}
 
 
-def oxport(*args):
+def oxport(*args, env=None):
     exe = os.environ.get("OXPORT_BIN")
     assert exe, "OXPORT_BIN must name the built oxport binary"
-    return subprocess.run([exe, *args], capture_output=True, text=True)
+    return subprocess.run([exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
 # ---- independent numpy reference (transformers Phi3ForCausalLM, eager attention, f32) ----
@@ -223,7 +223,7 @@ def test_longrope_graph_selects_factors_at_runtime(tmp_path):
 # ---- CLI ----
 
 @pytest.mark.parametrize("flag", [["--scale-estimation"], ["--gptq"], ["--lora-correction"],
-                                  ["--dataset", "wikitext2"], ["--quant-mode", "int8"], ["--num-samples", "4"],
+                                  ["--quant-mode", "int8"],
                                   ["--sensitivity-metric", "hessian_input_activation"], ["--disable-stateful"]])
 def test_unimplemented_optimum_flags_fail_naming_the_flag(tmp_path, flag):
     out = tmp_path / "ov"
@@ -233,13 +233,48 @@ def test_unimplemented_optimum_flags_fail_naming_the_flag(tmp_path, flag):
     assert not out.exists()
 
 
-def test_awq_with_a_dataset_is_refused_naming_the_dataset_flag(tmp_path):
-    """--awq alone is data-free AWQ; data-aware AWQ (--dataset) is not implemented and says so."""
+CALIB = ROOT / "fixtures" / "calib_text.txt"
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--weight-format", "int8", "--dataset", str(CALIB)], "int4 AWQ"),
+    (["--weight-format", "int4", "--awq", "--ratio", "0.8", "--dataset", str(CALIB)], "mixed precision"),
+    (["--weight-format", "int4", "--awq", "--num-samples", "4"], "--num-samples needs --dataset"),
+    (["--weight-format", "int4", "--awq", "--dataset", "c4"], "c4"),
+])
+def test_data_aware_flags_oxport_cannot_honour_are_refused_before_writing(tmp_path, flags, says):
     out = tmp_path / "ov"
-    r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--weight-format", "int4", "--awq", "--dataset",
-               "wikitext2", str(out))
-    assert r.returncode != 0 and "--dataset" in r.stderr and "not implement" in r.stderr, r.stderr
+    r = oxport("export", "openvino", "--model", str(FIX / "tiny"), *flags, str(out))
+    assert r.returncode != 0 and says in r.stderr, r.stderr
     assert not out.exists()
+
+
+def test_data_aware_awq_is_deterministic_and_rescales_only_down_proj(tmp_path):
+    """--awq --dataset: the same bytes on 1 and 2 threads; only down_proj and the awq_mul scales differ from plain
+    int4."""
+    flags = ["--weight-format", "int4", "--group-size", "64", "--ratio", "1.0", "--disable-convert-tokenizer"]
+    data = ["--awq", "--dataset", str(CALIB), "--num-samples", "16"]
+    for name, extra, threads in [("a", data, "2"), ("b", data, "1"), ("plain", [], "2")]:
+        r = oxport("export", "openvino", "--model", str(FIX / "tiny-phi4"), *flags, *extra, str(tmp_path / name),
+                   env={"RAYON_NUM_THREADS": threads})
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "a/openvino_model.bin").read_bytes() == (tmp_path / "b/openvino_model.bin").read_bytes()
+    core = ov.Core()
+    consts = lambda d: {op.get_friendly_name(): op.get_data().copy() for op in
+                        core.read_model(str(d / "openvino_model.xml")).get_ops() if op.get_type_name() == "Constant"}
+    a, plain = consts(tmp_path / "a"), consts(tmp_path / "plain")
+    scales = {k: v for k, v in a.items() if k.endswith("/awq_mul/scale")}
+    assert len(scales) == 2 and all(v.shape == (1, 1, 384) for v in scales.values())
+    # NNCF rescales only the groups of the 0.2% most active channels: int(384 * 0.002) = 0 → 1 channel, 1 group.
+    for v in scales.values():
+        changed = np.nonzero(v.ravel() != 1.0)[0]
+        assert 0 < len(changed) <= 64 and len(set(changed // 64)) == 1
+    weights = [k for k in plain if k.startswith("self.")]
+    assert weights and all(k in a for k in weights)
+    differ = sorted(k for k in weights if a[k].tobytes() != plain[k].tobytes())
+    assert differ and all(".mlp.down_proj." in k for k in differ), differ
+    rt = json.loads((tmp_path / "a/openvino_config.json").read_text())["quantization_config"]
+    assert rt["dataset"] == str(CALIB) and rt["num_samples"] == 16
 
 
 def test_unknown_weight_format_and_task_are_refused(tmp_path):
