@@ -89,7 +89,12 @@ impl Case {
 enum Peer {
     OptimumCli(&'static [&'static str]),
     GenaiBuilder(&'static [&'static str]),
+    /// `xtask/scripts/nncf_data_aware.py MODEL OUT --text CALIBRATION_TEXT` plus these flags.
+    NncfDataAware(&'static [&'static str]),
 }
+
+/// The calibration text of the data-aware cases (relative to the repository root, where cases run).
+const CALIBRATION_TEXT: &str = "fixtures/calib_text.txt";
 
 const CASES: &[Case] = &[
     Case {
@@ -122,6 +127,27 @@ const CASES: &[Case] = &[
             "1.0",
             "--awq",
         ])),
+    },
+    // Data-aware AWQ on a local calibration text; the peer is optimum-cli's fp32 export + NNCF on the same windows
+    // (`xtask/scripts/nncf_data_aware.py`: optimum-cli itself takes only hub datasets).
+    Case {
+        name: "ov-int4-asym-g64-awq-data",
+        oxport: Oxport::Args(&[
+            "export",
+            "openvino",
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "64",
+            "--ratio",
+            "1.0",
+            "--awq",
+            "--dataset",
+            CALIBRATION_TEXT,
+            "--num-samples",
+            "128",
+        ]),
+        peer: Some(Peer::NncfDataAware(&["--group-size", "64"])),
     },
     Case {
         name: "ov-fp16",
@@ -312,7 +338,8 @@ pub fn run(args: Args) -> Result<()> {
         for &t in &threads {
             let out = work.join(format!("oxport-{}-t{t}", case.name));
             let mut cmd = Command::new(&oxport);
-            cmd.args(case.oxport_args())
+            cmd.current_dir(&root)
+                .args(case.oxport_args())
                 .arg("--model")
                 .arg(&model)
                 .arg(&out)
@@ -497,6 +524,18 @@ fn peer_command(
                 .args(args);
             c.env("HF_HUB_OFFLINE", "1");
             ("genai-builder", c)
+        }
+        Peer::NncfDataAware(args) => {
+            let root = repo_root();
+            let mut c = Command::new(python);
+            c.arg(root.join("xtask/scripts/nncf_data_aware.py"))
+                .arg(model)
+                .arg(out)
+                .arg("--text")
+                .arg(root.join(CALIBRATION_TEXT))
+                .args(args);
+            c.env("HF_HUB_OFFLINE", "1");
+            ("optimum-cli+nncf", c)
         }
     }
 }
