@@ -46,12 +46,12 @@ impl CalibrationArgs {
         Ok(())
     }
 
-    /// Build the windows, run them through the reference and keep the statistics of the inputs of `roles`.
+    /// Build the windows, run them through the reference and keep what `want` asks of each linear layer's input.
     pub fn collect(
         &self,
         dir: &Path,
         ckpt: &Checkpoint,
-        roles: &[Role],
+        want: &dyn Fn(Role) -> oxport_reference::Observe,
     ) -> anyhow::Result<Calibrated> {
         let Some(dataset) = &self.dataset else {
             bail!("data-aware compression needs --dataset");
@@ -80,11 +80,10 @@ impl CalibrationArgs {
             )
             .expect("static template"),
         );
-        let want = |r: Role| roles.contains(&r);
         let stats = oxport_reference::collect_activation_stats(
             &reference,
             &set.samples,
-            &want,
+            want,
             &mut |d, _| {
                 crate::interrupt::checkpoint();
                 bar.set_position(d as u64);

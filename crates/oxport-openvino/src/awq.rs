@@ -10,7 +10,7 @@ use oxport_hf::{Checkpoint, Role};
 use oxport_quant::{ActivationStats, AwqParams, NncfMode, Rows, data_aware_awq};
 
 use crate::error::{Error, Result};
-use crate::plan::{DatasetRecord, Plan, Scheme};
+use crate::plan::{Plan, Scheme};
 
 /// The calibration roles data-aware AWQ needs statistics for: the inputs of the plan's AWQ targets.
 pub fn stats_roles(plan: &Plan) -> Vec<Role> {
@@ -21,13 +21,12 @@ pub fn stats_roles(plan: &Plan) -> Vec<Role> {
         .collect()
 }
 
-/// Compute the data-aware AWQ scales of every AWQ target of `plan` from `stats`, record them in the plan (and the
-/// dataset in its NNCF record). `progress(done, total)` after each weight.
+/// Compute the data-aware AWQ scales of every AWQ target of `plan` from `stats` and record them in the plan.
+/// `progress(done, total)` after each weight.
 pub fn apply_data_aware_awq(
     ckpt: &Checkpoint,
     plan: &mut Plan,
     stats: &ActivationStats,
-    dataset: DatasetRecord,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
     let targets: Vec<_> = plan.entries.iter().filter(|e| e.awq).cloned().collect();
@@ -74,9 +73,6 @@ pub fn apply_data_aware_awq(
         ckpt.release(e.role);
         plan.awq_scales.insert(e.role, scales);
         progress(i + 1, targets.len());
-    }
-    if let Some(r) = plan.nncf.as_mut() {
-        r.dataset = Some(dataset);
     }
     Ok(())
 }

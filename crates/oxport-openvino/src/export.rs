@@ -153,7 +153,8 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
         backup_mode,
         group_size_fallback,
         awq,
-        dataset,
+        sensitivity_metric,
+        ..
     }) = &plan.nncf
     {
         let advanced = format!(
@@ -183,14 +184,7 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
                     RtInfo::value("mode", *mode),
                     RtInfo::value("ratio", format!("{ratio:?}")),
                     RtInfo::value("scale_estimation", "False"),
-                    RtInfo::value(
-                        "sensitivity_metric",
-                        if dataset.is_some() {
-                            "max_activation_variance"
-                        } else {
-                            "weight_quantization_error"
-                        },
-                    ),
+                    RtInfo::value("sensitivity_metric", *sensitivity_metric),
                 ],
             )],
         ));

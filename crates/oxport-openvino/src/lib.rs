@@ -25,6 +25,6 @@ pub use export::{
 pub use oxport_quant::PlanProgress;
 pub use phi3::{NoProgress, Progress};
 pub use plan::{
-    BackupPrecision, CompressionOptions, DatasetRecord, GroupSizeFallback, Plan, PlanEntry, Scheme,
-    WeightFormat, plan, plan_with_progress,
+    BackupPrecision, CompressionOptions, DataAware, DatasetRecord, GroupSizeFallback, Plan,
+    PlanEntry, Scheme, WeightFormat, plan, plan_data_aware, plan_with_progress,
 };

@@ -164,6 +164,17 @@ pub struct NncfRecord {
     /// The calibration data of a data-aware export (`None`: data-free). NNCF's default sensitivity metric becomes
     /// `max_activation_variance` with a dataset (`algorithm.py::get_weight_compression_configuration`).
     pub dataset: Option<DatasetRecord>,
+    /// NNCF's name of the mixed-precision criterion (`weight_quantization_error` without a dataset,
+    /// `max_activation_variance` by default with one).
+    pub sensitivity_metric: &'static str,
+}
+
+/// What a data-aware plan is built from: the calibration statistics and the mixed-precision criterion.
+#[derive(Clone, Debug)]
+pub struct DataAware {
+    pub stats: std::sync::Arc<oxport_quant::ActivationStats>,
+    pub metric: oxport_quant::SensitivityMetric,
+    pub dataset: DatasetRecord,
 }
 
 /// The calibration dataset as optimum-intel records it (`openvino_config.json` `quantization_config`).
@@ -320,6 +331,17 @@ pub fn plan_with_progress(
     opts: &CompressionOptions,
     progress: &dyn PlanProgress,
 ) -> Result<Plan> {
+    plan_data_aware(ckpt, opts, progress, None)
+}
+
+/// [`plan_with_progress`] with calibration data: `--ratio` below 1 ranks by `data.metric` (NNCF's data-aware
+/// mixed precision), and the NNCF record names the dataset.
+pub fn plan_data_aware(
+    ckpt: &Checkpoint,
+    opts: &CompressionOptions,
+    progress: &dyn PlanProgress,
+    data: Option<&DataAware>,
+) -> Result<Plan> {
     let reject = |flag: &str| -> Result<()> {
         Err(Error::Options(format!(
             "{flag} applies to --weight-format int4 only (got {})",
@@ -378,8 +400,15 @@ pub fn plan_with_progress(
             GroupSizeFallback::Ignore => Fallback::Ignore,
             GroupSizeFallback::Adjust => Fallback::Adjust,
         },
+        sensitivity_metric: data.map_or(
+            oxport_quant::SensitivityMetric::WeightQuantizationError,
+            |d| d.metric,
+        ),
+        activation: data.map(|d| d.stats.clone()),
         ..OpenVinoPlanOptions::default()
     };
+    let metric_name = quant_opts.sensitivity_metric.name();
+    let dataset = data.map(|d| d.dataset.clone());
     let quant = oxport_quant::plan_openvino_with_progress(ckpt, &quant_opts, progress)
         .map_err(quant_error)?;
     // The plan's order for writing: embedding, per layer qkv/o/gate_up/down, lm_head (norm gammas are not weights).
@@ -420,7 +449,8 @@ pub fn plan_with_progress(
             backup_mode: "int8_asym",
             group_size_fallback: opts.group_size_fallback.nncf_name(),
             awq: false,
-            dataset: None,
+            dataset: dataset.clone(),
+            sensitivity_metric: metric_name,
         }),
         WeightFormat::Int4 => Some(NncfRecord {
             mode: if opts.sym { "int4_sym" } else { "int4_asym" },
@@ -434,7 +464,8 @@ pub fn plan_with_progress(
             backup_mode: backup.nncf_name(),
             group_size_fallback: opts.group_size_fallback.nncf_name(),
             awq: opts.awq,
-            dataset: None,
+            dataset,
+            sensitivity_metric: metric_name,
         }),
     };
     Ok(Plan {

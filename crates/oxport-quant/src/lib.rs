@@ -35,4 +35,4 @@ pub use plan::{
 };
 pub use rows::Rows;
 pub use sink::OrderedWriter;
-pub use stats::{ActivationStats, LayerStats, process_stats};
+pub use stats::{ActivationStats, LayerStats, SampleScalars, SensitivityMetric, process_stats};

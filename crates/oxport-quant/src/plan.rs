@@ -143,6 +143,11 @@ pub struct OpenVinoPlanOptions {
     pub group_size_fallback: Fallback,
     /// NNCF `min_adjusted_group_size` (32).
     pub min_adjusted_group_size: usize,
+    /// The mixed-precision criterion (ratio < 1); the data-aware ones read `activation`.
+    pub sensitivity_metric: crate::stats::SensitivityMetric,
+    /// Calibration statistics of the ratio-defining weights' inputs (data-aware criteria).
+    #[serde(skip)]
+    pub activation: Option<std::sync::Arc<crate::stats::ActivationStats>>,
 }
 
 impl Default for OpenVinoPlanOptions {
@@ -156,6 +161,8 @@ impl Default for OpenVinoPlanOptions {
             backup_precision: Backup::Int8Asym,
             group_size_fallback: Fallback::Error,
             min_adjusted_group_size: 32,
+            sensitivity_metric: crate::stats::SensitivityMetric::WeightQuantizationError,
+            activation: None,
         }
     }
 }

@@ -51,6 +51,30 @@ pub fn int8_asym_error_rows(weight: Rows<'_>, n: usize, k: usize) -> Result<f32,
     Ok(error)
 }
 
+/// `‖dequant(int8_asym(w)) - w‖_F` of BF16/F16/F32 rows (NNCF's `reduction="frobenius"`, the weight factor of
+/// `hessian_input_activation`); refuses NaN/Inf.
+pub fn int8_asym_frobenius_rows(weight: Rows<'_>, n: usize, k: usize) -> Result<f32, QuantError> {
+    weight.check_shape(n, k)?;
+    let (sum, non_finite) = (0..n)
+        .into_par_iter()
+        .map_init(Vec::new, |buf, r| {
+            let (row, non_finite) = weight.row_finite(r, k, buf);
+            let sq = if non_finite.0 == 0 {
+                row_error(row) as f64 * k as f64
+            } else {
+                0.0
+            };
+            (r, sq, non_finite)
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .fold((0f64, (0, usize::MAX)), |(acc, nf), (_, sq, b)| {
+            (acc + sq, merge_non_finite(nf, b))
+        });
+    refuse_non_finite(non_finite)?;
+    Ok(sum.sqrt() as f32)
+}
+
 /// Lanes of the squared-error sum (independent accumulators, vectorizable).
 const LANES: usize = 8;
 

@@ -8,29 +8,46 @@ use oxport_quant::{ActivationStats, LayerStats};
 
 use crate::{LinearInput, LinearObserver, Reference, Result};
 
+/// What to keep of one layer's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observe {
+    Nothing,
+    /// The mixed-precision scalars only (`oxport_quant::SampleScalars`).
+    Scalars,
+    /// The per-channel token means too (AWQ, scale estimation).
+    Means,
+}
+
 struct Collector<'a> {
     stats: &'a mut ActivationStats,
-    want: &'a dyn Fn(Role) -> bool,
+    want: &'a dyn Fn(Role) -> Observe,
 }
 
 impl LinearObserver for Collector<'_> {
     fn linear_input(&mut self, input: LinearInput<'_>) {
-        if (self.want)(input.role) {
-            self.stats
-                .layers
-                .entry(input.role)
-                .or_insert_with(LayerStats::default)
-                .push_sample(input.data, input.tokens);
+        let keep = (self.want)(input.role);
+        if keep == Observe::Nothing {
+            return;
+        }
+        let l = self
+            .stats
+            .layers
+            .entry(input.role)
+            .or_insert_with(LayerStats::default);
+        if keep == Observe::Means {
+            l.push_sample(input.data, input.tokens);
+        } else {
+            l.push_scalars(input.data, input.tokens);
         }
     }
 }
 
-/// Run every sample through `reference` and keep the statistics of the inputs of the layers `want` selects.
+/// Run every sample through `reference` and keep, for the input of each linear layer, what `want` says.
 /// `progress(done, total)` is called after each sample.
 pub fn collect_activation_stats(
     reference: &Reference,
     samples: &[Vec<u32>],
-    want: &dyn Fn(Role) -> bool,
+    want: &dyn Fn(Role) -> Observe,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ActivationStats> {
     let mut stats = ActivationStats::default();

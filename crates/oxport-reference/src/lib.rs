@@ -17,7 +17,7 @@ pub mod npy;
 mod observer;
 mod weights;
 
-pub use calibrate::collect_activation_stats;
+pub use calibrate::{Observe, collect_activation_stats};
 pub use error::{Error, Result};
 pub use model::{KvCache, Reference};
 pub use observer::{LinearInput, LinearObserver, NoObserver};

@@ -408,7 +408,11 @@ fn calibration_statistics_are_per_sample_token_means_of_independent_prefills() {
     let reference = Reference::load(&checkpoint).unwrap();
     let samples: Vec<Vec<u32>> = vec![vec![3, 9, 27, 81], vec![5, 6], vec![3, 9, 27, 81]];
     let mut calls = Vec::new();
-    let want = |r: Role| matches!(r, Role::MlpDown { .. } | Role::MlpGateUp { .. });
+    let want = |r: Role| match r {
+        Role::MlpDown { .. } => crate::Observe::Means,
+        Role::MlpGateUp { .. } => crate::Observe::Scalars,
+        _ => crate::Observe::Nothing,
+    };
     let stats = crate::collect_activation_stats(&reference, &samples, &want, &mut |d, t| {
         calls.push((d, t))
     })
@@ -430,4 +434,10 @@ fn calibration_statistics_are_per_sample_token_means_of_independent_prefills() {
     expect.push_sample(&full.0[0], 4);
     assert_eq!(down.means[0], expect.means[0]);
     assert_eq!(down.means[0].len(), inter);
+    assert_eq!(
+        down.scalars[0],
+        oxport_quant::SampleScalars::of(&full.0[0], 4)
+    );
+    let gate_up = stats.get(Role::MlpGateUp { layer: 0 }).unwrap();
+    assert!(gate_up.means.is_empty() && gate_up.scalars.len() == 3);
 }

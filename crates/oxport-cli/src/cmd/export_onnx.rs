@@ -138,16 +138,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
     opts.validate()?;
     if args.awq && args.calibration.dataset.is_some() && !args.dry_run {
-        let layers = ckpt.config().num_hidden_layers;
-        let roles: Vec<oxport_hf::Role> = (0..layers)
-            .flat_map(|layer| {
-                [
-                    oxport_hf::Role::MlpGateUp { layer },
-                    oxport_hf::Role::MlpDown { layer },
-                ]
-            })
-            .collect();
-        let calibrated = args.calibration.collect(&model_dir, &ckpt, &roles)?;
+        let want = |r: oxport_hf::Role| match r {
+            oxport_hf::Role::MlpGateUp { .. } | oxport_hf::Role::MlpDown { .. } => {
+                oxport_reference::Observe::Means
+            }
+            _ => oxport_reference::Observe::Nothing,
+        };
+        let calibrated = args.calibration.collect(&model_dir, &ckpt, &want)?;
         opts.awq_stats = Some(std::sync::Arc::new(calibrated.stats));
     }
 

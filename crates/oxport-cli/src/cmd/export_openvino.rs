@@ -13,6 +13,7 @@ use oxport_hf::{Checkpoint, Role};
 use oxport_openvino::{
     BackupPrecision, CompressionOptions, GroupSizeFallback, Progress, WeightFormat,
 };
+use oxport_quant::SensitivityMetric;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -82,6 +83,11 @@ pub struct Args {
     pub awq: bool,
     #[command(flatten)]
     pub calibration: crate::calibration::CalibrationArgs,
+    /// How --ratio below 1 ranks the weights, as NNCF: weight_quantization_error (data-free; the default without
+    /// --dataset), or with --dataset hessian_input_activation, mean_activation_variance, max_activation_variance
+    /// (the default with --dataset) or mean_activation_magnitude, on statistics from oxport's own forward pass.
+    #[arg(long = "sensitivity-metric")]
+    pub sensitivity_metric: Option<String>,
     #[command(flatten)]
     pub unimplemented: Box<Unimplemented>,
 }
@@ -97,8 +103,6 @@ pub struct Unimplemented {
     pub lora_correction: bool,
     #[arg(long = "quant-mode", hide = true)]
     pub quant_mode: Option<String>,
-    #[arg(long = "sensitivity-metric", hide = true)]
-    pub sensitivity_metric: Option<String>,
     #[arg(long = "quantization-statistics-path", hide = true)]
     pub quantization_statistics_path: Option<String>,
     #[arg(long = "smooth-quant-alpha", hide = true)]
@@ -119,12 +123,11 @@ impl Args {
     /// The first optimum-cli flag given that oxport does not implement.
     fn unsupported_flag(&self) -> Option<&'static str> {
         let u = &self.unimplemented;
-        let flags: [(&'static str, bool); 12] = [
+        let flags: [(&'static str, bool); 11] = [
             ("--scale-estimation", u.scale_estimation),
             ("--gptq", u.gptq),
             ("--lora-correction", u.lora_correction),
             ("--quant-mode", u.quant_mode.is_some()),
-            ("--sensitivity-metric", u.sensitivity_metric.is_some()),
             (
                 "--quantization-statistics-path",
                 u.quantization_statistics_path.is_some(),
@@ -222,18 +225,43 @@ impl Args {
                 options.weight_format.name()
             );
         }
-        if options.ratio.is_some_and(|r| r < 1.0) {
-            bail!(
-                "--dataset with --ratio below 1 means NNCF's data-aware mixed precision (max_activation_variance), \
-                 which oxport does not implement yet; drop --dataset for the data-free ranking or use --ratio 1.0"
-            );
-        }
         Ok(())
+    }
+
+    /// `--sensitivity-metric`, or NNCF's default: `max_activation_variance` with a dataset,
+    /// `weight_quantization_error` without (`algorithm.py::get_weight_compression_configuration`).
+    fn metric(&self) -> anyhow::Result<SensitivityMetric> {
+        let dataset = self.calibration.dataset.is_some();
+        let Some(name) = &self.sensitivity_metric else {
+            return Ok(if dataset {
+                SensitivityMetric::MaxActivationVariance
+            } else {
+                SensitivityMetric::WeightQuantizationError
+            });
+        };
+        let Some(metric) = SensitivityMetric::parse(name) else {
+            let all: Vec<_> = SensitivityMetric::ALL.iter().map(|m| m.name()).collect();
+            bail!(
+                "--sensitivity-metric {name}: expected one of {}",
+                all.join(", ")
+            );
+        };
+        if metric.is_data_aware() && !dataset {
+            bail!("--sensitivity-metric {name} needs calibration data: add --dataset");
+        }
+        Ok(metric)
     }
 
     /// Data-aware AWQ: `--awq` with `--dataset`.
     fn data_aware_awq(&self, options: &CompressionOptions) -> bool {
         options.awq && self.calibration.dataset.is_some()
+    }
+
+    /// Data-aware mixed precision: `--ratio` below 1 with a data-aware metric.
+    fn data_aware_ratio(&self, options: &CompressionOptions, metric: SensitivityMetric) -> bool {
+        options.weight_format == WeightFormat::Int4
+            && options.ratio.is_some_and(|r| r < 1.0)
+            && metric.is_data_aware()
     }
 }
 
@@ -266,7 +294,8 @@ fn apply_default_recipe(
         || args.backup_precision.is_some()
         || args.group_size_fallback.is_some()
         || args.calibration.dataset.is_some()
-        || args.calibration.num_samples.is_some();
+        || args.calibration.num_samples.is_some()
+        || args.sensitivity_metric.is_some();
     if options.weight_format != WeightFormat::Int4 || flags_given || args.npu {
         return Ok(options);
     }
@@ -336,37 +365,59 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} sensitivities {msg}")
             .expect("static template"),
     );
-    let mut plan = oxport_openvino::plan_with_progress(&ckpt, &options, &Scoring(scoring.clone()))
-        .context("planning the weight compression")?;
-    scoring.finish_and_clear();
-    if args.calibration.dataset.is_some() && !args.data_aware_awq(&options) {
+    let metric = args.metric()?;
+    let (awq_data, ratio_data) = (
+        args.data_aware_awq(&options),
+        args.data_aware_ratio(&options, metric),
+    );
+    if args.calibration.dataset.is_some() && !awq_data && !ratio_data {
         eprintln!(
-            "note: --dataset is not used: no data-aware method was asked for (oxport's is --awq), as NNCF ignores \
-             it then"
+            "note: --dataset is not used: no data-aware method was asked for (--awq, or --ratio below 1), as NNCF \
+             ignores it then"
         );
     }
-    if args.data_aware_awq(&options) && !args.dry_run {
-        let roles = oxport_openvino::awq::stats_roles(&plan);
-        let calibrated = args.calibration.collect(&dir, &ckpt, &roles)?;
-        let record = oxport_openvino::DatasetRecord {
-            name: calibrated.dataset.clone(),
-            num_samples: calibrated.num_samples,
+    // Statistics are collected before planning when the ranking needs them, and for AWQ's search (not in a dry
+    // run, which then only says that AWQ's scales are searched at export).
+    let data = if ratio_data || (awq_data && !args.dry_run) {
+        let last = Role::LmHead;
+        let all_layers = options.all_layers;
+        let want = |r: Role| match r {
+            Role::MlpDown { .. } if awq_data => oxport_reference::Observe::Means,
+            r if ratio_data && r.is_matmul() && (r != last || all_layers) => {
+                oxport_reference::Observe::Scalars
+            }
+            _ => oxport_reference::Observe::Nothing,
         };
-        oxport_openvino::awq::apply_data_aware_awq(
-            &ckpt,
-            &mut plan,
-            &calibrated.stats,
-            record,
-            &mut |_, _| crate::interrupt::checkpoint(),
-        )
+        let calibrated = args.calibration.collect(&dir, &ckpt, &want)?;
+        Some(oxport_openvino::DataAware {
+            stats: std::sync::Arc::new(calibrated.stats),
+            metric,
+            dataset: oxport_openvino::DatasetRecord {
+                name: calibrated.dataset,
+                num_samples: calibrated.num_samples,
+            },
+        })
+    } else if awq_data {
+        Some(oxport_openvino::DataAware {
+            stats: Default::default(),
+            metric,
+            dataset: oxport_openvino::DatasetRecord {
+                name: args.calibration.dataset.clone().unwrap_or_default(),
+                num_samples: args.calibration.num_samples.unwrap_or(128),
+            },
+        })
+    } else {
+        None
+    };
+    let mut plan =
+        oxport_openvino::plan_data_aware(&ckpt, &options, &Scoring(scoring.clone()), data.as_ref())
+            .context("planning the weight compression")?;
+    scoring.finish_and_clear();
+    if let Some(data) = data.as_ref().filter(|_| awq_data && !args.dry_run) {
+        oxport_openvino::awq::apply_data_aware_awq(&ckpt, &mut plan, &data.stats, &mut |_, _| {
+            crate::interrupt::checkpoint()
+        })
         .context("searching the AWQ scales")?;
-    } else if args.data_aware_awq(&options)
-        && let Some(r) = plan.nncf.as_mut()
-    {
-        r.dataset = Some(oxport_openvino::DatasetRecord {
-            name: args.calibration.dataset.clone().unwrap_or_default(),
-            num_samples: args.calibration.num_samples.unwrap_or(128),
-        });
     }
     if args.npu {
         oxport_openvino::npu::check_plan(&plan)?;
@@ -637,7 +688,6 @@ mod tests {
             &["--gptq"],
             &["--lora-correction"],
             &["--quant-mode", "int8"],
-            &["--sensitivity-metric", "mean_activation_variance"],
             &["--quantization-statistics-path", "s"],
             &["--smooth-quant-alpha", "0.5"],
             &["--disable-stateful"],

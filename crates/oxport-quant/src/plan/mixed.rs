@@ -5,7 +5,8 @@ use oxport_hf::{Checkpoint, DType, TensorInfo};
 
 use crate::error::QuantError;
 use crate::rows::Rows;
-use crate::sensitivity::int8_asym_error_rows;
+use crate::sensitivity::{int8_asym_error_rows, int8_asym_frobenius_rows};
+use crate::stats::SensitivityMetric;
 
 /// NNCF's data-free error of one candidate, read straight from the checkpoint's mapped bytes (one row at a
 /// time); the mapped pages are released afterwards so planning a large model stays at a small RSS.
@@ -20,6 +21,49 @@ pub(super) fn candidate_error(ckpt: &Checkpoint, t: &TensorInfo) -> Result<f32, 
     let err = int8_asym_error_rows(rows, t.shape[0], t.shape[1]).map_err(|e| e.for_tensor(&t.name));
     ckpt.release(t.role);
     err
+}
+
+/// NNCF's score of one candidate: the data-free `1 / (int8 error + eps)`, times the activation factor for the
+/// variance/magnitude criteria; `‖int8 error‖_F × hawq` for `hessian_input_activation`; 0 (`THE_LOWEST_SENSITIVITY`)
+/// for the embedding under a data-aware criterion (`mixed_precision.py::DataBasedCriterion._calc_score_per_node`).
+pub(super) fn candidate_score(
+    ckpt: &Checkpoint,
+    t: &TensorInfo,
+    metric: SensitivityMetric,
+    activation: Option<f64>,
+) -> Result<f64, QuantError> {
+    if metric.is_data_aware() && t.role == oxport_hf::Role::Embedding {
+        return Ok(0.0);
+    }
+    let act = || {
+        activation.ok_or_else(|| {
+            QuantError::Options(format!(
+                "{}: no calibration statistics for the {} criterion",
+                t.name,
+                metric.name()
+            ))
+        })
+    };
+    if metric == SensitivityMetric::HessianInputActivation {
+        let view = ckpt
+            .view(t.role)
+            .ok_or_else(|| QuantError::Options(format!("{}: not in the checkpoint", t.name)))?;
+        let rows = Rows::Encoded {
+            bytes: view.bytes,
+            dtype: view.info.dtype,
+        };
+        let fro = int8_asym_frobenius_rows(rows, t.shape[0], t.shape[1])
+            .map_err(|e| e.for_tensor(&t.name));
+        ckpt.release(t.role);
+        return Ok(fro? as f64 * act()?);
+    }
+    let err = candidate_error(ckpt, t)?;
+    let inv = 1.0 / (err as f64 + dtype_eps(t.dtype));
+    Ok(if metric.is_data_aware() {
+        inv * act()?
+    } else {
+        inv
+    })
 }
 
 /// `np.finfo(dtype).eps` of the weight as NNCF sees it.

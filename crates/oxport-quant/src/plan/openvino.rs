@@ -2,7 +2,7 @@
 
 use oxport_hf::{Checkpoint, Role, TensorInfo};
 
-use super::mixed::{candidate_error, dtype_eps, select_by_ratio};
+use super::mixed::{candidate_score, dtype_eps, select_by_ratio};
 use super::{
     Backup, Fallback, NoProgress, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanProgress,
     QuantPlan, Scheme, entry, is_weight,
@@ -224,9 +224,13 @@ fn plan_int4(
     if opts.ratio < 1.0 && !candidates.is_empty() {
         let mut s = Vec::with_capacity(candidates.len());
         for (i, t) in candidates.iter().enumerate() {
-            let err = candidate_error(ckpt, t)?;
-            // score = 1 / (error + eps), eps = finfo(weight dtype).eps; the IR keeps the checkpoint dtype.
-            let score = 1.0 / (err as f64 + dtype_eps(t.dtype));
+            // score = 1 / (error + eps), eps = finfo(weight dtype).eps (the IR keeps the checkpoint dtype), times
+            // the activation factor of a data-aware criterion.
+            let activation = opts
+                .activation
+                .as_ref()
+                .and_then(|a| a.activation_score(t.role, opts.sensitivity_metric));
+            let score = candidate_score(ckpt, t, opts.sensitivity_metric, activation)?;
             s.push(score);
             scores[i] = Some(score);
             progress.scored(&t.name, i + 1, candidates.len());
@@ -238,10 +242,18 @@ fn plan_int4(
         );
         for (rank, (i, is_primary)) in chosen.iter().enumerate() {
             primary[*i] = *is_primary;
-            rank_note[*i] = format!(
-                "sensitivity rank {rank} (int8 error {:.4e})",
-                1.0 / s[*i] - dtype_eps(candidates[*i].dtype)
-            );
+            rank_note[*i] = if opts.sensitivity_metric.is_data_aware() {
+                format!(
+                    "sensitivity rank {rank} ({} score {:.4e})",
+                    opts.sensitivity_metric.name(),
+                    s[*i]
+                )
+            } else {
+                format!(
+                    "sensitivity rank {rank} (int8 error {:.4e})",
+                    1.0 / s[*i] - dtype_eps(candidates[*i].dtype)
+                )
+            };
         }
     }
 
