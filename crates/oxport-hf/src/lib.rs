@@ -10,6 +10,7 @@ mod checkpoint;
 mod config;
 mod dtype;
 mod error;
+mod pyrandom;
 mod resolve;
 mod role;
 mod side_files;
@@ -18,6 +19,7 @@ pub use checkpoint::{Checkpoint, TensorInfo, TensorView, validate_safetensors};
 pub use config::{Phi3Config, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use pyrandom::PyRandom;
 pub use resolve::{
     DEFAULT_ENDPOINT, DownloadProgress, NoProgress, ResolveOptions, resolve_model,
     resolve_model_with,
