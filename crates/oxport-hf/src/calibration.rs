@@ -7,7 +7,8 @@
 //! 2. rows of `Salesforce/wikitext`, config `wikitext-2-raw-v1`, split `train`; only the first
 //!    `limit = nsamples * seq_len // 4` rows are used;
 //! 3. `text = "".join([" \n" if s == "" else s for s in rows[:limit]])`;
-//! 4. the whole text tokenized once, `tokenizer(text)` (special tokens added);
+//! 4. the whole text tokenized once, `tokenizer(text)` (special tokens added; see `hf_tokenizer` for how
+//!    transformers 5 rebuilds Phi-3's pipeline);
 //! 5. `random.seed(42 - 42)`, then `nsamples` times `i = random.randint(0, len(ids) - seq_len - 1)` and the window
 //!    `ids[i:i + seq_len]` ([`PyRandom`] is CPython's generator bit for bit).
 //!
@@ -21,6 +22,7 @@ use crate::error::{Error, Result, io, regular_file};
 use crate::pyrandom::PyRandom;
 use crate::resolve::{DownloadProgress, ResolveOptions, resolve_dataset_file};
 
+mod hf_tokenizer;
 mod parquet_text;
 
 /// The hub dataset optimum-intel loads for `wikitext2` (`PREDEFINED_LANGUAGE_DATASETS` in
@@ -188,7 +190,7 @@ pub fn calibration_samples(
         .unwrap_or(DEFAULT_NUM_SAMPLES);
     let seq_len = spec.seq_len.filter(|&n| n > 0).unwrap_or(DEFAULT_SEQ_LEN);
     let text = source_text(spec, num_samples, seq_len, resolve, progress)?;
-    let ids = encode(tokenizer_json, &text.text)?;
+    let ids = hf_tokenizer::encode(tokenizer_json, &text.text)?;
     let mut rng = PyRandom::new(PY_SEED);
     let Some(samples) = sample_windows(&ids, num_samples, seq_len, &mut rng) else {
         return Err(Error::Calibration {
@@ -313,28 +315,6 @@ fn jsonl_rows(path: &Path, content: &str) -> Result<Vec<String>> {
         }
     }
     Ok(rows)
-}
-
-/// `tokenizer(text)["input_ids"]` for a fast tokenizer: the `tokenizer.json` pipeline with special tokens added,
-/// no truncation and no padding (transformers' `set_truncation_and_padding` turns off any that the file sets).
-/// transformers 5.5 (the peers' venv) does exactly this for Phi-3 tokenizers whatever `tokenizer_config.json`'s
-/// `add_bos_token` says (checked against `fixtures/tokenizers/phi3-sp` with `add_bos_token` flipped).
-fn encode(tokenizer_json: &Path, text: &str) -> Result<Vec<u32>> {
-    let bad = |msg: String| Error::Tokenizer {
-        path: tokenizer_json.to_path_buf(),
-        msg,
-    };
-    regular_file(tokenizer_json)?;
-    let mut tokenizer = tokenizers::Tokenizer::from_file(tokenizer_json)
-        .map_err(|e| bad(format!("not a tokenizers tokenizer: {e}")))?;
-    tokenizer
-        .with_truncation(None)
-        .map_err(|e| bad(format!("turning truncation off: {e}")))?;
-    tokenizer.with_padding(None);
-    let encoding = tokenizer
-        .encode(text, true)
-        .map_err(|e| bad(format!("encoding the calibration text: {e}")))?;
-    Ok(encoding.get_ids().to_vec())
 }
 
 /// `num_samples` times `i = random.randint(0, len(ids) - seq_len - 1)`, window `ids[i:i + seq_len]`. `None` when
