@@ -178,12 +178,18 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
     );
     assert_eq!(
         *hub.requests.lock().unwrap(),
-        [format!("{REPO_PATH}main/{WIKITEXT2_FILE}"), "/cdn/blob".into()]
+        [
+            format!("{REPO_PATH}main/{WIKITEXT2_FILE}"),
+            "/cdn/blob".into()
+        ]
     );
 
     // huggingface_hub's layout: refs/main, snapshots/<sha>/<folder>/<file> → ../../../blobs/<sha256>.
     let repo_dir = hf_home.path().join("hub/datasets--Salesforce--wikitext");
-    assert_eq!(std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(), COMMIT);
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        COMMIT
+    );
     let link = repo_dir.join("snapshots").join(COMMIT).join(WIKITEXT2_FILE);
     let target = std::fs::read_link(&link).unwrap();
     assert!(target.starts_with("../../../blobs"), "{}", target.display());
@@ -191,7 +197,11 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
 
     // All 12 rows when the limit allows: 8 * 8 // 4 = 16 > 12, read across both row groups.
     let set = calibration_samples(&wikitext(8, 8), &tokenizer(), &online, &NoProgress).unwrap();
-    assert!(set.description.contains("from 12 rows"), "{}", set.description);
+    assert!(
+        set.description.contains("from 12 rows"),
+        "{}",
+        set.description
+    );
 
     drop(hub);
     for offline in [true, false] {
@@ -210,7 +220,10 @@ fn offline_without_the_file_names_the_dataset_and_file() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("dataset Salesforce/wikitext"), "{e}");
-    assert!(e.contains(WIKITEXT2_FILE) && e.contains("HF_HUB_OFFLINE"), "{e}");
+    assert!(
+        e.contains(WIKITEXT2_FILE) && e.contains("HF_HUB_OFFLINE"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -226,7 +239,9 @@ fn a_missing_file_is_a_404_naming_the_dataset_and_file() {
         "{e}"
     );
     assert!(
-        e.contains("dataset Salesforce/wikitext has no file wikitext-2-raw-v1/train-00000-of-00001.parquet"),
+        e.contains(
+            "dataset Salesforce/wikitext has no file wikitext-2-raw-v1/train-00000-of-00001.parquet"
+        ),
         "{e}"
     );
 }

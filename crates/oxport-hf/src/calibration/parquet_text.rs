@@ -93,3 +93,51 @@ fn read_strings(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Written by pyarrow as the hub's files are (`fixtures/scripts/calibration_parquet.py`): snappy, dictionary
+    /// encoded, an optional `text` column, three row groups of at most 5 rows.
+    fn fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/calibration/wikitext-rows.parquet")
+    }
+
+    #[test]
+    fn reads_pyarrows_string_column_in_row_order_up_to_the_limit() {
+        let all = read_text_column(&fixture(), "text", 100).unwrap();
+        assert_eq!(all.len(), 12);
+        assert_eq!(all[0], "");
+        assert_eq!(all[1], " = Valkyria Chronicles III = \n");
+        assert!(all[3].contains("戦場のヴァルキュリア3"));
+        assert_eq!(all[11], " = = Plot = = \n");
+        // Limits inside the first group, on a group boundary and inside a later group.
+        for limit in [0, 3, 5, 7] {
+            assert_eq!(
+                read_text_column(&fixture(), "text", limit).unwrap(),
+                all[..limit]
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_column_or_file_is_named() {
+        let e = read_text_column(&fixture(), "content", 4)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("wikitext-rows.parquet") && e.contains("no `content` column"),
+            "{e}"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let bogus = tmp.path().join("bogus.parquet");
+        std::fs::write(&bogus, b"PAR1 but not really").unwrap();
+        let e = read_text_column(&bogus, "text", 4).unwrap_err().to_string();
+        assert!(
+            e.contains("bogus.parquet") && e.contains("not a readable parquet file"),
+            "{e}"
+        );
+    }
+}
