@@ -87,11 +87,8 @@ impl CalibrationSpec {
             spec: dataset.to_string(),
             msg,
         };
-        if Path::new(dataset).is_file() {
-            return Ok(Self::new(file_source(Path::new(dataset), dataset)?, None));
-        }
         // optimum splits at the first `:` (`dataset.split(":", 1)`); a file path may itself hold colons, so for a
-        // path the options start at the last one.
+        // path the options start at the last one. Dataset names win over files of the same name.
         let (name, options) = dataset.split_once(':').unwrap_or((dataset, ""));
         if name == "wikitext2" {
             return Ok(Self::new(
@@ -103,6 +100,9 @@ impl CalibrationSpec {
             return Err(spec_error(format!(
                 "optimum-intel's {name:?} calibration dataset is not supported by oxport; {ACCEPTED}"
             )));
+        }
+        if Path::new(dataset).is_file() {
+            return Ok(Self::new(file_source(Path::new(dataset), dataset)?, None));
         }
         if let Some((path, options)) = dataset.rsplit_once(':')
             && Path::new(path).is_file()
