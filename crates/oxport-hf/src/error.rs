@@ -88,6 +88,22 @@ pub enum Error {
         revision: String,
         cache: PathBuf,
     },
+    #[error(
+        "dataset {dataset}: {file} at revision {revision} is not in the Hugging Face cache {} and HF_HUB_OFFLINE is set",
+        cache.display()
+    )]
+    DatasetNotCached {
+        dataset: String,
+        file: String,
+        revision: String,
+        cache: PathBuf,
+    },
+    /// A `--dataset` value that names no calibration source oxport knows.
+    #[error("--dataset {spec:?}: {msg}")]
+    DatasetSpec { spec: String, msg: String },
+    /// A calibration text or parquet file that cannot be used (`path` is the file, `msg` says why).
+    #[error("{path}: {msg}")]
+    Calibration { path: PathBuf, msg: String },
     /// `url` never holds a token: tokens travel only in the `Authorization` header.
     #[error("downloading {url}: {msg}")]
     Download { url: String, msg: String },

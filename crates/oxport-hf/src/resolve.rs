@@ -132,21 +132,13 @@ pub fn resolve_model_with(
     if local.is_dir() {
         return Ok(local.to_path_buf());
     }
-    let Some(repo) = RepoId::parse(spec) else {
+    let Some(repo) = RepoId::parse(spec, RepoKind::Model) else {
         return Err(Error::ModelNotFound {
             spec: spec.to_string(),
         });
     };
     let revision = revision.unwrap_or("main");
-    if revision.is_empty()
-        || !Path::new(revision)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-    {
-        return Err(Error::Resolve(format!(
-            "{spec}: invalid revision {revision:?}"
-        )));
-    }
+    check_revision(spec, revision)?;
     let repo_dir = opts.cache_dir.join(repo.cache_folder());
     if let Some(snapshot) = cached_snapshot(&repo_dir, revision) {
         return Ok(snapshot);
@@ -161,14 +153,101 @@ pub fn resolve_model_with(
     Downloader::new(opts, &repo, &repo_dir, progress).download(revision)
 }
 
+/// A relative path of plain components (no `..`, no root): it stays inside the folder it is joined to.
+fn is_relative_plain(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+fn check_revision(spec: &str, revision: &str) -> Result<()> {
+    if is_relative_plain(revision) {
+        return Ok(());
+    }
+    Err(Error::Resolve(format!(
+        "{spec}: invalid revision {revision:?}"
+    )))
+}
+
+/// A file of a hub dataset repository, in the cache.
+#[derive(Debug)]
+pub(crate) struct DatasetFile {
+    /// `<cache>/datasets--<org>--<name>/snapshots/<commit>/<file>`.
+    pub path: PathBuf,
+    pub commit: String,
+}
+
+/// `file` of the hub dataset `dataset` (`org/name`) at `revision`: from the cache when the snapshot holds it (no
+/// network access), else downloaded into the cache unless offline. The cache layout and the environment rules are
+/// the models' (`datasets--<org>--<name>` as huggingface_hub names dataset repositories).
+pub(crate) fn resolve_dataset_file(
+    dataset: &str,
+    revision: &str,
+    file: &str,
+    opts: &ResolveOptions,
+    progress: &dyn DownloadProgress,
+) -> Result<DatasetFile> {
+    let Some(repo) = RepoId::parse(dataset, RepoKind::Dataset) else {
+        return Err(Error::Resolve(format!(
+            "{dataset}: not a Hugging Face hub dataset id (`org/name`)"
+        )));
+    };
+    check_revision(dataset, revision)?;
+    if !is_relative_plain(file) {
+        return Err(Error::Resolve(format!(
+            "{dataset}: invalid file name {file:?}"
+        )));
+    }
+    let repo_dir = opts.cache_dir.join(repo.cache_folder());
+    if let Some(commit) = cached_commit(&repo_dir, revision) {
+        let path = repo_dir.join("snapshots").join(&commit).join(file);
+        if path.is_file() {
+            return Ok(DatasetFile { path, commit });
+        }
+    }
+    if opts.offline {
+        return Err(Error::DatasetNotCached {
+            dataset: dataset.to_string(),
+            file: file.to_string(),
+            revision: revision.to_string(),
+            cache: opts.cache_dir.clone(),
+        });
+    }
+    let downloader = Downloader::new(opts, &repo, &repo_dir, progress);
+    let Some(fetched) = downloader.fetch(revision, None, file)? else {
+        return Err(Error::Download {
+            url: downloader.url(revision, file),
+            msg: format!(
+                "dataset {dataset} has no file {file} at revision {revision} (or the repository does not exist)"
+            ),
+        });
+    };
+    downloader.write_ref(revision, &fetched.commit)?;
+    let path = repo_dir.join("snapshots").join(&fetched.commit).join(file);
+    Ok(DatasetFile {
+        path,
+        commit: fetched.commit,
+    })
+}
+
+/// Models live at `{endpoint}/{id}` and in `models--…`, datasets at `{endpoint}/datasets/{id}` and in `datasets--…`
+/// (huggingface_hub `constants.py` `REPO_TYPES_URL_PREFIXES`, `file_download.py` `repo_folder_name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RepoKind {
+    Model,
+    Dataset,
+}
+
 /// `org/name` (one slash; letters, digits, `-`, `_`, `.`; no `..`).
 struct RepoId {
+    kind: RepoKind,
     org: String,
     name: String,
 }
 
 impl RepoId {
-    fn parse(spec: &str) -> Option<RepoId> {
+    fn parse(spec: &str, kind: RepoKind) -> Option<RepoId> {
         let (org, name) = spec.split_once('/')?;
         let ok = |s: &str| {
             !s.is_empty()
@@ -178,13 +257,26 @@ impl RepoId {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         };
         (ok(org) && ok(name)).then(|| RepoId {
+            kind,
             org: org.into(),
             name: name.into(),
         })
     }
 
     fn cache_folder(&self) -> String {
-        format!("models--{}--{}", self.org, self.name)
+        let prefix = match self.kind {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        };
+        format!("{prefix}--{}--{}", self.org, self.name)
+    }
+
+    /// The id as it appears in hub URLs: `org/name` or `datasets/org/name`.
+    fn url_path(&self) -> String {
+        match self.kind {
+            RepoKind::Model => self.id(),
+            RepoKind::Dataset => format!("datasets/{}", self.id()),
+        }
     }
 
     fn id(&self) -> String {
@@ -196,8 +288,8 @@ fn is_commit_sha(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// The snapshot for `revision` if it holds a config and every weight file (the index's shards, or the single file).
-fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
+/// The commit `revision` names in the cache: itself when it is a sha, else what `refs/<revision>` holds.
+fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
     let commit = if is_commit_sha(revision) {
         revision.to_string()
     } else {
@@ -206,9 +298,12 @@ fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
             .trim()
             .to_string()
     };
-    if !is_commit_sha(&commit) {
-        return None;
-    }
+    is_commit_sha(&commit).then_some(commit)
+}
+
+/// The snapshot for `revision` if it holds a config and every weight file (the index's shards, or the single file).
+fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
+    let commit = cached_commit(repo_dir, revision)?;
     let snapshot = repo_dir.join("snapshots").join(&commit);
     if !snapshot.join("config.json").is_file() {
         return None;
@@ -336,22 +431,27 @@ impl<'a> Downloader<'a> {
                 msg: format!("{repo_id} has neither {INDEX_FILE} nor {SINGLE_FILE}"),
             });
         }
-        if revision != commit {
-            let refs = self.repo_dir.join("refs");
-            let ref_path = refs.join(revision);
-            if let Some(parent) = ref_path.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
-            }
-            write_atomically(&ref_path, commit.as_bytes())?;
-        }
+        self.write_ref(revision, &commit)?;
         Ok(snapshot)
+    }
+
+    /// `refs/<revision>` → `commit`, for a branch or tag name (a sha needs no ref).
+    fn write_ref(&self, revision: &str, commit: &str) -> Result<()> {
+        if revision == commit {
+            return Ok(());
+        }
+        let ref_path = self.repo_dir.join("refs").join(revision);
+        if let Some(parent) = ref_path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        write_atomically(&ref_path, commit.as_bytes())
     }
 
     fn url(&self, revision: &str, file: &str) -> String {
         format!(
             "{}/{}/resolve/{}/{}",
             self.opts.endpoint,
-            self.repo.id(),
+            self.repo.url_path(),
             revision,
             file
         )
@@ -545,18 +645,22 @@ impl<'a> Downloader<'a> {
         result
     }
 
-    /// `snapshots/<commit>/<file>` → `../../blobs/<blob>` (a copy where symlinks are unavailable).
+    /// `snapshots/<commit>/<file>` → `../../blobs/<blob>` (a copy where symlinks are unavailable). A file in a
+    /// subfolder (dataset files: `wikitext-2-raw-v1/train-….parquet`) climbs one `..` more per folder.
     fn link(&self, commit: &str, file: &str, blob_name: &str, blob: &Path) -> Result<()> {
-        let snapshot = self.repo_dir.join("snapshots").join(commit);
-        std::fs::create_dir_all(&snapshot).map_err(io(&snapshot))?;
-        let dest = snapshot.join(file);
+        let dest = self.repo_dir.join("snapshots").join(commit).join(file);
+        let parent = dest.parent().unwrap_or(self.repo_dir);
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
         if dest.symlink_metadata().is_ok() {
             std::fs::remove_file(&dest).map_err(io(&dest))?;
         }
         #[cfg(unix)]
         {
             let _ = blob;
-            let target = Path::new("../../blobs").join(blob_name);
+            let depth = Path::new(file).components().count();
+            let mut target: PathBuf = std::iter::repeat_n("..", depth + 1).collect();
+            target.push("blobs");
+            target.push(blob_name);
             std::os::unix::fs::symlink(&target, &dest).map_err(io(&dest))?;
         }
         #[cfg(not(unix))]
@@ -647,13 +751,16 @@ mod tests {
     #[test]
     fn repo_ids() {
         assert_eq!(
-            RepoId::parse("microsoft/Phi-3-mini-4k-instruct")
+            RepoId::parse("microsoft/Phi-3-mini-4k-instruct", RepoKind::Model)
                 .unwrap()
                 .cache_folder(),
             "models--microsoft--Phi-3-mini-4k-instruct"
         );
+        let wikitext = RepoId::parse("Salesforce/wikitext", RepoKind::Dataset).unwrap();
+        assert_eq!(wikitext.cache_folder(), "datasets--Salesforce--wikitext");
+        assert_eq!(wikitext.url_path(), "datasets/Salesforce/wikitext");
         for bad in ["a", "a/b/c", "../b", "a/..", "/abs", "a/", "a/b c"] {
-            assert!(RepoId::parse(bad).is_none(), "{bad}");
+            assert!(RepoId::parse(bad, RepoKind::Model).is_none(), "{bad}");
         }
     }
 
