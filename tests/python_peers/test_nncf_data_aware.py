@@ -1,7 +1,7 @@
 """oxport's data-aware AWQ against NNCF's own, on the real SmolLM2-135M in Phi-3 layout (`cargo xtask smol`).
 
 Calibrated on one text (`fixtures/calib_text.txt`, the Apache 2.0 license), evaluated on another
-(`fixtures/eval_text.txt`, the GPL). oxport builds the calibration windows (`--dataset fixtures/calib_text.txt`,
+(`fixtures/eval_text.txt`, the GPL), on an f32 copy of the checkpoint (see `f32_copy`). oxport builds the calibration windows (`--dataset fixtures/calib_text.txt`,
 optimum-intel's windowing) and writes them with `--calibration-samples-out`; NNCF 3.4 (`nncf.compress_weights`,
 int4_asym, group 64, ratio 1.0, awq=True, the same windows as `nncf.Dataset`) compresses oxport's fp32 IR, which is
 optimum's. Both int4 models are then scored by OpenVINO on the same evaluation windows (f32 inference), and
@@ -29,10 +29,33 @@ CALIB = ROOT / "fixtures/calib_text.txt"
 EVAL = ROOT / "fixtures/eval_text.txt"
 WINDOW, WINDOWS = 512, 4
 INT4 = ["--weight-format", "int4", "--group-size", "64", "--ratio", "1.0"]
+MODEL = SMOL
+
+
+def f32_copy(src, dst):
+    """The checkpoint with every tensor in f32. The comparison gives oxport and NNCF the same f32 weights: NNCF's
+    mixed-precision score adds the weight dtype's machine epsilon (`1 / (error + eps)`), and AWQ casts the rescaled
+    weight back to that dtype, so on the bf16 checkpoint oxport follows optimum-cli (bf16 in the IR) while NNCF run
+    on an fp32 IR would not."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.suffix == ".safetensors":
+            import torch
+            from safetensors.torch import load_file as load_torch
+
+            save_file({k: v.to(torch.float32).numpy() for k, v in load_torch(str(f)).items()}, str(dst / f.name),
+                      metadata={"format": "pt"})
+        else:
+            shutil.copy(f, dst / f.name)
+    return dst
 
 
 def oxport(out, flags):
-    cmd = [BIN, "export", "openvino", "--model", str(SMOL), "--disable-convert-tokenizer", *flags, str(out)]
+    cmd = [BIN, "export", "openvino", "--model", str(MODEL), "--disable-convert-tokenizer", *flags, str(out)]
     start = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0, f"{cmd}:\n{res.stderr[-3000:]}"
@@ -42,7 +65,7 @@ def oxport(out, flags):
 def eval_windows():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(SMOL))
+    tok = AutoTokenizer.from_pretrained(str(MODEL))
     ids = tok(EVAL.read_text())["input_ids"]
     assert len(ids) >= WINDOW * WINDOWS
     return [ids[i * WINDOW:(i + 1) * WINDOW] for i in range(WINDOWS)]
@@ -72,15 +95,15 @@ def perplexity(model_xml, windows):
     return math.exp(nll / count)
 
 
-def nncf_awq(fp32_xml, samples, out_dir):
+def nncf_compress(fp32_xml, samples, out_dir, **kwargs):
     import nncf
 
     model = ov.Core().read_model(str(fp32_xml))
     dataset = nncf.Dataset([inputs(s) for s in samples])
     start = time.perf_counter()
     compressed = nncf.compress_weights(
-        model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=64, ratio=1.0, awq=True,
-        dataset=dataset, subset_size=len(samples),
+        model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=64, dataset=dataset, subset_size=len(samples),
+        **kwargs,
     )
     seconds = time.perf_counter() - start
     out_dir.mkdir()
@@ -88,10 +111,19 @@ def nncf_awq(fp32_xml, samples, out_dir):
     return seconds
 
 
+def four_bit_weights(model_xml):
+    """Names of the weight constants stored as u4/i4."""
+    model = ov.Core().read_model(str(model_xml))
+    return sorted(op.get_friendly_name() for op in model.get_ops() if op.get_type_name() == "Constant"
+                  and op.get_element_type().get_type_name() in ("u4", "i4"))
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     assert (SMOL / "config.json").is_file(), f"{SMOL}: run `cargo xtask smol` (cargo xtask test does)"
     tmp = tmp_path_factory.mktemp("awq")
+    global MODEL
+    MODEL = f32_copy(SMOL, tmp / "smol-f32")
     times = {}
     times["fp32"] = oxport(tmp / "fp32", ["--weight-format", "fp32"])
     times["int4"] = oxport(tmp / "int4", INT4)
@@ -103,10 +135,19 @@ def results(tmp_path_factory):
     ])
     samples = json.loads(samples_file.read_text())["samples"]
     assert len(samples) == 128 and all(len(s) == 32 for s in samples)
-    times["nncf_awq_data_aware"] = nncf_awq(tmp / "fp32/openvino_model.xml", samples, tmp / "nncf_awq_data_aware")
+    times["mixed_r0.8"] = oxport(tmp / "mixed_r0.8", [
+        "--weight-format", "int4", "--group-size", "64", "--ratio", "0.8", "--dataset", str(CALIB),
+        "--num-samples", "128",
+    ])
+    fp32 = tmp / "fp32/openvino_model.xml"
+    times["nncf_awq_data_aware"] = nncf_compress(fp32, samples, tmp / "nncf_awq_data_aware", ratio=1.0, awq=True)
+    # NNCF's default criterion with a dataset: max_activation_variance.
+    times["nncf_mixed_r0.8"] = nncf_compress(fp32, samples, tmp / "nncf_mixed_r0.8", ratio=0.8)
     windows = eval_windows()
     ppl = {name: perplexity(tmp / name / "openvino_model.xml", windows) for name in times}
-    report = {"perplexity": ppl, "seconds": times, "eval_tokens": WINDOW * WINDOWS, "calibration_windows": 128}
+    int4 = {name: four_bit_weights(tmp / name / "openvino_model.xml") for name in ["mixed_r0.8", "nncf_mixed_r0.8"]}
+    report = {"perplexity": ppl, "seconds": times, "eval_tokens": WINDOW * WINDOWS, "calibration_windows": 128,
+              "int4_weights": int4}
     (ROOT / "target").mkdir(exist_ok=True)
     (ROOT / "target/awq-ppl.json").write_text(json.dumps(report, indent=2))
     return report
@@ -118,8 +159,16 @@ def test_data_aware_awq_perplexity_is_within_half_a_percent_of_nncf(results):
     assert abs(ours - theirs) / theirs < 0.005, ppl
 
 
+def test_data_aware_mixed_precision_picks_nncfs_layers_and_perplexity(results):
+    """max_activation_variance at ratio 0.8: the same weights in 4 bits as NNCF, perplexity within 0.5%."""
+    int4 = results["int4_weights"]
+    assert int4["mixed_r0.8"] == int4["nncf_mixed_r0.8"]
+    ppl = results["perplexity"]
+    assert abs(ppl["mixed_r0.8"] - ppl["nncf_mixed_r0.8"]) / ppl["nncf_mixed_r0.8"] < 0.005, ppl
+
+
 def test_int4_perplexities_are_sane(results):
     ppl = results["perplexity"]
     # A broken quantizer or a wrong scale placement shows as a perplexity far from fp32's.
-    for name in ["int4", "awq_data_free", "awq_data_aware", "nncf_awq_data_aware"]:
+    for name in ["int4", "awq_data_free", "awq_data_aware", "nncf_awq_data_aware", "mixed_r0.8", "nncf_mixed_r0.8"]:
         assert ppl["fp32"] < ppl[name] < 1.5 * ppl["fp32"], ppl

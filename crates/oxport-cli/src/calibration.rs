@@ -56,9 +56,10 @@ impl CalibrationArgs {
         let Some(dataset) = &self.dataset else {
             bail!("data-aware compression needs --dataset");
         };
-        let spec = shim::CalibrationSpec::parse(dataset, self.num_samples)?;
+        let mut spec = oxport_hf::CalibrationSpec::parse(dataset)?;
+        spec.num_samples = self.num_samples;
         let tokenizer = dir.join("tokenizer.json");
-        let set = shim::calibration_samples(
+        let set = oxport_hf::calibration_samples(
             &spec,
             &tokenizer,
             &oxport_hf::ResolveOptions::from_env(),
@@ -95,45 +96,6 @@ impl CalibrationArgs {
             stats,
             dataset: dataset.clone(),
             num_samples: set.samples.len(),
-        })
-    }
-}
-
-/// TEMPORARY until oxport_hf::calibration lands: a local .txt, consecutive windows.
-mod shim {
-    use std::path::Path;
-    pub struct CalibrationSpec(String, usize);
-    pub struct Set {
-        pub samples: Vec<Vec<u32>>,
-        pub description: String,
-    }
-    impl CalibrationSpec {
-        pub fn parse(s: &str, n: Option<usize>) -> anyhow::Result<Self> {
-            Ok(CalibrationSpec(s.to_string(), n.unwrap_or(128)))
-        }
-    }
-    pub fn calibration_samples(
-        spec: &CalibrationSpec,
-        tok: &Path,
-        _: &oxport_hf::ResolveOptions,
-        _: &dyn oxport_hf::DownloadProgress,
-    ) -> anyhow::Result<Set> {
-        let t = tokenizers::Tokenizer::from_file(tok).map_err(anyhow::Error::msg)?;
-        let text = std::fs::read_to_string(&spec.0)?;
-        let ids = t
-            .encode(text, true)
-            .map_err(anyhow::Error::msg)?
-            .get_ids()
-            .to_vec();
-        let samples: Vec<Vec<u32>> = ids
-            .windows(32)
-            .step_by(16)
-            .take(spec.1)
-            .map(|c| c.to_vec())
-            .collect();
-        Ok(Set {
-            description: format!("{} windows", samples.len()),
-            samples,
         })
     }
 }
