@@ -183,6 +183,7 @@ fn int4(fallback: Fallback) -> OpenVinoPlanOptions {
         backup_precision: Backup::Int8Asym,
         group_size_fallback: fallback,
         min_adjusted_group_size: 32,
+        ..OpenVinoPlanOptions::default()
     }
 }
 
