@@ -5,7 +5,7 @@ Calls NNCF's own routines on small random float32 inputs, no model and no graph:
 - `activation_stats.process_stats` + `ScaleEstimation.calculate_quantization_params` (what `ScaleEstimation.apply`
   runs per weight) for int4 asym/sym, group 32 and 64, W 16x128, 12 samples of 3..20 tokens;
 - `GPTQ._calculate_hessian` + `GPTQ._quantize_weights` (what `GPTQ.apply` runs per MatMul), with and without scale
-  estimation, followed by `do_integer_quantization` with the returned scales and zero points (what
+  estimation, blocks of 128 (one block) and 32 (errors fed across blocks), followed by `do_integer_quantization` with the returned scales and zero points (what
   `transform_model` does to the GPTQ-updated f32 weight), for the same modes and groups.
 
 Inputs are rounded to float16-representable values so the fixture can store them as f16 bytes; the math is float32.
@@ -79,8 +79,8 @@ def se_case(w, acts, mode, group, subset, scale_steps):
     }
 
 
-def gptq_case(w, acts, mode, group, se):
-    gptq = GPTQ(damp_percent=0.1, block_size=128, subset_size=128, scale_estimation=se)
+def gptq_case(w, acts, mode, group, se, block=128):
+    gptq = GPTQ(damp_percent=0.1, block_size=block, subset_size=128, scale_estimation=se)
     matmul = object()
     gptq._backend_entity = NS(convolution_metatypes=[], matmul_metatypes=[matmul])
     node = NS(metatype=matmul, layer_attributes=NS(input_attributes={"transpose": False},
@@ -92,7 +92,7 @@ def gptq_case(w, acts, mode, group, se):
     dq, scale, zp = gptq._quantize_weights(wc, hessian, Tensor(w.copy()), ins)
     cw = do_integer_quantization(dq, cfg, (1,), scale, zp)
     return {
-        "kind": "gptq", "mode": mode, "group": group, "scale_estimation": se,
+        "kind": "gptq", "mode": mode, "group": group, "scale_estimation": se, "block": block,
         "codes": hexs(cw.tensor.data),
         "scale": hexs(scale.data.astype(np.float32)),
         "zero_point": None if zp is None else hexs(zp.data.astype(np.uint8)),
@@ -111,6 +111,10 @@ def main():
         for group in (32, 64):
             for se in (False, True):
                 cases.append(gptq_case(w, acts, mode, group, se))
+        # Blocks of 32: errors reach later blocks, whose group parameters then see the updated weights
+        # (and with group 64 a group spans two blocks).
+        cases.append(gptq_case(w, acts, mode, 32, False, block=32))
+        cases.append(gptq_case(w, acts, mode, 64, True, block=32))
     doc = {
         "generator": f"nncf {version('nncf')}, numpy {np.__version__}",
         "n": N_OUT, "k": K, "weight_f16": hexs(w.astype(np.float16)),

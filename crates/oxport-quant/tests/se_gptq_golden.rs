@@ -5,9 +5,12 @@
 //!
 //! Exact: the statistics (`process_stats`, the per-sample means), the zero points, the Scale Estimation scales
 //! (every candidate is computed with NNCF's float32 operations and numpy's reduction order; only NNCF's BLAS
-//! matmuls in the metric differ in rounding, and no comparison flips on this data) and the GPTQ integer codes.
-//! Within tolerance: the GPTQ scales, which are min-max (or SE) over weights that went through NNCF's float32
-//! LAPACK Cholesky and BLAS error products, whose summation order is the library's: relative 1e-5.
+//! matmuls in the metric differ in rounding, and no comparison flips on this data), the GPTQ integer codes, and the
+//! GPTQ scales of groups in the first block (computed from the unmodified weight).
+//! Within tolerance: the GPTQ scales of later blocks (`block` 32 cases), min-max or SE over weights that received
+//! the error of earlier blocks through NNCF's float32 LAPACK Cholesky / inverse and BLAS products, whose summation
+//! order is the library's: measured at most 1.7e-7 relative (1-2 ulp, in about 15% of those groups); asserted
+//! at 1e-6.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -19,8 +22,8 @@ use oxport_quant::{
 };
 use serde_json::Value;
 
-/// GPTQ scales: relative tolerance (f32 rounding through a 128 x 128 Cholesky / inverse; measured below 1e-6).
-const GPTQ_SCALE_RTOL: f32 = 1e-5;
+/// GPTQ scales: relative tolerance (f32 rounding through a 128 x 128 Cholesky / inverse; measured 1.7e-7).
+const GPTQ_SCALE_RTOL: f32 = 1e-6;
 
 struct Golden {
     doc: Value,
@@ -96,8 +99,13 @@ fn mode(case: &Value) -> NncfMode {
 
 fn name(case: &Value) -> String {
     format!(
-        "{} {} g{} subset {} se {}",
-        case["kind"], case["mode"], case["group"], case["subset"], case["scale_estimation"]
+        "{} {} g{} subset {} se {} block {}",
+        case["kind"],
+        case["mode"],
+        case["group"],
+        case["subset"],
+        case["scale_estimation"],
+        case["block"]
     )
 }
 
@@ -218,6 +226,7 @@ fn gptq_matches_nncf() {
         }
         let group = case["group"].as_u64().unwrap() as usize;
         let mut options = GptqOptions::new(mode(case), Some(group));
+        options.block_size = case["block"].as_u64().unwrap() as usize;
         if case["scale_estimation"].as_bool().unwrap() {
             options.scale_estimation = Some(ScaleEstimationParams::GPTQ);
         }
@@ -245,7 +254,7 @@ fn gptq_matches_nncf() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 12);
 }
 
 fn run_in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
