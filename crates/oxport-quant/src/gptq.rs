@@ -35,8 +35,8 @@ use crate::nncf::{
 use crate::npsum::{dot, pairwise_mean};
 use crate::rows::Rows;
 use crate::scale_estimation::{
-    ActivationStats, ScaleEstimationParams, check_inputs, estimate_group, process_stats,
-    refuse_non_finite,
+    ScaleEstimationParams, check_inputs, estimate_group, process_stats, refuse_non_finite,
+    transposed_groups,
 };
 
 /// GPTQ's knobs (`AdvancedGPTQParameters` and `compress_weights(..., gptq=True, scale_estimation=...)`).
@@ -276,7 +276,7 @@ fn group_stats<X: AsRef<[f32]>>(
     k: usize,
     group: usize,
     subset_size: usize,
-) -> Result<Vec<ActivationStats>, QuantError> {
+) -> Result<Vec<GroupStats>, QuantError> {
     let tokens: Vec<usize> = inputs.iter().map(|x| x.as_ref().len() / k).collect();
     let means: Vec<Vec<f32>> = inputs
         .iter()
@@ -295,9 +295,19 @@ fn group_stats<X: AsRef<[f32]>>(
                 .iter()
                 .map(|m| m[g * group..(g + 1) * group].to_vec())
                 .collect();
-            process_stats(&slice, &tokens, subset_size)
+            let st = process_stats(&slice, &tokens, subset_size)?;
+            let xt = transposed_groups(&st.x, st.samples, group)
+                .pop()
+                .unwrap_or_default();
+            Ok(GroupStats { s: st.s, xt })
         })
         .collect()
+}
+
+/// One group's statistics for [`estimate_group`]: `s` `[group]`, `X_gᵀ` `[samples, group]`.
+struct GroupStats {
+    s: Vec<f32>,
+    xt: Vec<f32>,
 }
 
 /// What every output row needs: the inverse Hessian's upper factor and the group parameters' source.
@@ -307,7 +317,7 @@ struct RowContext<'a> {
     mode: NncfMode,
     block_size: usize,
     upper: &'a [f32],
-    se: Option<(&'a [ActivationStats], &'a ScaleEstimationParams)>,
+    se: Option<(&'a [GroupStats], &'a ScaleEstimationParams)>,
 }
 
 impl RowContext<'_> {
@@ -368,7 +378,7 @@ impl RowContext<'_> {
         match self.se {
             Some((stats, params)) => {
                 let st = &stats[g];
-                estimate_group(w, &st.s, &st.x, st.samples, self.mode, params)
+                estimate_group(w, &st.s, &st.xt, self.mode, params)
             }
             None => group_params(w, self.mode),
         }

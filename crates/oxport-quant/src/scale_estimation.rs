@@ -147,6 +147,7 @@ pub fn scale_estimation(
     let mut scale = vec![0f32; n * groups];
     let mut zero_point = vec![0u8; n * groups];
     let cols = stats.samples;
+    let xt = transposed_groups(&stats.x, cols, group);
     scale
         .par_chunks_mut(groups)
         .zip(zero_point.par_chunks_mut(groups))
@@ -154,8 +155,7 @@ pub fn scale_estimation(
         .for_each(|((sc, zp), row)| {
             for g in 0..groups {
                 let (j0, j1) = (g * group, (g + 1) * group);
-                let x = &stats.x[j0 * cols..j1 * cols];
-                let (s, z) = estimate_group(&row[j0..j1], &stats.s[j0..j1], x, cols, mode, params);
+                let (s, z) = estimate_group(&row[j0..j1], &stats.s[j0..j1], &xt[g], mode, params);
                 sc[g] = s;
                 zp[g] = z as u8;
             }
@@ -220,9 +220,8 @@ pub(crate) fn refuse_non_finite(values: &[f32]) -> Result<(), QuantError> {
 /// The working arrays of one (row, group) cell: weights, codes relative to the zero point, importance.
 struct Cell<'a> {
     w: &'a [f32],
-    /// `X_g`, `[group, cols]` row-major.
-    x: &'a [f32],
-    cols: usize,
+    /// `X_gᵀ`, `[cols, group]` row-major.
+    xt: &'a [f32],
     mode: NncfMode,
     zp: f32,
     weight_penalty: f64,
@@ -235,24 +234,39 @@ struct Cell<'a> {
     zero: Vec<f32>,
 }
 
-/// Scale Estimation of one group: `w` `[group]`, `s` `[group]`, `x` `[group, cols]`. Returns `(scale, zero point)`.
+/// `X` `[k, cols]` cut into groups of rows, each transposed to `[cols, group]` so that `W_g · X_g` is `cols`
+/// dot products of contiguous slices.
+pub(crate) fn transposed_groups(x: &[f32], cols: usize, group: usize) -> Vec<Vec<f32>> {
+    x.chunks_exact(group * cols)
+        .map(|xg| {
+            let mut t = vec![0f32; group * cols];
+            for (j, row) in xg.chunks_exact(cols).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    t[c * group + j] = v;
+                }
+            }
+            t
+        })
+        .collect()
+}
+
+/// Scale Estimation of one group: `w` `[group]`, `s` `[group]`, `xt` `[cols, group]` (from [`transposed_groups`]).
+/// Returns `(scale, zero point)`.
 pub(crate) fn estimate_group(
     w: &[f32],
     s: &[f32],
-    x: &[f32],
-    cols: usize,
+    xt: &[f32],
     mode: NncfMode,
     params: &ScaleEstimationParams,
 ) -> (f32, f32) {
     let (scale0, zp) = group_params(w, mode);
     let mut cell = Cell {
         w,
-        x,
-        cols,
+        xt,
         mode,
         zp,
         weight_penalty: params.weight_penalty,
-        fp: matvec(w, x, cols),
+        fp: matvec(w, xt),
         importance: Vec::new(),
         target: vec![0f32; w.len()],
         zero: vec![0f32; w.len()],
@@ -322,7 +336,7 @@ impl Cell<'_> {
             .iter()
             .map(|&v| (code(v, self.mode, scale, self.zp) as f32 - self.zp) * scale)
             .collect();
-        let q_outs = matvec(&dq, self.x, self.cols);
+        let q_outs = matvec(&dq, self.xt);
         let sq: Vec<f32> = self
             .fp
             .iter()
@@ -342,17 +356,10 @@ impl Cell<'_> {
     }
 }
 
-/// `w · X` for `w` `[group]`, `X` `[group, cols]`: `[cols]`, each dot product through [`dot`]'s f64 accumulation.
-fn matvec(w: &[f32], x: &[f32], cols: usize) -> Vec<f32> {
-    let mut column = vec![0f32; w.len()];
-    (0..cols)
-        .map(|c| {
-            for (dst, row) in column.iter_mut().zip(x.chunks_exact(cols)) {
-                *dst = row[c];
-            }
-            dot(w, &column)
-        })
-        .collect()
+/// `w · X_g` for `w` `[group]`, `X_gᵀ` `[cols, group]`: `[cols]`, each dot product through [`dot`]'s f64
+/// accumulation.
+fn matvec(w: &[f32], xt: &[f32]) -> Vec<f32> {
+    xt.chunks_exact(w.len()).map(|x| dot(w, x)).collect()
 }
 
 #[cfg(test)]
