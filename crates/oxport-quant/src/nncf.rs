@@ -151,6 +151,12 @@ impl NncfParams {
                 self.scale.len()
             )));
         }
+        if let Some(i) = self.scale.iter().position(|s| !s.is_finite() || *s == 0.0) {
+            return Err(unsupported(format!(
+                "scale {} at {i} is zero or not finite",
+                self.scale[i]
+            )));
+        }
         match (&self.zero_point, self.mode.is_asym()) {
             (Some(z), true) if z.len() == cells => {
                 let (_, hi) = self.mode.levels();

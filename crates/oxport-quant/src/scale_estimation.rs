@@ -428,6 +428,37 @@ mod tests {
     }
 
     #[test]
+    fn given_min_max_parameters_reproduce_compress_nncf() {
+        use crate::nncf::{compress_nncf, compress_nncf_with_params};
+        use crate::rows::Rows;
+        let (n, k, group) = (3, 32, 16);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
+        for mode in [NncfMode::Int4Asym, NncfMode::Int4Sym, NncfMode::Int8Asym] {
+            let cells: Vec<(f32, f32)> = w.chunks(group).map(|g| group_params(g, mode)).collect();
+            let mut params = NncfParams {
+                mode,
+                group_size: Some(group),
+                n,
+                groups: k / group,
+                scale: cells.iter().map(|c| c.0).collect(),
+                zero_point: mode
+                    .is_asym()
+                    .then(|| cells.iter().map(|c| c.1 as u8).collect()),
+            };
+            let got = compress_nncf_with_params(Rows::F32(&w), n, k, &params).unwrap();
+            assert_eq!(
+                got,
+                compress_nncf(&w, n, k, mode, Some(group)).unwrap(),
+                "{mode}"
+            );
+            params.scale[1] = 0.0;
+            assert!(compress_nncf_with_params(Rows::F32(&w), n, k, &params).is_err());
+        }
+    }
+
+    #[test]
     fn refuses_bad_inputs() {
         let stats = process_stats(&[vec![1.0f32; 8]], &[1], 0).unwrap();
         let p = ScaleEstimationParams::default();
