@@ -1,5 +1,7 @@
-//! Weight quantization for oxport: the kernels (ORT MatMulNBits, NNCF weight compression, fp16) and the
-//! per-tensor [`plan`] that decides which scheme each checkpoint tensor gets.
+//! Weight quantization for oxport: the kernels (ORT MatMulNBits, NNCF weight compression, fp16), NNCF's
+//! data-aware int4 parameter searches as pure functions ([`scale_estimation`], [`gptq`]: statistics and raw layer
+//! inputs in, scales and zero points out, no graph) and the per-tensor [`plan`] that decides which scheme each
+//! checkpoint tensor gets.
 //!
 //! Every kernel is a pure function of its input (rayon inside one tensor, same bytes on any thread count).
 
@@ -8,10 +10,13 @@ pub mod awq_data;
 pub mod error;
 pub mod float;
 pub mod fp16;
+pub mod gptq;
 pub mod nbits;
 pub mod nncf;
+mod npsum;
 pub mod plan;
 pub mod rows;
+pub mod scale_estimation;
 pub mod sensitivity;
 mod simd;
 pub mod sink;
@@ -23,16 +28,23 @@ pub use awq_data::{AwqParams, MergePrev, data_aware_awq};
 pub use error::QuantError;
 pub use float::{FloatDtype, float_bytes_into};
 pub use fp16::{f16_bytes_into, f32_to_f16_bytes};
+pub use gptq::{GptqOptions, GptqResult, gptq, gptq_hessian};
 pub use nbits::{
     NBitsParams, NBitsWeight, ScaleDtype, quantize_nbits, quantize_nbits_rows,
     quantize_nbits_rows_into,
 };
-pub use nncf::{NncfMode, NncfWeight, compress_nncf, compress_nncf_rows, compress_nncf_rows_into};
+pub use nncf::{
+    NncfMode, NncfParams, NncfWeight, compress_nncf, compress_nncf_rows, compress_nncf_rows_into,
+    compress_nncf_with_params,
+};
 pub use plan::{
     Backup, Fallback, NoProgress, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
     PlanProgress, PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx,
     plan_openvino, plan_openvino_with_progress, select_by_ratio,
 };
 pub use rows::Rows;
+pub use scale_estimation::{
+    ActivationStats, ScaleEstimationParams, process_stats, scale_estimation,
+};
 pub use sink::OrderedWriter;
 pub use stats::{ActivationStats, LayerStats, SampleScalars, SensitivityMetric, process_stats};

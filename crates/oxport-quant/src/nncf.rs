@@ -57,7 +57,7 @@ impl NncfMode {
     }
 
     /// `[level_low, level_high]`.
-    fn levels(self) -> (f32, f32) {
+    pub(crate) fn levels(self) -> (f32, f32) {
         match self {
             NncfMode::Int4Sym => (-8.0, 7.0),
             NncfMode::Int4Asym => (0.0, 15.0),
@@ -98,6 +98,105 @@ pub struct NncfWeight {
 /// NNCF's `eps`: `np.finfo(np.float32).eps`.
 const EPS: f32 = f32::EPSILON;
 
+/// Precomputed quantization parameters for one weight: what NNCF's Scale Estimation and GPTQ return
+/// (`CompressedWeight(None, scale, zero_point)`) and `transform_model` hands to `do_integer_quantization` as
+/// `precomputed_scale` / `precomputed_zero_point` (openvinotoolkit/nncf:src/nncf/quantization/algorithms/
+/// weight_compression/weight_lowering.py).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NncfParams {
+    pub mode: NncfMode,
+    /// `None`: per-channel (one group of K).
+    pub group_size: Option<usize>,
+    /// Rows (output channels) `n`.
+    pub n: usize,
+    /// Groups per row (`k / group_size`, 1 per-channel).
+    pub groups: usize,
+    /// f32 scales `[n, groups]` (NNCF's `[n, groups, 1]`), before the f16 rounding of the IR.
+    pub scale: Vec<f32>,
+    /// Asymmetric modes: zero points `[n, groups]` (NNCF holds the same integers as f32 or i32).
+    pub zero_point: Option<Vec<u8>>,
+}
+
+impl NncfParams {
+    /// The `(scale, zero point as f32)` of group `g` of row `r`.
+    pub(crate) fn get(&self, r: usize, g: usize) -> (f32, f32) {
+        let i = r * self.groups + g;
+        (
+            self.scale[i],
+            self.zero_point.as_ref().map_or(0.0, |z| z[i] as f32),
+        )
+    }
+
+    /// Check that these parameters describe a `[n, k]` weight.
+    fn check(&self, n: usize, k: usize) -> Result<(), QuantError> {
+        let group = self.group_size.unwrap_or(k);
+        let unsupported = |msg: String| QuantError::Unsupported {
+            tensor: ANON.into(),
+            msg,
+        };
+        if group == 0 || !k.is_multiple_of(group) {
+            return Err(QuantError::InvalidGroupSize {
+                tensor: ANON.into(),
+                n,
+                k,
+                group_size: group,
+            });
+        }
+        let cells = n * self.groups;
+        if self.n != n || self.groups != k / group || self.scale.len() != cells {
+            return Err(unsupported(format!(
+                "parameters for [{}, {} groups] ({} scales) do not fit a [{n}, {k}] weight with group {group}",
+                self.n,
+                self.groups,
+                self.scale.len()
+            )));
+        }
+        if let Some(i) = self.scale.iter().position(|s| !s.is_finite() || *s == 0.0) {
+            return Err(unsupported(format!(
+                "scale {} at {i} is zero or not finite",
+                self.scale[i]
+            )));
+        }
+        match (&self.zero_point, self.mode.is_asym()) {
+            (Some(z), true) if z.len() == cells => {
+                let (_, hi) = self.mode.levels();
+                match z.iter().find(|&&v| v as f32 > hi) {
+                    Some(v) => Err(unsupported(format!("zero point {v} beyond {}", self.mode))),
+                    None => Ok(()),
+                }
+            }
+            (None, false) => Ok(()),
+            _ => Err(unsupported(format!(
+                "zero points do not match {} (asymmetric modes need one per group, symmetric none)",
+                self.mode
+            ))),
+        }
+    }
+}
+
+/// Compress `weight` `[n, k]` with precomputed scales and zero points, as NNCF's `transform_model` does after
+/// Scale Estimation or GPTQ (`do_integer_quantization(weight, config, reduction_axes, precomputed_scale,
+/// precomputed_zero_point)`): `clip(round_half_even(w / scale + zp))`, the same f32 math as [`compress_nncf`],
+/// the same packed layout; the f32 scales are stored as f16.
+pub fn compress_nncf_with_params(
+    weight: Rows<'_>,
+    n: usize,
+    k: usize,
+    params: &NncfParams,
+) -> Result<NncfWeight, QuantError> {
+    weight.check_shape(n, k)?;
+    params.check(n, k)?;
+    compress(
+        weight,
+        n,
+        k,
+        params.mode,
+        params.group_size,
+        Vec::new(),
+        Some(params),
+    )
+}
+
 /// Compress `weight` (`[n, k]` row-major) with `mode`; `group_size` `None` means per-channel.
 ///
 /// A group size that does not divide K is NNCF's `InvalidGroupSizeError` (`reshape_weight_for_grouped_quantization`);
@@ -131,7 +230,21 @@ pub fn compress_nncf_rows_into(
     k: usize,
     mode: NncfMode,
     group_size: Option<usize>,
+    packed: Vec<u8>,
+) -> Result<NncfWeight, QuantError> {
+    compress(weight, n, k, mode, group_size, packed, None)
+}
+
+/// The row pass of [`compress_nncf_rows_into`] (`given: None`: NNCF's min-max parameters) and
+/// [`compress_nncf_with_params`] (`given`: already checked against `[n, k]`).
+fn compress(
+    weight: Rows<'_>,
+    n: usize,
+    k: usize,
+    mode: NncfMode,
+    group_size: Option<usize>,
     mut packed: Vec<u8>,
+    given: Option<&NncfParams>,
 ) -> Result<NncfWeight, QuantError> {
     // NaN/Inf is refused in the row pass below (one read of the weight); a bad group size still reports NaN/Inf
     // first, as a separate check did.
@@ -179,7 +292,7 @@ pub fn compress_nncf_rows_into(
                 |(codes, input), (r, ((dst, sc), zp))| {
                     let (row, non_finite) = weight.row_finite(r, k, input);
                     if non_finite.0 == 0 {
-                        compress_row(row, mode, group, codes, dst, sc, zp);
+                        compress_row(row, mode, group, codes, dst, sc, zp, given, r);
                     }
                     non_finite
                 },
@@ -197,8 +310,12 @@ pub fn compress_nncf_rows_into(
                 let (row, non_finite) = weight.row_finite(r, k, input);
                 if non_finite.0 == 0 {
                     for (g, chunk) in row.chunks(group).enumerate() {
-                        let (s, z) =
-                            quantize_group(chunk, mode, &mut c[g * group..(g + 1) * group]);
+                        let (s, z) = quantize_group(
+                            chunk,
+                            mode,
+                            &mut c[g * group..(g + 1) * group],
+                            given.map(|p| p.get(r, g)),
+                        );
                         sc[g] = f16::from_f32(s);
                         zp[g] = z;
                     }
@@ -245,10 +362,13 @@ simd::multiversion! {
         dst: &mut [u8],
         scales: &mut [f16],
         zero_points: &mut [u8],
+        given: Option<&NncfParams>,
+        r: usize,
     ) {
         let bits = mode.bits() as usize;
         for (g, chunk) in row.chunks(group).enumerate() {
-            let (s, z) = quantize_group(chunk, mode, &mut codes[g * group..(g + 1) * group]);
+            let codes = &mut codes[g * group..(g + 1) * group];
+            let (s, z) = quantize_group(chunk, mode, codes, given.map(|p| p.get(r, g)));
             scales[g] = f16::from_f32(s);
             if mode.is_asym() {
                 put(zero_points, g, z, bits);
@@ -286,20 +406,31 @@ fn put(dst: &mut [u8], i: usize, c: u8, bits: usize) {
     }
 }
 
-/// Quantize one group; writes the codes (two's complement bytes for signed modes, masked when packed)
-/// and returns the f32 scale and the zero point.
+/// Quantize one group with NNCF's min-max parameters, or with `given` `(scale, zero point)`; writes the codes
+/// (two's complement bytes for signed modes, masked when packed) and returns the f32 scale and the zero point.
 #[inline(always)]
-fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
+fn quantize_group(
+    w: &[f32],
+    mode: NncfMode,
+    codes: &mut [u8],
+    given: Option<(f32, f32)>,
+) -> (f32, u8) {
+    let (s, zp) = given.unwrap_or_else(|| group_params(w, mode));
+    for (c, &v) in codes.iter_mut().zip(w) {
+        *c = code(v, mode, s, zp) as i8 as u8;
+    }
+    (s, zp as u8)
+}
+
+/// NNCF's min-max `(scale, zero point)` of one group (`calculate_integer_quantization_params`); the zero point is
+/// 0 for symmetric modes, which have none.
+#[inline(always)]
+pub(crate) fn group_params(w: &[f32], mode: NncfMode) -> (f32, f32) {
     let (level_low, level_high) = mode.levels();
     // The sign of a zero extreme never matters here: an all-zero group gets scale eps either way.
     let (min, max) = simd::min_max(w);
     if mode.is_asym() {
-        let (s, zp) = asym_params(min, max, level_high);
-        // w / s + zp (true division, f32), round half to even, clip.
-        for (c, &v) in codes.iter_mut().zip(w) {
-            *c = simd::clamp_round_half_even(v / s + zp, 0.0, level_high) as u8;
-        }
-        (s, zp as u8)
+        asym_params(min, max, level_high)
     } else {
         // _calculate_signed_scale: the extreme of larger magnitude maps to level_low (-8 / -128), so the
         // scale is negative when the positive extreme is larger.
@@ -309,10 +440,19 @@ fn quantize_group(w: &[f32], mode: NncfMode, codes: &mut [u8]) -> (f32, u8) {
         if s.abs() < EPS {
             s = EPS;
         }
-        for (c, &v) in codes.iter_mut().zip(w) {
-            *c = simd::clamp_round_half_even(v / s, level_low, level_high) as i8 as u8;
-        }
-        (s, 0)
+        (s, 0.0)
+    }
+}
+
+/// `_calculate_integer_quantized_weight` for one value: `clip(round_half_even(w / s + zp))` (true division,
+/// f32; `+ zp` only in asymmetric modes), as an integer in `[level_low, level_high]`.
+#[inline(always)]
+pub(crate) fn code(w: f32, mode: NncfMode, s: f32, zp: f32) -> i32 {
+    let (level_low, level_high) = mode.levels();
+    if mode.is_asym() {
+        simd::clamp_round_half_even(w / s + zp, level_low, level_high)
+    } else {
+        simd::clamp_round_half_even(w / s, level_low, level_high)
     }
 }
 
