@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use oxport_quant::{
     ActivationStats, AwqParams, AwqScales, MergePrev, NBitsParams, NncfMode, Rows, data_aware_awq,
-    data_free_awq, process_stats, scale_columns,
+    data_free_awq, scale_columns,
 };
 
 use crate::error::{OnnxError, Result};
@@ -138,7 +138,10 @@ impl Awq {
             .chunks_exact(hidden)
             .map(|row| row.iter().map(|v| v.abs()).sum::<f32>() / hidden as f32)
             .collect();
-        let (s_prev, _, _) = process_stats(prev_stats, AwqParams::default().subset_size);
+        let s_prev = prev_stats
+            .processed(AwqParams::default().subset_size)
+            .map_err(|e| quant(gate_up, e))?
+            .s;
         let prev = MergePrev {
             mean_abs,
             max_s: s_prev.iter().fold(0f32, |a, &v| a.max(v)),

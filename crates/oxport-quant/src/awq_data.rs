@@ -1,7 +1,7 @@
 //! Data-aware AWQ: per-input-channel scales searched on calibration statistics, as NNCF 3.4 does it
 //! (`openvinotoolkit/nncf:src/nncf/quantization/algorithms/weight_compression/awq.py`, `AWQ._data_aware_step`).
 //!
-//! For a 4-bit weight `W` `[n, k]` with the statistics of its input ([`process_stats`] with AWQ's subset of 32
+//! For a 4-bit weight `W` `[n, k]` with the statistics of its input ([`crate::process_stats`] with AWQ's subset of 32
 //! samples: `s[c]` the largest |token mean| of channel `c` over all samples, `X` `[k, m]` the kept samples):
 //! 1. the `max(int(k · 0.002), 1)` channels with the largest `s` are found; only the quantization groups holding
 //!    them are searched, every other channel keeps scale 1;
@@ -24,7 +24,7 @@ use crate::awq::AwqScales;
 use crate::error::QuantError;
 use crate::nncf::{NncfMode, qdq_group_f32};
 use crate::rows::Rows;
-use crate::stats::{LayerStats, process_stats};
+use crate::stats::LayerStats;
 
 /// `AdvancedAWQParameters` defaults (`src/nncf/quantization/advanced_parameters.py`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -86,7 +86,8 @@ pub fn data_aware_awq(
             "group size {group} does not divide {k} input channels"
         )));
     }
-    let (s, x, m) = process_stats(stats, params.subset_size);
+    let p = stats.processed(params.subset_size)?;
+    let (s, x, m) = (p.s, p.x, p.samples);
     let top_k = ((k as f64 * params.percent_to_apply) as usize).max(1);
     let mut order: Vec<usize> = (0..k).collect();
     order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
@@ -300,7 +301,8 @@ mod tests {
         }
         assert!(sc.weight[64..96].iter().any(|v| *v != 1.0));
         // The chosen scale scores no worse than scale 1 on the statistics it was searched on.
-        let (_, x, m) = process_stats(&st, p.subset_size);
+        let pr = st.processed(p.subset_size).unwrap();
+        let (x, m) = (pr.x, pr.samples);
         let err = |scale: &[f32]| {
             let s = GroupSearch {
                 w: &group_columns(&Rows::F32(&w), n, k, 64..96),

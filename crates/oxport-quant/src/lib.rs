@@ -44,7 +44,7 @@ pub use plan::{
 };
 pub use rows::Rows;
 pub use scale_estimation::{
-    ActivationStats, ScaleEstimationParams, process_stats, scale_estimation,
+    ProcessedStats, ScaleEstimationParams, process_stats, scale_estimation,
 };
 pub use sink::OrderedWriter;
-pub use stats::{ActivationStats, LayerStats, SampleScalars, SensitivityMetric, process_stats};
+pub use stats::{ActivationStats, LayerStats, SampleScalars, SensitivityMetric};

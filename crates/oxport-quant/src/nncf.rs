@@ -460,7 +460,7 @@ pub(crate) fn code(w: f32, mode: NncfMode, s: f32, zp: f32) -> i32 {
 /// `integer_quantize_dequantize_weight` with the group spanning `w`: `do_integer_quantization` then
 /// `do_integer_dequantization`, both f32).
 pub(crate) fn qdq_group_f32(w: &[f32], mode: NncfMode, codes: &mut [u8], out: &mut [f32]) {
-    let (s, zp) = quantize_group(w, mode, codes);
+    let (s, zp) = quantize_group(w, mode, codes, None);
     if mode.is_asym() {
         let zp = zp as f32;
         for (o, &c) in out.iter_mut().zip(codes.iter()) {

@@ -66,7 +66,7 @@ impl Default for ScaleEstimationParams {
 
 /// `process_stats`'s output for one layer.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ActivationStats {
+pub struct ProcessedStats {
     /// `s[j] = max over all samples |mean_j|`, `[in]`.
     pub s: Vec<f32>,
     /// The kept per-sample means, `[in, samples]` row-major.
@@ -83,7 +83,7 @@ pub fn process_stats(
     mean_values: &[Vec<f32>],
     token_counts: &[usize],
     subset_size: usize,
-) -> Result<ActivationStats, QuantError> {
+) -> Result<ProcessedStats, QuantError> {
     let options = |msg: String| QuantError::Options(format!("activation statistics: {msg}"));
     let total = mean_values.len();
     if total == 0 || token_counts.len() != total {
@@ -119,7 +119,7 @@ pub fn process_stats(
             *dst = mean_values[i][j];
         }
     }
-    Ok(ActivationStats { s, x, samples })
+    Ok(ProcessedStats { s, x, samples })
 }
 
 /// `ScaleEstimation.calculate_quantization_params` for `weight` `[n, k]` (`[out, in]`, already AWQ-scaled when
@@ -130,7 +130,7 @@ pub fn scale_estimation(
     k: usize,
     mode: NncfMode,
     group_size: Option<usize>,
-    stats: &ActivationStats,
+    stats: &ProcessedStats,
     params: &ScaleEstimationParams,
 ) -> Result<NncfParams, QuantError> {
     let group = check_inputs(weight, n, k, mode, group_size)?;

@@ -184,36 +184,15 @@ impl LayerStats {
     }
 }
 
-/// NNCF's `process_stats` (`weight_compression/activation_stats.py`), shared by AWQ, scale estimation and LoRA
-/// correction: `s[c] = max_i |means[i][c]|` over **all** samples, and `x` = the sample vectors used for the search,
-/// `[channels][m]` row-major. When there are more than `subset_size` samples (and `subset_size > 0`), the samples
-/// are sorted by token count, longest first (a stable sort, as Python's `sorted`), and every `N / subset_size`-th
-/// one is kept.
-pub fn process_stats(stats: &LayerStats, subset_size: usize) -> (Vec<f32>, Vec<f32>, usize) {
-    let n = stats.means.len();
-    let c = stats.channels();
-    let mut s = vec![0f32; c];
-    for m in &stats.means {
-        for (a, v) in s.iter_mut().zip(m) {
-            *a = a.max(v.abs());
-        }
+impl LayerStats {
+    /// NNCF's `process_stats` of these samples (see [`crate::process_stats`]): `s` over all samples, `x` the
+    /// `subset_size` kept for the search.
+    pub fn processed(
+        &self,
+        subset_size: usize,
+    ) -> Result<crate::ProcessedStats, crate::QuantError> {
+        crate::process_stats(&self.means, &self.tokens, subset_size)
     }
-    let picked: Vec<usize> = if subset_size > 0 && n > subset_size {
-        let step = n / subset_size;
-        let mut order: Vec<usize> = (0..n).collect();
-        order.sort_by(|&a, &b| stats.tokens[b].cmp(&stats.tokens[a]));
-        order.into_iter().step_by(step).collect()
-    } else {
-        (0..n).collect()
-    };
-    let m = picked.len();
-    let mut x = vec![0f32; c * m];
-    for (col, &i) in picked.iter().enumerate() {
-        for (ch, v) in stats.means[i].iter().enumerate() {
-            x[ch * m + col] = *v;
-        }
-    }
-    (s, x, m)
 }
 
 #[cfg(test)]
@@ -251,23 +230,5 @@ mod tests {
             SensitivityMetric::parse("max_activation_variance"),
             Some(SensitivityMetric::MaxActivationVariance)
         );
-    }
-
-    #[test]
-    fn process_stats_takes_the_max_over_all_samples_and_every_step_th_of_the_longest_first() {
-        let l = LayerStats {
-            means: (0..8).map(|i| vec![i as f32, -(i as f32) * 2.0]).collect(),
-            // Sample 7 is the longest, then the rest (all 4 tokens) in their own order.
-            tokens: vec![4, 4, 4, 4, 4, 4, 4, 9],
-            scalars: Vec::new(),
-        };
-        let (s, x, m) = process_stats(&l, 4);
-        assert_eq!(s, vec![7.0, 14.0]);
-        assert_eq!(m, 4);
-        // Sorted: [7, 0, 1, 2, 3, 4, 5, 6]; step 2 → 7, 1, 3, 5.
-        assert_eq!(x, vec![7.0, 1.0, 3.0, 5.0, -14.0, -2.0, -6.0, -10.0]);
-        let (_, all, m) = process_stats(&l, 0);
-        assert_eq!(m, 8);
-        assert_eq!(all.len(), 16);
     }
 }
