@@ -135,14 +135,18 @@ def results(tmp_path_factory):
     ])
     samples = json.loads(samples_file.read_text())["samples"]
     assert len(samples) == 128 and all(len(s) == 32 for s in samples)
-    times["mixed_r0.8"] = oxport(tmp / "mixed_r0.8", [
-        "--weight-format", "int4", "--group-size", "64", "--ratio", "0.8", "--dataset", str(CALIB),
-        "--num-samples", "128",
-    ])
+    data = ["--dataset", str(CALIB), "--num-samples", "128"]
+    times["mixed_r0.8"] = oxport(tmp / "mixed_r0.8", ["--weight-format", "int4", "--group-size", "64", "--ratio",
+                                                      "0.8", *data])
+    times["se"] = oxport(tmp / "se", [*INT4, "--scale-estimation", *data])
+    times["awq_se"] = oxport(tmp / "awq_se", [*INT4, "--awq", "--scale-estimation", *data])
     fp32 = tmp / "fp32/openvino_model.xml"
     times["nncf_awq_data_aware"] = nncf_compress(fp32, samples, tmp / "nncf_awq_data_aware", ratio=1.0, awq=True)
     # NNCF's default criterion with a dataset: max_activation_variance.
     times["nncf_mixed_r0.8"] = nncf_compress(fp32, samples, tmp / "nncf_mixed_r0.8", ratio=0.8)
+    times["nncf_se"] = nncf_compress(fp32, samples, tmp / "nncf_se", ratio=1.0, scale_estimation=True)
+    times["nncf_awq_se"] = nncf_compress(fp32, samples, tmp / "nncf_awq_se", ratio=1.0, awq=True,
+                                         scale_estimation=True)
     windows = eval_windows()
     ppl = {name: perplexity(tmp / name / "openvino_model.xml", windows) for name in times}
     int4 = {name: four_bit_weights(tmp / name / "openvino_model.xml") for name in ["mixed_r0.8", "nncf_mixed_r0.8"]}
@@ -167,8 +171,16 @@ def test_data_aware_mixed_precision_picks_nncfs_layers_and_perplexity(results):
     assert abs(ppl["mixed_r0.8"] - ppl["nncf_mixed_r0.8"]) / ppl["nncf_mixed_r0.8"] < 0.005, ppl
 
 
+@pytest.mark.parametrize("case", ["se", "awq_se"])
+def test_scale_estimation_perplexity_is_within_half_a_percent_of_nncf(results, case):
+    ppl = results["perplexity"]
+    assert abs(ppl[case] - ppl[f"nncf_{case}"]) / ppl[f"nncf_{case}"] < 0.005, ppl
+
+
 def test_int4_perplexities_are_sane(results):
     ppl = results["perplexity"]
     # A broken quantizer or a wrong scale placement shows as a perplexity far from fp32's.
-    for name in ["int4", "awq_data_free", "awq_data_aware", "nncf_awq_data_aware", "mixed_r0.8", "nncf_mixed_r0.8"]:
+    for name in results["perplexity"]:
+        if name == "fp32":
+            continue
         assert ppl["fp32"] < ppl[name] < 1.5 * ppl["fp32"], ppl

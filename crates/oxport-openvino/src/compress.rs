@@ -3,7 +3,8 @@
 //!
 //! All arithmetic is f32 like NNCF's numpy/OpenVINO path; rounding is half-to-even.
 
-use oxport_quant::{NncfMode, NncfWeight, Rows, compress_nncf_rows_into};
+use oxport_quant::nncf::NncfParams;
+use oxport_quant::{NncfMode, NncfWeight, Rows, compress_nncf_rows_into, compress_nncf_with_params};
 
 use crate::error::{Error, Result};
 
@@ -29,27 +30,32 @@ pub fn compress(
     mode: NncfMode,
     group: Option<usize>,
 ) -> Result<Compressed> {
-    compress_rows_into(tensor, Rows::F32(w), n, k, mode, group, Vec::new())
+    compress_rows_into(tensor, Rows::F32(w), n, k, (mode, group), None, Vec::new())
 }
 
 /// Compress the checkpoint's own BF16/F16/F32 bytes (a safetensors view), decoded one row at a time inside the
 /// kernel: the same bytes as compressing the f32 decode, without an f32 copy of the tensor. The weight is packed
 /// into `buf` (a written `.bin` buffer to reuse; cleared first).
+/// `given`: scales and zero points computed beforehand (scale estimation), used instead of min-max.
 pub fn compress_rows_into(
     tensor: &str,
     w: Rows<'_>,
     n: usize,
     k: usize,
-    mode: NncfMode,
-    group: Option<usize>,
+    (mode, group): (NncfMode, Option<usize>),
+    given: Option<&NncfParams>,
     buf: Vec<u8>,
 ) -> Result<Compressed> {
+    let compressed = match given {
+        Some(params) => compress_nncf_with_params(w, n, k, params),
+        None => compress_nncf_rows_into(w, n, k, mode, group, buf),
+    };
     let NncfWeight {
         weight,
         scale,
         zero_point,
         ..
-    } = compress_nncf_rows_into(w, n, k, mode, group, buf).map_err(|source| Error::Quant {
+    } = compressed.map_err(|source| Error::Quant {
         tensor: tensor.into(),
         source: Box::new(source),
     })?;

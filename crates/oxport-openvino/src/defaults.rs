@@ -16,8 +16,15 @@ pub enum Recipe {
         ratio: f64,
         awq: bool,
     },
-    /// A data-aware recipe (calibration dataset) oxport does not implement; the text says what it needs.
-    DataAware(&'static str),
+    /// A data-aware recipe: int4 asymmetric unless `sym`, calibrated on `dataset` (optimum's default 128 samples).
+    DataAware {
+        sym: bool,
+        group_size: i64,
+        ratio: f64,
+        awq: bool,
+        scale_estimation: bool,
+        dataset: &'static str,
+    },
 }
 
 /// The Phi-family entries of `_DEFAULT_4BIT_WQ_CONFIGS` (optimum-intel 2.2). Phi-4-multimodal's entry is for its
@@ -25,7 +32,14 @@ pub enum Recipe {
 pub const PHI_DEFAULTS: &[(&str, Recipe)] = &[
     (
         "microsoft/Phi-3-mini-4k-instruct",
-        Recipe::DataAware("int4_asym, group 64, ratio 1.0 with scale estimation on wikitext2"),
+        Recipe::DataAware {
+            sym: false,
+            group_size: 64,
+            ratio: 1.0,
+            awq: false,
+            scale_estimation: true,
+            dataset: "wikitext2",
+        },
     ),
     (
         "microsoft/Phi-3.5-mini-instruct",
@@ -56,9 +70,14 @@ pub const PHI_DEFAULTS: &[(&str, Recipe)] = &[
     ),
     (
         "microsoft/phi-2",
-        Recipe::DataAware(
-            "int4_asym, group 64, ratio 1.0 with AWQ and scale estimation on wikitext2",
-        ),
+        Recipe::DataAware {
+            sym: false,
+            group_size: 64,
+            ratio: 1.0,
+            awq: true,
+            scale_estimation: true,
+            dataset: "wikitext2",
+        },
     ),
 ];
 
@@ -142,7 +161,14 @@ mod tests {
         .unwrap();
         let (key, recipe, by) = default_4bit(dir.to_str().unwrap()).unwrap();
         assert_eq!(key, "microsoft/Phi-3-mini-4k-instruct");
-        assert!(matches!(recipe, Recipe::DataAware(_)));
+        assert!(matches!(
+            recipe,
+            Recipe::DataAware {
+                scale_estimation: true,
+                dataset: "wikitext2",
+                ..
+            }
+        ));
         assert_eq!(
             by,
             MatchedBy::NameOrPath("microsoft/Phi-3-mini-4k-instruct".into())

@@ -154,6 +154,7 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
         group_size_fallback,
         awq,
         sensitivity_metric,
+        scale_estimation,
         ..
     }) = &plan.nncf
     {
@@ -183,7 +184,7 @@ fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
                     RtInfo::value("lora_correction", "False"),
                     RtInfo::value("mode", *mode),
                     RtInfo::value("ratio", format!("{ratio:?}")),
-                    RtInfo::value("scale_estimation", "False"),
+                    RtInfo::value("scale_estimation", py_bool(*scale_estimation)),
                     RtInfo::value("sensitivity_metric", *sensitivity_metric),
                 ],
             )],

@@ -167,6 +167,8 @@ pub struct NncfRecord {
     /// NNCF's name of the mixed-precision criterion (`weight_quantization_error` without a dataset,
     /// `max_activation_variance` by default with one).
     pub sensitivity_metric: &'static str,
+    /// `--scale-estimation`.
+    pub scale_estimation: bool,
 }
 
 /// What a data-aware plan is built from: the calibration statistics and the mixed-precision criterion.
@@ -194,6 +196,9 @@ pub struct Plan {
     /// Data-aware AWQ scales computed before export ([`crate::awq::apply_data_aware_awq`]), by target weight; a
     /// weight marked `awq` without an entry here gets data-free AWQ at export.
     pub awq_scales: std::collections::BTreeMap<Role, oxport_quant::AwqScales>,
+    /// `--scale-estimation`: the calibration statistics every 4-bit weight's scales are searched on at export
+    /// (`oxport_quant::scale_estimation`, after AWQ; one weight at a time, so memory stays at one layer's).
+    pub scale_estimation: Option<std::sync::Arc<oxport_quant::ActivationStats>>,
 }
 
 impl Plan {
@@ -230,8 +235,17 @@ impl Plan {
                     sc.weight.len()
                 ),
             };
+            let four_bit = matches!(
+                e.scheme,
+                Scheme::Int4Sym { .. } | Scheme::Int4Asym { .. } | Scheme::Int4SymChannel | Scheme::Int4AsymChannel
+            );
+            let se = if four_bit && self.nncf.as_ref().is_some_and(|r| r.scale_estimation) {
+                "  + scale estimation"
+            } else {
+                ""
+            };
             s.push_str(&format!(
-                "{:<20} [{:>6}, {:>6}]  {}{err}{awq}\n",
+                "{:<20} [{:>6}, {:>6}]  {}{err}{awq}{se}\n",
                 e.role.to_string(),
                 e.n,
                 e.k,
@@ -451,6 +465,7 @@ pub fn plan_data_aware(
             awq: false,
             dataset: dataset.clone(),
             sensitivity_metric: metric_name,
+            scale_estimation: false,
         }),
         WeightFormat::Int4 => Some(NncfRecord {
             mode: if opts.sym { "int4_sym" } else { "int4_asym" },
@@ -466,6 +481,7 @@ pub fn plan_data_aware(
             awq: opts.awq,
             dataset,
             sensitivity_metric: metric_name,
+            scale_estimation: false,
         }),
     };
     Ok(Plan {
@@ -473,5 +489,6 @@ pub fn plan_data_aware(
         entries,
         nncf,
         awq_scales: Default::default(),
+        scale_estimation: None,
     })
 }

@@ -88,6 +88,10 @@ pub struct Args {
     /// (the default with --dataset) or mean_activation_magnitude, on statistics from oxport's own forward pass.
     #[arg(long = "sensitivity-metric")]
     pub sensitivity_metric: Option<String>,
+    /// NNCF's scale estimation on every 4-bit weight (needs --dataset): per group, the scale that best reproduces
+    /// the layer's output on the calibration statistics (5 rectification and 5 grid steps, 64 samples).
+    #[arg(long = "scale-estimation")]
+    pub scale_estimation: bool,
     #[command(flatten)]
     pub unimplemented: Box<Unimplemented>,
 }
@@ -95,8 +99,6 @@ pub struct Args {
 /// optimum-cli options that oxport parses only to refuse them by name.
 #[derive(clap::Args, Debug)]
 pub struct Unimplemented {
-    #[arg(long = "scale-estimation", hide = true)]
-    pub scale_estimation: bool,
     #[arg(long, hide = true)]
     pub gptq: bool,
     #[arg(long = "lora-correction", hide = true)]
@@ -123,8 +125,7 @@ impl Args {
     /// The first optimum-cli flag given that oxport does not implement.
     fn unsupported_flag(&self) -> Option<&'static str> {
         let u = &self.unimplemented;
-        let flags: [(&'static str, bool); 11] = [
-            ("--scale-estimation", u.scale_estimation),
+        let flags: [(&'static str, bool); 10] = [
             ("--gptq", u.gptq),
             ("--lora-correction", u.lora_correction),
             ("--quant-mode", u.quant_mode.is_some()),
@@ -217,6 +218,9 @@ impl Args {
     fn check_dataset(&self, options: &CompressionOptions) -> anyhow::Result<()> {
         self.calibration.check()?;
         if self.calibration.dataset.is_none() {
+            if self.scale_estimation {
+                bail!("--scale-estimation needs calibration data: add --dataset (NNCF refuses it without one)");
+            }
             return Ok(());
         }
         if options.weight_format != WeightFormat::Int4 {
@@ -280,7 +284,7 @@ impl oxport_openvino::PlanProgress for Scoring {
 /// (`oxport_openvino::defaults`), applied as it applies it and said on stderr; a data-aware default oxport cannot
 /// reproduce is refused rather than replaced by a data-free one.
 fn apply_default_recipe(
-    args: &Args,
+    args: &mut Args,
     mut options: CompressionOptions,
 ) -> anyhow::Result<CompressionOptions> {
     use oxport_openvino::defaults::{GENERIC, MatchedBy, Recipe, default_4bit};
@@ -295,7 +299,8 @@ fn apply_default_recipe(
         || args.group_size_fallback.is_some()
         || args.calibration.dataset.is_some()
         || args.calibration.num_samples.is_some()
-        || args.sensitivity_metric.is_some();
+        || args.sensitivity_metric.is_some()
+        || args.scale_estimation;
     if options.weight_format != WeightFormat::Int4 || flags_given || args.npu {
         return Ok(options);
     }
@@ -317,9 +322,28 @@ fn apply_default_recipe(
         ),
     };
     match recipe {
-        Recipe::DataAware(what) => bail!(
-            "--weight-format int4 without compression flags means {why}: {what}. That recipe needs calibration data,              which oxport does not implement yet; pass the flags you want (e.g. --group-size 64 --ratio 1.0 --awq for              data-free AWQ) or use optimum-cli"
-        ),
+        Recipe::DataAware {
+            sym,
+            group_size,
+            ratio,
+            awq,
+            scale_estimation,
+            dataset,
+        } => {
+            options.sym = sym;
+            options.group_size = Some(group_size);
+            options.ratio = Some(ratio);
+            options.awq = awq;
+            args.scale_estimation = scale_estimation;
+            args.calibration.dataset = Some(dataset.to_string());
+            eprintln!(
+                "note: applying {why}: int4_{}, group {group_size}, ratio {ratio}{}{}, calibrated on {dataset} \
+                 (128 samples)",
+                if sym { "sym" } else { "asym" },
+                if awq { ", AWQ" } else { "" },
+                if scale_estimation { ", scale estimation" } else { "" },
+            );
+        }
         Recipe::DataFree {
             sym,
             group_size,
@@ -352,40 +376,40 @@ impl Progress for Bar {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // Refuse unimplemented flags before touching the model.
     args.options(0)?;
     let start = Instant::now();
     let dir = super::inspect::resolve(&args.model, args.revision.as_deref())?;
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = args.options(ckpt.total_params())?;
-    let options = apply_default_recipe(&args, options)?;
+    let options = apply_default_recipe(&mut args, options)?;
     let scoring = ProgressBar::new(0);
     scoring.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} sensitivities {msg}")
             .expect("static template"),
     );
     let metric = args.metric()?;
-    let (awq_data, ratio_data) = (
+    let (awq_data, ratio_data, se) = (
         args.data_aware_awq(&options),
         args.data_aware_ratio(&options, metric),
+        args.scale_estimation,
     );
-    if args.calibration.dataset.is_some() && !awq_data && !ratio_data {
+    if args.calibration.dataset.is_some() && !awq_data && !ratio_data && !se {
         eprintln!(
-            "note: --dataset is not used: no data-aware method was asked for (--awq, or --ratio below 1), as NNCF \
-             ignores it then"
+            "note: --dataset is not used: no data-aware method was asked for (--awq, --scale-estimation, or --ratio \
+             below 1), as NNCF ignores it then"
         );
     }
-    // Statistics are collected before planning when the ranking needs them, and for AWQ's search (not in a dry
-    // run, which then only says that AWQ's scales are searched at export).
-    let data = if ratio_data || (awq_data && !args.dry_run) {
-        let last = Role::LmHead;
+    // Statistics are collected before planning when the ranking needs them, and for AWQ's and scale estimation's
+    // searches (not in a dry run, which then only says that those are searched at export).
+    let data = if ratio_data || ((awq_data || se) && !args.dry_run) {
         let all_layers = options.all_layers;
+        let candidate = |r: Role| r.is_matmul() && (r != Role::LmHead || all_layers);
         let want = |r: Role| match r {
             Role::MlpDown { .. } if awq_data => oxport_reference::Observe::Means,
-            r if ratio_data && r.is_matmul() && (r != last || all_layers) => {
-                oxport_reference::Observe::Scalars
-            }
+            r if se && candidate(r) => oxport_reference::Observe::Means,
+            r if ratio_data && candidate(r) => oxport_reference::Observe::Scalars,
             _ => oxport_reference::Observe::Nothing,
         };
         let calibrated = args.calibration.collect(&dir, &ckpt, &want)?;
@@ -397,7 +421,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 num_samples: calibrated.num_samples,
             },
         })
-    } else if awq_data {
+    } else if awq_data || se {
         Some(oxport_openvino::DataAware {
             stats: Default::default(),
             metric,
@@ -418,6 +442,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             crate::interrupt::checkpoint()
         })
         .context("searching the AWQ scales")?;
+    }
+    if se && let Some(r) = plan.nncf.as_mut() {
+        r.scale_estimation = true;
+        if !args.dry_run {
+            plan.scale_estimation = data.as_ref().map(|d| d.stats.clone());
+        }
     }
     if args.npu {
         oxport_openvino::npu::check_plan(&plan)?;
@@ -684,8 +714,7 @@ mod tests {
     #[test]
     fn unimplemented_flags_parse_and_then_fail_naming_the_flag() {
         for flags in [
-            &["--scale-estimation"][..],
-            &["--gptq"],
+            &["--gptq"][..],
             &["--lora-correction"],
             &["--quant-mode", "int8"],
             &["--quantization-statistics-path", "s"],

@@ -149,6 +149,7 @@ impl<'a> Builder<'a> {
             | Scheme::Int4AsymChannel => {
                 // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (openvino-ir.md §5.2).
                 let view = self.view(role)?;
+                let awq = self.awq_scales.get(&role).cloned();
                 let scaled = self.awq_scaled(role, &view, rows, cols)?;
                 let source = match &scaled {
                     Some(w) => Rows::F32(w),
@@ -169,8 +170,9 @@ impl<'a> Builder<'a> {
                     source,
                     rows,
                     cols,
-                    mode,
-                    None,
+                    (mode, None),
+                    self.estimated(role, source, (rows, cols), (mode, None), awq.as_deref())?
+                        .as_ref(),
                     self.g.buffer(),
                 )
                 .map_err(|e| nan_as_checkpoint_error(e, &view))?;
@@ -186,6 +188,7 @@ impl<'a> Builder<'a> {
             }
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
                 let view = self.view(role)?;
+                let awq = self.awq_scales.get(&role).cloned();
                 let scaled = self.awq_scaled(role, &view, rows, cols)?;
                 let source = match &scaled {
                     Some(w) => Rows::F32(w),
@@ -206,8 +209,9 @@ impl<'a> Builder<'a> {
                     source,
                     rows,
                     cols,
-                    mode,
-                    Some(group),
+                    (mode, Some(group)),
+                    self.estimated(role, source, (rows, cols), (mode, Some(group)), awq.as_deref())?
+                        .as_ref(),
                     self.g.buffer(),
                 )
                 .map_err(|e| nan_as_checkpoint_error(e, &view))?;
@@ -228,6 +232,47 @@ impl<'a> Builder<'a> {
         };
         self.ckpt.release(role);
         Ok(out)
+    }
+
+    /// `--scale-estimation`: NNCF's scales and zero points for the 4-bit weight `role` (`w`, already AWQ-scaled),
+    /// searched on its input statistics — rescaled by AWQ's activation scale first when AWQ ran
+    /// (`AWQ.update_statistics`) — with NNCF's defaults (64 samples, 5 + 5 steps). `None` when scale estimation is
+    /// off or the weight is not 4-bit.
+    fn estimated(
+        &self,
+        role: Role,
+        w: Rows<'_>,
+        (rows, cols): (usize, usize),
+        (mode, group): (NncfMode, Option<usize>),
+        awq_weight_scale: Option<&[f32]>,
+    ) -> Result<Option<oxport_quant::nncf::NncfParams>> {
+        let Some(stats) = self.plan.scale_estimation.as_ref() else {
+            return Ok(None);
+        };
+        if mode.bits() != 4 {
+            return Ok(None);
+        }
+        let quant = |source: oxport_quant::QuantError| Error::Quant {
+            tensor: role.name(),
+            source: Box::new(source.for_tensor(&role.name())),
+        };
+        let layer = stats.get(role).ok_or_else(|| {
+            Error::Options(format!("{role}: no calibration statistics for scale estimation"))
+        })?;
+        let mut layer = layer.clone();
+        if let Some(scale) = awq_weight_scale {
+            for m in &mut layer.means {
+                for (v, s) in m.iter_mut().zip(scale) {
+                    *v *= 1.0 / s;
+                }
+            }
+        }
+        let params = oxport_quant::ScaleEstimationParams::default();
+        let processed = layer.processed(params.subset_size).map_err(quant)?;
+        let f32_weight = oxport_quant::scale_columns(w, rows, cols, &vec![1.0; cols], DType::F32).map_err(quant)?;
+        oxport_quant::scale_estimation(&f32_weight, rows, cols, mode, group, &processed, &params)
+            .map(Some)
+            .map_err(quant)
     }
 
     /// The weight NNCF compresses after data-free AWQ (`(W * scale).astype(W.dtype)`, f32), when [`Self::awq_multiply`]
