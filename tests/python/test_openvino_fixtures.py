@@ -222,9 +222,7 @@ def test_longrope_graph_selects_factors_at_runtime(tmp_path):
 
 # ---- CLI ----
 
-@pytest.mark.parametrize("flag", [["--scale-estimation"], ["--gptq"], ["--lora-correction"],
-                                  ["--quant-mode", "int8"],
-                                  ["--sensitivity-metric", "hessian_input_activation"], ["--disable-stateful"]])
+@pytest.mark.parametrize("flag", [["--gptq"], ["--lora-correction"], ["--quant-mode", "int8"], ["--disable-stateful"]])
 def test_unimplemented_optimum_flags_fail_naming_the_flag(tmp_path, flag):
     out = tmp_path / "ov"
     r = oxport("export", "openvino", "--model", str(FIX / "tiny"), "--weight-format", "int4", *flag, str(out))
@@ -238,9 +236,12 @@ CALIB = ROOT / "fixtures" / "calib_text.txt"
 
 @pytest.mark.parametrize("flags,says", [
     (["--weight-format", "int8", "--dataset", str(CALIB)], "int4 AWQ"),
-    (["--weight-format", "int4", "--awq", "--ratio", "0.8", "--dataset", str(CALIB)], "mixed precision"),
     (["--weight-format", "int4", "--awq", "--num-samples", "4"], "--num-samples needs --dataset"),
     (["--weight-format", "int4", "--awq", "--dataset", "c4"], "c4"),
+    (["--weight-format", "int4", "--scale-estimation"], "--scale-estimation needs calibration data"),
+    (["--weight-format", "int4", "--ratio", "0.8", "--sensitivity-metric", "hessian_input_activation"],
+     "needs calibration data"),
+    (["--weight-format", "int4", "--ratio", "0.8", "--sensitivity-metric", "max_variance"], "expected one of"),
 ])
 def test_data_aware_flags_oxport_cannot_honour_are_refused_before_writing(tmp_path, flags, says):
     out = tmp_path / "ov"
@@ -397,3 +398,60 @@ def test_batch_padding_and_beam_reorder(exported):
     logits = r.get_tensor("logits").data
     assert np.abs(logits[0, -1] - single(b, t0)).max() < 1e-4
     assert np.abs(logits[1, -1] - single(a, t1)).max() < 1e-4
+
+
+def test_phi3_mini_4k_default_is_scale_estimation_on_wikitext2_from_the_hub(tmp_path):
+    """`--weight-format int4` alone on a folder named Phi-3-mini-4k-instruct is optimum-cli's default for it: int4_asym
+    group 64, ratio 1.0, scale estimation calibrated on wikitext2 — fetched from the hub's dataset repository (a
+    loopback server answering as the hub does), cached, and reused offline."""
+    import hashlib
+    import http.server
+    import shutil
+    import threading
+
+    parquet = (FIX / "calibration" / "wikitext-rows.parquet").read_bytes()
+    sha = hashlib.sha256(parquet).hexdigest()
+    want = "/datasets/Salesforce/wikitext/resolve/main/wikitext-2-raw-v1/train-00000-of-00001.parquet"
+    seen = []
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            if self.path != want:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("X-Repo-Commit", "0123456789abcdef0123456789abcdef01234567")
+            self.send_header("X-Linked-Etag", sha)
+            self.send_header("Content-Length", str(len(parquet)))
+            self.end_headers()
+            self.wfile.write(parquet)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    model = tmp_path / "Phi-3-mini-4k-instruct"
+    shutil.copytree(FIX / "tiny-phi4", model)
+    env = {"HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}", "HF_HOME": str(tmp_path / "hf")}
+    try:
+        r = oxport("export", "openvino", "--model", str(model), "--weight-format", "int4",
+                   "--disable-convert-tokenizer", str(tmp_path / "ov"), env=env)
+    finally:
+        server.shutdown()
+    assert r.returncode == 0, r.stderr
+    assert "Phi-3-mini-4k-instruct" in r.stderr and "scale estimation" in r.stderr and "wikitext2" in r.stderr
+    assert seen == [want]
+    xml = (tmp_path / "ov" / "openvino_model.xml").read_text()
+    for key, value in [("scale_estimation", "True"), ("group_size", "64"), ("mode", "int4_asym"),
+                       ("sensitivity_metric", "max_activation_variance")]:
+        assert f'<{key} value="{value}"' in xml, key
+    cfg = json.loads((tmp_path / "ov" / "openvino_config.json").read_text())["quantization_config"]
+    assert cfg["dataset"] == "wikitext2" and cfg["num_samples"] == 128
+    # Offline, from the cache: the same bytes.
+    r = oxport("export", "openvino", "--model", str(model), "--weight-format", "int4",
+               "--disable-convert-tokenizer", str(tmp_path / "ov2"), env={**env, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "ov2/openvino_model.bin").read_bytes() == (tmp_path / "ov/openvino_model.bin").read_bytes()
