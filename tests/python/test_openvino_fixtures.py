@@ -235,7 +235,7 @@ CALIB = ROOT / "fixtures" / "calib_text.txt"
 
 
 @pytest.mark.parametrize("flags,says", [
-    (["--weight-format", "int8", "--dataset", str(CALIB)], "int4 AWQ"),
+    (["--weight-format", "int8", "--dataset", str(CALIB)], "data-aware compression is int4"),
     (["--weight-format", "int4", "--awq", "--num-samples", "4"], "--num-samples needs --dataset"),
     (["--weight-format", "int4", "--awq", "--dataset", "c4"], "c4"),
     (["--weight-format", "int4", "--scale-estimation"], "--scale-estimation needs calibration data"),

@@ -4,7 +4,9 @@
 //! All arithmetic is f32 like NNCF's numpy/OpenVINO path; rounding is half-to-even.
 
 use oxport_quant::nncf::NncfParams;
-use oxport_quant::{NncfMode, NncfWeight, Rows, compress_nncf_rows_into, compress_nncf_with_params};
+use oxport_quant::{
+    NncfMode, NncfWeight, Rows, compress_nncf_rows_into, compress_nncf_with_params,
+};
 
 use crate::error::{Error, Result};
 

@@ -237,7 +237,10 @@ impl Plan {
             };
             let four_bit = matches!(
                 e.scheme,
-                Scheme::Int4Sym { .. } | Scheme::Int4Asym { .. } | Scheme::Int4SymChannel | Scheme::Int4AsymChannel
+                Scheme::Int4Sym { .. }
+                    | Scheme::Int4Asym { .. }
+                    | Scheme::Int4SymChannel
+                    | Scheme::Int4AsymChannel
             );
             let se = if four_bit && self.nncf.as_ref().is_some_and(|r| r.scale_estimation) {
                 "  + scale estimation"

@@ -146,8 +146,8 @@ impl Args {
     fn options(&self, params: usize) -> anyhow::Result<CompressionOptions> {
         if let Some(flag) = self.unsupported_flag() {
             bail!(
-                "{flag} is an optimum-cli option that oxport does not implement (oxport does data-free weight \
-                 compression of local Phi-3 checkpoints only); remove it or use optimum-cli"
+                "{flag} is an optimum-cli option that oxport does not implement (oxport does weight-only \
+                 compression of Phi-3 checkpoints: no GPTQ, LoRA correction, activation quantization yet); remove it or use optimum-cli"
             );
         }
         match self.task.as_str() {
@@ -219,13 +219,15 @@ impl Args {
         self.calibration.check()?;
         if self.calibration.dataset.is_none() {
             if self.scale_estimation {
-                bail!("--scale-estimation needs calibration data: add --dataset (NNCF refuses it without one)");
+                bail!(
+                    "--scale-estimation needs calibration data: add --dataset (NNCF refuses it without one)"
+                );
             }
             return Ok(());
         }
         if options.weight_format != WeightFormat::Int4 {
             bail!(
-                "--dataset: oxport's data-aware compression is int4 AWQ (--weight-format int4 --awq); got {}",
+                "--dataset: oxport's data-aware compression is int4 (AWQ, scale estimation, mixed precision); got {}",
                 options.weight_format.name()
             );
         }
@@ -341,7 +343,11 @@ fn apply_default_recipe(
                  (128 samples)",
                 if sym { "sym" } else { "asym" },
                 if awq { ", AWQ" } else { "" },
-                if scale_estimation { ", scale estimation" } else { "" },
+                if scale_estimation {
+                    ", scale estimation"
+                } else {
+                    ""
+                },
             );
         }
         Recipe::DataFree {

@@ -210,8 +210,14 @@ impl<'a> Builder<'a> {
                     rows,
                     cols,
                     (mode, Some(group)),
-                    self.estimated(role, source, (rows, cols), (mode, Some(group)), awq.as_deref())?
-                        .as_ref(),
+                    self.estimated(
+                        role,
+                        source,
+                        (rows, cols),
+                        (mode, Some(group)),
+                        awq.as_deref(),
+                    )?
+                    .as_ref(),
                     self.g.buffer(),
                 )
                 .map_err(|e| nan_as_checkpoint_error(e, &view))?;
@@ -257,7 +263,9 @@ impl<'a> Builder<'a> {
             source: Box::new(source.for_tensor(&role.name())),
         };
         let layer = stats.get(role).ok_or_else(|| {
-            Error::Options(format!("{role}: no calibration statistics for scale estimation"))
+            Error::Options(format!(
+                "{role}: no calibration statistics for scale estimation"
+            ))
         })?;
         let mut layer = layer.clone();
         if let Some(scale) = awq_weight_scale {
@@ -269,7 +277,8 @@ impl<'a> Builder<'a> {
         }
         let params = oxport_quant::ScaleEstimationParams::default();
         let processed = layer.processed(params.subset_size).map_err(quant)?;
-        let f32_weight = oxport_quant::scale_columns(w, rows, cols, &vec![1.0; cols], DType::F32).map_err(quant)?;
+        let f32_weight = oxport_quant::scale_columns(w, rows, cols, &vec![1.0; cols], DType::F32)
+            .map_err(quant)?;
         oxport_quant::scale_estimation(&f32_weight, rows, cols, mode, group, &processed, &params)
             .map(Some)
             .map_err(quant)
