@@ -5,9 +5,10 @@
 2. the calibration windows are built as optimum-intel builds them for wikitext2
    (`optimum/intel/openvino/quantization.py`: tokenize the text once, `random.seed(0)`, `nsamples` windows of
    `seq_len` tokens at `random.randint(0, len - seq_len - 1)`), which is also what oxport does with the same file;
-3. `nncf.compress_weights(..., awq=True, dataset=…)` compresses it, as optimum-intel calls it.
+3. `nncf.compress_weights(..., awq=True, scale_estimation=…, dataset=…)` compresses it, as optimum-intel calls it.
 
 usage: nncf_data_aware.py MODEL OUT --text FILE [--num-samples 128] [--seq-len 32] [--group-size 64] [--sym]
+       [--no-awq] [--scale-estimation]
 """
 
 import argparse
@@ -29,6 +30,8 @@ def main():
     p.add_argument("--seq-len", type=int, default=32)
     p.add_argument("--group-size", type=int, default=64)
     p.add_argument("--sym", action="store_true")
+    p.add_argument("--no-awq", action="store_true")
+    p.add_argument("--scale-estimation", action="store_true")
     a = p.parse_args()
     out = Path(a.out)
     fp32 = out.with_name(out.name + "-fp32")
@@ -54,8 +57,9 @@ def main():
         })
     model = ov.Core().read_model(str(fp32 / "openvino_model.xml"))
     mode = nncf.CompressWeightsMode.INT4_SYM if a.sym else nncf.CompressWeightsMode.INT4_ASYM
-    compressed = nncf.compress_weights(model, mode=mode, group_size=a.group_size, ratio=1.0, awq=True,
-                                       dataset=nncf.Dataset(samples), subset_size=a.num_samples)
+    compressed = nncf.compress_weights(model, mode=mode, group_size=a.group_size, ratio=1.0, awq=not a.no_awq,
+                                       scale_estimation=a.scale_estimation, dataset=nncf.Dataset(samples),
+                                       subset_size=a.num_samples)
     ov.save_model(compressed, str(out / "openvino_model.xml"))
     for f in fp32.iterdir():
         if not f.name.startswith("openvino_model"):

@@ -149,6 +149,31 @@ const CASES: &[Case] = &[
         ]),
         peer: Some(Peer::NncfDataAware(&["--group-size", "64"])),
     },
+    // optimum-cli's default for Phi-3-mini-4k, on the local calibration text: scale estimation.
+    Case {
+        name: "ov-int4-asym-g64-se-data",
+        oxport: Oxport::Args(&[
+            "export",
+            "openvino",
+            "--weight-format",
+            "int4",
+            "--group-size",
+            "64",
+            "--ratio",
+            "1.0",
+            "--scale-estimation",
+            "--dataset",
+            CALIBRATION_TEXT,
+            "--num-samples",
+            "128",
+        ]),
+        peer: Some(Peer::NncfDataAware(&[
+            "--group-size",
+            "64",
+            "--no-awq",
+            "--scale-estimation",
+        ])),
+    },
     Case {
         name: "ov-fp16",
         oxport: Oxport::OptimumFlags,
