@@ -329,7 +329,7 @@ fn quant_error(e: QuantError) -> Error {
                 .map(|(name, k)| format!("{name} (channel size {k})"))
                 .collect(),
         },
-        QuantError::Checkpoint { source, .. } => Error::Checkpoint(source),
+        QuantError::Checkpoint { source, .. } => Error::Checkpoint(*source),
         other => Error::Quant {
             tensor: "plan".into(),
             source: Box::new(other),

@@ -49,7 +49,7 @@ pub enum QuantError {
     Checkpoint {
         tensor: String,
         #[source]
-        source: oxport_hf::Error,
+        source: Box<oxport_hf::Error>,
     },
     /// Options that contradict each other.
     #[error("invalid quantization options: {0}")]
