@@ -11,6 +11,15 @@ use crate::stats::SensitivityMetric;
 /// NNCF's data-free error of one candidate, read straight from the checkpoint's mapped bytes (one row at a
 /// time); the mapped pages are released afterwards so planning a large model stays at a small RSS.
 pub(super) fn candidate_error(ckpt: &Checkpoint, t: &TensorInfo) -> Result<f32, QuantError> {
+    with_rows(ckpt, t, int8_asym_error_rows)
+}
+
+/// `kernel` over the candidate's mapped rows `[n, k]`, errors named after the tensor, pages released after.
+fn with_rows(
+    ckpt: &Checkpoint,
+    t: &TensorInfo,
+    kernel: fn(Rows<'_>, usize, usize) -> Result<f32, QuantError>,
+) -> Result<f32, QuantError> {
     let view = ckpt
         .view(t.role)
         .ok_or_else(|| QuantError::Options(format!("{}: not in the checkpoint", t.name)))?;
@@ -18,9 +27,9 @@ pub(super) fn candidate_error(ckpt: &Checkpoint, t: &TensorInfo) -> Result<f32, 
         bytes: view.bytes,
         dtype: view.info.dtype,
     };
-    let err = int8_asym_error_rows(rows, t.shape[0], t.shape[1]).map_err(|e| e.for_tensor(&t.name));
+    let out = kernel(rows, t.shape[0], t.shape[1]).map_err(|e| e.for_tensor(&t.name));
     ckpt.release(t.role);
-    err
+    out
 }
 
 /// NNCF's score of one candidate: the data-free `1 / (int8 error + eps)`, times the activation factor for the
@@ -45,17 +54,8 @@ pub(super) fn candidate_score(
         })
     };
     if metric == SensitivityMetric::HessianInputActivation {
-        let view = ckpt
-            .view(t.role)
-            .ok_or_else(|| QuantError::Options(format!("{}: not in the checkpoint", t.name)))?;
-        let rows = Rows::Encoded {
-            bytes: view.bytes,
-            dtype: view.info.dtype,
-        };
-        let fro = int8_asym_frobenius_rows(rows, t.shape[0], t.shape[1])
-            .map_err(|e| e.for_tensor(&t.name));
-        ckpt.release(t.role);
-        return Ok(fro? as f64 * act()?);
+        let fro = with_rows(ckpt, t, int8_asym_frobenius_rows)?;
+        return Ok(fro as f64 * act()?);
     }
     let err = candidate_error(ckpt, t)?;
     let inv = 1.0 / (err as f64 + dtype_eps(t.dtype));
