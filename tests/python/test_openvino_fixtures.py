@@ -455,3 +455,30 @@ def test_phi3_mini_4k_default_is_scale_estimation_on_wikitext2_from_the_hub(tmp_
                "--disable-convert-tokenizer", str(tmp_path / "ov2"), env={**env, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "ov2/openvino_model.bin").read_bytes() == (tmp_path / "ov/openvino_model.bin").read_bytes()
+
+
+def test_scale_estimation_and_data_aware_ratio_are_deterministic_across_thread_counts(tmp_path):
+    """--scale-estimation (with AWQ) and data-aware mixed precision: the same bytes on 1 and 2 threads; scale
+    estimation changes the 4-bit scales but not which weights are 4-bit."""
+    base = ["--weight-format", "int4", "--group-size", "64", "--disable-convert-tokenizer", "--dataset", str(CALIB),
+            "--num-samples", "16"]
+    runs = {"se": ["--ratio", "1.0", "--awq", "--scale-estimation"], "mixed": ["--ratio", "0.7"]}
+    for name, extra in runs.items():
+        for threads in ["1", "2"]:
+            out = tmp_path / f"{name}-{threads}"
+            r = oxport("export", "openvino", "--model", str(FIX / "tiny-phi4"), *base, *extra, str(out),
+                       env={"RAYON_NUM_THREADS": threads})
+            assert r.returncode == 0, r.stderr
+        assert (tmp_path / f"{name}-1/openvino_model.bin").read_bytes() == \
+            (tmp_path / f"{name}-2/openvino_model.bin").read_bytes(), name
+    r = oxport("export", "openvino", "--model", str(FIX / "tiny-phi4"), *base, "--ratio", "1.0", "--awq",
+               str(tmp_path / "awq"))
+    assert r.returncode == 0, r.stderr
+    core = ov.Core()
+    consts = lambda d: {op.get_friendly_name(): op.get_data().copy() for op in
+                        core.read_model(str(d / "openvino_model.xml")).get_ops() if op.get_type_name() == "Constant"
+                        and op.get_friendly_name().startswith("self.")}
+    se, awq = consts(tmp_path / "se-1"), consts(tmp_path / "awq")
+    assert sorted(se) == sorted(awq)
+    scales = [k for k in se if k.endswith("/scale") and "layers." in k]
+    assert scales and any(se[k].tobytes() != awq[k].tobytes() for k in scales)
