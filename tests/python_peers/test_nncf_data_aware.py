@@ -99,12 +99,10 @@ def nncf_compress(fp32_xml, samples, out_dir, **kwargs):
     import nncf
 
     model = ov.Core().read_model(str(fp32_xml))
-    dataset = nncf.Dataset([inputs(s) for s in samples])
+    if samples is not None:
+        kwargs.update(dataset=nncf.Dataset([inputs(s) for s in samples]), subset_size=len(samples))
     start = time.perf_counter()
-    compressed = nncf.compress_weights(
-        model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=64, dataset=dataset, subset_size=len(samples),
-        **kwargs,
-    )
+    compressed = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT4_ASYM, group_size=64, **kwargs)
     seconds = time.perf_counter() - start
     out_dir.mkdir()
     ov.save_model(compressed, str(out_dir / "openvino_model.xml"), compress_to_fp16=False)
@@ -141,6 +139,8 @@ def results(tmp_path_factory):
     times["se"] = oxport(tmp / "se", [*INT4, "--scale-estimation", *data])
     times["awq_se"] = oxport(tmp / "awq_se", [*INT4, "--awq", "--scale-estimation", *data])
     fp32 = tmp / "fp32/openvino_model.xml"
+    times["nncf_int4"] = nncf_compress(fp32, None, tmp / "nncf_int4", ratio=1.0)
+    times["nncf_awq_data_free"] = nncf_compress(fp32, None, tmp / "nncf_awq_data_free", ratio=1.0, awq=True)
     times["nncf_awq_data_aware"] = nncf_compress(fp32, samples, tmp / "nncf_awq_data_aware", ratio=1.0, awq=True)
     # NNCF's default criterion with a dataset: max_activation_variance.
     times["nncf_mixed_r0.8"] = nncf_compress(fp32, samples, tmp / "nncf_mixed_r0.8", ratio=0.8)
@@ -155,6 +155,13 @@ def results(tmp_path_factory):
     (ROOT / "target").mkdir(exist_ok=True)
     (ROOT / "target/awq-ppl.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+@pytest.mark.parametrize("case", ["int4", "awq_data_free"])
+def test_data_free_perplexity_equals_nncfs(results, case):
+    """Data-free int4 and data-free AWQ are NNCF's bytes, so the perplexities are the same number."""
+    ppl = results["perplexity"]
+    assert ppl[case] == ppl[f"nncf_{case}"], ppl
 
 
 def test_data_aware_awq_perplexity_is_within_half_a_percent_of_nncf(results):
