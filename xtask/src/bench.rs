@@ -50,6 +50,9 @@ pub struct Args {
     /// Perplexity of each export on the fixed evaluation text via `oxport validate` (for real checkpoints).
     #[arg(long)]
     accuracy: bool,
+    /// Runs of every case (and of the I/O floor); the report gives the median with min–max (smoke: 1).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Markdown report; JSON is written beside it with the `.json` extension.
     #[arg(long, default_value = "target/bench/results.md")]
     out: PathBuf,
@@ -280,9 +283,15 @@ pub struct Measurement {
     pub case: String,
     pub threads: Option<usize>,
     pub ok: bool,
+    /// Median over the runs (`wall_min_secs`–`wall_max_secs`).
     pub wall_secs: f64,
+    pub wall_min_secs: f64,
+    pub wall_max_secs: f64,
+    pub runs: usize,
     pub cpu_secs: f64,
-    pub peak_rss_tree_bytes: u64,
+    /// Peak of the summed proportional set size (PSS) of the process tree: pages shared between the processes of a
+    /// multi-process peer count once (median over the runs).
+    pub peak_pss_tree_bytes: u64,
     pub read_bytes: u64,
     pub write_bytes: u64,
     pub output_bytes: u64,
@@ -354,7 +363,15 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     let model_bytes = dir_size(&model);
-    let io_floor_read_secs = time_read_dir(&model)?;
+    // The cases find the model in the page cache (each reads it, and repeats follow): the floor is measured in the
+    // same state — one read to warm the cache, then the median of `repeat` timed reads.
+    let repeat = if args.smoke { 1 } else { args.repeat.max(1) };
+    time_read_dir(&model)?;
+    let mut floors = (0..repeat.max(3))
+        .map(|_| time_read_dir(&model))
+        .collect::<Result<Vec<_>>>()?;
+    floors.sort_by(f64::total_cmp);
+    let io_floor_read_secs = floors[floors.len() / 2];
     let mut results = Vec::new();
     for case in CASES {
         if !args.only.is_empty() && !args.only.iter().any(|o| case.name.contains(o.as_str())) {
@@ -369,12 +386,15 @@ pub fn run(args: Args) -> Result<()> {
                 .arg(&model)
                 .arg(&out)
                 .env("RAYON_NUM_THREADS", t.to_string());
-            eprintln!("bench: oxport {} ({t} threads)", case.name);
-            let mut m = measure(
-                cmd,
-                &out,
-                &work.join(format!("oxport-{}-t{t}.log", case.name)),
-            )?;
+            eprintln!("bench: oxport {} ({t} threads, {repeat} runs)", case.name);
+            let mut m = measure_repeated(repeat, &out, || {
+                let _ = fs::remove_dir_all(&out);
+                measure(
+                    cmd_with_threads(&mut cmd),
+                    &out,
+                    &work.join(format!("oxport-{}-t{t}.log", case.name)),
+                )
+            })?;
             m.tool = "oxport".into();
             m.case = case.name.into();
             m.threads = Some(t);
@@ -390,12 +410,23 @@ pub fn run(args: Args) -> Result<()> {
         if let (Some(py), Some(peer)) = (&peers_python, case.peer) {
             let out = work.join(format!("peer-{}", case.name));
             let (tool, mut cmd) = peer_command(py, peer, &model, &out, &work);
-            eprintln!("bench: {tool} {} (this can take minutes)", case.name);
-            let mut m = measure(
-                cmd_with_threads(&mut cmd),
-                &out,
-                &work.join(format!("peer-{}.log", case.name)),
-            )?;
+            eprintln!(
+                "bench: {tool} {} ({repeat} runs; this can take minutes)",
+                case.name
+            );
+            let mut m = measure_repeated(repeat, &out, || {
+                let _ = fs::remove_dir_all(&out);
+                // The NNCF script writes the fp32 IR beside OUT first.
+                let _ = fs::remove_dir_all(out.with_file_name(format!(
+                    "{}-fp32",
+                    out.file_name().unwrap_or_default().to_string_lossy()
+                )));
+                measure(
+                    cmd_with_threads(&mut cmd),
+                    &out,
+                    &work.join(format!("peer-{}.log", case.name)),
+                )
+            })?;
             m.tool = tool.into();
             m.case = case.name.into();
             if args.accuracy && m.ok {
@@ -462,9 +493,13 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// A fresh copy of `cmd` (program, arguments, environment, working folder), so that a case can run again.
 fn cmd_with_threads(cmd: &mut Command) -> Command {
     let mut c = Command::new(cmd.get_program());
     c.args(cmd.get_args());
+    if let Some(dir) = cmd.get_current_dir() {
+        c.current_dir(dir);
+    }
     for (k, v) in cmd.get_envs() {
         if let Some(v) = v {
             c.env(k, v);
@@ -614,6 +649,39 @@ fn find_number(v: &serde_json::Value, key: &str) -> Option<f64> {
 }
 
 /// Run `cmd`, sampling the RSS of its whole process tree until it exits.
+/// `run` `repeat` times (stopping at the first failure); wall, CPU and memory are the medians, with the wall
+/// time's min and max.
+fn measure_repeated(
+    repeat: usize,
+    out: &Path,
+    mut run: impl FnMut() -> Result<Measurement>,
+) -> Result<Measurement> {
+    let mut all = Vec::new();
+    for _ in 0..repeat {
+        let m = run()?;
+        let ok = m.ok;
+        all.push(m);
+        if !ok {
+            break;
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let walls: Vec<f64> = all.iter().map(|m| m.wall_secs).collect();
+    let mut m = all.last().cloned().expect("at least one run");
+    m.runs = all.len();
+    m.wall_secs = median(walls.clone());
+    m.wall_min_secs = walls.iter().copied().fold(f64::INFINITY, f64::min);
+    m.wall_max_secs = walls.iter().copied().fold(0.0, f64::max);
+    m.cpu_secs = median(all.iter().map(|m| m.cpu_secs).collect());
+    m.peak_pss_tree_bytes =
+        median(all.iter().map(|m| m.peak_pss_tree_bytes as f64).collect()) as u64;
+    m.output_bytes = dir_size(out).max(m.output_bytes);
+    Ok(m)
+}
+
 fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement> {
     let log = fs::File::create(log_path)?;
     cmd.stdout(log.try_clone()?)
@@ -636,12 +704,12 @@ fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement>
         if r < 0 {
             bail!("wait4 failed: {}", std::io::Error::last_os_error());
         }
-        peak = peak.max(tree_rss(pid));
+        peak = peak.max(tree_pss(pid));
         if last_note.elapsed() > Duration::from_secs(15) {
             eprintln!(
-                "bench:   … {:.0} s, RSS {:.2} GB",
+                "bench:   … {:.0} s, PSS {:.2} GB",
                 start.elapsed().as_secs_f64(),
-                tree_rss(pid) as f64 / 1e9
+                peak as f64 / 1e9
             );
             last_note = Instant::now();
         }
@@ -650,8 +718,10 @@ fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement>
     let wall_secs = start.elapsed().as_secs_f64();
     let io_after = self_io();
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    // ru_maxrss (KiB) is the largest single process; the sampled tree sum catches multi-process peers.
-    let peak = peak.max(rusage.ru_maxrss as u64 * 1024);
+    // A process too short-lived to be sampled: its ru_maxrss (KiB; RSS of the largest single process) stands in.
+    if peak == 0 {
+        peak = rusage.ru_maxrss as u64 * 1024;
+    }
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     let log_text = fs::read_to_string(log_path).unwrap_or_default();
     let tail: String = log_text
@@ -667,7 +737,10 @@ fn measure(mut cmd: Command, out: &Path, log_path: &Path) -> Result<Measurement>
         ok,
         wall_secs,
         cpu_secs: tv(rusage.ru_utime) + tv(rusage.ru_stime),
-        peak_rss_tree_bytes: peak,
+        wall_min_secs: wall_secs,
+        wall_max_secs: wall_secs,
+        runs: 1,
+        peak_pss_tree_bytes: peak,
         read_bytes: io_after.0.saturating_sub(io_before.0),
         write_bytes: io_after.1.saturating_sub(io_before.1),
         output_bytes: dir_size(out),
@@ -691,7 +764,10 @@ fn self_io() -> (u64, u64) {
 }
 
 /// Sum of VmRSS over `root` and all its descendants.
-fn tree_rss(root: i32) -> u64 {
+/// Summed PSS (`/proc/PID/smaps_rollup`) of `root` and its descendants: a page shared by N of them counts 1/N in
+/// each, so a multi-process peer's shared model pages count once (the summed RSS once reported 47 GB on a 24 GB
+/// machine).
+fn tree_pss(root: i32) -> u64 {
     let mut parent_of = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
@@ -721,10 +797,10 @@ fn tree_rss(root: i32) -> u64 {
         i += 1;
     }
     tree.iter()
-        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|pid| fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
         .filter_map(|s| {
             s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .find_map(|l| l.strip_prefix("Pss:"))
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map(|kb| kb * 1024)
@@ -741,7 +817,7 @@ fn dir_size(p: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Seconds to read every file of the input once (page cache as it is: the exporters see the same cache).
+/// Seconds to read every file of the input once (page cache as it is; the caller warms it first, as the cases find it).
 fn time_read_dir(dir: &Path) -> Result<f64> {
     let start = Instant::now();
     let mut buf = vec![0u8; 1 << 20];
@@ -812,7 +888,8 @@ fn render_markdown(r: &Report) -> Result<String> {
     )?;
     writeln!(
         s,
-        "Model: `{}` ({:.2} GB). Reading it once takes {:.2} s.",
+        "Model: `{}` ({:.2} GB). Reading it once from the page cache takes {:.2} s (median). Times are medians of \
+         the runs (min–max); memory is the peak summed PSS of the process tree.",
         r.model,
         r.model_bytes as f64 / 1e9,
         r.io_floor_read_secs
@@ -828,9 +905,12 @@ fn render_markdown(r: &Report) -> Result<String> {
     writeln!(s)?;
     writeln!(
         s,
-        "| case | tool | threads | ok | wall s | CPU s | peak RSS GB | out GB | I/O floor s | × floor | peer ÷ oxport time | peer ÷ oxport RSS | ppl |"
+        "| case | tool | threads | ok | runs | wall s (min–max) | CPU s | peak PSS GB | out GB | I/O floor s | × floor | peer ÷ oxport time | peer ÷ oxport PSS | ppl |"
     )?;
-    writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(
+        s,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
     for m in &r.results {
         let floor = r.io_floor_read_secs + time_write(&work, m.output_bytes).unwrap_or(0.0);
         let best_oxport = r
@@ -843,23 +923,26 @@ fn render_markdown(r: &Report) -> Result<String> {
                 format!("{:.1}×", m.wall_secs / o.wall_secs),
                 format!(
                     "{:.1}×",
-                    m.peak_rss_tree_bytes as f64 / o.peak_rss_tree_bytes.max(1) as f64
+                    m.peak_pss_tree_bytes as f64 / o.peak_pss_tree_bytes.max(1) as f64
                 ),
             ),
             _ => (String::new(), String::new()),
         };
         writeln!(
             s,
-            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {} | {} |",
             m.case,
             m.tool,
             m.threads
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "-".into()),
             if m.ok { "yes" } else { "FAILED" },
+            m.runs,
             m.wall_secs,
+            m.wall_min_secs,
+            m.wall_max_secs,
             m.cpu_secs,
-            m.peak_rss_tree_bytes as f64 / 1e9,
+            m.peak_pss_tree_bytes as f64 / 1e9,
             m.output_bytes as f64 / 1e9,
             floor,
             m.wall_secs / floor.max(1e-9),
