@@ -1,4 +1,4 @@
-//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 a block
+//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 a panel
 //! of rows at a time inside the matmul ([`Mapped`], [`crate::gemm`]), or (tests only) the whole-tensor f32 copies
 //! the reference used to make at load ([`Widened`]), kept to prove that both give bit-identical logits.
 
@@ -17,7 +17,7 @@ pub(crate) trait Weights: Send + Sync {
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()>;
 }
 
-/// Weights read straight from the checkpoint's mmap. Each matmul widens a block of weight rows at a time into a
+/// Weights read straight from the checkpoint's mmap. Each matmul widens a panel of weight rows at a time into a
 /// per-task f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`gemm`] as on a
 /// widened copy, so the logits are bit-identical to widening the whole model at load. Under
 /// [`MemoryPolicy::ReleaseAfterUse`] it then releases the tensor's mapped pages (`Checkpoint::release`,
@@ -111,7 +111,7 @@ impl Weights for Mapped {
     }
 }
 
-/// A mapped `[out, in]` weight as [`WeightRows`]: each block of rows widened straight from the mapped bytes.
+/// A mapped `[out, in]` weight as [`WeightRows`]: each slice of a row widened straight from the mapped bytes.
 struct MappedRows<'a>(&'a TensorView<'a>);
 
 impl WeightRows for MappedRows<'_> {
@@ -119,8 +119,14 @@ impl WeightRows for MappedRows<'_> {
         self.0.info.shape[0]
     }
 
-    fn widen_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
-        widen(self.0.info.dtype, self.0.rows_bytes(rows), out);
+    fn widen(&self, row: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        let size = self.0.info.dtype.size_bytes();
+        let bytes = self.0.rows_bytes(row..row + 1);
+        widen(
+            self.0.info.dtype,
+            &bytes[cols.start * size..cols.end * size],
+            out,
+        );
     }
 }
 
