@@ -29,7 +29,7 @@ pub const NR: usize = 32;
 const KC: usize = 256;
 /// Values of `k` per packed panel when all tokens fit one tile (decoding): longer runs of each mapped row read
 /// at once, for the hardware prefetcher; the panel is used once, from L2.
-const KC_DECODE: usize = 1024;
+const KC_DECODE: usize = 256;
 /// Multiply-adds a rayon task should hold at least (small GEMMs get several panels per task).
 const MIN_TASK_MACS: usize = 1 << 18;
 
@@ -91,6 +91,11 @@ pub trait WeightRows: Sync {
     fn out_dim(&self) -> usize;
     /// Write the values `cols` of row `row` as f32 into `out` (`cols.len()` values).
     fn widen(&self, row: usize, cols: Range<usize>, out: &mut [f32]);
+    /// The whole `[out, k]` weight as little-endian BF16 bytes, when it is stored so: the packing then widens
+    /// and transposes in registers (the same values as [`widen`](Self::widen), without the f32 round trip).
+    fn bf16_bytes(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// An f32 weight already in memory.
@@ -138,14 +143,16 @@ pub fn gemm_with(isa: Isa, x: &[f32], n: usize, k: usize, w: &dyn WeightRows) ->
     (0..panels)
         .into_par_iter()
         .with_min_len(min_len)
-        .for_each_init(
-            || (vec![0f32; NR * kc], vec![0f32; NR * kc]),
-            |(rows, panel), p| {
+        .for_each(|p| {
+            SCRATCH.with_borrow_mut(|scratch| {
+                scratch.reserve(kc);
+                let Scratch { rows, bytes, panel } = scratch;
                 let o0 = p * NR;
                 let cols = NR.min(out_dim - o0);
                 for k0 in (0..k).step_by(kc) {
                     let len = kc.min(k - k0);
-                    pack_weights(w, o0..o0 + cols, k0..k0 + len, rows, &mut panel[..len * NR]);
+                    let panel = &mut panel[..len * NR];
+                    pack_weights(w, o0..o0 + cols, k0..k0 + len, rows, bytes, panel);
                     for t0 in (0..n).step_by(mr) {
                         let m = mr.min(n - t0);
                         // The tile's activations: `[k][m]` from `t0 * k`.
@@ -156,12 +163,37 @@ pub fn gemm_with(isa: Isa, x: &[f32], n: usize, k: usize, w: &dyn WeightRows) ->
                             first: k0 == 0,
                             at: t0 * out_dim + o0,
                         };
-                        kernel(isa, xs, &panel[..len * NR], len, out, tile);
+                        kernel(isa, xs, panel, len, out, tile);
                     }
                 }
-            },
-        );
+            })
+        });
     y
+}
+
+/// Per-thread buffers of the packing, kept between calls (no allocation or zeroing per task).
+#[derive(Default)]
+struct Scratch {
+    /// Widened rows, `[NR][len]`.
+    rows: Vec<f32>,
+    /// Raw BF16 rows, `[NR][len]`.
+    bytes: Vec<u8>,
+    /// The packed panel, `[len][NR]`.
+    panel: Vec<f32>,
+}
+
+impl Scratch {
+    fn reserve(&mut self, kc: usize) {
+        if self.panel.len() < NR * kc {
+            self.rows.resize(NR * kc, 0.0);
+            self.bytes.resize(2 * NR * kc, 0);
+            self.panel.resize(NR * kc, 0.0);
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
 }
 
 /// The `[n][out]` output, shared by the tasks: each writes only the columns of its own panels.
@@ -223,9 +255,26 @@ fn pack_weights(
     rows: Range<usize>,
     cols: Range<usize>,
     scratch: &mut [f32],
+    raw: &mut [u8],
     panel: &mut [f32],
 ) {
     let len = cols.len();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(bytes) = w.bf16_bytes()
+        && rows.len() == NR
+        && std::is_x86_feature_detected!("avx512f")
+    {
+        // The rows' slices first, each one sequential run of the mapping (what the hardware prefetcher follows;
+        // the transpose's 16 interleaved rows it does not), then the transpose from L1/L2.
+        let k = bytes.len() / 2 / w.out_dim();
+        let raw = &mut raw[..2 * NR * len];
+        for (j, o) in rows.enumerate() {
+            let from = 2 * (o * k + cols.start);
+            raw[2 * j * len..2 * (j + 1) * len].copy_from_slice(&bytes[from..from + 2 * len]);
+        }
+        // SAFETY: the CPU has AVX-512F; `raw` is `NR` rows of `len` values.
+        return unsafe { x86::pack_bf16_avx512(raw, len, 0..len, panel) };
+    }
     let scratch = &mut scratch[..NR * len];
     for (j, o) in rows.clone().enumerate() {
         w.widen(o, cols.clone(), &mut scratch[j * len..(j + 1) * len]);
@@ -504,6 +553,54 @@ mod x86 {
         super::transpose_portable(src, len, dst, full);
     }
 
+    /// [`super::pack_weights`] of `NR` BF16 rows (`rows`: `[NR][k]` little-endian BF16), values `cols`: 32 values
+    /// of 16 rows are one 16 × 16 transpose of value pairs, then each pair's low half (shifted up) is the even
+    /// value's f32 and its high half (masked) the odd one's — exact, as [`super::WeightRows::widen`].
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn pack_bf16_avx512(
+        rows: &[u8],
+        k: usize,
+        cols: std::ops::Range<usize>,
+        panel: &mut [f32],
+    ) {
+        let len = cols.len();
+        assert!(rows.len() == 2 * NR * k && cols.end <= k && panel.len() == NR * len);
+        let full = len - len % 32;
+        let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+        // SAFETY: every load is 32 values of a row inside `cols`, every store 16 values of `panel`.
+        unsafe {
+            let (src, dst) = (rows.as_ptr(), panel.as_mut_ptr());
+            for half in 0..NR / 16 {
+                for i0 in (0..full).step_by(32) {
+                    let mut r = [_mm512_setzero_ps(); 16];
+                    for (j, v) in r.iter_mut().enumerate() {
+                        let at = 2 * ((half * 16 + j) * k + cols.start + i0);
+                        *v = _mm512_loadu_ps(src.add(at).cast());
+                    }
+                    let t = transpose16(r);
+                    for (p, v) in t.iter().enumerate() {
+                        let pair = _mm512_castps_si512(*v);
+                        let even = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(pair));
+                        let odd = _mm512_castsi512_ps(_mm512_and_si512(pair, high));
+                        let at = (i0 + 2 * p) * NR + half * 16;
+                        _mm512_storeu_ps(dst.add(at), even);
+                        _mm512_storeu_ps(dst.add(at + NR), odd);
+                    }
+                }
+            }
+        }
+        for i in full..len {
+            for j in 0..NR {
+                let at = 2 * (j * k + cols.start + i);
+                let bits = u16::from_le_bytes([rows[at], rows[at + 1]]);
+                panel[i * NR + j] = f32::from_bits(u32::from(bits) << 16);
+            }
+        }
+    }
+
     /// Rows of 16 values → columns.
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -629,6 +726,53 @@ mod tests {
                 for j in 0..NR {
                     assert_eq!(slow[i * NR + j].to_bits(), src[j * len + i].to_bits());
                 }
+            }
+        }
+    }
+
+    /// BF16 rows that offer their bytes, as the mapped checkpoint does.
+    struct Bf16Rows {
+        bytes: Vec<u8>,
+        k: usize,
+    }
+
+    impl WeightRows for Bf16Rows {
+        fn out_dim(&self) -> usize {
+            self.bytes.len() / 2 / self.k
+        }
+
+        fn widen(&self, row: usize, cols: Range<usize>, out: &mut [f32]) {
+            for (o, i) in out.iter_mut().zip(cols) {
+                let at = 2 * (row * self.k + i);
+                let bits = u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]);
+                *o = f32::from_bits(u32::from(bits) << 16);
+            }
+        }
+
+        fn bf16_bytes(&self) -> Option<&[u8]> {
+            Some(&self.bytes)
+        }
+    }
+
+    /// The in-register BF16 packing gives the bits of widening the same values to f32 first.
+    #[test]
+    fn bf16_packing_gives_the_bits_of_f32_weights() {
+        for (n, k, out) in [(1, 31, 32), (2, 32, 64), (20, 97, 70), (3, 1100, 33)] {
+            let x = values(n * k, 5);
+            let bytes: Vec<u8> = values(out * k, 6)
+                .iter()
+                .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+                .collect();
+            let bf16 = Bf16Rows { bytes, k };
+            let mut widened = vec![0f32; out * k];
+            for (o, row) in widened.chunks_mut(k).enumerate() {
+                bf16.widen(o, 0..k, row);
+            }
+            for isa in isas() {
+                let a = gemm_with(isa, &x, n, k, &bf16);
+                let b = gemm_with(isa, &x, n, k, &F32Rows { data: &widened, k });
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&a), bits(&b), "{isa:?}: n {n}, k {k}, out {out}");
             }
         }
     }

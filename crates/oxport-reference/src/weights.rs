@@ -128,6 +128,10 @@ impl WeightRows for MappedRows<'_> {
             out,
         );
     }
+
+    fn bf16_bytes(&self) -> Option<&[u8]> {
+        (self.0.info.dtype == DType::BF16).then(|| self.0.rows_bytes(0..self.out_dim()))
+    }
 }
 
 /// Little-endian `dtype` values as f32. A BF16 value is the upper half of its f32, so widening is a shift that the
