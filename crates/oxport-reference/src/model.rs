@@ -409,14 +409,37 @@ fn attend_portable(
     // transformers' sliding-window mask keeps keys with `pos - key < window`.
     let first = (pos + 1).saturating_sub(g.window);
     let mut scores = vec![0f32; pos + 1 - first];
+    let key = |j: usize, kvh: usize| &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
     for h in 0..g.heads {
         let kvh = h / g.group;
         let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-        for (j, s) in (first..=pos).zip(scores.iter_mut()) {
-            *s = dot(
-                qh,
-                &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd],
-            ) * g.scale;
+        // [`dot`] of `KEYS` keys at a time, each with exactly its operations (independent chains for the CPU).
+        const KEYS: usize = 8;
+        let blocked = scores.len() - scores.len() % KEYS;
+        let full = hd - hd % 8;
+        for (b0, s) in scores[..blocked].chunks_exact_mut(KEYS).enumerate() {
+            let j0 = first + b0 * KEYS;
+            let mut acc = [[0f32; 8]; KEYS];
+            for c in (0..full).step_by(8) {
+                let qc: &[f32; 8] = qh[c..c + 8].try_into().unwrap();
+                for (b, acc) in acc.iter_mut().enumerate() {
+                    let kc: &[f32; 8] = key(j0 + b, kvh)[c..c + 8].try_into().unwrap();
+                    for l in 0..8 {
+                        acc[l] += qc[l] * kc[l];
+                    }
+                }
+            }
+            for (b, (s, acc)) in s.iter_mut().zip(&acc).enumerate() {
+                let tail: f32 = qh[full..]
+                    .iter()
+                    .zip(&key(j0 + b, kvh)[full..])
+                    .map(|(x, y)| x * y)
+                    .sum();
+                *s = (acc.iter().sum::<f32>() + tail) * g.scale;
+            }
+        }
+        for (j, s) in (first + blocked..=pos).zip(scores[blocked..].iter_mut()) {
+            *s = dot(qh, key(j, kvh)) * g.scale;
         }
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0f32;
@@ -424,14 +447,48 @@ fn attend_portable(
             *s = (*s - max).exp();
             sum += *s;
         }
+        for s in scores.iter_mut() {
+            *s /= sum;
+        }
+        // Each output value is the same sequence of adds over the keys as one key at a time; up to 64 values of
+        // the head stay in registers across the keys.
         let o = &mut out_t[h * hd..(h + 1) * hd];
-        for (j, s) in (first..=pos).zip(&scores) {
-            let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            let weight = s / sum;
-            for (o, v) in o.iter_mut().zip(v) {
-                *o += weight * v;
+        let v_at = |j: usize| j * kv_dim + kvh * hd;
+        let weights = (first..=pos).zip(&scores);
+        if hd % 64 == 0 {
+            weighted_sum::<64>(o, values, weights, v_at);
+        } else if hd % 32 == 0 {
+            weighted_sum::<32>(o, values, weights, v_at);
+        } else {
+            for (j, &weight) in weights {
+                for (o, v) in o.iter_mut().zip(&values[v_at(j)..v_at(j) + hd]) {
+                    *o += weight * v;
+                }
             }
         }
+    }
+}
+
+/// `o += weight_j · v_j` over the keys `j` in order, `N` values of `o` at a time held in registers (`o.len()` a
+/// multiple of `N`; `v_j` starts at `values[v_at(j)]`).
+#[inline(always)]
+fn weighted_sum<'a, const N: usize>(
+    o: &mut [f32],
+    values: &[f32],
+    weights: impl Iterator<Item = (usize, &'a f32)> + Clone,
+    v_at: impl Fn(usize) -> usize,
+) {
+    for (c, oc) in o.chunks_exact_mut(N).enumerate() {
+        let oc: &mut [f32; N] = oc.try_into().unwrap();
+        let mut acc = *oc;
+        for (j, &weight) in weights.clone() {
+            let at = v_at(j) + N * c;
+            let v: &[f32; N] = values[at..at + N].try_into().unwrap();
+            for e in 0..N {
+                acc[e] += weight * v[e];
+            }
+        }
+        *oc = acc;
     }
 }
 
