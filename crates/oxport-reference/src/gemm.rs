@@ -239,9 +239,11 @@ fn pack_activations(x: &[f32], n: usize, k: usize, mr: usize) -> Vec<f32> {
         .for_each(|(tile, block)| {
             let t0 = tile * mr;
             let m = block.len() / k;
-            for (i, row) in x[t0 * k..(t0 + m) * k].chunks_exact(k).enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    block[j * m + i] = v;
+            let rows = &x[t0 * k..(t0 + m) * k];
+            // Written in order, read from `m` rows at once (each a sequential stream).
+            for (j, column) in block.chunks_exact_mut(m).enumerate() {
+                for (i, v) in column.iter_mut().enumerate() {
+                    *v = rows[i * k + j];
                 }
             }
         });

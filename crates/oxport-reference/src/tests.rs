@@ -361,13 +361,22 @@ fn one_and_two_threads_give_bit_identical_logits() {
 /// The SIMD kernels and the portable one give the same logits bit for bit (`crate::gemm`: one summation order).
 #[test]
 fn portable_and_simd_kernels_give_bit_identical_logits() {
-    let checkpoint = Checkpoint::open(fixture("tiny-odd")).unwrap();
-    let reference = Reference::load(&checkpoint).unwrap();
-    let simd = run(&reference);
-    crate::gemm::force_portable_kernels(true);
-    let portable = run(&reference);
-    crate::gemm::force_portable_kernels(false);
-    assert_eq!(simd, portable, "on {:?}", crate::gemm::detected_isa());
+    use crate::gemm::{Isa, active_isa, detected_isa, force_portable_kernels};
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert_ne!(detected_isa(), Isa::Portable, "a SIMD kernel to compare");
+    }
+    for path in ["tiny-odd", "tiny-gqa"] {
+        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        assert_eq!(active_isa(), detected_isa());
+        let simd = run(&reference);
+        force_portable_kernels(true);
+        assert_eq!(active_isa(), Isa::Portable);
+        let portable = run(&reference);
+        force_portable_kernels(false);
+        assert_eq!(simd, portable, "{path} on {:?}", detected_isa());
+    }
 }
 
 #[test]
