@@ -119,17 +119,41 @@ pub fn gemm(x: &[f32], n: usize, k: usize, w: &dyn WeightRows) -> Vec<f32> {
     gemm_with(active_isa(), x, n, k, w)
 }
 
+/// [`gemm`] into `y` (resized to `[n * out]`), so that a caller reusing one buffer across layers does not take
+/// fresh pages from the kernel (page faults and zeroing) for every product.
+pub fn gemm_into(x: &[f32], n: usize, k: usize, w: &dyn WeightRows, y: &mut Vec<f32>) {
+    gemm_with_into(active_isa(), x, n, k, w, y);
+}
+
 /// [`gemm`] on a given instruction set (which must be supported).
 pub fn gemm_with(isa: Isa, x: &[f32], n: usize, k: usize, w: &dyn WeightRows) -> Vec<f32> {
+    let mut y = Vec::new();
+    gemm_with_into(isa, x, n, k, w, &mut y);
+    y
+}
+
+/// [`gemm_with`] into `y`, as [`gemm_into`].
+pub fn gemm_with_into(
+    isa: Isa,
+    x: &[f32],
+    n: usize,
+    k: usize,
+    w: &dyn WeightRows,
+    y: &mut Vec<f32>,
+) {
     let out_dim = w.out_dim();
     assert_eq!(x.len(), n * k, "gemm: activations are not [{n}, {k}]");
-    let mut y = vec![0f32; n * out_dim];
+    y.clear();
+    y.resize(n * out_dim, 0.0);
     if n == 0 || out_dim == 0 || k == 0 {
-        return y;
+        return;
     }
     let mr = isa.mr();
     let kc = if n <= mr { KC_DECODE } else { KC };
-    let packed_x = pack_activations(x, n, k, mr);
+    // The packed activations live in a buffer of the calling thread, kept between calls (taken out while in use,
+    // so that a nested call on the same thread allocates its own).
+    let mut packed_x = PACKED_X.take();
+    pack_activations(x, n, k, mr, &mut packed_x);
     let out = Output {
         ptr: y.as_mut_ptr(),
         len: y.len(),
@@ -168,7 +192,11 @@ pub fn gemm_with(isa: Isa, x: &[f32], n: usize, k: usize, w: &dyn WeightRows) ->
                 }
             })
         });
-    y
+    PACKED_X.set(packed_x);
+}
+
+thread_local! {
+    static PACKED_X: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Per-thread buffers of the packing, kept between calls (no allocation or zeroing per task).
@@ -231,8 +259,9 @@ impl Output {
 }
 
 /// `x` as token tiles of `mr` tokens (the last one shorter), each `[k][tokens of the tile]`, from `t0 * k`.
-fn pack_activations(x: &[f32], n: usize, k: usize, mr: usize) -> Vec<f32> {
-    let mut packed = vec![0f32; n * k];
+fn pack_activations(x: &[f32], n: usize, k: usize, mr: usize, packed: &mut Vec<f32>) {
+    packed.clear();
+    packed.resize(n * k, 0.0);
     packed
         .par_chunks_mut(mr * k)
         .enumerate()
@@ -247,7 +276,6 @@ fn pack_activations(x: &[f32], n: usize, k: usize, mr: usize) -> Vec<f32> {
                 }
             }
         });
-    packed
 }
 
 /// Rows `rows` (at most [`NR`]), values `cols` of `w` as a `[cols][NR]` panel; outputs past `rows` are zeros.

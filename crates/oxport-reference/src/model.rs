@@ -73,7 +73,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Phi3RMSNorm: `w · x / sqrt(mean(x²) + eps)` per row.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = Vec::new();
+    rms_norm_into(x, w, eps, &mut out);
+    out
+}
+
+/// [`rms_norm`] into `out` (resized).
+fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(x.len(), 0.0);
     for (row, o) in x.chunks(w.len()).zip(out.chunks_mut(w.len())) {
         let var = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
         let inv = 1.0 / (var + eps).sqrt();
@@ -81,7 +89,22 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
             *o = g * (v * inv);
         }
     }
-    out
+}
+
+/// The activations of one forward call, reused by every layer: the large buffers are allocated (and their pages
+/// faulted in) once per call, not once per layer.
+#[derive(Default)]
+struct Workspace {
+    /// The normed input of the attention or the MLP.
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    /// The attention heads' output, the input of `o_proj`.
+    heads: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    /// The output of `o_proj` or `down_proj`, added to the residual stream.
+    out: Vec<f32>,
 }
 
 /// The `[out, in]` weights the forward pass multiplies by, with the embedding table.
@@ -196,15 +219,16 @@ impl Reference {
         let past = cache.len;
         let (cos, sin) = self.rope_tables(past, n);
         let eps = c.rms_norm_eps as f32;
+        let mut ws = Workspace::default();
         for (l, norms) in self.layers.iter().enumerate() {
-            let normed = rms_norm(&x, &norms.input, eps);
-            let attn = self.attention(l, &normed, n, past, (&cos, &sin), cache, observer)?;
-            for (a, b) in x.iter_mut().zip(&attn) {
+            rms_norm_into(&x, &norms.input, eps, &mut ws.normed);
+            self.attention(l, n, past, (&cos, &sin), cache, observer, &mut ws)?;
+            for (a, b) in x.iter_mut().zip(&ws.out) {
                 *a += b;
             }
-            let normed = rms_norm(&x, &norms.post_attention, eps);
-            let mlp = self.mlp(l, &normed, n, observer)?;
-            for (a, b) in x.iter_mut().zip(&mlp) {
+            rms_norm_into(&x, &norms.post_attention, eps, &mut ws.normed);
+            self.mlp(l, n, observer, &mut ws)?;
+            for (a, b) in x.iter_mut().zip(&ws.out) {
                 *a += b;
             }
         }
@@ -213,7 +237,9 @@ impl Reference {
             return Ok(Vec::new());
         }
         let normed = rms_norm(&x, &self.final_norm, eps);
-        self.linear(Role::LmHead, &normed, n, observer)
+        let mut logits = Vec::new();
+        self.linear(Role::LmHead, &normed, n, observer, &mut logits)?;
+        Ok(logits)
     }
 
     /// A prefill of `ids` in a fresh cache that only shows `observer` the decoder layers' linear inputs: the LM head
@@ -224,21 +250,22 @@ impl Reference {
         Ok(())
     }
 
-    /// One linear layer: show `observer` its input, then multiply by the weight of `role`.
+    /// One linear layer: show `observer` its input, then multiply by the weight of `role` into `y`.
     fn linear(
         &self,
         role: Role,
         x: &[f32],
         n: usize,
         observer: &mut dyn LinearObserver,
-    ) -> Result<Vec<f32>> {
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
         observer.linear_input(LinearInput {
             role,
             tokens: n,
             features: x.len() / n,
             data: x,
         });
-        self.weights.matmul(role, x, n)
+        self.weights.matmul_into(role, x, n, y)
     }
 
     /// cos/sin `[n][rotary_dim]` for positions `past..past+n`, as transformers builds them: `inv_freq` in f32,
@@ -281,22 +308,32 @@ impl Reference {
         (cos, sin)
     }
 
+    /// The attention of layer `l` on `ws.normed`, into `ws.out`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         l: usize,
-        x: &[f32],
         n: usize,
         past: usize,
         (cos, sin): (&[f32], &[f32]),
         cache: &mut KvCache,
         observer: &mut dyn LinearObserver,
-    ) -> Result<Vec<f32>> {
+        ws: &mut Workspace,
+    ) -> Result<()> {
         let c = &self.config;
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim, rot) = (heads * hd, kv_heads * hd, c.rotary_dim());
-        let qkv = self.linear(Role::AttnQkv { layer: l }, x, n, observer)?;
+        self.linear(
+            Role::AttnQkv { layer: l },
+            &ws.normed,
+            n,
+            observer,
+            &mut ws.qkv,
+        )?;
+        let (qkv, q) = (&ws.qkv, &mut ws.q);
         let width = q_dim + 2 * kv_dim;
-        let mut q = vec![0f32; n * q_dim];
+        q.clear();
+        q.resize(n * q_dim, 0.0);
         for t in 0..n {
             let row = &qkv[t * width..(t + 1) * width];
             q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
@@ -315,7 +352,9 @@ impl Reference {
         let scale = 1.0 / (hd as f32).sqrt();
         let window = c.sliding_window.unwrap_or(usize::MAX);
         let group = heads / kv_heads;
-        let mut out = vec![0f32; n * q_dim];
+        let out = &mut ws.heads;
+        out.clear();
+        out.resize(n * q_dim, 0.0);
         let shape = AttentionShape {
             past,
             heads,
@@ -327,20 +366,30 @@ impl Reference {
         };
         out.par_chunks_mut(q_dim)
             .enumerate()
-            .for_each(|(t, out_t)| attend(&shape, t, &q, keys, values, out_t));
-        self.linear(Role::AttnOut { layer: l }, &out, n, observer)
+            .for_each(|(t, out_t)| attend(&shape, t, q, keys, values, out_t));
+        self.linear(
+            Role::AttnOut { layer: l },
+            &ws.heads,
+            n,
+            observer,
+            &mut ws.out,
+        )
     }
 
+    /// The MLP of `layer` on `ws.normed`, into `ws.out`.
     fn mlp(
         &self,
         layer: usize,
-        x: &[f32],
         n: usize,
         observer: &mut dyn LinearObserver,
-    ) -> Result<Vec<f32>> {
+        ws: &mut Workspace,
+    ) -> Result<()> {
         let inter = self.config.intermediate_size;
-        let gate_up = self.linear(Role::MlpGateUp { layer }, x, n, observer)?;
-        let mut act = vec![0f32; n * inter];
+        let gate_up = &mut ws.gate_up;
+        self.linear(Role::MlpGateUp { layer }, &ws.normed, n, observer, gate_up)?;
+        let act = &mut ws.act;
+        act.clear();
+        act.resize(n * inter, 0.0);
         for t in 0..n {
             let row = &gate_up[t * 2 * inter..(t + 1) * 2 * inter];
             let (gate, up) = row.split_at(inter);
@@ -348,7 +397,7 @@ impl Reference {
                 *a = u * (g / (1.0 + (-g).exp()));
             }
         }
-        self.linear(Role::MlpDown { layer }, &act, n, observer)
+        self.linear(Role::MlpDown { layer }, &ws.act, n, observer, &mut ws.out)
     }
 }
 

@@ -6,13 +6,14 @@ use oxport_hf::{Checkpoint, DType, Role, TensorView};
 
 use crate::error::Result;
 #[cfg(test)]
-use crate::gemm::F32Rows;
-use crate::gemm::{WeightRows, gemm};
+use crate::gemm::{F32Rows, gemm};
+use crate::gemm::{WeightRows, gemm_into};
 
 /// The weights behind every matmul of the forward pass (all PyTorch `[out, in]` layout) and the embedding table.
 pub(crate) trait Weights: Send + Sync {
-    /// `y[t, o] = Σ_i x[t, i] · w[o, i]` for the weight of `role` and `n` tokens of `x`: `[n * out]`.
-    fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>>;
+    /// `y[t, o] = Σ_i x[t, i] · w[o, i]` for the weight of `role` and `n` tokens of `x`: `[n * out]`, into `y`
+    /// (resized; its capacity reused).
+    fn matmul_into(&self, role: Role, x: &[f32], n: usize, y: &mut Vec<f32>) -> Result<()>;
     /// Append the embedding rows of `ids` (already checked against the vocabulary) to `out`.
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()>;
 }
@@ -89,12 +90,12 @@ impl Mapped {
 }
 
 impl Weights for Mapped {
-    fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    fn matmul_into(&self, role: Role, x: &[f32], n: usize, y: &mut Vec<f32>) -> Result<()> {
         let w = self.view(role)?;
-        let y = gemm(x, n, w.cols(), &MappedRows(&w));
+        gemm_into(x, n, w.cols(), &MappedRows(&w), y);
         // With tied embeddings `LmHead` resolves to the embedding tensor: release the tensor actually read.
         self.release(w.info.role);
-        Ok(y)
+        Ok(())
     }
 
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -179,8 +180,9 @@ impl Widened {
 
 #[cfg(test)]
 impl Weights for Widened {
-    fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        Ok(matmul(x, n, &self.tensors[&role], x.len() / n))
+    fn matmul_into(&self, role: Role, x: &[f32], n: usize, y: &mut Vec<f32>) -> Result<()> {
+        *y = matmul(x, n, &self.tensors[&role], x.len() / n);
+        Ok(())
     }
 
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
