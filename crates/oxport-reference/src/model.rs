@@ -16,6 +16,7 @@ use oxport_hf::{Checkpoint, Phi3Config, Role};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::gemm::{WeightRows, gemm};
 use crate::observer::{LinearInput, LinearObserver, NoObserver};
 use crate::weights::{Mapped, MemoryPolicy, Weights};
 
@@ -50,25 +51,6 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-}
-
-/// Dot product with 8 independent accumulators so that the compiler vectorizes it (attention scores).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Phi3RMSNorm: `w · x / sqrt(mean(x²) + eps)` per row.
@@ -364,9 +346,7 @@ impl Reference {
             scale,
             window,
         };
-        out.par_chunks_mut(q_dim)
-            .enumerate()
-            .for_each(|(t, out_t)| attend(&shape, t, q, keys, values, out_t));
+        attend(&shape, n, q, keys, values, out);
         self.linear(
             Role::AttnOut { layer: l },
             &ws.heads,
@@ -413,131 +393,104 @@ struct AttentionShape {
     window: usize,
 }
 
-/// The attention output of token `t` (all heads) into `out_t`, on the widest vectors the CPU has: no operation
-/// is reordered or fused (Rust does not contract `a * b + c`), so every path gives the same bits.
-fn attend(
-    g: &AttentionShape,
-    t: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out_t: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { attend_avx2(g, t, q, keys, values, out_t) };
-    }
-    attend_portable(g, t, q, keys, values, out_t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attend_avx2(
-    g: &AttentionShape,
-    t: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out_t: &mut [f32],
-) {
-    attend_portable(g, t, q, keys, values, out_t)
-}
-
-#[inline(always)]
-fn attend_portable(
-    g: &AttentionShape,
-    t: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out_t: &mut [f32],
-) {
-    let (hd, kv_dim, q_dim) = (g.hd, g.kv_dim, g.heads * g.hd);
-    let pos = g.past + t;
-    // transformers' sliding-window mask keeps keys with `pos - key < window`.
-    let first = (pos + 1).saturating_sub(g.window);
-    let mut scores = vec![0f32; pos + 1 - first];
-    let key = |j: usize, kvh: usize| &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-    for h in 0..g.heads {
-        let kvh = h / g.group;
-        let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-        // [`dot`] of `KEYS` keys at a time, each with exactly its operations (independent chains for the CPU).
-        const KEYS: usize = 8;
-        let blocked = scores.len() - scores.len() % KEYS;
-        let full = hd - hd % 8;
-        for (b0, s) in scores[..blocked].chunks_exact_mut(KEYS).enumerate() {
-            let j0 = first + b0 * KEYS;
-            let mut acc = [[0f32; 8]; KEYS];
-            for c in (0..full).step_by(8) {
-                let qc: &[f32; 8] = qh[c..c + 8].try_into().unwrap();
-                for (b, acc) in acc.iter_mut().enumerate() {
-                    let kc: &[f32; 8] = key(j0 + b, kvh)[c..c + 8].try_into().unwrap();
-                    for l in 0..8 {
-                        acc[l] += qc[l] * kc[l];
-                    }
+/// Every head's attention for the `n` new tokens into `out` (`[n][heads * hd]`). Per head, the scores
+/// `Q_h · K_hᵀ` and the weighted values `P · V_h` are two [`gemm`]s over every cached position (one fused
+/// multiply-add chain per value, in increasing order: `crate::gemm`); between them, the softmax of each query's
+/// scaled scores over the keys its mask keeps (transformers' causal and sliding-window masks: `key ≤ pos` and
+/// `pos - key < window`), the other weights exact zeros, which leave a chain as it was. Heads run in parallel;
+/// each value is computed the same way whatever the thread count.
+fn attend(g: &AttentionShape, n: usize, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+    let (hd, q_dim, total) = (g.hd, g.heads * g.hd, g.past + n);
+    let heads: Vec<Vec<f32>> = (0..g.heads)
+        .into_par_iter()
+        .map(|h| {
+            let cache = KvHead {
+                data: keys,
+                ld: g.kv_dim,
+                offset: (h / g.group) * hd,
+                positions: total,
+                hd,
+            };
+            let qh: Vec<f32> = q
+                .chunks_exact(q_dim)
+                .flat_map(|qt| &qt[h * hd..(h + 1) * hd])
+                .copied()
+                .collect();
+            let mut p = gemm(&qh, n, hd, &KeyRows(&cache));
+            for (t, row) in p.chunks_exact_mut(total).enumerate() {
+                let pos = g.past + t;
+                let first = (pos + 1).saturating_sub(g.window);
+                let (before, rest) = row.split_at_mut(first);
+                let (kept, after) = rest.split_at_mut(pos + 1 - first);
+                before.fill(0.0);
+                after.fill(0.0);
+                for s in kept.iter_mut() {
+                    *s *= g.scale;
+                }
+                let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in kept.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                for s in kept.iter_mut() {
+                    *s /= sum;
                 }
             }
-            for (b, (s, acc)) in s.iter_mut().zip(&acc).enumerate() {
-                let tail: f32 = qh[full..]
-                    .iter()
-                    .zip(&key(j0 + b, kvh)[full..])
-                    .map(|(x, y)| x * y)
-                    .sum();
-                *s = (acc.iter().sum::<f32>() + tail) * g.scale;
-            }
-        }
-        for (j, s) in (first + blocked..=pos).zip(scores[blocked..].iter_mut()) {
-            *s = dot(qh, key(j, kvh)) * g.scale;
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        for s in scores.iter_mut() {
-            *s /= sum;
-        }
-        // Each output value is the same sequence of adds over the keys as one key at a time; up to 64 values of
-        // the head stay in registers across the keys.
-        let o = &mut out_t[h * hd..(h + 1) * hd];
-        let v_at = |j: usize| j * kv_dim + kvh * hd;
-        let weights = (first..=pos).zip(&scores);
-        if hd % 64 == 0 {
-            weighted_sum::<64>(o, values, weights, v_at);
-        } else if hd % 32 == 0 {
-            weighted_sum::<32>(o, values, weights, v_at);
-        } else {
-            for (j, &weight) in weights {
-                for (o, v) in o.iter_mut().zip(&values[v_at(j)..v_at(j) + hd]) {
-                    *o += weight * v;
-                }
-            }
+            gemm(
+                &p,
+                n,
+                total,
+                &ValueColumns(&KvHead {
+                    data: values,
+                    ..cache
+                }),
+            )
+        })
+        .collect();
+    for (h, oh) in heads.iter().enumerate() {
+        for (out_t, o) in out.chunks_exact_mut(q_dim).zip(oh.chunks_exact(hd)) {
+            out_t[h * hd..(h + 1) * hd].copy_from_slice(o);
         }
     }
 }
 
-/// `o += weight_j · v_j` over the keys `j` in order, `N` values of `o` at a time held in registers (`o.len()` a
-/// multiple of `N`; `v_j` starts at `values[v_at(j)]`).
-#[inline(always)]
-fn weighted_sum<'a, const N: usize>(
-    o: &mut [f32],
-    values: &[f32],
-    weights: impl Iterator<Item = (usize, &'a f32)> + Clone,
-    v_at: impl Fn(usize) -> usize,
-) {
-    for (c, oc) in o.chunks_exact_mut(N).enumerate() {
-        let oc: &mut [f32; N] = oc.try_into().unwrap();
-        let mut acc = *oc;
-        for (j, &weight) in weights.clone() {
-            let at = v_at(j) + N * c;
-            let v: &[f32; N] = values[at..at + N].try_into().unwrap();
-            for e in 0..N {
-                acc[e] += weight * v[e];
-            }
+/// One KV head of a layer's cache: `hd` values from `offset` in each of `positions` rows of `ld` values.
+#[derive(Clone, Copy)]
+struct KvHead<'a> {
+    data: &'a [f32],
+    ld: usize,
+    offset: usize,
+    positions: usize,
+    hd: usize,
+}
+
+/// The keys of a head as a `[positions, hd]` weight: scores are `Q_h · Kᵀ`.
+struct KeyRows<'a>(&'a KvHead<'a>);
+
+impl WeightRows for KeyRows<'_> {
+    fn out_dim(&self) -> usize {
+        self.0.positions
+    }
+
+    fn widen(&self, row: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        let at = row * self.0.ld + self.0.offset;
+        out.copy_from_slice(&self.0.data[at + cols.start..at + cols.end]);
+    }
+}
+
+/// The values of a head as a `[hd, positions]` weight: the output is `P · V`.
+struct ValueColumns<'a>(&'a KvHead<'a>);
+
+impl WeightRows for ValueColumns<'_> {
+    fn out_dim(&self) -> usize {
+        self.0.hd
+    }
+
+    fn widen(&self, row: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        for (o, j) in out.iter_mut().zip(cols) {
+            *o = self.0.data[j * self.0.ld + self.0.offset + row];
         }
-        *oc = acc;
     }
 }
 
