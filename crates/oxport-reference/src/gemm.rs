@@ -144,19 +144,24 @@ pub fn gemm_with_into(
     let out_dim = w.out_dim();
     assert_eq!(x.len(), n * k, "gemm: activations are not [{n}, {k}]");
     y.clear();
-    y.resize(n * out_dim, 0.0);
     if n == 0 || out_dim == 0 || k == 0 {
+        y.resize(n * out_dim, 0.0);
         return;
     }
+    // Every element is written by the first `k` slice of its tile (raw stores through `Output`); the length is
+    // set once they all have been, so the buffer is not zeroed first.
+    y.reserve(n * out_dim);
     let mr = isa.mr();
-    let kc = if n <= mr { KC_DECODE } else { KC };
+    let kc_max = if n <= mr { KC_DECODE } else { KC };
+    // Equal slices of at most `kc_max` (no short last slice).
+    let kc = k.div_ceil(k.div_ceil(kc_max));
     // The packed activations live in a buffer of the calling thread, kept between calls (taken out while in use,
     // so that a nested call on the same thread allocates its own).
     let mut packed_x = PACKED_X.take();
     pack_activations(x, n, k, mr, &mut packed_x);
     let out = Output {
         ptr: y.as_mut_ptr(),
-        len: y.len(),
+        len: n * out_dim,
         ld: out_dim,
     };
     let panels = out_dim.div_ceil(NR);
@@ -193,6 +198,9 @@ pub fn gemm_with_into(
             })
         });
     PACKED_X.set(packed_x);
+    // SAFETY: the capacity was reserved above, and the tiles, which cover every token and every output, have
+    // written every element (the rayon loop has joined).
+    unsafe { y.set_len(n * out_dim) };
 }
 
 thread_local! {
@@ -352,13 +360,14 @@ fn kernel_portable(xs: &[f32], ws: &[f32], len: usize, c: *mut f32, ld: usize, t
     let m = tile.m;
     for i in 0..m {
         for j in 0..tile.cols {
-            // SAFETY: inside the tile `Output::tile_ptr` checked.
-            let y = unsafe { &mut *c.add(i * ld + j) };
-            let mut acc = if tile.first { 0.0 } else { *y };
+            // SAFETY: inside the tile `Output::tile_ptr` checked; read only once written (after the first slice).
+            let y = unsafe { c.add(i * ld + j) };
+            let mut acc = if tile.first { 0.0 } else { unsafe { y.read() } };
             for s in 0..len {
                 acc = xs[s * m + i].mul_add(ws[s * NR + j], acc);
             }
-            *y = acc;
+            // SAFETY: as above.
+            unsafe { y.write(acc) };
         }
     }
 }
@@ -479,9 +488,11 @@ mod x86 {
                 return kernel_avx2_full(xs, ws, len, c, ld, tile);
             }
             let mut buf = [0f32; 3 * NR];
-            for i in 0..tile.m {
-                for j in 0..tile.cols {
-                    buf[i * NR + j] = *c.add(i * ld + j);
+            if !tile.first {
+                for i in 0..tile.m {
+                    for j in 0..tile.cols {
+                        buf[i * NR + j] = *c.add(i * ld + j);
+                    }
                 }
             }
             kernel_avx2_full(xs, ws, len, buf.as_mut_ptr(), NR, tile);

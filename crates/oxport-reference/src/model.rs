@@ -428,11 +428,10 @@ fn attend(g: &AttentionShape, n: usize, q: &[f32], keys: &[f32], values: &[f32],
                     *s *= g.scale;
                 }
                 let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
                 for s in kept.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
+                    *s = exp_nonpositive(*s - max);
                 }
+                let sum = sum_lanes(kept);
                 for s in kept.iter_mut() {
                     *s /= sum;
                 }
@@ -453,6 +452,51 @@ fn attend(g: &AttentionShape, n: usize, q: &[f32], keys: &[f32], values: &[f32],
             out_t[h * hd..(h + 1) * hd].copy_from_slice(o);
         }
     }
+}
+
+/// `eˣ` for the softmax's `x ≤ 0` (NaN stays NaN), within about 2 ulp of the exact value: `x = n·ln 2 + r` with
+/// `n` rounded to nearest and `|r| ≤ ln 2 / 2` (Cody–Waite, `ln 2` in two parts), `eʳ` by its Taylor polynomial of
+/// degree 7 (truncation below 10⁻⁸), times `2ⁿ` built from the exponent bits. Plain multiplies and adds, no fused
+/// ones, so the compiler vectorizes it and every instruction set gives the same bits. Below -87 (where `eˣ` is
+/// under f32's smallest normal) it returns `e⁻⁸⁷`, about 1.6·10⁻³⁸: nothing next to the maximum's weight of 1.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    /// `ln 2` rounded to 9 significant bits, so that `n · LN2_HI` is exact for `|n| ≤ 127`, and the rest.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    /// `1.5 · 2²³`: adding it rounds to an integer, held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.0 { -87.0 } else { x };
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // `n` from the rounded sum's mantissa bits, then `2ⁿ` (n ≥ -126: a normal number).
+    let n_int = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    p * f32::from_bits(((n_int + 127) as u32) << 23)
+}
+
+/// `Σ v` in 16 lane sums (lane `l` over the indices `≡ l mod 16`, in order), then the lanes in order: a fixed
+/// order that vectorizes.
+fn sum_lanes(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        lanes[l] += x;
+    }
+    lanes.iter().fold(0.0, |a, &b| a + b)
 }
 
 /// One KV head of a layer's cache: `hd` values from `offset` in each of `positions` rows of `ld` values.
