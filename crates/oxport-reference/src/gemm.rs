@@ -178,10 +178,16 @@ pub fn gemm_with_into(
                 let Scratch { rows, bytes, panel } = scratch;
                 let o0 = p * NR;
                 let cols = NR.min(out_dim - o0);
+                let raw = bf16_panel(w, o0..o0 + cols, k, bytes);
                 for k0 in (0..k).step_by(kc) {
                     let len = kc.min(k - k0);
                     let panel = &mut panel[..len * NR];
-                    pack_weights(w, o0..o0 + cols, k0..k0 + len, rows, bytes, panel);
+                    match raw {
+                        // SAFETY: `bf16_panel` only copies rows when the CPU has AVX-512F.
+                        #[cfg(target_arch = "x86_64")]
+                        Some(raw) => unsafe { x86::pack_bf16_avx512(raw, k, k0..k0 + len, panel) },
+                        _ => pack_weights(w, o0..o0 + cols, k0..k0 + len, rows, panel),
+                    }
                     for t0 in (0..n).step_by(mr) {
                         let m = mr.min(n - t0);
                         // The tile's activations: `[k][m]` from `t0 * k`.
@@ -212,7 +218,7 @@ thread_local! {
 struct Scratch {
     /// Widened rows, `[NR][len]`.
     rows: Vec<f32>,
-    /// Raw BF16 rows, `[NR][len]`.
+    /// Raw BF16 rows, `[NR][k]`.
     bytes: Vec<u8>,
     /// The packed panel, `[len][NR]`.
     panel: Vec<f32>,
@@ -222,7 +228,6 @@ impl Scratch {
     fn reserve(&mut self, kc: usize) {
         if self.panel.len() < NR * kc {
             self.rows.resize(NR * kc, 0.0);
-            self.bytes.resize(2 * NR * kc, 0);
             self.panel.resize(NR * kc, 0.0);
         }
     }
@@ -286,6 +291,29 @@ fn pack_activations(x: &[f32], n: usize, k: usize, mr: usize, packed: &mut Vec<f
         });
 }
 
+/// A full panel of BF16 rows (`rows`: [`NR`] of them, `k` values each) copied into `buf` when the CPU has AVX-512F,
+/// for [`x86::pack_bf16_avx512`]: one sequential read of the mapping (the rows of a panel are contiguous), which
+/// the hardware prefetcher follows, where transposing straight from the mapping reads 16 rows interleaved.
+fn bf16_panel<'a>(
+    w: &dyn WeightRows,
+    rows: Range<usize>,
+    k: usize,
+    buf: &'a mut Vec<u8>,
+) -> Option<&'a [u8]> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(bytes) = w.bf16_bytes()
+        && rows.len() == NR
+        && std::is_x86_feature_detected!("avx512f")
+    {
+        buf.resize(buf.len().max(2 * NR * k), 0);
+        let buf = &mut buf[..2 * NR * k];
+        buf.copy_from_slice(&bytes[2 * rows.start * k..2 * rows.end * k]);
+        return Some(buf);
+    }
+    let _ = (w, rows, k, buf);
+    None
+}
+
 /// Rows `rows` (at most [`NR`]), values `cols` of `w` as a `[cols][NR]` panel; outputs past `rows` are zeros.
 /// `scratch` holds the widened rows first (`[NR][cols]`).
 fn pack_weights(
@@ -293,26 +321,9 @@ fn pack_weights(
     rows: Range<usize>,
     cols: Range<usize>,
     scratch: &mut [f32],
-    raw: &mut [u8],
     panel: &mut [f32],
 ) {
     let len = cols.len();
-    #[cfg(target_arch = "x86_64")]
-    if let Some(bytes) = w.bf16_bytes()
-        && rows.len() == NR
-        && std::is_x86_feature_detected!("avx512f")
-    {
-        // The rows' slices first, each one sequential run of the mapping (what the hardware prefetcher follows;
-        // the transpose's 16 interleaved rows it does not), then the transpose from L1/L2.
-        let k = bytes.len() / 2 / w.out_dim();
-        let raw = &mut raw[..2 * NR * len];
-        for (j, o) in rows.enumerate() {
-            let from = 2 * (o * k + cols.start);
-            raw[2 * j * len..2 * (j + 1) * len].copy_from_slice(&bytes[from..from + 2 * len]);
-        }
-        // SAFETY: the CPU has AVX-512F; `raw` is `NR` rows of `len` values.
-        return unsafe { x86::pack_bf16_avx512(raw, len, 0..len, panel) };
-    }
     let scratch = &mut scratch[..NR * len];
     for (j, o) in rows.clone().enumerate() {
         w.widen(o, cols.clone(), &mut scratch[j * len..(j + 1) * len]);
