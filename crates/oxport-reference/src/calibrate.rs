@@ -4,7 +4,7 @@
 //! token mean of its input is kept per sample, so memory grows with channels × samples, never with tokens.
 
 use oxport_hf::Role;
-use oxport_quant::{ActivationStats, LayerStats};
+use oxport_quant::ActivationStats;
 
 use crate::{LinearInput, LinearObserver, Reference, Result};
 
@@ -19,7 +19,7 @@ impl LinearObserver for Collector<'_> {
             self.stats
                 .layers
                 .entry(input.role)
-                .or_insert_with(LayerStats::default)
+                .or_default()
                 .push_sample(input.data, input.tokens);
         }
     }
