@@ -11,11 +11,17 @@
 //! tile sizes give the same bits too.
 //!
 //! **Blocking.** A rayon task owns a run of output panels of [`NR`] outputs. For each panel and each slice of
-//! `k` (at most [`KC`] values, [`KC_DECODE`] when every token fits one register tile) it widens the panel's rows
-//! from the checkpoint into f32 and packs them as `[k][NR]` (an L1-sized block), then sweeps every token tile over
-//! it with the register kernel (`MR` tokens × [`NR`] outputs: 14 × 2 zmm on AVX-512), the tile's activations packed
-//! `[k][MR]` once per call and shared by all tasks. So each weight is read from the mapping once per call: when
-//! decoding (a few tokens, one tile) the GEMM is a GEMV that streams the weights once.
+//! `k` (equal slices of at most [`KC`] values) it widens the panel's rows into f32 and packs them as `[k][NR]` (an
+//! L1-sized block), then sweeps every token tile over it with the register kernel (`MR` tokens × [`NR`] outputs:
+//! 14 × 2 zmm on AVX-512, 3 × 4 ymm on AVX2), the activations packed per token tile as `[k][MR]` once per call and
+//! shared by all tasks. A BF16 panel (the checkpoints' usual dtype) is first copied whole from the mapping (its
+//! rows are contiguous: one sequential read) and then widened and transposed in registers, 32 values of 16 rows
+//! at a time. So each weight is read from the mapping once per call: when decoding (a few tokens, one tile) the
+//! GEMM is a GEMV that streams the weights once, bandwidth-bound.
+//!
+//! Why not the `gemm` crate: it picks its `k` blocking from the CPU's detected cache sizes and adds each block's
+//! partial sum to the output, so its bits depend on the machine (and on its kernel per instruction set), and it
+//! needs f32 operands, where this kernel widens BF16 panels straight from the mapping.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,12 +30,9 @@ use rayon::prelude::*;
 
 /// Outputs of a register tile and of a packed weight panel: two AVX-512 registers of f32.
 pub const NR: usize = 32;
-/// Values of `k` per packed weight panel when the tokens span several tiles: the `[KC][NR]` panel (32 KiB)
-/// stays in L1 while every token tile sweeps over it.
+/// Most values of `k` per packed weight panel: the `[KC][NR]` panel (32 KiB) stays in L1 while every token tile
+/// sweeps over it.
 const KC: usize = 256;
-/// Values of `k` per packed panel when all tokens fit one tile (decoding): longer runs of each mapped row read
-/// at once, for the hardware prefetcher; the panel is used once, from L2.
-const KC_DECODE: usize = 256;
 /// Multiply-adds a rayon task should hold at least (small GEMMs get several panels per task).
 const MIN_TASK_MACS: usize = 1 << 18;
 
@@ -152,9 +155,8 @@ pub fn gemm_with_into(
     // set once they all have been, so the buffer is not zeroed first.
     y.reserve(n * out_dim);
     let mr = isa.mr();
-    let kc_max = if n <= mr { KC_DECODE } else { KC };
-    // Equal slices of at most `kc_max` (no short last slice).
-    let kc = k.div_ceil(k.div_ceil(kc_max));
+    // Equal slices of at most `KC` (no short last slice).
+    let kc = k.div_ceil(k.div_ceil(KC));
     // The packed activations live in a buffer of the calling thread, kept between calls (taken out while in use,
     // so that a nested call on the same thread allocates its own).
     let mut packed_x = PACKED_X.take();

@@ -7,10 +7,11 @@
 //! scaled by the attention factor).
 //!
 //! The matmul weights are never copied: they stay in the checkpoint's mmap, and each matmul ([`crate::gemm`]: a
-//! cache-blocked, multi-threaded AVX-512/AVX2 GEMM with one fixed summation order, a GEMV path for decoding) widens
-//! them to f32 a block of rows at a time, then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
-//! in about one tensor of resident weights plus activations and the KV cache ([`crate::weights`]). Norm vectors are
-//! widened once at load.
+//! cache-blocked, multi-threaded AVX-512/AVX2 GEMM with one fixed summation order, which streams the weights once
+//! when decoding) widens them to f32 a panel of rows at a time, then releases the tensor's mapped pages, so a
+//! 3.8 B-parameter model runs in about one tensor of resident weights plus activations and the KV cache
+//! ([`crate::weights`]). Norm vectors are widened once at load. Attention runs on the same GEMM (per head, the
+//! scores and the weighted values).
 
 use oxport_hf::{Checkpoint, Phi3Config, Role};
 use rayon::prelude::*;
