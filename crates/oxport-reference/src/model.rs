@@ -65,13 +65,27 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
     out.clear();
     out.resize(x.len(), 0.0);
-    for (row, o) in x.chunks(w.len()).zip(out.chunks_mut(w.len())) {
-        let var = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((o, v), g) in o.iter_mut().zip(row).zip(w) {
-            *o = g * (v * inv);
-        }
-    }
+    // Token rows in parallel, each computed as one thread would.
+    out.par_chunks_mut(w.len())
+        .zip(x.par_chunks(w.len()))
+        .for_each(|(o, row)| {
+            let var = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((o, v), g) in o.iter_mut().zip(row).zip(w) {
+                *o = g * (v * inv);
+            }
+        });
+}
+
+/// `x += y`, elementwise, in parallel.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(1 << 14)
+        .zip(y.par_chunks(1 << 14))
+        .for_each(|(x, y)| {
+            for (a, b) in x.iter_mut().zip(y) {
+                *a += b;
+            }
+        });
 }
 
 /// The activations of one forward call, reused by every layer: the large buffers are allocated (and their pages
@@ -206,14 +220,10 @@ impl Reference {
         for (l, norms) in self.layers.iter().enumerate() {
             rms_norm_into(&x, &norms.input, eps, &mut ws.normed);
             self.attention(l, n, past, (&cos, &sin), cache, observer, &mut ws)?;
-            for (a, b) in x.iter_mut().zip(&ws.out) {
-                *a += b;
-            }
+            add_into(&mut x, &ws.out);
             rms_norm_into(&x, &norms.post_attention, eps, &mut ws.normed);
             self.mlp(l, n, observer, &mut ws)?;
-            for (a, b) in x.iter_mut().zip(&ws.out) {
-                *a += b;
-            }
+            add_into(&mut x, &ws.out);
         }
         cache.len += n;
         if skip_head {
@@ -371,13 +381,14 @@ impl Reference {
         let act = &mut ws.act;
         act.clear();
         act.resize(n * inter, 0.0);
-        for t in 0..n {
-            let row = &gate_up[t * 2 * inter..(t + 1) * 2 * inter];
-            let (gate, up) = row.split_at(inter);
-            for ((a, g), u) in act[t * inter..(t + 1) * inter].iter_mut().zip(gate).zip(up) {
-                *a = u * (g / (1.0 + (-g).exp()));
-            }
-        }
+        act.par_chunks_mut(inter)
+            .zip(gate_up.par_chunks(2 * inter))
+            .for_each(|(act, row)| {
+                let (gate, up) = row.split_at(inter);
+                for ((a, g), u) in act.iter_mut().zip(gate).zip(up) {
+                    *a = u * (g / (1.0 + (-g).exp()));
+                }
+            });
         self.linear(Role::MlpDown { layer }, &ws.act, n, observer, &mut ws.out)
     }
 }
