@@ -180,7 +180,7 @@ pub fn gemm_with_into(
                 let Scratch { rows, bytes, panel } = scratch;
                 let o0 = p * NR;
                 let cols = NR.min(out_dim - o0);
-                let raw = bf16_panel(w, o0..o0 + cols, k, bytes);
+                let raw = bf16_panel(w, o0..o0 + cols, k, n <= mr, bytes);
                 for k0 in (0..k).step_by(kc) {
                     let len = kc.min(k - k0);
                     let panel = &mut panel[..len * NR];
@@ -293,13 +293,17 @@ fn pack_activations(x: &[f32], n: usize, k: usize, mr: usize, packed: &mut Vec<f
         });
 }
 
-/// A full panel of BF16 rows (`rows`: [`NR`] of them, `k` values each) copied into `buf` when the CPU has AVX-512F,
-/// for [`x86::pack_bf16_avx512`]: one sequential read of the mapping (the rows of a panel are contiguous), which
-/// the hardware prefetcher follows, where transposing straight from the mapping reads 16 rows interleaved.
+/// A full panel of BF16 rows (`rows`: [`NR`] of them, `k` values each) for [`x86::pack_bf16_avx512`] when the CPU
+/// has AVX-512F. When the panel is packed once per slice for many token tiles (prefill), it is copied into `buf`
+/// first: one sequential read of the mapping (the rows of a panel are contiguous), which the hardware prefetcher
+/// follows. When `direct` (decoding: one token tile, the weights streamed once) the packing reads the mapping
+/// itself, 16 rows interleaved, with software prefetches a few lines ahead, so that the reads overlap the
+/// transposes and the kernel instead of waiting for a copy (measured: about 1.5× the decode speed of copying).
 fn bf16_panel<'a>(
-    w: &dyn WeightRows,
+    w: &'a dyn WeightRows,
     rows: Range<usize>,
     k: usize,
+    direct: bool,
     buf: &'a mut Vec<u8>,
 ) -> Option<&'a [u8]> {
     #[cfg(target_arch = "x86_64")]
@@ -307,12 +311,15 @@ fn bf16_panel<'a>(
         && rows.len() == NR
         && std::is_x86_feature_detected!("avx512f")
     {
+        if direct {
+            return Some(&bytes[2 * rows.start * k..2 * rows.end * k]);
+        }
         buf.resize(buf.len().max(2 * NR * k), 0);
         let buf = &mut buf[..2 * NR * k];
         buf.copy_from_slice(&bytes[2 * rows.start * k..2 * rows.end * k]);
         return Some(buf);
     }
-    let _ = (w, rows, k, buf);
+    let _ = (w, rows, k, direct, buf);
     None
 }
 
@@ -632,6 +639,8 @@ mod x86 {
                     let mut r = [_mm512_setzero_ps(); 16];
                     for (j, v) in r.iter_mut().enumerate() {
                         let at = 2 * ((half * 16 + j) * k + cols.start + i0);
+                        // Straight from the mapping (decoding), 16 rows interleaved: fetch 4 lines ahead.
+                        _mm_prefetch::<_MM_HINT_T0>(src.wrapping_add(at + 256).cast());
                         *v = _mm512_loadu_ps(src.add(at).cast());
                     }
                     let t = transpose16(r);
