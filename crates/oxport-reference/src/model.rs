@@ -7,15 +7,17 @@
 //! scaled by the attention factor).
 //!
 //! The matmul weights are never copied: they stay in the checkpoint's mmap, and each matmul ([`crate::gemm`]: a
-//! cache-blocked, multi-threaded AVX-512/AVX2 GEMM with one fixed summation order, a GEMV path for decoding) widens
-//! them to f32 a block of rows at a time, then releases the tensor's mapped pages, so a 3.8 B-parameter model runs
-//! in about one tensor of resident weights plus activations and the KV cache ([`crate::weights`]). Norm vectors are
-//! widened once at load.
+//! cache-blocked, multi-threaded AVX-512/AVX2 GEMM with one fixed summation order, which streams the weights once
+//! when decoding) widens them to f32 a panel of rows at a time, then releases the tensor's mapped pages, so a
+//! 3.8 B-parameter model runs in about one tensor of resident weights plus activations and the KV cache
+//! ([`crate::weights`]). Norm vectors are widened once at load. Attention runs on the same GEMM (per head, the
+//! scores and the weighted values).
 
 use oxport_hf::{Checkpoint, Phi3Config, Role};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::gemm::{WeightRows, gemm};
 use crate::observer::{LinearInput, LinearObserver, NoObserver};
 use crate::weights::{Mapped, MemoryPolicy, Weights};
 
@@ -52,36 +54,54 @@ impl KvCache {
     }
 }
 
-/// Dot product with 8 independent accumulators so that the compiler vectorizes it (attention scores).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// Phi3RMSNorm: `w · x / sqrt(mean(x²) + eps)` per row.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    for (row, o) in x.chunks(w.len()).zip(out.chunks_mut(w.len())) {
-        let var = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
-        let inv = 1.0 / (var + eps).sqrt();
-        for ((o, v), g) in o.iter_mut().zip(row).zip(w) {
-            *o = g * (v * inv);
-        }
-    }
+    let mut out = Vec::new();
+    rms_norm_into(x, w, eps, &mut out);
     out
+}
+
+/// [`rms_norm`] into `out` (resized).
+fn rms_norm_into(x: &[f32], w: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(x.len(), 0.0);
+    // Token rows in parallel, each computed as one thread would.
+    out.par_chunks_mut(w.len())
+        .zip(x.par_chunks(w.len()))
+        .for_each(|(o, row)| {
+            let var = row.iter().map(|v| v * v).sum::<f32>() / w.len() as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((o, v), g) in o.iter_mut().zip(row).zip(w) {
+                *o = g * (v * inv);
+            }
+        });
+}
+
+/// `x += y`, elementwise, in parallel.
+fn add_into(x: &mut [f32], y: &[f32]) {
+    x.par_chunks_mut(1 << 14)
+        .zip(y.par_chunks(1 << 14))
+        .for_each(|(x, y)| {
+            for (a, b) in x.iter_mut().zip(y) {
+                *a += b;
+            }
+        });
+}
+
+/// The activations of one forward call, reused by every layer: the large buffers are allocated (and their pages
+/// faulted in) once per call, not once per layer.
+#[derive(Default)]
+struct Workspace {
+    /// The normed input of the attention or the MLP.
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    q: Vec<f32>,
+    /// The attention heads' output, the input of `o_proj`.
+    heads: Vec<f32>,
+    gate_up: Vec<f32>,
+    act: Vec<f32>,
+    /// The output of `o_proj` or `down_proj`, added to the residual stream.
+    out: Vec<f32>,
 }
 
 /// The `[out, in]` weights the forward pass multiplies by, with the embedding table.
@@ -196,24 +216,23 @@ impl Reference {
         let past = cache.len;
         let (cos, sin) = self.rope_tables(past, n);
         let eps = c.rms_norm_eps as f32;
+        let mut ws = Workspace::default();
         for (l, norms) in self.layers.iter().enumerate() {
-            let normed = rms_norm(&x, &norms.input, eps);
-            let attn = self.attention(l, &normed, n, past, (&cos, &sin), cache, observer)?;
-            for (a, b) in x.iter_mut().zip(&attn) {
-                *a += b;
-            }
-            let normed = rms_norm(&x, &norms.post_attention, eps);
-            let mlp = self.mlp(l, &normed, n, observer)?;
-            for (a, b) in x.iter_mut().zip(&mlp) {
-                *a += b;
-            }
+            rms_norm_into(&x, &norms.input, eps, &mut ws.normed);
+            self.attention(l, n, past, (&cos, &sin), cache, observer, &mut ws)?;
+            add_into(&mut x, &ws.out);
+            rms_norm_into(&x, &norms.post_attention, eps, &mut ws.normed);
+            self.mlp(l, n, observer, &mut ws)?;
+            add_into(&mut x, &ws.out);
         }
         cache.len += n;
         if skip_head {
             return Ok(Vec::new());
         }
         let normed = rms_norm(&x, &self.final_norm, eps);
-        self.linear(Role::LmHead, &normed, n, observer)
+        let mut logits = Vec::new();
+        self.linear(Role::LmHead, &normed, n, observer, &mut logits)?;
+        Ok(logits)
     }
 
     /// A prefill of `ids` in a fresh cache that only shows `observer` the decoder layers' linear inputs: the LM head
@@ -224,21 +243,22 @@ impl Reference {
         Ok(())
     }
 
-    /// One linear layer: show `observer` its input, then multiply by the weight of `role`.
+    /// One linear layer: show `observer` its input, then multiply by the weight of `role` into `y`.
     fn linear(
         &self,
         role: Role,
         x: &[f32],
         n: usize,
         observer: &mut dyn LinearObserver,
-    ) -> Result<Vec<f32>> {
+        y: &mut Vec<f32>,
+    ) -> Result<()> {
         observer.linear_input(LinearInput {
             role,
             tokens: n,
             features: x.len() / n,
             data: x,
         });
-        self.weights.matmul(role, x, n)
+        self.weights.matmul_into(role, x, n, y)
     }
 
     /// cos/sin `[n][rotary_dim]` for positions `past..past+n`, as transformers builds them: `inv_freq` in f32,
@@ -281,22 +301,32 @@ impl Reference {
         (cos, sin)
     }
 
+    /// The attention of layer `l` on `ws.normed`, into `ws.out`.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         l: usize,
-        x: &[f32],
         n: usize,
         past: usize,
         (cos, sin): (&[f32], &[f32]),
         cache: &mut KvCache,
         observer: &mut dyn LinearObserver,
-    ) -> Result<Vec<f32>> {
+        ws: &mut Workspace,
+    ) -> Result<()> {
         let c = &self.config;
         let (heads, kv_heads, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let (q_dim, kv_dim, rot) = (heads * hd, kv_heads * hd, c.rotary_dim());
-        let qkv = self.linear(Role::AttnQkv { layer: l }, x, n, observer)?;
+        self.linear(
+            Role::AttnQkv { layer: l },
+            &ws.normed,
+            n,
+            observer,
+            &mut ws.qkv,
+        )?;
+        let (qkv, q) = (&ws.qkv, &mut ws.q);
         let width = q_dim + 2 * kv_dim;
-        let mut q = vec![0f32; n * q_dim];
+        q.clear();
+        q.resize(n * q_dim, 0.0);
         for t in 0..n {
             let row = &qkv[t * width..(t + 1) * width];
             q[t * q_dim..(t + 1) * q_dim].copy_from_slice(&row[..q_dim]);
@@ -315,7 +345,9 @@ impl Reference {
         let scale = 1.0 / (hd as f32).sqrt();
         let window = c.sliding_window.unwrap_or(usize::MAX);
         let group = heads / kv_heads;
-        let mut out = vec![0f32; n * q_dim];
+        let out = &mut ws.heads;
+        out.clear();
+        out.resize(n * q_dim, 0.0);
         let shape = AttentionShape {
             past,
             heads,
@@ -325,30 +357,39 @@ impl Reference {
             scale,
             window,
         };
-        out.par_chunks_mut(q_dim)
-            .enumerate()
-            .for_each(|(t, out_t)| attend(&shape, t, &q, keys, values, out_t));
-        self.linear(Role::AttnOut { layer: l }, &out, n, observer)
+        attend(&shape, n, q, keys, values, out);
+        self.linear(
+            Role::AttnOut { layer: l },
+            &ws.heads,
+            n,
+            observer,
+            &mut ws.out,
+        )
     }
 
+    /// The MLP of `layer` on `ws.normed`, into `ws.out`.
     fn mlp(
         &self,
         layer: usize,
-        x: &[f32],
         n: usize,
         observer: &mut dyn LinearObserver,
-    ) -> Result<Vec<f32>> {
+        ws: &mut Workspace,
+    ) -> Result<()> {
         let inter = self.config.intermediate_size;
-        let gate_up = self.linear(Role::MlpGateUp { layer }, x, n, observer)?;
-        let mut act = vec![0f32; n * inter];
-        for t in 0..n {
-            let row = &gate_up[t * 2 * inter..(t + 1) * 2 * inter];
-            let (gate, up) = row.split_at(inter);
-            for ((a, g), u) in act[t * inter..(t + 1) * inter].iter_mut().zip(gate).zip(up) {
-                *a = u * (g / (1.0 + (-g).exp()));
-            }
-        }
-        self.linear(Role::MlpDown { layer }, &act, n, observer)
+        let gate_up = &mut ws.gate_up;
+        self.linear(Role::MlpGateUp { layer }, &ws.normed, n, observer, gate_up)?;
+        let act = &mut ws.act;
+        act.clear();
+        act.resize(n * inter, 0.0);
+        act.par_chunks_mut(inter)
+            .zip(gate_up.par_chunks(2 * inter))
+            .for_each(|(act, row)| {
+                let (gate, up) = row.split_at(inter);
+                for ((a, g), u) in act.iter_mut().zip(gate).zip(up) {
+                    *a = u * (g / (1.0 + (-g).exp()));
+                }
+            });
+        self.linear(Role::MlpDown { layer }, &ws.act, n, observer, &mut ws.out)
     }
 }
 
@@ -364,73 +405,147 @@ struct AttentionShape {
     window: usize,
 }
 
-/// The attention output of token `t` (all heads) into `out_t`, on the widest vectors the CPU has: no operation
-/// is reordered or fused (Rust does not contract `a * b + c`), so every path gives the same bits.
-fn attend(
-    g: &AttentionShape,
-    t: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out_t: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2.
-        return unsafe { attend_avx2(g, t, q, keys, values, out_t) };
-    }
-    attend_portable(g, t, q, keys, values, out_t)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attend_avx2(
-    g: &AttentionShape,
-    t: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out_t: &mut [f32],
-) {
-    attend_portable(g, t, q, keys, values, out_t)
-}
-
-#[inline(always)]
-fn attend_portable(
-    g: &AttentionShape,
-    t: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    out_t: &mut [f32],
-) {
-    let (hd, kv_dim, q_dim) = (g.hd, g.kv_dim, g.heads * g.hd);
-    let pos = g.past + t;
-    // transformers' sliding-window mask keeps keys with `pos - key < window`.
-    let first = (pos + 1).saturating_sub(g.window);
-    let mut scores = vec![0f32; pos + 1 - first];
-    for h in 0..g.heads {
-        let kvh = h / g.group;
-        let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-        for (j, s) in (first..=pos).zip(scores.iter_mut()) {
-            *s = dot(
-                qh,
-                &keys[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd],
-            ) * g.scale;
-        }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let o = &mut out_t[h * hd..(h + 1) * hd];
-        for (j, s) in (first..=pos).zip(&scores) {
-            let v = &values[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            let weight = s / sum;
-            for (o, v) in o.iter_mut().zip(v) {
-                *o += weight * v;
+/// Every head's attention for the `n` new tokens into `out` (`[n][heads * hd]`). Per head, the scores
+/// `Q_h · K_hᵀ` and the weighted values `P · V_h` are two [`gemm`]s over every cached position (one fused
+/// multiply-add chain per value, in increasing order: `crate::gemm`); between them, the softmax of each query's
+/// scaled scores over the keys its mask keeps (transformers' causal and sliding-window masks: `key ≤ pos` and
+/// `pos - key < window`), the other weights exact zeros, which leave a chain as it was. Heads run in parallel;
+/// each value is computed the same way whatever the thread count.
+fn attend(g: &AttentionShape, n: usize, q: &[f32], keys: &[f32], values: &[f32], out: &mut [f32]) {
+    let (hd, q_dim, total) = (g.hd, g.heads * g.hd, g.past + n);
+    let heads: Vec<Vec<f32>> = (0..g.heads)
+        .into_par_iter()
+        .map(|h| {
+            let cache = KvHead {
+                data: keys,
+                ld: g.kv_dim,
+                offset: (h / g.group) * hd,
+                positions: total,
+                hd,
+            };
+            let qh: Vec<f32> = q
+                .chunks_exact(q_dim)
+                .flat_map(|qt| &qt[h * hd..(h + 1) * hd])
+                .copied()
+                .collect();
+            let mut p = gemm(&qh, n, hd, &KeyRows(&cache));
+            for (t, row) in p.chunks_exact_mut(total).enumerate() {
+                let pos = g.past + t;
+                let first = (pos + 1).saturating_sub(g.window);
+                let (before, rest) = row.split_at_mut(first);
+                let (kept, after) = rest.split_at_mut(pos + 1 - first);
+                before.fill(0.0);
+                after.fill(0.0);
+                for s in kept.iter_mut() {
+                    *s *= g.scale;
+                }
+                let max = kept.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for s in kept.iter_mut() {
+                    *s = exp_nonpositive(*s - max);
+                }
+                let sum = sum_lanes(kept);
+                for s in kept.iter_mut() {
+                    *s /= sum;
+                }
             }
+            gemm(
+                &p,
+                n,
+                total,
+                &ValueColumns(&KvHead {
+                    data: values,
+                    ..cache
+                }),
+            )
+        })
+        .collect();
+    for (h, oh) in heads.iter().enumerate() {
+        for (out_t, o) in out.chunks_exact_mut(q_dim).zip(oh.chunks_exact(hd)) {
+            out_t[h * hd..(h + 1) * hd].copy_from_slice(o);
+        }
+    }
+}
+
+/// `eˣ` for the softmax's `x ≤ 0` (NaN stays NaN), within about 2 ulp of the exact value: `x = n·ln 2 + r` with
+/// `n` rounded to nearest and `|r| ≤ ln 2 / 2` (Cody–Waite, `ln 2` in two parts), `eʳ` by its Taylor polynomial of
+/// degree 7 (truncation below 10⁻⁸), times `2ⁿ` built from the exponent bits. Plain multiplies and adds, no fused
+/// ones, so the compiler vectorizes it and every instruction set gives the same bits. Below -87 (where `eˣ` is
+/// under f32's smallest normal) it returns `e⁻⁸⁷`, about 1.6·10⁻³⁸: nothing next to the maximum's weight of 1.
+#[inline(always)]
+pub(crate) fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    /// `ln 2` rounded to 9 significant bits, so that `n · LN2_HI` is exact for `|n| ≤ 127`, and the rest.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    /// `1.5 · 2²³`: adding it rounds to an integer, held in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x < -87.0 { -87.0 } else { x };
+    let t = x * LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // `n` from the rounded sum's mantissa bits, then `2ⁿ` (n ≥ -126: a normal number).
+    let n_int = t.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    p * f32::from_bits(((n_int + 127) as u32) << 23)
+}
+
+/// `Σ v` in 16 lane sums (lane `l` over the indices `≡ l mod 16`, in order), then the lanes in order: a fixed
+/// order that vectorizes.
+fn sum_lanes(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..16 {
+            lanes[l] += c[l];
+        }
+    }
+    for (l, &x) in rest.iter().enumerate() {
+        lanes[l] += x;
+    }
+    lanes.iter().fold(0.0, |a, &b| a + b)
+}
+
+/// One KV head of a layer's cache: `hd` values from `offset` in each of `positions` rows of `ld` values.
+#[derive(Clone, Copy)]
+struct KvHead<'a> {
+    data: &'a [f32],
+    ld: usize,
+    offset: usize,
+    positions: usize,
+    hd: usize,
+}
+
+/// The keys of a head as a `[positions, hd]` weight: scores are `Q_h · Kᵀ`.
+struct KeyRows<'a>(&'a KvHead<'a>);
+
+impl WeightRows for KeyRows<'_> {
+    fn out_dim(&self) -> usize {
+        self.0.positions
+    }
+
+    fn widen(&self, row: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        let at = row * self.0.ld + self.0.offset;
+        out.copy_from_slice(&self.0.data[at + cols.start..at + cols.end]);
+    }
+}
+
+/// The values of a head as a `[hd, positions]` weight: the output is `P · V`.
+struct ValueColumns<'a>(&'a KvHead<'a>);
+
+impl WeightRows for ValueColumns<'_> {
+    fn out_dim(&self) -> usize {
+        self.0.hd
+    }
+
+    fn widen(&self, row: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        for (o, j) in out.iter_mut().zip(cols) {
+            *o = self.0.data[j * self.0.ld + self.0.offset + row];
         }
     }
 }

@@ -361,13 +361,22 @@ fn one_and_two_threads_give_bit_identical_logits() {
 /// The SIMD kernels and the portable one give the same logits bit for bit (`crate::gemm`: one summation order).
 #[test]
 fn portable_and_simd_kernels_give_bit_identical_logits() {
-    let checkpoint = Checkpoint::open(fixture("tiny-odd")).unwrap();
-    let reference = Reference::load(&checkpoint).unwrap();
-    let simd = run(&reference);
-    crate::gemm::force_portable_kernels(true);
-    let portable = run(&reference);
-    crate::gemm::force_portable_kernels(false);
-    assert_eq!(simd, portable, "on {:?}", crate::gemm::detected_isa());
+    use crate::gemm::{Isa, active_isa, detected_isa, force_portable_kernels};
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        assert_ne!(detected_isa(), Isa::Portable, "a SIMD kernel to compare");
+    }
+    for path in ["tiny-odd", "tiny-gqa"] {
+        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let reference = Reference::load(&checkpoint).unwrap();
+        assert_eq!(active_isa(), detected_isa());
+        let simd = run(&reference);
+        force_portable_kernels(true);
+        assert_eq!(active_isa(), Isa::Portable);
+        let portable = run(&reference);
+        force_portable_kernels(false);
+        assert_eq!(simd, portable, "{path} on {:?}", detected_isa());
+    }
 }
 
 #[test]
@@ -440,4 +449,20 @@ fn calibration_statistics_are_per_sample_token_means_of_independent_prefills() {
     );
     let gate_up = stats.get(Role::MlpGateUp { layer: 0 }).unwrap();
     assert!(gate_up.means.is_empty() && gate_up.scalars.len() == 3);
+}
+
+/// The softmax's exponential against f64's over its domain: within 3 ulp of the correctly rounded value.
+#[test]
+fn exp_nonpositive_is_within_a_few_ulp() {
+    let mut worst = 0u32;
+    for i in 0..2_000_000u32 {
+        let x = -87.0 * (i as f32 / 2_000_000.0);
+        let got = crate::model::exp_nonpositive(x);
+        let want = (x as f64).exp() as f32;
+        worst = worst.max(got.to_bits().abs_diff(want.to_bits()));
+    }
+    assert!(worst <= 3, "{worst} ulp");
+    assert_eq!(crate::model::exp_nonpositive(0.0), 1.0);
+    assert!(crate::model::exp_nonpositive(f32::NAN).is_nan());
+    assert!(crate::model::exp_nonpositive(-1000.0) < 2e-38);
 }

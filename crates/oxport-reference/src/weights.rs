@@ -1,4 +1,4 @@
-//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 a block
+//! Where the reference's matmul weights come from: views into the memory-mapped checkpoint, widened to f32 a panel
 //! of rows at a time inside the matmul ([`Mapped`], [`crate::gemm`]), or (tests only) the whole-tensor f32 copies
 //! the reference used to make at load ([`Widened`]), kept to prove that both give bit-identical logits.
 
@@ -6,18 +6,19 @@ use oxport_hf::{Checkpoint, DType, Role, TensorView};
 
 use crate::error::Result;
 #[cfg(test)]
-use crate::gemm::F32Rows;
-use crate::gemm::{WeightRows, gemm};
+use crate::gemm::{F32Rows, gemm};
+use crate::gemm::{WeightRows, gemm_into};
 
 /// The weights behind every matmul of the forward pass (all PyTorch `[out, in]` layout) and the embedding table.
 pub(crate) trait Weights: Send + Sync {
-    /// `y[t, o] = Σ_i x[t, i] · w[o, i]` for the weight of `role` and `n` tokens of `x`: `[n * out]`.
-    fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>>;
+    /// `y[t, o] = Σ_i x[t, i] · w[o, i]` for the weight of `role` and `n` tokens of `x`: `[n * out]`, into `y`
+    /// (resized; its capacity reused).
+    fn matmul_into(&self, role: Role, x: &[f32], n: usize, y: &mut Vec<f32>) -> Result<()>;
     /// Append the embedding rows of `ids` (already checked against the vocabulary) to `out`.
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()>;
 }
 
-/// Weights read straight from the checkpoint's mmap. Each matmul widens a block of weight rows at a time into a
+/// Weights read straight from the checkpoint's mmap. Each matmul widens a panel of weight rows at a time into a
 /// per-task f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`gemm`] as on a
 /// widened copy, so the logits are bit-identical to widening the whole model at load. Under
 /// [`MemoryPolicy::ReleaseAfterUse`] it then releases the tensor's mapped pages (`Checkpoint::release`,
@@ -89,12 +90,12 @@ impl Mapped {
 }
 
 impl Weights for Mapped {
-    fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>> {
+    fn matmul_into(&self, role: Role, x: &[f32], n: usize, y: &mut Vec<f32>) -> Result<()> {
         let w = self.view(role)?;
-        let y = gemm(x, n, w.cols(), &MappedRows(&w));
+        gemm_into(x, n, w.cols(), &MappedRows(&w), y);
         // With tied embeddings `LmHead` resolves to the embedding tensor: release the tensor actually read.
         self.release(w.info.role);
-        Ok(y)
+        Ok(())
     }
 
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {
@@ -111,7 +112,7 @@ impl Weights for Mapped {
     }
 }
 
-/// A mapped `[out, in]` weight as [`WeightRows`]: each block of rows widened straight from the mapped bytes.
+/// A mapped `[out, in]` weight as [`WeightRows`]: each slice of a row widened straight from the mapped bytes.
 struct MappedRows<'a>(&'a TensorView<'a>);
 
 impl WeightRows for MappedRows<'_> {
@@ -119,8 +120,18 @@ impl WeightRows for MappedRows<'_> {
         self.0.info.shape[0]
     }
 
-    fn widen_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
-        widen(self.0.info.dtype, self.0.rows_bytes(rows), out);
+    fn widen(&self, row: usize, cols: std::ops::Range<usize>, out: &mut [f32]) {
+        let size = self.0.info.dtype.size_bytes();
+        let bytes = self.0.rows_bytes(row..row + 1);
+        widen(
+            self.0.info.dtype,
+            &bytes[cols.start * size..cols.end * size],
+            out,
+        );
+    }
+
+    fn bf16_bytes(&self) -> Option<&[u8]> {
+        (self.0.info.dtype == DType::BF16).then(|| self.0.rows_bytes(0..self.out_dim()))
     }
 }
 
@@ -169,8 +180,9 @@ impl Widened {
 
 #[cfg(test)]
 impl Weights for Widened {
-    fn matmul(&self, role: Role, x: &[f32], n: usize) -> Result<Vec<f32>> {
-        Ok(matmul(x, n, &self.tensors[&role], x.len() / n))
+    fn matmul_into(&self, role: Role, x: &[f32], n: usize, y: &mut Vec<f32>) -> Result<()> {
+        *y = matmul(x, n, &self.tensors[&role], x.len() / n);
+        Ok(())
     }
 
     fn embed(&self, ids: &[u32], out: &mut Vec<f32>) -> Result<()> {

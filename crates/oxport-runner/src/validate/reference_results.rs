@@ -31,7 +31,7 @@ use crate::validate::{Progress, metrics};
 pub const TOP_K: usize = 32;
 /// The reference forward pass's numerics version: bump it when its logits change (kernels, RoPE, norms), so that
 /// caches written before are recomputed.
-pub const REFERENCE_VERSION: &str = "oxport-reference 2 (lane-16 fma gemm)";
+pub const REFERENCE_VERSION: &str = "oxport-reference 3 (one fma chain over k per output)";
 /// Layout of the cache file.
 const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"OXREF01\n";
