@@ -36,7 +36,6 @@ use crate::npsum::{dot, pairwise_mean};
 use crate::rows::Rows;
 use crate::scale_estimation::{
     ScaleEstimationParams, check_inputs, estimate_group, process_stats, refuse_non_finite,
-    transposed_groups,
 };
 
 /// GPTQ's knobs (`AdvancedGPTQParameters` and `compress_weights(..., gptq=True, scale_estimation=...)`).
@@ -296,18 +295,15 @@ fn group_stats<X: AsRef<[f32]>>(
                 .map(|m| m[g * group..(g + 1) * group].to_vec())
                 .collect();
             let st = process_stats(&slice, &tokens, subset_size)?;
-            let xt = transposed_groups(&st.x, st.samples, group)
-                .pop()
-                .unwrap_or_default();
-            Ok(GroupStats { s: st.s, xt })
+            Ok(GroupStats { s: st.s, xg: st.x })
         })
         .collect()
 }
 
-/// One group's statistics for [`estimate_group`]: `s` `[group]`, `X_gᵀ` `[samples, group]`.
+/// One group's statistics for [`estimate_group`]: `s` `[group]`, `X_g` `[group, samples]`.
 struct GroupStats {
     s: Vec<f32>,
-    xt: Vec<f32>,
+    xg: Vec<f32>,
 }
 
 /// What every output row needs: the inverse Hessian's upper factor and the group parameters' source.
@@ -378,7 +374,7 @@ impl RowContext<'_> {
         match self.se {
             Some((stats, params)) => {
                 let st = &stats[g];
-                estimate_group(w, &st.s, &st.xt, self.mode, params)
+                estimate_group(w, &st.s, &st.xg, self.mode, params)
             }
             None => group_params(w, self.mode),
         }

@@ -147,7 +147,6 @@ pub fn scale_estimation(
     let mut scale = vec![0f32; n * groups];
     let mut zero_point = vec![0u8; n * groups];
     let cols = stats.samples;
-    let xt = transposed_groups(&stats.x, cols, group);
     scale
         .par_chunks_mut(groups)
         .zip(zero_point.par_chunks_mut(groups))
@@ -155,7 +154,8 @@ pub fn scale_estimation(
         .for_each(|((sc, zp), row)| {
             for g in 0..groups {
                 let (j0, j1) = (g * group, (g + 1) * group);
-                let (s, z) = estimate_group(&row[j0..j1], &stats.s[j0..j1], &xt[g], mode, params);
+                let xg = &stats.x[j0 * cols..j1 * cols];
+                let (s, z) = estimate_group(&row[j0..j1], &stats.s[j0..j1], xg, mode, params);
                 sc[g] = s;
                 zp[g] = z as u8;
             }
@@ -220,8 +220,8 @@ pub(crate) fn refuse_non_finite(values: &[f32]) -> Result<(), QuantError> {
 /// The working arrays of one (row, group) cell: weights, codes relative to the zero point, importance.
 struct Cell<'a> {
     w: &'a [f32],
-    /// `X_gᵀ`, `[cols, group]` row-major.
-    xt: &'a [f32],
+    /// `X_g`, `[group, cols]` row-major (the group's rows of the statistics, as they are).
+    xg: &'a [f32],
     mode: NncfMode,
     zp: f32,
     weight_penalty: f64,
@@ -234,39 +234,23 @@ struct Cell<'a> {
     zero: Vec<f32>,
 }
 
-/// `X` `[k, cols]` cut into groups of rows, each transposed to `[cols, group]` so that `W_g · X_g` is `cols`
-/// dot products of contiguous slices.
-pub(crate) fn transposed_groups(x: &[f32], cols: usize, group: usize) -> Vec<Vec<f32>> {
-    x.chunks_exact(group * cols)
-        .map(|xg| {
-            let mut t = vec![0f32; group * cols];
-            for (j, row) in xg.chunks_exact(cols).enumerate() {
-                for (c, &v) in row.iter().enumerate() {
-                    t[c * group + j] = v;
-                }
-            }
-            t
-        })
-        .collect()
-}
-
-/// Scale Estimation of one group: `w` `[group]`, `s` `[group]`, `xt` `[cols, group]` (from [`transposed_groups`]).
-/// Returns `(scale, zero point)`.
+/// Scale Estimation of one group: `w` `[group]`, `s` `[group]`, `xg` `[group, cols]` (the group's rows of the
+/// statistics). Returns `(scale, zero point)`.
 pub(crate) fn estimate_group(
     w: &[f32],
     s: &[f32],
-    xt: &[f32],
+    xg: &[f32],
     mode: NncfMode,
     params: &ScaleEstimationParams,
 ) -> (f32, f32) {
     let (scale0, zp) = group_params(w, mode);
     let mut cell = Cell {
         w,
-        xt,
+        xg,
         mode,
         zp,
         weight_penalty: params.weight_penalty,
-        fp: matvec(w, xt),
+        fp: matvec(w, xg),
         importance: Vec::new(),
         target: vec![0f32; w.len()],
         zero: vec![0f32; w.len()],
@@ -336,7 +320,7 @@ impl Cell<'_> {
             .iter()
             .map(|&v| (code(v, self.mode, scale, self.zp) as f32 - self.zp) * scale)
             .collect();
-        let q_outs = matvec(&dq, self.xt);
+        let q_outs = matvec(&dq, self.xg);
         let sq: Vec<f32> = self
             .fp
             .iter()
@@ -356,10 +340,19 @@ impl Cell<'_> {
     }
 }
 
-/// `w · X_g` for `w` `[group]`, `X_gᵀ` `[cols, group]`: `[cols]`, each dot product through [`dot`]'s f64
-/// accumulation.
-fn matvec(w: &[f32], xt: &[f32]) -> Vec<f32> {
-    xt.chunks_exact(w.len()).map(|x| dot(w, x)).collect()
+/// `w · X_g` for `w` `[group]`, `X_g` `[group, cols]`: `[cols]`. Each output is [`dot`]'s f64 chain over the
+/// group in order (products of two f32 are exact in f64, so the bits are `dot`'s); the chains of the `cols` outputs
+/// run side by side, which the compiler vectorizes over the outputs without reordering any sum.
+fn matvec(w: &[f32], xg: &[f32]) -> Vec<f32> {
+    let cols = xg.len() / w.len().max(1);
+    let mut acc = vec![0f64; cols];
+    for (&wj, row) in w.iter().zip(xg.chunks_exact(cols.max(1))) {
+        let wj = wj as f64;
+        for (a, &x) in acc.iter_mut().zip(row) {
+            *a += wj * x as f64;
+        }
+    }
+    acc.into_iter().map(|a| a as f32).collect()
 }
 
 #[cfg(test)]
