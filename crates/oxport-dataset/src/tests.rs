@@ -3,7 +3,7 @@
 //! `ids[:, i:i + seq_len]`), printed and pasted here.
 
 use super::*;
-use crate::resolve::NoProgress;
+use oxport_hub::NoProgress;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
