@@ -53,11 +53,10 @@ pub(super) fn token_bytes(byte_level: bool, t: &str, keep_corrupted: bool) -> Ve
 }
 
 /// The left and right halves of every merge, as bytes.
-pub(super) fn merges(
-    p: &Path,
-    model: &Value,
-    byte_level: bool,
-) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>), TokenizerError> {
+type Merges = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+/// [`Merges`] of the model.
+pub(super) fn merges(p: &Path, model: &Value, byte_level: bool) -> Result<Merges, TokenizerError> {
     let mut merges_left = Vec::new();
     let mut merges_right = Vec::new();
     for (i, m) in model["merges"]

@@ -42,13 +42,16 @@ pub(super) fn template_of(
     Ok((template, original_post_processor))
 }
 
+/// A template input: (special token id, or `None` for the sequence; type id).
+pub(super) type Input = (Option<i32>, i32);
+
 /// The template's inputs in order, (special token id or `None` for the sequence, type id), and the processed
 /// post-processor rt_info.
 pub(super) fn template_inputs(
     p: &Path,
     template: &Option<Value>,
     token_id: &dyn Fn(&str) -> Option<i64>,
-) -> Result<(Vec<(Option<i32>, i32)>, String), TokenizerError> {
+) -> Result<(Vec<Input>, String), TokenizerError> {
     let mut inputs: Vec<(Option<i32>, i32)> = Vec::new(); // (special token id or None for the sequence, type id)
     let mut processed_single = (vec![], vec![]);
     let mut processed_pair = (vec![], vec![]);
@@ -128,7 +131,7 @@ pub(super) fn template_inputs(
 }
 
 /// `groupby((type, token_id))` as in `CombineSegmentsStep.get_ov_subgraph`: (segments, their type ids).
-pub(super) fn segments(inputs: &[(Option<i32>, i32)]) -> (Vec<Segment>, Vec<i32>) {
+pub(super) fn segments(inputs: &[Input]) -> (Vec<Segment>, Vec<i32>) {
     let mut segments: Vec<Segment> = Vec::new();
     let mut segment_ids = Vec::new();
     let mut i = 0;

@@ -48,11 +48,14 @@ pub(super) fn normalizations(
     Ok(normalizations)
 }
 
+/// Metaspace's (replacement, prepend_scheme).
+pub(super) type Metaspace = (String, String);
+
 /// The `RegexSplit` pattern (byte-level BPE) and the Metaspace (replacement, prepend_scheme), at most one of them.
 pub(super) fn pre_tokenizer(
     p: &Path,
     tj: &Value,
-) -> Result<(Option<&'static str>, Option<(String, String)>), TokenizerError> {
+) -> Result<(Option<&'static str>, Option<Metaspace>), TokenizerError> {
     // Pre-tokenizer: ByteLevel, Sequence[Digits(individual_digits), ByteLevel], Metaspace(split=false) or none.
     let byte_level_ok = |b: &Value| -> Result<(), TokenizerError> {
         if b["add_prefix_space"].as_bool().unwrap_or(false) {
@@ -129,7 +132,7 @@ pub(super) fn pre_tokenizer(
 /// tokens are split off, returned.
 pub(super) fn metaspace_steps(
     p: &Path,
-    metaspace: &Option<(String, String)>,
+    metaspace: &Option<Metaspace>,
     split_tokens: &[SplitToken],
     normalizations: &mut Vec<(String, String)>,
 ) -> Result<Option<(String, String)>, TokenizerError> {
