@@ -190,7 +190,7 @@ const WIKI_ROWS: &[&str] = &[
     " = = Plot = = \n",
 ];
 
-/// The rows' windows as Python computes them; shared with the hub test (`tests/hf_calibration.rs` serves the same
+/// The rows' windows as Python computes them; shared with the hub test (`tests/calibration.rs` serves the same
 /// rows as parquet).
 const WIKI_WINDOWS_4X8: [[u32; 8]; 4] = [
     [355, 983, 415, 348, 419, 596, 339, 305],
