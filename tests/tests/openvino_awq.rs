@@ -91,8 +91,7 @@ fn data_free_awq_equals_nncf_on_every_checkpoint_and_fixture() {
         };
         let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
         let out = tmp.path().join(model);
-        oxport_openvino::export_with_tokenizer(&ckpt, &plan, &out, model, &NoProgress, false)
-            .unwrap();
+        oxport_openvino::export_with(&ckpt, &plan, &out, model, &NoProgress, None).unwrap();
         let ours = named_constants(&out);
         let theirs: BTreeMap<String, (String, Vec<u64>, String)> = case["constants"]
             .as_object()

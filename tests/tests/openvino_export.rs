@@ -340,16 +340,9 @@ fn invalid_chat_templates_and_tokenizer_json_are_refused_before_anything_is_writ
         let c = Checkpoint::open(&ckpt).unwrap();
         let plan = oxport_openvino::plan(&c, &CompressionOptions::new(WeightFormat::Fp16)).unwrap();
         // Without the tokenizer IR too: the files are still copied into the export.
-        let e = oxport_openvino::export_with_tokenizer(
-            &c,
-            &plan,
-            &parent.join("out"),
-            "model",
-            &NoProgress,
-            false,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = oxport_openvino::export(&c, &plan, &parent.join("out"), "model", &NoProgress)
+            .unwrap_err()
+            .to_string();
         for n in names {
             assert!(e.contains(n), "{file}: {e} should name {n}");
         }

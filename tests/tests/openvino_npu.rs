@@ -1,7 +1,8 @@
 //! `oxport export openvino --npu` as a user runs it (the built binary): the recipe OpenVINO GenAI documents for Intel
 //! NPUs gives the bytes of the same optimum-cli flags, its channel-wise form validates on the CPU, options the NPU
 //! cannot take are refused before anything is written, and `--device npu` names an absent NPU with the reason.
-//! Also the exporter's note when a checkpoint has no tokenizer.json.
+//! Also the exporter's note when a checkpoint has no tokenizer.json, and the error when its tokenizer cannot be
+//! converted.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -209,4 +210,44 @@ fn an_openvino_export_without_tokenizer_json_says_no_tokenizer_ir_was_written() 
         .output()
         .unwrap();
     assert!(!ok(r).contains("no tokenizer.json"));
+}
+
+/// A tokenizer the IR converter cannot convert (oxport-ov-tokenizer) is reported as a tokenizer error naming
+/// tokenizer.json and the construct, not as an export option, and nothing is written.
+#[test]
+fn an_openvino_export_with_an_unconvertible_tokenizer_names_the_file_and_the_construct() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    std::fs::create_dir(&ckpt).unwrap();
+    for e in std::fs::read_dir(checkpoint()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), ckpt.join(e.file_name())).unwrap();
+    }
+    let path = ckpt.join("tokenizer.json");
+    let mut tj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tj["normalizer"] = serde_json::json!({"type": "NFKC"});
+    std::fs::write(&path, tj.to_string()).unwrap();
+    let out = tmp.path().join("out");
+    let r = Command::new(oxport_bin())
+        .args(["export", "openvino", "--weight-format", "fp16", "--model"])
+        .arg(&ckpt)
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: cannot convert normalizer of type NFKC to an OpenVINO tokenizer",
+            path.display()
+        )) && stderr.contains("--no-tokenizer"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid export options"), "{stderr}");
+    assert!(!out.exists());
+    assert!(
+        std::fs::read_dir(tmp.path()).unwrap().count() == 1,
+        "only ckpt remains"
+    );
 }

@@ -1,4 +1,4 @@
-//! `--dataset` / `--num-samples` of both exports: the calibration windows (`oxport_hf::calibration`), run through
+//! `--dataset` / `--num-samples` of both exports: the calibration windows (`oxport_dataset`), run through
 //! the Rust reference forward pass (`oxport_reference::collect_activation_stats`) with a progress bar. No Python and
 //! no runtime library is involved.
 
@@ -56,13 +56,13 @@ impl CalibrationArgs {
         let Some(dataset) = &self.dataset else {
             bail!("data-aware compression needs --dataset");
         };
-        let mut spec = oxport_hf::CalibrationSpec::parse(dataset)?;
+        let mut spec = oxport_dataset::CalibrationSpec::parse(dataset)?;
         spec.num_samples = self.num_samples;
         let tokenizer = dir.join("tokenizer.json");
-        let set = oxport_hf::calibration_samples(
+        let set = oxport_dataset::calibration_samples(
             &spec,
             &tokenizer,
-            &oxport_hf::ResolveOptions::from_env(),
+            &oxport_hub::ResolveOptions::from_env(),
             &crate::cmd::inspect::DownloadBar::default(),
         )
         .with_context(|| format!("building the calibration samples from {dataset}"))?;

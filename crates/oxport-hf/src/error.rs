@@ -77,36 +77,6 @@ pub enum Error {
     },
     #[error("{0}")]
     Resolve(String),
-    #[error("{spec}: no such model folder, and not a Hugging Face hub id (`org/name`)")]
-    ModelNotFound { spec: String },
-    #[error(
-        "{repo} at revision {revision} is not in the Hugging Face cache {} and HF_HUB_OFFLINE is set",
-        cache.display()
-    )]
-    NotCached {
-        repo: String,
-        revision: String,
-        cache: PathBuf,
-    },
-    #[error(
-        "dataset {dataset}: {file} at revision {revision} is not in the Hugging Face cache {} and HF_HUB_OFFLINE is set",
-        cache.display()
-    )]
-    DatasetNotCached {
-        dataset: String,
-        file: String,
-        revision: String,
-        cache: PathBuf,
-    },
-    /// A `--dataset` value that names no calibration source oxport knows.
-    #[error("--dataset {spec:?}: {msg}")]
-    DatasetSpec { spec: String, msg: String },
-    /// A calibration text or parquet file that cannot be used (`path` is the file, `msg` says why).
-    #[error("{path}: {msg}")]
-    Calibration { path: PathBuf, msg: String },
-    /// `url` never holds a token: tokens travel only in the `Authorization` header.
-    #[error("downloading {url}: {msg}")]
-    Download { url: String, msg: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

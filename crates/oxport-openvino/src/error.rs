@@ -31,6 +31,10 @@ pub enum Error {
         group_size: usize,
         failed: Vec<String>,
     },
+    /// The caller's [`crate::ExtraFiles`] failed (the CLI's: the tokenizer IR converter, whose errors name
+    /// `tokenizer.json` and the construct it cannot convert).
+    #[error(transparent)]
+    ExtraFiles(Box<dyn std::error::Error + Send + Sync>),
     #[error("invalid export options: {0}")]
     Options(String),
     #[error("graph: {0}")]

@@ -47,19 +47,23 @@ pub fn export(
     model_arg: &str,
     progress: &dyn Progress,
 ) -> Result<ExportSummary> {
-    export_with_tokenizer(ckpt, plan, output, model_arg, progress, true)
+    export_with(ckpt, plan, output, model_arg, progress, None)
 }
 
-/// [`export()`], choosing whether `openvino_tokenizer`/`openvino_detokenizer` IRs are written (`tokenizer`, when the
-/// checkpoint has a tokenizer.json; a tokenizer that cannot be converted exactly fails the export before any weight
-/// is written: see [`crate::tokenizer`]).
-pub fn export_with_tokenizer(
+/// Files another crate writes into the export's temporary folder (its argument) before any weight: the CLI passes
+/// oxport-ov-tokenizer's `openvino_tokenizer`/`openvino_detokenizer` converter, so this crate knows nothing of
+/// tokenizers. An error fails the export before any weight is written and leaves nothing behind.
+pub type ExtraFiles<'a> =
+    &'a dyn Fn(&Path) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// [`export()`], with `extra` files written into the export folder first (see [`ExtraFiles`]).
+pub fn export_with(
     ckpt: &Checkpoint,
     plan: &Plan,
     output: &Path,
     model_arg: &str,
     progress: &dyn Progress,
-    tokenizer: bool,
+    extra: Option<ExtraFiles<'_>>,
 ) -> Result<ExportSummary> {
     if output.is_file() {
         return Err(Error::OutputExists {
@@ -90,9 +94,8 @@ pub fn export_with_tokenizer(
         keep: false,
     };
 
-    if tokenizer && ckpt.dir().join("tokenizer.json").is_file() {
-        crate::tokenizer::write_tokenizer_irs(ckpt.dir(), &tmp.path)
-            .map_err(|e| Error::Options(e.to_string()))?;
+    if let Some(extra) = extra {
+        extra(&tmp.path).map_err(Error::ExtraFiles)?;
     }
     let mut graph = phi3::build(ckpt, plan, &tmp.path.join(MODEL_BIN), progress)?;
     graph.set_rt_info(model_rt_info(plan));

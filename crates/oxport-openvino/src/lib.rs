@@ -16,11 +16,10 @@ pub mod ir;
 pub mod npu;
 mod phi3;
 pub mod plan;
-pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub use export::{
-    ExportSummary, MODEL_BIN, MODEL_XML, export, export_with_tokenizer, temp_dir_for,
+    ExportSummary, ExtraFiles, MODEL_BIN, MODEL_XML, export, export_with, temp_dir_for,
 };
 pub use oxport_quant::PlanProgress;
 pub use phi3::{NoProgress, Progress};

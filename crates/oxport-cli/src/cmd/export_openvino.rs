@@ -3,7 +3,7 @@
 //! Every optimum-cli flag parses; the ones oxport does not implement fail with a message naming the flag instead
 //! of being ignored.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -459,7 +459,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         oxport_openvino::npu::check_plan(&plan)?;
     }
     if !args.no_tokenizer && !dir.join("tokenizer.json").is_file() {
-        // export_with_tokenizer converts tokenizer.json only; say so rather than silently writing no tokenizer IR.
+        // oxport-ov-tokenizer converts tokenizer.json only; say so rather than silently writing no tokenizer IR.
         eprintln!(
             "note: {} has no tokenizer.json, so no openvino_tokenizer/openvino_detokenizer IR is written (OpenVINO \
              GenAI's LLMPipeline needs them; oxport converts tokenizer.json only)",
@@ -513,13 +513,19 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         oxport_openvino::temp_dir_for(&args.output),
         Some(bar.clone()),
     )?;
-    let exported = oxport_openvino::export_with_tokenizer(
+    // The tokenizer IR (oxport-ov-tokenizer) is written into the export folder before the weights, so a tokenizer
+    // that cannot be converted fails the export with nothing written.
+    let tokenizer_irs = |staging: &Path| {
+        oxport_ov_tokenizer::write_tokenizer_irs(ckpt.dir(), staging).map_err(Into::into)
+    };
+    let with_tokenizer = !args.no_tokenizer && ckpt.dir().join("tokenizer.json").is_file();
+    let exported = oxport_openvino::export_with(
         &ckpt,
         &plan,
         &args.output,
         model_arg,
         &Bar(bar.clone()),
-        !args.no_tokenizer,
+        with_tokenizer.then_some(&tokenizer_irs as oxport_openvino::ExtraFiles<'_>),
     );
     // Disarm before anything else is printed (blocks for good if a signal's cleanup already started).
     drop(guard);

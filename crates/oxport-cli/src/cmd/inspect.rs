@@ -8,7 +8,8 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use oxport_hf::{Checkpoint, DownloadProgress, Phi3Config};
+use oxport_hf::{Checkpoint, Phi3Config};
+use oxport_hub::DownloadProgress;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -55,7 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// a checkpoint.
 pub(crate) fn resolve(model: &str, revision: Option<&str>) -> anyhow::Result<PathBuf> {
     let bar = DownloadBar::default();
-    let dir = oxport_hf::resolve_model(model, revision, &bar)
+    let dir = oxport_hub::resolve_model(model, revision, &bar)
         .with_context(|| format!("resolving {model}"))?;
     bar.finish();
     Ok(dir)

@@ -1,10 +1,15 @@
-//! OpenVINO tokenizer / detokenizer IR, written natively the way openvino-tokenizers 2026.4.1 converts a
-//! byte-level BPE `tokenizer.json` (openvino-ir.md §11): `openvino_tokenizer.xml` (string → `input_ids`,
-//! `attention_mask`) and `openvino_detokenizer.xml` (ids → string, special tokens skipped).
+//! oxport-ov-tokenizer: OpenVINO tokenizer / detokenizer IR, written natively the way openvino-tokenizers 2026.4.1
+//! converts a BPE `tokenizer.json` (`python/openvino_tokenizers/hf_parser.py` in openvinotoolkit/openvino_tokenizers):
+//! `openvino_tokenizer.xml` (string → `input_ids`, `attention_mask`) and `openvino_detokenizer.xml` (ids → string,
+//! special tokens skipped).
 //!
 //! Supported: BPE models with a ByteLevel pre-tokenizer (or `Sequence[Digits(individual_digits), ByteLevel]`), no
 //! normalizer, a ByteLevel decoder, and a TemplateProcessing / ByteLevel post-processor. Anything else fails with
 //! [`TokenizerError::Unsupported`] naming the construct, so that no tokenizer that differs from HF is written.
+//!
+//! The IR itself is written with `oxport_openvino::ir`; the OpenVINO exporter knows nothing of tokenizers. The CLI
+//! hands [`write_tokenizer_irs`] to `oxport_openvino::export_with` as the files written before the weights, so a
+//! tokenizer that cannot be converted still fails the export before anything is written.
 
 mod bytes;
 mod graph;
@@ -19,13 +24,13 @@ pub const DETOKENIZER_BIN: &str = "openvino_detokenizer.bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("{path}: {source}")]
+    #[error("{path}: reading the tokenizer: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: the tokenizer file is not valid JSON: {source}")]
     Json {
         path: PathBuf,
         #[source]
@@ -36,11 +41,11 @@ pub enum TokenizerError {
          openvino_tokenizer/openvino_detokenizer"
     )]
     Unsupported { path: PathBuf, construct: String },
-    #[error("writing {path}: {source}")]
+    #[error("writing the tokenizer IR {path}: {source}")]
     Ir {
         path: PathBuf,
         #[source]
-        source: Box<crate::Error>,
+        source: Box<oxport_openvino::Error>,
     },
 }
 

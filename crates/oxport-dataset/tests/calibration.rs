@@ -6,15 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use oxport_hf::{
-    CalibrationSource, CalibrationSpec, NoProgress, ResolveOptions, WIKITEXT2_FILE,
-    calibration_samples,
-};
+use oxport_dataset::{CalibrationSource, CalibrationSpec, WIKITEXT2_FILE, calibration_samples};
+use oxport_hub::{NoProgress, ResolveOptions};
 
 const COMMIT: &str = "b08601e04326c79dfdd32d625aee71d232d685c3";
 const REPO_PATH: &str = "/datasets/Salesforce/wikitext/resolve/";
 
-/// wikitext-2-raw-v1's first train rows, shortened (the same rows as the unit tests in `src/calibration/tests.rs`).
+/// wikitext-2-raw-v1's first train rows, shortened (the same rows as the unit tests in `src/tests.rs`).
 const ROWS: &[&str] = &[
     "",
     " = Valkyria Chronicles III = \n",

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use oxport_hf::{Checkpoint, DownloadProgress, NoProgress, ResolveOptions, resolve_model_with};
+use oxport_hf::Checkpoint;
+use oxport_hub::{DownloadProgress, NoProgress, ResolveOptions, resolve_model_with};
 
 const REPO: &str = "oxport-test/phi3-tiny";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";

@@ -9,7 +9,11 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::TokenizerError;
-use super::bytes::{bytes_to_chars, unicode_to_bytes};
+use super::bytes::unicode_to_bytes;
+
+mod model;
+mod post;
+mod pre;
 
 /// One entry of the `SpecialTokensSplit` alternation (`tokenizer_pipeline.py` `SpecialToken`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -269,103 +273,8 @@ impl Spec {
         chat_template: Option<String>,
     ) -> Result<Spec, TokenizerError> {
         let p = path;
-        // Normalizer: none (byte-level), or Prepend / Replace(String) steps as Phi-3-mini's
-        // `Sequence[Prepend("▁"), Replace(" " → "▁")]` (hf_parser.py `normalizers_map`).
-        let mut normalizations: Vec<(String, String)> = Vec::new();
-        let norm = tj.get("normalizer").cloned().unwrap_or(Value::Null);
-        let norm_steps: Vec<Value> = match norm["type"].as_str() {
-            None => vec![],
-            Some("Sequence") => norm["normalizers"].as_array().cloned().unwrap_or_default(),
-            Some(_) => vec![norm.clone()],
-        };
-        for n in &norm_steps {
-            match n["type"].as_str() {
-                // RegexNormalizationStep.prepend_regex; HF Prepend leaves an empty string empty, as does the regex.
-                Some("Prepend") => {
-                    let what = n["prepend"].as_str().unwrap_or_default();
-                    normalizations.push((
-                        r"(?:^)([\s\S])".into(),
-                        format!("{}$1", replacement(p, what)?),
-                    ));
-                }
-                Some("Replace") => normalizations.push(replace_step(p, n, "normalizer")?),
-                other => {
-                    return Err(unsupported(
-                        p,
-                        format!("normalizer of type {}", other.unwrap_or("?")),
-                    ));
-                }
-            }
-        }
-        // Pre-tokenizer: ByteLevel, Sequence[Digits(individual_digits), ByteLevel], Metaspace(split=false) or none.
-        let byte_level_ok = |b: &Value| -> Result<(), TokenizerError> {
-            if b["add_prefix_space"].as_bool().unwrap_or(false) {
-                return Err(unsupported(
-                    p,
-                    "ByteLevel pre-tokenizer with add_prefix_space=true",
-                ));
-            }
-            if !b.get("use_regex").and_then(Value::as_bool).unwrap_or(true) {
-                return Err(unsupported(
-                    p,
-                    "ByteLevel pre-tokenizer with use_regex=false",
-                ));
-            }
-            Ok(())
-        };
-        let pre = tj.get("pre_tokenizer").cloned().unwrap_or(Value::Null);
-        let mut metaspace: Option<(String, String)> = None; // (replacement, prepend_scheme)
-        let split_pattern = match pre["type"].as_str() {
-            Some("ByteLevel") => {
-                byte_level_ok(&pre)?;
-                Some(BYTE_LEVEL_PATTERN)
-            }
-            Some("Sequence") => {
-                let steps = pre["pretokenizers"].as_array().cloned().unwrap_or_default();
-                let types: Vec<&str> = steps
-                    .iter()
-                    .map(|s| s["type"].as_str().unwrap_or("?"))
-                    .collect();
-                if types == ["Digits", "ByteLevel"]
-                    && steps[0]["individual_digits"].as_bool() == Some(true)
-                {
-                    byte_level_ok(&steps[1])?;
-                    Some(BYTE_LEVEL_DIGITS_PATTERN)
-                } else {
-                    return Err(unsupported(
-                        p,
-                        format!(
-                            "pre-tokenizer Sequence[{}] (supported: ByteLevel, Sequence[Digits(individual_digits), \
-                             ByteLevel], Metaspace)",
-                            types.join(", ")
-                        ),
-                    ));
-                }
-            }
-            Some("Metaspace") => {
-                if pre["split"].as_bool().unwrap_or(true) {
-                    return Err(unsupported(p, "Metaspace pre-tokenizer with split=true"));
-                }
-                // The pre-0.19 form (`add_prefix_space`) is converted differently from HF by openvino-tokenizers.
-                let Some(scheme) = pre["prepend_scheme"].as_str() else {
-                    return Err(unsupported(
-                        p,
-                        "Metaspace pre-tokenizer without prepend_scheme (the old add_prefix_space form)",
-                    ));
-                };
-                let rep = pre["replacement"].as_str().unwrap_or("▁").to_string();
-                if rep.chars().count() != 1 {
-                    return Err(unsupported(
-                        p,
-                        format!("Metaspace replacement {rep:?} (one char expected)"),
-                    ));
-                }
-                metaspace = Some((rep, scheme.to_string()));
-                None
-            }
-            Some(t) => return Err(unsupported(p, format!("pre-tokenizer of type {t}"))),
-            None => None,
-        };
+        let mut normalizations = pre::normalizations(p, tj)?;
+        let (split_pattern, metaspace) = pre::pre_tokenizer(p, tj)?;
         let byte_level = split_pattern.is_some();
         if byte_level && !normalizations.is_empty() {
             return Err(unsupported(
@@ -376,37 +285,7 @@ impl Spec {
 
         // Model: BPE without subword prefixes/suffixes or dropout; byte fallback only with a SentencePiece-style vocab.
         let model = &tj["model"];
-        let mtype = model["type"].as_str().unwrap_or("?");
-        if mtype != "BPE" {
-            return Err(unsupported(p, format!("model of type {mtype}")));
-        }
-        for key in ["continuing_subword_prefix", "end_of_word_suffix", "dropout"] {
-            if !is_null(model.get(key)) {
-                return Err(unsupported(
-                    p,
-                    format!("BPE model with {key}={}", model[key]),
-                ));
-            }
-        }
-        let byte_fallback = model["byte_fallback"].as_bool().unwrap_or(false);
-        if byte_fallback && byte_level {
-            return Err(unsupported(
-                p,
-                "BPE model with byte_fallback=true and a ByteLevel pre-tokenizer",
-            ));
-        }
-        // HF takes a word that is in the vocab as one token when ignore_merges is set; the BPETokenizer op has no
-        // such switch, so its ids could differ.
-        if model["ignore_merges"].as_bool().unwrap_or(false) {
-            return Err(unsupported(p, "BPE model with ignore_merges=true"));
-        }
-        let token_bytes = |t: &str, keep_corrupted: bool| -> Vec<u8> {
-            if byte_level {
-                unicode_token_to_bytes(t, keep_corrupted)
-            } else {
-                t.as_bytes().to_vec()
-            }
-        };
+        let byte_fallback = model::check_model(p, model, byte_level)?;
         let vocab_map = model["vocab"]
             .as_object()
             .ok_or_else(|| unsupported(p, "BPE model without a vocab object"))?;
@@ -421,149 +300,15 @@ impl Spec {
                 ));
             }
         }
-        let mut merges_left = Vec::new();
-        let mut merges_right = Vec::new();
-        for (i, m) in model["merges"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-        {
-            let (a, b) = match m {
-                Value::String(s) => match s.split_once(' ') {
-                    Some((a, b)) if !b.contains(' ') => (a.to_string(), b.to_string()),
-                    _ => {
-                        return Err(unsupported(
-                            p,
-                            format!("merge #{i} {s:?} is not two tokens"),
-                        ));
-                    }
-                },
-                Value::Array(pair) if pair.len() == 2 => (
-                    pair[0].as_str().unwrap_or_default().to_string(),
-                    pair[1].as_str().unwrap_or_default().to_string(),
-                ),
-                other => return Err(unsupported(p, format!("merge #{i} {other}"))),
-            };
-            merges_left.push(token_bytes(&a, false));
-            merges_right.push(token_bytes(&b, false));
-        }
-
-        let mut added = Vec::new();
-        for t in tj["added_tokens"].as_array().cloned().unwrap_or_default() {
-            added.push(Added {
-                content: t["content"].as_str().unwrap_or_default().to_string(),
-                id: t["id"].as_i64().unwrap_or(-1),
-                special: t["special"].as_bool().unwrap_or(false),
-                lstrip: t["lstrip"].as_bool().unwrap_or(false),
-                rstrip: t["rstrip"].as_bool().unwrap_or(false),
-            });
-            if t["normalized"].as_bool() == Some(true) && t["special"].as_bool() != Some(true) {
-                return Err(unsupported(
-                    p,
-                    format!("normalized added token {}", t["content"]),
-                ));
-            }
-            if t["single_word"].as_bool() == Some(true) {
-                return Err(unsupported(
-                    p,
-                    format!("single_word added token {}", t["content"]),
-                ));
-            }
-        }
+        let (merges_left, merges_right) = model::merges(p, model, byte_level)?;
+        let added = model::added_tokens(p, tj)?;
         let mut by_id: Vec<&Added> = added.iter().collect();
         by_id.sort_by_key(|a| a.id);
 
-        // BPETokenizationStep.finalize: byte-level vocab, added tokens placed at their ids.
-        let mut vocab: Vec<Vec<u8>> = vocab_list.iter().map(|t| token_bytes(t, false)).collect();
-        for a in &added {
-            let idx = a.id as usize;
-            if vocab.len() <= idx {
-                vocab.resize(idx + 1, Vec::new());
-            }
-            vocab[idx] = token_bytes(&a.content, true);
-        }
-        // VocabDecoderStep.from_hf_json / add_special_tokens_to_vocab (added_tokens_decoder is ordered by id); a
-        // SentencePiece-style vocab is decoded with the tokenizer's own vocab.
-        let detok_vocab = if byte_level {
-            let mut v: Vec<Vec<u8>> = vocab_list
-                .iter()
-                .map(|t| unicode_token_to_bytes(t, true))
-                .collect();
-            for a in &by_id {
-                let idx = a.id as usize;
-                if v.len() <= idx {
-                    v.resize(idx + 1, Vec::new());
-                }
-                v[idx] = unicode_token_to_bytes(&a.content, true);
-            }
-            v
-        } else {
-            vocab.clone()
-        };
-        let skip_tokens: Vec<i32> = by_id
-            .iter()
-            .filter(|a| a.special)
-            .map(|a| a.id as i32)
-            .collect();
-
-        let mut split_tokens: Vec<SplitToken> = by_id
-            .iter()
-            .map(|a| SplitToken {
-                text: a.content.clone(),
-                strip_left: a.lstrip,
-                strip_right: a.rstrip,
-            })
-            .collect();
-        split_tokens.sort();
-        split_tokens.reverse();
-        if !byte_level && split_tokens.is_empty() {
-            // hf_parser.py hands BPETokenizer the wrong inputs when nothing is split off and nothing pre-tokenizes.
-            return Err(unsupported(
-                p,
-                "a tokenizer without pre-tokenizer and without added tokens",
-            ));
-        }
-
-        // Metaspace (hf_parser.py `parse_metaspace`): spaces become the replacement in every segment; `always`
-        // prepends it to each segment that does not start with it, `first` only to the start of the input when no
-        // special token starts there.
-        let mut prepend_first = None;
-        if let Some((rep, scheme)) = &metaspace {
-            let r = replacement(p, rep)?;
-            normalizations.push((" ".into(), r.clone()));
-            match scheme.as_str() {
-                "never" => {}
-                "always" => {
-                    normalizations.push((format!("(^)([^{}])", quote_meta(rep)), format!("{r}$2")))
-                }
-                "first" => {
-                    if split_tokens.iter().any(|t| t.strip_left) {
-                        return Err(unsupported(
-                            p,
-                            "Metaspace prepend_scheme=first with an lstrip added token",
-                        ));
-                    }
-                    // `update_metaspace_step_with_special_tokens`, plus the replacement itself in the look-ahead: HF
-                    // prepends only when the text, spaces replaced, does not already start with it (openvino-tokenizers
-                    // 2026.4.1 leaves it out and tokenizes a leading "▁" differently from HF).
-                    let specials: Vec<String> =
-                        split_tokens.iter().map(|t| quote_meta(&t.text)).collect();
-                    prepend_first = Some((
-                        format!(
-                            r"(^)((?!{}| |{}|$)|(?=[\r\n\t\f\v]))",
-                            specials.join("|"),
-                            quote_meta(rep)
-                        ),
-                        format!("{r}$2"),
-                    ));
-                }
-                other => {
-                    return Err(unsupported(p, format!("Metaspace prepend_scheme={other}")));
-                }
-            }
-        }
+        let (vocab, detok_vocab) = model::vocabs(&vocab_list, &added, &by_id, byte_level);
+        let (skip_tokens, split_tokens) = model::special_tokens(p, &by_id, byte_level)?;
+        let prepend_first =
+            pre::metaspace_steps(p, &metaspace, &split_tokens, &mut normalizations)?;
         let decode_steps = decode_steps(p, tj.get("decoder").unwrap_or(&Value::Null), byte_level)?;
 
         let token_id = |text: &str| -> Option<i64> {
@@ -574,149 +319,11 @@ impl Spec {
                 .or_else(|| vocab_map.get(text).and_then(Value::as_i64))
         };
 
-        // Post-processor → CombineSegments (CombineSegmentsStep.from_hf_json_template_postprocessor).
-        let pp = tj.get("post_processor").cloned().unwrap_or(Value::Null);
-        let (template, original_post_processor) = match pp["type"].as_str() {
-            None => (None, None),
-            Some("ByteLevel") => (None, Some(py_json(&pp))),
-            Some("TemplateProcessing") => (Some(pp.clone()), Some(py_json(&pp))),
-            Some("Sequence") => {
-                let procs = pp["processors"].as_array().cloned().unwrap_or_default();
-                let mut tmpl = None;
-                for q in &procs {
-                    match q["type"].as_str() {
-                        Some("ByteLevel") => {}
-                        Some("TemplateProcessing") if tmpl.is_none() => tmpl = Some(q.clone()),
-                        other => {
-                            return Err(unsupported(
-                                p,
-                                format!(
-                                    "post-processor {} inside a Sequence",
-                                    other.unwrap_or("?")
-                                ),
-                            ));
-                        }
-                    }
-                }
-                (tmpl, Some(py_json(&pp)))
-            }
-            Some(t) => return Err(unsupported(p, format!("post-processor of type {t}"))),
-        };
-        let mut inputs: Vec<(Option<i32>, i32)> = Vec::new(); // (special token id or None for the sequence, type id)
-        let mut processed_single = (vec![], vec![]);
-        let mut processed_pair = (vec![], vec![]);
-        match &template {
-            None => {
-                inputs.push((None, 0));
-                processed_single = (vec![-1i64], vec![0i64]);
-                processed_pair = (vec![-1, -2], vec![0, 0]);
-            }
-            Some(t) => {
-                let specials = t.get("special_tokens");
-                let special_id = |name: &str| -> Result<i64, TokenizerError> {
-                    specials
-                        .and_then(|s| s.get(name))
-                        .and_then(|s| s["ids"].get(0))
-                        .and_then(Value::as_i64)
-                        .or_else(|| token_id(name))
-                        .ok_or_else(|| {
-                            unsupported(p, format!("template special token {name:?} has no id"))
-                        })
-                };
-                for el in t["single"].as_array().cloned().unwrap_or_default() {
-                    if let Some(s) = el.get("SpecialToken") {
-                        let name = s["id"].as_str().unwrap_or_default();
-                        inputs.push((
-                            Some(special_id(name)? as i32),
-                            s["type_id"].as_i64().unwrap_or(0) as i32,
-                        ));
-                    } else if let Some(s) = el.get("Sequence") {
-                        if s["id"].as_str() != Some("A") {
-                            return Err(unsupported(
-                                p,
-                                "single template with a sequence other than A",
-                            ));
-                        }
-                        inputs.push((None, s["type_id"].as_i64().unwrap_or(0) as i32));
-                    } else {
-                        return Err(unsupported(p, format!("template element {el}")));
-                    }
-                }
-                // utils.py parse_template_processing: special tokens by vocab id, sequences -1, -2.
-                for (which, out) in [
-                    ("single", &mut processed_single),
-                    ("pair", &mut processed_pair),
-                ] {
-                    let mut seq = -1i64;
-                    for el in t[which].as_array().cloned().unwrap_or_default() {
-                        if let Some(s) = el.get("SpecialToken") {
-                            let name = s["id"].as_str().unwrap_or_default();
-                            out.0.push(token_id(name).ok_or_else(|| {
-                                unsupported(
-                                    p,
-                                    format!("template special token {name:?} is not in the vocab"),
-                                )
-                            })?);
-                            out.1.push(s["type_id"].as_i64().unwrap_or(0));
-                        } else if let Some(s) = el.get("Sequence") {
-                            out.0.push(seq);
-                            seq -= 1;
-                            out.1.push(s["type_id"].as_i64().unwrap_or(0));
-                        }
-                    }
-                }
-            }
-        }
-        let processed_post_processor = py_json(&serde_json::json!({
-            "single": {"ids": processed_single.0, "type_ids": processed_single.1},
-            "pair": {"ids": processed_pair.0, "type_ids": processed_pair.1},
-        }));
-        if inputs.iter().filter(|(id, _)| id.is_none()).count() != 1 {
-            return Err(unsupported(
-                p,
-                "post-processor template without exactly one input sequence",
-            ));
-        }
-        // groupby((type, token_id)) as in CombineSegmentsStep.get_ov_subgraph.
-        let mut segments: Vec<Segment> = Vec::new();
-        let mut segment_ids = Vec::new();
-        let mut i = 0;
-        while i < inputs.len() {
-            let (id, type_id) = inputs[i];
-            segment_ids.push(type_id);
-            match id {
-                None => {
-                    segments.push(Segment::Sequence);
-                    i += 1;
-                }
-                Some(id) => {
-                    let mut ids = vec![id];
-                    i += 1;
-                    while i < inputs.len() && inputs[i].0 == Some(id) {
-                        ids.push(id);
-                        i += 1;
-                    }
-                    // segment_ids index advances by the group length; type ids of one group are taken from its
-                    // first element.
-                    segments.push(Segment::Tokens(ids));
-                }
-            }
-        }
+        let (template, original_post_processor) = post::template_of(p, tj)?;
+        let (inputs, processed_post_processor) = post::template_inputs(p, &template, &token_id)?;
+        let (segments, segment_ids) = post::segments(&inputs);
         let added_by_template = inputs.iter().filter(|(id, _)| id.is_some()).count() as i64;
-
-        // Truncation/padding (hf_parser.py add_truncation/add_padding): tokenizer.json's own must be absent.
-        if !is_null(tj.get("padding")) {
-            return Err(unsupported(p, "tokenizer.json padding section"));
-        }
-        if !is_null(tj.get("truncation")) {
-            return Err(unsupported(p, "tokenizer.json truncation section"));
-        }
-        let model_max_length: i64 = match tc.get("model_max_length") {
-            Some(Value::Number(n)) => n.as_i64().unwrap_or(i64::MAX),
-            _ => i64::MAX,
-        };
-        let max_length = (model_max_length.saturating_sub(added_by_template))
-            .min(i32::MAX as i64 - added_by_template) as i32;
+        let max_length = post::max_length(p, tj, tc, added_by_template)?;
         // optimum-intel (`exporters/openvino/convert.py` `maybe_convert_tokenizers`) sets padding_side and
         // truncation_side to "left" on the transformers object for text-generation before converting, whatever
         // tokenizer_config.json says.
@@ -736,17 +343,7 @@ impl Spec {
             ));
         }
 
-        let added_chars = added
-            .iter()
-            .map(|a| {
-                let text = if byte_level {
-                    bytes_to_chars(a.content.as_bytes())
-                } else {
-                    a.content.as_bytes().to_vec()
-                };
-                (text, a.id as i32)
-            })
-            .collect();
+        let added_chars = model::added_chars(&added, byte_level);
         let cache_capacity = model
             .get("cache_capacity")
             .and_then(Value::as_u64)

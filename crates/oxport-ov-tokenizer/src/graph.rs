@@ -7,11 +7,11 @@ use std::path::Path;
 use super::TokenizerError;
 use super::spec::{DISABLE_TRUNCATE_MAX_LENGTH, DecodeStep, Segment, Spec, special_split_pattern};
 use super::{DETOKENIZER_BIN, DETOKENIZER_XML, TOKENIZER_BIN, TOKENIZER_XML};
-use crate::ir::{DYN, Elem, Graph, Out, RtInfo};
+use oxport_openvino::ir::{DYN, Elem, Graph, Out, RtInfo};
 
 const EXT: &str = "extension";
 
-fn ir_err(path: &Path) -> impl Fn(crate::Error) -> TokenizerError + '_ {
+fn ir_err(path: &Path) -> impl Fn(oxport_openvino::Error) -> TokenizerError + '_ {
     move |e| TokenizerError::Ir {
         path: path.to_path_buf(),
         source: Box::new(e),

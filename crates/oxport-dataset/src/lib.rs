@@ -1,4 +1,7 @@
-//! Calibration data for data-aware quantization: token windows built exactly as optimum-intel builds them.
+//! oxport-dataset: calibration data for data-aware quantization, token windows built exactly as optimum-intel builds
+//! them. The dataset file is fetched through `oxport-hub` (its cache and environment rules); reading it (parquet,
+//! `.txt`, `.jsonl`), tokenizing and windowing happen here, so the hub client stays an HTTP client and this crate's
+//! parquet and tokenizers dependencies stay out of the checkpoint reader and the quantizer.
 //!
 //! optimum-intel's causal-LM calibration (`OVCalibrationDatasetBuilder._prepare_causal_lm_calibration_data` and its
 //! inner `get_wikitext2` in `huggingface/optimum-intel:optimum/intel/openvino/quantization.py`):
@@ -18,12 +21,17 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result, io, regular_file};
-use crate::pyrandom::PyRandom;
-use crate::resolve::{DownloadProgress, ResolveOptions, resolve_dataset_file};
+use oxport_hub::{DownloadProgress, ResolveOptions, resolve_dataset_file};
 
+use crate::error::{io, regular_file};
+
+mod error;
 mod hf_tokenizer;
 mod parquet_text;
+mod pyrandom;
+
+pub use error::{Error, Result};
+pub use pyrandom::PyRandom;
 
 /// The hub dataset optimum-intel loads for `wikitext2` (`PREDEFINED_LANGUAGE_DATASETS` in
 /// `huggingface/optimum-intel:optimum/intel/openvino/utils.py`).

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_openvino::tokenizer::{
+use oxport_ov_tokenizer::{
     DETOKENIZER_BIN, DETOKENIZER_XML, TOKENIZER_BIN, TOKENIZER_XML, TokenizerError,
     write_tokenizer_irs,
 };

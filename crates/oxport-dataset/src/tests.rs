@@ -1,9 +1,9 @@
-//! Expected windows are the peers' own: `/work/pv`'s transformers 5.5.4 `AutoTokenizer` on the same text, Python
-//! 3.11's `random.seed(0)` and optimum-intel's `get_wikitext2` loop (`random.randint(0, len - seq_len - 1)`,
-//! `ids[:, i:i + seq_len]`), printed and pasted here.
+//! Expected windows are the peers' own: transformers 5.5.4's `AutoTokenizer` (the peers' venv,
+//! `xtask/src/bench.rs` `PEER_REQUIREMENTS`) on the same text, Python 3.11's `random.seed(0)` and optimum-intel's
+//! `get_wikitext2` loop (`random.randint(0, len - seq_len - 1)`, `ids[:, i:i + seq_len]`), printed and pasted here.
 
 use super::*;
-use crate::resolve::NoProgress;
+use oxport_hub::NoProgress;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -190,7 +190,7 @@ const WIKI_ROWS: &[&str] = &[
     " = = Plot = = \n",
 ];
 
-/// The rows' windows as Python computes them; shared with the hub test (`tests/hf_calibration.rs` serves the same
+/// The rows' windows as Python computes them; shared with the hub test (`tests/calibration.rs` serves the same
 /// rows as parquet).
 const WIKI_WINDOWS_4X8: [[u32; 8]; 4] = [
     [355, 983, 415, 348, 419, 596, 339, 305],
