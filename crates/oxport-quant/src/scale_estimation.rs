@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use crate::error::{ANON, QuantError};
 use crate::nncf::{NncfMode, NncfParams, code, group_params};
-use crate::npsum::{dot, pairwise_mean, pairwise_sum};
+use crate::npsum::{pairwise_mean, pairwise_sum};
 
 /// float32 machine epsilon (`fns.finfo(weight).eps`).
 const EPS: f32 = f32::EPSILON;
