@@ -131,7 +131,7 @@ fn random_bf16_block(bytes: usize) -> Vec<u8> {
         .collect()
 }
 
-/// `.NAME.oxport-tmp-PID` beside `output`: the rule of `oxport_onnx::temp_dir_for`, for another process's PID.
+/// `.NAME.oxport-tmp-PID` beside `output`: the rule of `oxport_io::staging_dir_for`, for another process's PID.
 fn temp_dir_of(output: &Path, pid: u32) -> PathBuf {
     let name = output.file_name().unwrap().to_string_lossy();
     output.with_file_name(format!(".{name}.oxport-tmp-{pid}"))

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oxport_hf::Checkpoint;
-use oxport_openvino::{CompressionOptions, NoProgress, WeightFormat};
+use oxport_io::{CancelToken, Silent};
+use oxport_openvino::{CompressionOptions, WeightFormat};
 use sha2::{Digest, Sha256};
 
 fn root() -> PathBuf {
@@ -91,7 +92,16 @@ fn data_free_awq_equals_nncf_on_every_checkpoint_and_fixture() {
         };
         let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
         let out = tmp.path().join(model);
-        oxport_openvino::export_with(&ckpt, &plan, &out, model, &NoProgress, None).unwrap();
+        oxport_openvino::export_with(
+            &ckpt,
+            &plan,
+            &out,
+            model,
+            &Silent,
+            &CancelToken::new(),
+            None,
+        )
+        .unwrap();
         let ours = named_constants(&out);
         let theirs: BTreeMap<String, (String, Vec<u64>, String)> = case["constants"]
             .as_object()

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use oxport_hf::{Checkpoint, Role};
-use oxport_openvino::{CompressionOptions, GroupSizeFallback, NoProgress, Scheme, WeightFormat};
+use oxport_io::{CancelToken, Silent};
+use oxport_openvino::{CompressionOptions, GroupSizeFallback, Scheme, WeightFormat};
 use oxport_tests::folder_bytes;
 
 fn root() -> PathBuf {
@@ -30,7 +31,7 @@ fn int4_r06() -> CompressionOptions {
 fn export(model_dir: &Path, opts: &CompressionOptions, out: &Path) -> oxport_openvino::Result<()> {
     let ckpt = Checkpoint::open(model_dir).unwrap();
     let plan = oxport_openvino::plan(&ckpt, opts)?;
-    oxport_openvino::export(&ckpt, &plan, out, "model", &NoProgress).map(|_| ())
+    oxport_openvino::export(&ckpt, &plan, out, "model", &Silent, &CancelToken::new()).map(|_| ())
 }
 
 #[test]
@@ -340,9 +341,16 @@ fn invalid_chat_templates_and_tokenizer_json_are_refused_before_anything_is_writ
         let c = Checkpoint::open(&ckpt).unwrap();
         let plan = oxport_openvino::plan(&c, &CompressionOptions::new(WeightFormat::Fp16)).unwrap();
         // Without the tokenizer IR too: the files are still copied into the export.
-        let e = oxport_openvino::export(&c, &plan, &parent.join("out"), "model", &NoProgress)
-            .unwrap_err()
-            .to_string();
+        let e = oxport_openvino::export(
+            &c,
+            &plan,
+            &parent.join("out"),
+            "model",
+            &Silent,
+            &CancelToken::new(),
+        )
+        .unwrap_err()
+        .to_string();
         for n in names {
             assert!(e.contains(n), "{file}: {e} should name {n}");
         }

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use oxport_runner::validate::{self, DeviceFilter, NoProgress, Options, Status};
+use oxport_io::Silent;
+use oxport_runner::validate::{self, DeviceFilter, Options, Status};
 use oxport_tests::{folder_bytes, oxport_bin, repo_root};
 
 fn checkpoint() -> PathBuf {
@@ -118,13 +119,13 @@ fn npu_channel_wise_export_validates_on_cpu_and_an_absent_npu_is_named() {
     o.ppl_window = 64;
     o.ppl_max_tokens = 256;
     o.devices = DeviceFilter::Cpu;
-    let report = validate::run(&o, &NoProgress).unwrap();
+    let report = validate::run(&o, &Silent).unwrap();
     assert!(report.passed, "{}", validate::table(&report));
     assert_eq!(report.targets[0].status, Status::Passed);
 
     // --device npu: run where an NPU is present; otherwise skipped with the reason, and nothing passed.
     o.devices = DeviceFilter::Npu;
-    let report = validate::run(&o, &NoProgress).unwrap();
+    let report = validate::run(&o, &Silent).unwrap();
     assert_eq!(report.targets.len(), 1, "{}", validate::table(&report));
     let npu = &report.targets[0];
     assert_eq!(npu.label, "openvino/NPU");

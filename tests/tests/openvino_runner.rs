@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use oxport_hf::Checkpoint;
-use oxport_openvino::{CompressionOptions, GroupSizeFallback, NoProgress, WeightFormat};
+use oxport_io::{CancelToken, Silent};
+use oxport_openvino::{CompressionOptions, GroupSizeFallback, WeightFormat};
 use oxport_reference::Reference;
 use oxport_runner::backend::openvino::{OvDevice, OvLlm, OvNames};
 use oxport_runner::backend::{LlmSession, Precision, ReferenceSession};
@@ -82,7 +83,15 @@ fn check_fixture(name: &str, prompt_len: usize) {
     for (format, opts, tol) in formats() {
         let out = tmp.path().join(format);
         let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
-        oxport_openvino::export(&ckpt, &plan, &out, &dir.to_string_lossy(), &NoProgress).unwrap();
+        oxport_openvino::export(
+            &ckpt,
+            &plan,
+            &out,
+            &dir.to_string_lossy(),
+            &Silent,
+            &CancelToken::new(),
+        )
+        .unwrap();
         let xml = out.join(oxport_openvino::MODEL_XML);
         let mut ov = OvLlm::open(&xml, OvNames::default(), OvDevice::Cpu, Precision::F32Exact)
             .unwrap_or_else(|e| panic!("{name} {format}: OpenVINO could not load the export: {e}"));

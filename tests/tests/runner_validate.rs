@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Once;
 
-use oxport_runner::validate::{
-    self, DeviceFilter, NoProgress, Options, Report, Status, WeightPrecision,
-};
+use oxport_io::{CancelToken, Silent};
+use oxport_runner::validate::{self, DeviceFilter, Options, Report, Status, WeightPrecision};
 
 const MODEL: &str = "phi3-tiny-gqa";
 
@@ -38,7 +37,7 @@ fn export_onnx(out: &Path, precision: oxport_onnx::Precision) {
         precision,
         ..Default::default()
     };
-    oxport_onnx::export(&ckpt, &opts, out, &oxport_onnx::NoProgress).unwrap();
+    oxport_onnx::export(&ckpt, &opts, out, &Silent, &CancelToken::new()).unwrap();
 }
 
 fn export_openvino(out: &Path, format: oxport_openvino::WeightFormat) {
@@ -52,7 +51,7 @@ fn export_openvino(out: &Path, format: oxport_openvino::WeightFormat) {
     }
     let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
     let model_arg = checkpoint_dir().display().to_string();
-    oxport_openvino::export(&ckpt, &plan, out, &model_arg, &oxport_openvino::NoProgress).unwrap();
+    oxport_openvino::export(&ckpt, &plan, out, &model_arg, &Silent, &CancelToken::new()).unwrap();
 }
 
 fn options(dir: &Path) -> Options {
@@ -145,7 +144,7 @@ fn onnx_int4_fp16_fp32_exports_validate_on_cpu() {
     ] {
         let dir = tmp.path().join(expected.name());
         export_onnx(&dir, precision);
-        let report = validate::run(&options(&dir), &NoProgress).unwrap();
+        let report = validate::run(&options(&dir), &Silent).unwrap();
         assert_eq!(report.weight_precision, expected, "precision detection");
         assert_passed_on_cpu(&report, &format!("onnx {}", expected.name()));
         if expected == WeightPrecision::Fp32 {
@@ -172,7 +171,7 @@ fn openvino_int4_int8_fp16_fp32_exports_validate_on_cpu() {
     ] {
         let dir = tmp.path().join(expected.name());
         export_openvino(&dir, format);
-        let report = validate::run(&options(&dir), &NoProgress).unwrap();
+        let report = validate::run(&options(&dir), &Silent).unwrap();
         assert_eq!(report.weight_precision, expected, "precision detection");
         assert_passed_on_cpu(&report, &format!("openvino {}", expected.name()));
         // GPU and NPU are listed either way: run where present, skipped with the reason where not.
@@ -188,7 +187,7 @@ fn damaged_onnx_int4_scales_fail_naming_the_metric() {
     damage(&dir);
     let mut o = options(&dir);
     o.devices = DeviceFilter::Cpu;
-    assert_fails_naming_a_metric(&validate::run(&o, &NoProgress).unwrap());
+    assert_fails_naming_a_metric(&validate::run(&o, &Silent).unwrap());
 }
 
 #[test]
@@ -199,7 +198,7 @@ fn damaged_openvino_int4_scales_fail_naming_the_metric() {
     damage(&dir);
     let mut o = options(&dir);
     o.devices = DeviceFilter::Cpu;
-    assert_fails_naming_a_metric(&validate::run(&o, &NoProgress).unwrap());
+    assert_fails_naming_a_metric(&validate::run(&o, &Silent).unwrap());
 }
 
 #[test]
@@ -211,7 +210,7 @@ fn the_report_serializes_with_skipped_devices_and_plots_kl() {
     // names the model argument).
     let mut o = options(&dir);
     o.reference = None;
-    let report = validate::run(&o, &NoProgress).unwrap();
+    let report = validate::run(&o, &Silent).unwrap();
     let json = serde_json::to_value(&report).unwrap();
     let targets = json["targets"].as_array().unwrap();
     assert_eq!(targets[0]["status"], "passed");
@@ -231,7 +230,7 @@ fn the_report_serializes_with_skipped_devices_and_plots_kl() {
 #[test]
 fn a_folder_that_is_not_an_export_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let e = validate::run(&options(tmp.path()), &NoProgress)
+    let e = validate::run(&options(tmp.path()), &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not an export"), "{e}");
@@ -250,14 +249,14 @@ fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_orig
         precision: oxport_onnx::Precision::Fp32,
         ..Default::default()
     };
-    oxport_onnx::export(&ckpt, &opts, &dir, &oxport_onnx::NoProgress).unwrap();
+    oxport_onnx::export(&ckpt, &opts, &dir, &Silent, &CancelToken::new()).unwrap();
     for window in [48, 128] {
         let mut o = options(&dir);
         o.reference = Some(ckpt_dir.clone());
         o.devices = DeviceFilter::Cpu;
         o.ppl_window = window;
         o.ppl_max_tokens = 2 * window;
-        let report = validate::run(&o, &NoProgress).unwrap();
+        let report = validate::run(&o, &Silent).unwrap();
         let m = report.targets[0].metrics.as_ref().unwrap();
         assert!(report.passed, "{}", validate::table(&report));
         assert!(
@@ -280,7 +279,7 @@ fn tiny_phi4_exports_at_every_precision_and_target_validate_on_cpu() {
     let run = |dir: &Path, what: &str| {
         let mut o = options(dir);
         o.reference = Some(src.clone());
-        let report = validate::run(&o, &NoProgress).unwrap();
+        let report = validate::run(&o, &Silent).unwrap();
         assert_passed_on_cpu(&report, what);
         report
     };
@@ -297,7 +296,7 @@ fn tiny_phi4_exports_at_every_precision_and_target_validate_on_cpu() {
                 execution_provider: ep,
                 ..Default::default()
             };
-            oxport_onnx::export(&ckpt, &opts, &dir, &oxport_onnx::NoProgress).unwrap();
+            oxport_onnx::export(&ckpt, &opts, &dir, &Silent, &CancelToken::new()).unwrap();
             let report = run(&dir, &what);
             if precision == oxport_onnx::Precision::Fp32 {
                 let m = report.targets[0].metrics.as_ref().unwrap();
@@ -312,7 +311,7 @@ fn tiny_phi4_exports_at_every_precision_and_target_validate_on_cpu() {
         let opts = oxport_openvino::CompressionOptions::new(format);
         let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
         let model_arg = src.display().to_string();
-        oxport_openvino::export(&ckpt, &plan, &dir, &model_arg, &oxport_openvino::NoProgress)
+        oxport_openvino::export(&ckpt, &plan, &dir, &model_arg, &Silent, &CancelToken::new())
             .unwrap();
         run(&dir, &what);
     }

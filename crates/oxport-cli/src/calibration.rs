@@ -85,10 +85,7 @@ impl CalibrationArgs {
             &reference,
             &set.samples,
             want,
-            &mut |d, _| {
-                crate::interrupt::checkpoint();
-                bar.set_position(d as u64);
-            },
+            &mut |d, _| bar.set_position(d as u64),
         )
         .context("collecting activation statistics")?;
         bar.finish_and_clear();

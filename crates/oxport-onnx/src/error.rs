@@ -52,6 +52,18 @@ pub enum OnnxError {
     TooLarge { bytes: usize },
     #[error("genai_config.json: {0}")]
     Json(#[from] serde_json::Error),
+    /// The export's cancel token was cancelled; the staging folder is removed.
+    #[error("export cancelled")]
+    Cancelled(#[from] oxport_io::Cancelled),
+}
+
+impl From<oxport_io::IoError> for OnnxError {
+    fn from(e: oxport_io::IoError) -> Self {
+        OnnxError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl From<oxport_hf::Error> for OnnxError {

@@ -9,12 +9,13 @@ use oxport_hf::{Checkpoint, Role};
 use oxport_quant::{QuantPlan, Scheme, plan_onnx};
 use prost::Message;
 
+use oxport_io::{BlobWriter, CancelToken, CommitPolicy, Event, Reporter, Staging};
+
 use crate::error::{OnnxError, Result, io};
-use crate::external::ExternalData;
+use crate::external;
 use crate::genai_config::{genai_config, to_pretty_json};
 use crate::graph::{self, COS_CACHE, GraphLayout, LinearForm, SIN_CACHE, WeightItem};
 use crate::options::{ExportOptions, IoDtype, Precision};
-use crate::progress::Progress;
 use crate::proto::{GraphProto, ModelProto, OperatorSetIdProto, TensorProto};
 use crate::rope::rope_caches;
 use crate::weights::{
@@ -150,28 +151,15 @@ pub fn layout(ckpt: &Checkpoint, opts: &ExportOptions, plan: &QuantPlan) -> Resu
     Ok(graph::build(ckpt.config(), opts, &form_for))
 }
 
-/// Removes the temporary folder unless the export completed.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-pub use oxport_quant::sink::temp_dir_for;
-
-/// Export `ckpt` to `output` (which must not exist, or be an empty folder).
+/// Export `ckpt` to `output` (which must not exist, or be an empty folder), built in an oxport-io [`Staging`]
+/// folder. `reporter` sees the initializers written; `cancel` is checked between tensors, and a cancelled export
+/// returns [`OnnxError::Cancelled`] with its staging folder removed.
 pub fn export(
     ckpt: &Checkpoint,
     opts: &ExportOptions,
     output: &Path,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
+    cancel: &CancelToken,
 ) -> Result<ExportSummary> {
     if output.exists() {
         let empty = output.is_dir()
@@ -187,48 +175,35 @@ pub fn export(
     let layout = layout(ckpt, opts, &plan)?;
     // The tokenizer and chat template are copied as they are: refuse ones onnxruntime-genai could not load.
     oxport_hf::check_side_files(ckpt.dir())?;
+    cancel.check(None)?;
 
-    let tmp = TempDir {
-        path: temp_dir_for(output),
-        keep: false,
-    };
-    if tmp.path.exists() {
-        std::fs::remove_dir_all(&tmp.path).map_err(io(&tmp.path))?;
-    }
-    if let Some(parent) = tmp.path.parent() {
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-    }
-    std::fs::create_dir(&tmp.path).map_err(io(&tmp.path))?;
-
-    let initializers = write_weights(ckpt, opts, &layout, &tmp.path, progress)?;
-    progress.finishing();
+    let staging = Staging::create(output, CommitPolicy::RequireEmpty)?;
+    let dir = staging.path();
+    let initializers = write_weights(ckpt, opts, &layout, dir, reporter, cancel)?;
+    reporter.report(Event::Begin {
+        stage: "writing model.onnx, genai_config.json, tokenizer files",
+        total: 0,
+        bytes: false,
+    });
     let n_init = initializers.len();
     let n_nodes = layout.nodes.len();
-    write_model(&tmp.path, layout, initializers)?;
+    write_model(dir, layout, initializers)?;
 
     let config = genai_config(ckpt.config(), ckpt.dir(), opts, MODEL_FILE)?;
-    let path = tmp.path.join(GENAI_CONFIG_FILE);
+    let path = dir.join(GENAI_CONFIG_FILE);
     std::fs::write(&path, to_pretty_json(&config)?).map_err(io(&path))?;
     for name in COPIED_FILES {
         let src = ckpt.dir().join(name);
         if src.is_file() {
-            let dst = tmp.path.join(name);
+            let dst = dir.join(name);
             std::fs::copy(&src, &dst).map_err(io(&dst))?;
         }
     }
 
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(&tmp.path).map_err(io(&tmp.path))? {
-        let entry = entry.map_err(io(&tmp.path))?;
-        let len = entry.metadata().map_err(io(&entry.path()))?.len();
-        files.insert(entry.file_name().to_string_lossy().into_owned(), len);
-    }
-    if output.exists() {
-        std::fs::remove_dir(output).map_err(io(output))?;
-    }
-    std::fs::rename(&tmp.path, output).map_err(io(output))?;
-    let mut tmp = tmp;
-    tmp.keep = true;
+    let files: BTreeMap<String, u64> = staging.files()?.into_iter().collect();
+    cancel.check(Some(dir))?;
+    staging.commit()?;
+    reporter.report(Event::End);
     Ok(ExportSummary {
         output: output.to_path_buf(),
         files,
@@ -243,7 +218,8 @@ fn write_weights(
     opts: &ExportOptions,
     layout: &GraphLayout,
     dir: &Path,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
+    cancel: &CancelToken,
 ) -> Result<Vec<TensorProto>> {
     let c = ckpt.config();
     let io_dtype = opts.io_dtype();
@@ -256,29 +232,26 @@ fn write_weights(
             WeightItem::Linear(l) => l.initializer_names().len(),
         })
         .sum();
-    progress.start(total);
-    let mut data = ExternalData::create(dir, DATA_FILE)?;
+    reporter.report(Event::stage("initializers", total as u64));
+    let mut data = external::create(dir, DATA_FILE)?;
     let mut awq = crate::awq::Awq::new(layout, opts.awq, opts.awq_stats.clone());
     let mut out = Vec::with_capacity(total);
-    let emit = |data: &mut ExternalData,
-                out: &mut Vec<TensorProto>,
-                init: Initializer|
-     -> Result<()> {
-        let len = init.bytes.as_bytes().len() as u64;
-        let t = match init.bytes {
-            Payload::Bytes(bytes) => data.append_owned(&init.name, init.elem, &init.dims, bytes)?,
-            Payload::F32(values) => data.append(
-                &init.name,
-                init.elem,
-                &init.dims,
-                bytemuck::cast_slice(&values),
-            )?,
+    let written = |name: &str| reporter.report(Event::item(name));
+    let emit =
+        |data: &mut BlobWriter, out: &mut Vec<TensorProto>, init: Initializer| -> Result<()> {
+            let start = match init.bytes {
+                Payload::Bytes(bytes) => data.append_owned(bytes)?,
+                Payload::F32(values) => data.append(bytemuck::cast_slice(&values))?,
+            };
+            out.push(external::initializer(
+                data, DATA_FILE, &init.name, init.elem, &init.dims, start,
+            ));
+            written(&init.name);
+            Ok(())
         };
-        progress.tensor_written(&init.name, len);
-        out.push(t);
-        Ok(())
-    };
     for item in &layout.weight_order {
+        // Between tensors: the one place an export stops when cancelled (its staging folder goes with the guard).
+        cancel.check(Some(dir))?;
         match item {
             WeightItem::Embedding { name } => {
                 let dims = [c.vocab_size, c.hidden_size];
@@ -292,7 +265,7 @@ fn write_weights(
                     false,
                     0..c.vocab_size,
                 )?;
-                progress.tensor_written(name, (dims[0] * dims[1] * io_dtype.size_bytes()) as u64);
+                written(name);
                 out.push(t);
             }
             WeightItem::RopeCaches | WeightItem::ConcatRopeCaches => {
@@ -354,10 +327,7 @@ fn write_weights(
                             true,
                             spec.rows.clone(),
                         )?;
-                        progress.tensor_written(
-                            &name,
-                            (dims[0] * dims[1] * io_dtype.size_bytes()) as u64,
-                        );
+                        written(&name);
                         out.push(t);
                         continue;
                     }
@@ -378,6 +348,7 @@ fn write_weights(
         }
     }
     data.finish()?;
+    reporter.report(Event::End);
     Ok(out)
 }
 
@@ -395,7 +366,7 @@ const FLOAT_CHUNK_BYTES: usize = 4 << 20;
 /// converted. NaN/Inf is refused with oxport-hf's error; the tensor's pages are dropped after its last rows.
 fn write_float(
     ckpt: &Checkpoint,
-    data: &mut ExternalData,
+    data: &mut BlobWriter,
     role: Role,
     name: &str,
     dims: &[usize; 2],
@@ -446,7 +417,14 @@ fn write_float(
         row0 = row1;
     }
     release_after(ckpt, role, &rows);
-    Ok(data.end(name, io_dtype.onnx(), dims, start))
+    Ok(external::initializer(
+        data,
+        DATA_FILE,
+        name,
+        io_dtype.onnx(),
+        dims,
+        start,
+    ))
 }
 
 /// Decode rows `rows` of `role` to f32 in chunks of whole rows, refusing NaN/Inf with oxport-hf's error (which

@@ -7,7 +7,7 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let ckpt = oxport_hf::Checkpoint::open("phi3-dir")?;
 //! let opts = oxport_onnx::ExportOptions::default(); // int4, cpu, block 32, symmetric
-//! oxport_onnx::export(&ckpt, &opts, "out".as_ref(), &oxport_onnx::NoProgress)?;
+//! oxport_onnx::export(&ckpt, &opts, "out".as_ref(), &oxport_io::Silent, &oxport_io::CancelToken::new())?;
 //! # Ok(()) }
 //! ```
 
@@ -18,7 +18,6 @@ mod external;
 mod genai_config;
 pub mod graph;
 mod options;
-mod progress;
 pub mod proto;
 mod protoutil;
 mod rope;
@@ -27,10 +26,9 @@ mod weights;
 pub use error::{OnnxError, Result};
 pub use export::{
     COPIED_FILES, DATA_FILE, ExportSummary, GENAI_CONFIG_FILE, IR_VERSION, MODEL_FILE, OPSET,
-    export, layout, plan, temp_dir_for,
+    export, layout, plan,
 };
 pub use external::{ALIGN_THRESHOLD_BYTES, ALIGNMENT_BYTES};
 pub use genai_config::genai_config;
 pub use options::{ExecutionProvider, ExportOptions, IoDtype, Precision};
-pub use progress::{NoProgress, Progress};
 pub use rope::{RopeCaches, rope_caches};

@@ -32,6 +32,7 @@ const _: () = assert!(
     "oxport-onnx writes f32 tensors as native bytes"
 );
 
+#[cfg(test)]
 impl Payload {
     pub fn as_bytes(&self) -> &[u8] {
         match self {

@@ -41,6 +41,18 @@ pub enum Error {
     Graph(String),
     #[error("output {path} is a file, not a folder")]
     OutputExists { path: PathBuf },
+    /// The export's cancel token was cancelled; the staging folder is removed.
+    #[error("export cancelled")]
+    Cancelled(#[from] oxport_io::Cancelled),
+}
+
+impl From<oxport_io::IoError> for Error {
+    fn from(e: oxport_io::IoError) -> Self {
+        Error::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 impl Error {

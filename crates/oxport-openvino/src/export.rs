@@ -1,14 +1,17 @@
-//! The export folder as `optimum-cli export openvino` writes it (shared/docs/openvino-ir.md §1), written into a
-//! temporary folder beside the output and renamed into place at the end: a failed export leaves nothing.
+//! The export folder as `optimum-cli export openvino` writes it (shared/docs/openvino-ir.md §1), written into an
+//! oxport-io staging folder beside the output and renamed (merged) into place at the end: a failed or cancelled
+//! export leaves nothing.
 
 use std::path::{Path, PathBuf};
 
 use oxport_hf::Checkpoint;
 use serde_json::{Value, json};
 
+use oxport_io::{CancelToken, CommitPolicy, Reporter, Staging};
+
 use crate::error::{Error, Result};
 use crate::ir::RtInfo;
-use crate::phi3::{self, Progress};
+use crate::phi3;
 use crate::plan::{NncfRecord, Plan, WeightFormat};
 
 pub const MODEL_XML: &str = "openvino_model.xml";
@@ -22,32 +25,20 @@ pub struct ExportSummary {
     pub files: Vec<(String, u64)>,
 }
 
-/// Removes the temporary folder unless the export succeeded.
-struct TempDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-pub use oxport_quant::sink::temp_dir_for;
-
-/// Export `ckpt` under `plan` into `output`. `model_arg` is the `--model` string as given (recorded in
-/// `openvino_config.json` where optimum records the tokenizer source).
+/// Export `ckpt` under `plan` into `output`, built in an oxport-io [`Staging`] folder and merged into an existing
+/// output folder as optimum-cli does. `model_arg` is the `--model` string as given (recorded in
+/// `openvino_config.json` where optimum records the tokenizer source). `reporter` sees the weights written;
+/// `cancel` is checked between weights, and a cancelled export returns [`Error::Cancelled`] with its staging
+/// folder removed.
 pub fn export(
     ckpt: &Checkpoint,
     plan: &Plan,
     output: &Path,
     model_arg: &str,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
+    cancel: &CancelToken,
 ) -> Result<ExportSummary> {
-    export_with(ckpt, plan, output, model_arg, progress, None)
+    export_with(ckpt, plan, output, model_arg, reporter, cancel, None)
 }
 
 /// Files another crate writes into the export's temporary folder (its argument) before any weight: the CLI passes
@@ -62,7 +53,8 @@ pub fn export_with(
     plan: &Plan,
     output: &Path,
     model_arg: &str,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
+    cancel: &CancelToken,
     extra: Option<ExtraFiles<'_>>,
 ) -> Result<ExportSummary> {
     if output.is_file() {
@@ -73,64 +65,32 @@ pub fn export_with(
     // The tokenizer files and chat template are copied (and converted): refuse ones a runtime could not load before
     // anything is written.
     oxport_hf::check_side_files(ckpt.dir())?;
-    let parent = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
     if output.file_name().is_none() {
         return Err(Error::Options(format!(
             "output {} has no folder name",
             output.display()
         )));
     }
-    let tmp_path = temp_dir_for(output);
-    if tmp_path.exists() {
-        std::fs::remove_dir_all(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
-    }
-    std::fs::create_dir(&tmp_path).map_err(|e| Error::io(&tmp_path, e))?;
-    let mut tmp = TempDir {
-        path: tmp_path,
-        keep: false,
-    };
+    cancel.check(None)?;
+    let staging = Staging::create(output, CommitPolicy::MergeInto)?;
+    let dir = staging.path();
 
     if let Some(extra) = extra {
-        extra(&tmp.path).map_err(Error::ExtraFiles)?;
+        extra(dir).map_err(Error::ExtraFiles)?;
     }
-    let mut graph = phi3::build(ckpt, plan, &tmp.path.join(MODEL_BIN), progress)?;
+    let mut graph = phi3::build(ckpt, plan, &dir.join(MODEL_BIN), reporter, cancel)?;
     graph.set_rt_info(model_rt_info(plan));
-    graph.finish(&tmp.path.join(MODEL_XML))?;
-    write_side_files(ckpt, plan, &tmp.path, model_arg)?;
+    graph.finish(&dir.join(MODEL_XML))?;
+    write_side_files(ckpt, plan, dir, model_arg)?;
 
-    let mut files = Vec::new();
-    let mut names: Vec<String> = std::fs::read_dir(&tmp.path)
-        .map_err(|e| Error::io(&tmp.path, e))?
-        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::io(&tmp.path, e))?;
-    names.sort();
-    for name in &names {
-        let p = tmp.path.join(name);
-        files.push((
-            name.clone(),
-            std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len(),
-        ));
-    }
-
-    if output.exists() {
-        // Like optimum-cli, an existing folder receives the files (same names replaced, each by an atomic rename).
-        for name in &names {
-            let (from, to) = (tmp.path.join(name), output.join(name));
-            std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
-        }
-        // A compressed export's openvino_config.json left from an earlier run would describe the wrong model.
-        let stale = output.join("openvino_config.json");
-        if plan.nncf.is_none() && stale.is_file() {
-            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
-        }
-    } else {
-        std::fs::rename(&tmp.path, output).map_err(|e| Error::io(output, e))?;
-        tmp.keep = true;
+    let files = staging.files()?;
+    let merged = output.exists();
+    cancel.check(Some(dir))?;
+    staging.commit()?;
+    // A compressed export's openvino_config.json left from an earlier run would describe the wrong model.
+    let stale = output.join("openvino_config.json");
+    if merged && plan.nncf.is_none() && stale.is_file() {
+        std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
     }
     Ok(ExportSummary {
         output: output.to_path_buf(),

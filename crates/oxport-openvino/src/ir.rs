@@ -3,11 +3,10 @@
 //! (src/core/src/pass/serialize.cpp: tab indentation, `<data>` then `<rt_info>` then `<input>`/`<output>`,
 //! output port ids continue after the input port ids, edges after the layers, model `<rt_info>` last).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use oxport_quant::OrderedWriter;
+use oxport_io::{BlobLayout, BlobWriter};
 
 use crate::error::{Error, Result};
 
@@ -141,79 +140,24 @@ impl RtInfo {
 
 /// The `.bin` side: constants are appended as they are created, tightly packed (OpenVINO's serializer writes no
 /// padding), and small constants with identical bytes share one offset as OpenVINO's `ConstantWriter` does.
-///
-/// Offsets are assigned here, in call order; a background thread does the `write()` calls in that same order,
-/// so the kernel's copy of a finished weight into the page cache overlaps the compression of the next one.
-struct BinWriter {
-    path: PathBuf,
-    offset: u64,
-    dedup: HashMap<Vec<u8>, u64>,
-    out: OrderedWriter,
-}
+/// Offsets are assigned in call order; oxport-io's writer thread does the `write()` calls in that same order, so
+/// the kernel's copy of a finished weight into the page cache overlaps the compression of the next one.
+const BIN_LAYOUT: BlobLayout = BlobLayout {
+    align_above: None,
+    dedup_up_to: Some(DEDUP_MAX_BYTES),
+};
 
 /// Constants up to this size are de-duplicated (the shape/index constants); weights are always written.
 const DEDUP_MAX_BYTES: usize = 256;
 /// Buffers queued for the writer thread beyond the one it is writing (bounds the memory held for writing).
 const QUEUED_BUFFERS: usize = 1;
 
-impl BinWriter {
-    fn create(bin_path: &Path) -> Result<Self> {
-        let out = OrderedWriter::create(bin_path, "oxport-ir-bin", QUEUED_BUFFERS)
-            .map_err(|e| Error::io(bin_path, e))?;
-        Ok(BinWriter {
-            path: bin_path.to_path_buf(),
-            offset: 0,
-            dedup: HashMap::new(),
-            out,
-        })
-    }
-
-    /// Append a copy of `bytes` (or find its twin among the small constants); returns its offset.
-    fn write(&mut self, bytes: &[u8]) -> Result<u64> {
-        if bytes.len() <= DEDUP_MAX_BYTES
-            && let Some(&offset) = self.dedup.get(bytes)
-        {
-            return Ok(offset);
-        }
-        let offset = self.offset;
-        self.offset += bytes.len() as u64;
-        self.out
-            .write(bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
-        if bytes.len() <= DEDUP_MAX_BYTES {
-            self.dedup.insert(bytes.to_vec(), offset);
-        }
-        Ok(offset)
-    }
-
-    /// Append `bytes` without a copy (never de-duplicated: for weights); returns its offset.
-    fn write_owned(&mut self, bytes: Vec<u8>) -> Result<u64> {
-        let offset = self.offset;
-        self.offset += bytes.len() as u64;
-        self.out
-            .write_owned(bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
-        Ok(offset)
-    }
-
-    /// A written buffer to refill (stale length and contents), or a new one.
-    fn buffer(&mut self) -> Vec<u8> {
-        self.out.buffer()
-    }
-
-    /// Write everything queued and sync the file.
-    fn finish(self) -> Result<()> {
-        let path = self.path;
-        self.out.finish().map_err(|e| Error::io(&path, e))
-    }
-}
-
 /// A graph under construction whose weights are already on disk.
 pub struct Graph {
     name: String,
     layers: Vec<Layer>,
     edges: Vec<Edge>,
-    bin: BinWriter,
+    bin: BlobWriter,
     rt_info: Vec<RtInfo>,
 }
 
@@ -221,7 +165,7 @@ impl std::fmt::Debug for Graph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
             .field("layers", &self.layers.len())
-            .field("bin", &self.bin.path)
+            .field("bin", &self.bin.path())
             .finish()
     }
 }
@@ -233,7 +177,7 @@ impl Graph {
             name: name.into(),
             layers: Vec::new(),
             edges: Vec::new(),
-            bin: BinWriter::create(bin_path)?,
+            bin: BlobWriter::create(bin_path, "oxport-ir-bin", QUEUED_BUFFERS, BIN_LAYOUT)?,
             rt_info: Vec::new(),
         })
     }
@@ -309,7 +253,7 @@ impl Graph {
         // ov::pass::Serialize stores an empty constant as one zero byte (size 1), e.g. the empty replacement of
         // openvino-tokenizers' Strip decoder.
         let stored: &[u8] = if bytes.is_empty() { &[0] } else { bytes };
-        let offset = self.bin.write(stored)?;
+        let offset = self.bin.append(stored)?;
         Ok(self.push_constant(name, elem, shape, offset, stored.len()))
     }
 
@@ -327,7 +271,7 @@ impl Graph {
             return self.constant(name, elem, shape, &bytes);
         }
         let size = bytes.len();
-        let offset = self.bin.write_owned(bytes)?;
+        let offset = self.bin.append_owned(bytes)?;
         Ok(self.push_constant(name, elem, shape, offset, size))
     }
 
@@ -341,12 +285,12 @@ impl Graph {
     /// closed with [`end_constant`](Self::end_constant), so a weight is converted and written chunk by chunk.
     /// Returns its offset.
     pub fn begin_constant(&mut self) -> Result<u64> {
-        Ok(self.bin.offset)
+        Ok(self.bin.offset())
     }
 
     /// The next bytes of the constant begun with [`begin_constant`](Self::begin_constant), without a copy.
     pub fn constant_piece(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.bin.write_owned(bytes).map(|_| ())
+        Ok(self.bin.write_owned(bytes)?)
     }
 
     /// The `Const` whose bytes were written since `start` (from [`begin_constant`](Self::begin_constant)).
@@ -357,7 +301,7 @@ impl Graph {
         shape: &[usize],
         start: u64,
     ) -> Result<Out> {
-        let size = (self.bin.offset - start) as usize;
+        let size = (self.bin.offset() - start) as usize;
         check_constant_size(name, elem, shape, size)?;
         Ok(self.push_constant(name, elem, shape, start, size))
     }
@@ -760,7 +704,7 @@ mod tests {
         let bin = dir.path().join("m.bin");
         let mut g = Graph::create("m", &bin).unwrap();
         // Larger than one pending buffer, so a copied constant is split over several writes.
-        let big: Vec<u8> = (0..oxport_quant::sink::PENDING_BYTES + 12345)
+        let big: Vec<u8> = (0..oxport_io::PENDING_BYTES + 12345)
             .map(|i| (i % 251) as u8)
             .collect();
         let small = [1u8, 2, 3, 4];

@@ -3,7 +3,7 @@
 //! * [`plan`]: which compression each weight gets (optimum-cli defaults, NNCF mixed precision by `--ratio`).
 //! * [`ir`]: a small IR writer (layer/edge builder, streamed `.bin`, deterministic XML).
 //! * `phi3`: the graph optimum-intel exports (stateful KV cache, decomposed RMSNorm/RoPE/SwiGLU, SDPA).
-//! * [`export()`]: the output folder, written into a temporary folder and renamed into place.
+//! * [`export()`]: the output folder, written into an oxport-io staging folder and renamed (merged) into place.
 //! * [`defaults`]: optimum-cli's per-model default 4-bit recipes (the Phi family).
 //! * [`npu`]: `--npu`, OpenVINO GenAI's compression recipe for Intel NPUs and the refusal of everything outside it.
 
@@ -18,12 +18,8 @@ mod phi3;
 pub mod plan;
 
 pub use error::{Error, Result};
-pub use export::{
-    ExportSummary, ExtraFiles, MODEL_BIN, MODEL_XML, export, export_with, temp_dir_for,
-};
-pub use oxport_quant::PlanProgress;
-pub use phi3::{NoProgress, Progress};
+pub use export::{ExportSummary, ExtraFiles, MODEL_BIN, MODEL_XML, export, export_with};
 pub use plan::{
     BackupPrecision, CompressionOptions, DataAware, DatasetRecord, GroupSizeFallback, Plan,
-    PlanEntry, Scheme, WeightFormat, plan, plan_data_aware, plan_with_progress,
+    PlanEntry, Scheme, WeightFormat, plan, plan_data_aware,
 };

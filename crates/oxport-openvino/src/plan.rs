@@ -3,9 +3,8 @@
 //! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; openvino-ir.md §6, §9).
 
 use oxport_hf::{Checkpoint, Role};
-use oxport_quant::{
-    Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, PlanProgress, QuantError,
-};
+use oxport_io::{Event, Reporter};
+use oxport_quant::{Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, QuantError};
 
 use crate::error::{Error, Result};
 
@@ -339,24 +338,16 @@ fn quant_error(e: QuantError) -> Error {
 
 /// Build the plan for `ckpt`. Reads the ratio-defining weights once (one at a time) when `ratio < 1`.
 pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
-    plan_with_progress(ckpt, opts, &oxport_quant::plan::NoProgress)
+    plan_data_aware(ckpt, opts, &oxport_io::Silent, None)
 }
 
-/// [`plan`], reporting each ratio-defining weight as its sensitivity is computed (the slow part on big models).
-pub fn plan_with_progress(
-    ckpt: &Checkpoint,
-    opts: &CompressionOptions,
-    progress: &dyn PlanProgress,
-) -> Result<Plan> {
-    plan_data_aware(ckpt, opts, progress, None)
-}
-
-/// [`plan_with_progress`] with calibration data: `--ratio` below 1 ranks by `data.metric` (NNCF's data-aware
-/// mixed precision), and the NNCF record names the dataset.
+/// [`plan`] with calibration data (or `None`): `--ratio` below 1 ranks by `data.metric` (NNCF's data-aware mixed
+/// precision), and the NNCF record names the dataset. Each ratio-defining weight is reported to `reporter` as its
+/// sensitivity is computed (the slow part on big models), as the stage "sensitivities".
 pub fn plan_data_aware(
     ckpt: &Checkpoint,
     opts: &CompressionOptions,
-    progress: &dyn PlanProgress,
+    reporter: &dyn Reporter,
     data: Option<&DataAware>,
 ) -> Result<Plan> {
     let reject = |flag: &str| -> Result<()> {
@@ -426,8 +417,17 @@ pub fn plan_data_aware(
     };
     let metric_name = quant_opts.sensitivity_metric.name();
     let dataset = data.map(|d| d.dataset.clone());
-    let quant = oxport_quant::plan_openvino_with_progress(ckpt, &quant_opts, progress)
-        .map_err(quant_error)?;
+    let mut on_scored = |name: &str, done: usize, total: usize| {
+        if done == 1 {
+            reporter.report(Event::stage("sensitivities", total as u64));
+        }
+        reporter.report(Event::item(name));
+        if done == total {
+            reporter.report(Event::End);
+        }
+    };
+    let quant =
+        oxport_quant::plan_openvino(ckpt, &quant_opts, &mut on_scored).map_err(quant_error)?;
     // The plan's order for writing: embedding, per layer qkv/o/gate_up/down, lm_head (norm gammas are not weights).
     let mut entries = Vec::new();
     for role in Role::all_for(ckpt.config()) {

@@ -19,7 +19,6 @@ pub mod rows;
 pub mod scale_estimation;
 pub mod sensitivity;
 mod simd;
-pub mod sink;
 pub mod stats;
 pub use simd::force_portable_kernels;
 
@@ -38,13 +37,12 @@ pub use nncf::{
     compress_nncf_with_params,
 };
 pub use plan::{
-    Backup, Fallback, NoProgress, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
-    PlanProgress, PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx,
-    plan_openvino, plan_openvino_with_progress, select_by_ratio,
+    Backup, Fallback, OnScored, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
+    PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx, plan_openvino,
+    select_by_ratio,
 };
 pub use rows::Rows;
 pub use scale_estimation::{
     ProcessedStats, ScaleEstimationParams, process_stats, scale_estimation,
 };
-pub use sink::OrderedWriter;
 pub use stats::{ActivationStats, LayerStats, SampleScalars, SensitivityMetric};

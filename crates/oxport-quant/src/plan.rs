@@ -15,7 +15,7 @@ mod openvino;
 
 pub use mixed::select_by_ratio;
 pub use onnx::plan_onnx;
-pub use openvino::{plan_openvino, plan_openvino_with_progress};
+pub use openvino::plan_openvino;
 
 /// How one tensor is stored.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
@@ -204,19 +204,10 @@ impl Default for OnnxPlanOptions {
     }
 }
 
-/// Told about the slow part of planning (reading candidate weights for the sensitivity ranking).
-pub trait PlanProgress: Sync {
-    /// `done` of `total` candidate weights scored; `name` is the one just finished.
-    fn scored(&self, name: &str, done: usize, total: usize);
-}
-
-/// A [`PlanProgress`] that ignores every report.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoProgress;
-
-impl PlanProgress for NoProgress {
-    fn scored(&self, _: &str, _: usize, _: usize) {}
-}
+/// Told about the slow part of planning (reading candidate weights for the sensitivity ranking): the name of the
+/// weight just scored, how many are done, of how many. A plain callback, not oxport-io's `Reporter`, so this crate
+/// depends on no I/O crate; the exporters adapt it to their reporter.
+pub type OnScored<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
 pub(super) fn entry(t: &TensorInfo, scheme: Scheme, reason: impl Into<String>) -> PlanEntry {
     PlanEntry {

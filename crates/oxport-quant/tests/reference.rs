@@ -189,7 +189,8 @@ fn int4(fallback: Fallback) -> OpenVinoPlanOptions {
 
 fn assert_plan_matches(model: &str, job: &str, opts: &OpenVinoPlanOptions) -> QuantPlan {
     let ckpt = checkpoint(model);
-    let plan = plan_openvino(&ckpt, opts).unwrap_or_else(|e| panic!("{model}/{job}: {e}"));
+    let plan = plan_openvino(&ckpt, opts, &mut |_, _, _| {})
+        .unwrap_or_else(|e| panic!("{model}/{job}: {e}"));
     let mut want = exported(model, job);
     let mut got = planned(&plan, &ckpt);
     want.sort();
@@ -252,7 +253,12 @@ fn k320_group_size_fallbacks_match_nncf() {
     );
 
     // Default `error`: fails after the assignment, naming only the weights selected for int4 (openvino-ir.md §9).
-    let err = plan_openvino(&checkpoint("phi3-tiny-k320"), &int4(Fallback::Error)).unwrap_err();
+    let err = plan_openvino(
+        &checkpoint("phi3-tiny-k320"),
+        &int4(Fallback::Error),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
     match &err {
         QuantError::InvalidGroupSizes {
             group_size: 128,
@@ -295,7 +301,7 @@ fn int8_and_fp16_plans_match_exports() {
 #[test]
 fn dry_run_table_lists_every_tensor_and_nncf_statistics() {
     let ckpt = checkpoint("phi3-tiny-k320");
-    let plan = plan_openvino(&ckpt, &int4(Fallback::Adjust)).unwrap();
+    let plan = plan_openvino(&ckpt, &int4(Fallback::Adjust), &mut |_, _, _| {}).unwrap();
     let text = plan.to_string();
     for t in ckpt.tensors() {
         assert!(text.contains(&t.name), "{} missing from\n{text}", t.name);
@@ -332,7 +338,7 @@ fn all_layers_and_backup_none() {
         all_layers: true,
         ..int4(Fallback::Error)
     };
-    let plan = plan_openvino(&ckpt, &opts).unwrap();
+    let plan = plan_openvino(&ckpt, &opts, &mut |_, _, _| {}).unwrap();
     for e in plan
         .entries
         .iter()
@@ -358,7 +364,7 @@ fn all_layers_and_backup_none() {
         backup_precision: Backup::None,
         ..int4(Fallback::Error)
     };
-    let plan = plan_openvino(&ckpt, &opts).unwrap();
+    let plan = plan_openvino(&ckpt, &opts, &mut |_, _, _| {}).unwrap();
     assert_eq!(plan.entry(Role::LmHead).unwrap().scheme, Scheme::Keep);
     assert_eq!(
         plan.entry(Role::AttnOut { layer: 0 }).unwrap().scheme,
@@ -374,7 +380,7 @@ fn all_layers_and_backup_none() {
         group_size: 0,
         ..int4(Fallback::Error)
     };
-    let plan = plan_openvino(&ckpt, &opts).unwrap();
+    let plan = plan_openvino(&ckpt, &opts, &mut |_, _, _| {}).unwrap();
     let qkv = plan.entry(Role::AttnQkv { layer: 0 }).unwrap();
     assert_eq!(
         qkv.scheme,

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use oxport_hf::Checkpoint;
-use oxport_onnx::{ExecutionProvider, ExportOptions, Precision, Progress};
+use oxport_onnx::{ExecutionProvider, ExportOptions, Precision};
 use oxport_quant::Scheme;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -107,26 +106,6 @@ impl Args {
     }
 }
 
-/// indicatif bar over the initializers; each callback is also where a Ctrl-C stops the export (`interrupt::checkpoint`).
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn start(&self, total: usize) {
-        crate::interrupt::checkpoint();
-        self.0.set_length(total as u64);
-    }
-    fn tensor_written(&self, name: &str, _bytes: u64) {
-        crate::interrupt::checkpoint();
-        self.0.set_message(name.to_string());
-        self.0.inc(1);
-    }
-    fn finishing(&self) {
-        crate::interrupt::checkpoint();
-        self.0
-            .set_message("writing model.onnx, genai_config.json, tokenizer files");
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = args.options();
     args.calibration.check()?;
@@ -180,29 +159,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {wide_msg}",
-        )
-        .expect("static template"),
-    );
+    let bars = crate::progress::Bars::new(false);
     let started = Instant::now();
-    let guard = crate::interrupt::prepare_export(
-        oxport_onnx::temp_dir_for(&args.output),
-        Some(bar.clone()),
-    )?;
-    let exported = oxport_onnx::export(&ckpt, &opts, &args.output, &Bar(bar.clone()));
-    // Disarm before anything else is printed (blocks for good if a signal's cleanup already started).
-    drop(guard);
-    let summary = exported.with_context(|| {
-        format!(
-            "exporting {} to {}",
-            model_dir.display(),
-            args.output.display()
-        )
+    let summary = crate::interrupt::run_export(&args.output, |cancel| {
+        let exported = oxport_onnx::export(&ckpt, &opts, &args.output, &bars, cancel);
+        exported.with_context(|| {
+            format!(
+                "exporting {} to {}",
+                model_dir.display(),
+                args.output.display()
+            )
+        })
     })?;
-    bar.finish_and_clear();
+    bars.finish();
     let total: u64 = summary.files.values().sum();
     println!(
         "wrote {} in {:.1} s: {} nodes, {} initializers, {:.1} MB",

@@ -8,11 +8,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use oxport_hf::{Checkpoint, Role};
-use oxport_openvino::{
-    BackupPrecision, CompressionOptions, GroupSizeFallback, Progress, WeightFormat,
-};
+use oxport_openvino::{BackupPrecision, CompressionOptions, GroupSizeFallback, WeightFormat};
 use oxport_quant::SensitivityMetric;
 
 #[derive(clap::Args, Debug)]
@@ -271,17 +268,6 @@ impl Args {
     }
 }
 
-/// NNCF's sensitivity pass over the ratio-defining weights (int4 with --ratio < 1).
-struct Scoring(ProgressBar);
-
-impl oxport_openvino::PlanProgress for Scoring {
-    fn scored(&self, name: &str, done: usize, total: usize) {
-        self.0.set_length(total as u64);
-        self.0.set_position(done as u64);
-        self.0.set_message(name.to_string());
-    }
-}
-
 /// `--weight-format int4` and none of optimum-cli's compression flags: optimum-cli's per-model default recipe
 /// (`oxport_openvino::defaults`), applied as it applies it and said on stderr; a data-aware default oxport cannot
 /// reproduce is refused rather than replaced by a data-free one.
@@ -370,18 +356,6 @@ fn apply_default_recipe(
     Ok(options)
 }
 
-/// indicatif bar over the weights; each callback is also where a Ctrl-C stops the export (`interrupt::checkpoint`).
-struct Bar(ProgressBar);
-
-impl Progress for Bar {
-    fn weight(&self, role: Role, index: usize, total: usize) {
-        crate::interrupt::checkpoint();
-        self.0.set_length(total as u64);
-        self.0.set_position(index as u64);
-        self.0.set_message(role.to_string());
-    }
-}
-
 pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // Refuse unimplemented flags before touching the model.
     args.options(0)?;
@@ -390,11 +364,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = args.options(ckpt.total_params())?;
     let options = apply_default_recipe(&mut args, options)?;
-    let scoring = ProgressBar::new(0);
-    scoring.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} sensitivities {msg}")
-            .expect("static template"),
-    );
+    let bars = crate::progress::Bars::new(false);
     let metric = args.metric()?;
     let (awq_data, ratio_data, se) = (
         args.data_aware_awq(&options),
@@ -439,15 +409,12 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut plan =
-        oxport_openvino::plan_data_aware(&ckpt, &options, &Scoring(scoring.clone()), data.as_ref())
-            .context("planning the weight compression")?;
-    scoring.finish_and_clear();
+    let mut plan = oxport_openvino::plan_data_aware(&ckpt, &options, &bars, data.as_ref())
+        .context("planning the weight compression")?;
+    bars.finish();
     if let Some(data) = data.as_ref().filter(|_| awq_data && !args.dry_run) {
-        oxport_openvino::awq::apply_data_aware_awq(&ckpt, &mut plan, &data.stats, &mut |_, _| {
-            crate::interrupt::checkpoint()
-        })
-        .context("searching the AWQ scales")?;
+        oxport_openvino::awq::apply_data_aware_awq(&ckpt, &mut plan, &data.stats, &mut |_, _| {})
+            .context("searching the AWQ scales")?;
     }
     if se && let Some(r) = plan.nncf.as_mut() {
         r.scale_estimation = true;
@@ -503,34 +470,26 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let bar = ProgressBar::new(plan.entries.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} weights {msg}")
-            .expect("static template"),
-    );
     let model_arg = args.model.as_str();
-    let guard = crate::interrupt::prepare_export(
-        oxport_openvino::temp_dir_for(&args.output),
-        Some(bar.clone()),
-    )?;
     // The tokenizer IR (oxport-ov-tokenizer) is written into the export folder before the weights, so a tokenizer
     // that cannot be converted fails the export with nothing written.
     let tokenizer_irs = |staging: &Path| {
         oxport_ov_tokenizer::write_tokenizer_irs(ckpt.dir(), staging).map_err(Into::into)
     };
     let with_tokenizer = !args.no_tokenizer && ckpt.dir().join("tokenizer.json").is_file();
-    let exported = oxport_openvino::export_with(
-        &ckpt,
-        &plan,
-        &args.output,
-        model_arg,
-        &Bar(bar.clone()),
-        with_tokenizer.then_some(&tokenizer_irs as oxport_openvino::ExtraFiles<'_>),
-    );
-    // Disarm before anything else is printed (blocks for good if a signal's cleanup already started).
-    drop(guard);
-    let summary = exported.with_context(|| format!("exporting to {}", args.output.display()))?;
-    bar.finish_and_clear();
+    let summary = crate::interrupt::run_export(&args.output, |cancel| {
+        let exported = oxport_openvino::export_with(
+            &ckpt,
+            &plan,
+            &args.output,
+            model_arg,
+            &bars,
+            cancel,
+            with_tokenizer.then_some(&tokenizer_irs as oxport_openvino::ExtraFiles<'_>),
+        );
+        exported.with_context(|| format!("exporting to {}", args.output.display()))
+    })?;
+    bars.finish();
     let total: u64 = summary.files.iter().map(|f| f.1).sum();
     eprintln!(
         "wrote {} ({} files, {:.2} MB) in {:.2}s",

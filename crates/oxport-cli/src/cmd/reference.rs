@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use oxport_runner::validate::{self, Options, reference_results::CacheUse};
 
-use super::validate::{Bars, read_prompts};
+use super::validate::read_prompts;
+use crate::progress::Bars;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -4,11 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use oxport_runner::backend::Precision;
-use oxport_runner::validate::{
-    self, DeviceFilter, Options, Progress, ThresholdOverrides, WeightPrecision,
-};
+use oxport_runner::validate::{self, DeviceFilter, Options, ThresholdOverrides, WeightPrecision};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum DeviceArg {
@@ -92,48 +89,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// indicatif bars for the library's stages.
-pub(crate) struct Bars {
-    bar: std::cell::RefCell<Option<ProgressBar>>,
-    quiet: bool,
-}
-
-impl Bars {
-    pub(crate) fn new(quiet: bool) -> Self {
-        Bars {
-            bar: std::cell::RefCell::new(None),
-            quiet,
-        }
-    }
-}
-
-impl Progress for Bars {
-    fn stage(&self, name: &str, total: u64) {
-        if self.quiet {
-            return;
-        }
-        let bar = ProgressBar::new(total).with_message(name.to_string());
-        bar.set_style(
-            ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {elapsed}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        *self.bar.borrow_mut() = Some(bar);
-    }
-
-    fn advance(&self, steps: u64) {
-        if let Some(b) = &*self.bar.borrow() {
-            b.inc(steps);
-        }
-    }
-
-    fn finish_stage(&self) {
-        if let Some(b) = self.bar.borrow_mut().take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
 /// One user prompt per non-empty line of `path`.
 pub(crate) fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path)
@@ -195,7 +150,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = options(&args)?;
-    let bars = Bars::new(args.quiet);
+    let bars = crate::progress::Bars::new(args.quiet);
     let report = validate::run(&opts, &bars)
         .with_context(|| format!("validating {}", args.output.display()))?;
     print!("{}", validate::table(&report));

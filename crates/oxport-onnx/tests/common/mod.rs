@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oxport_hf::Checkpoint;
+use oxport_io::{CancelToken, Silent};
+use oxport_onnx::ExportOptions;
 use oxport_onnx::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
-use oxport_onnx::{ExportOptions, NoProgress};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
@@ -30,7 +31,7 @@ pub fn export_to(
     out: &Path,
 ) -> oxport_onnx::Result<oxport_onnx::ExportSummary> {
     let ckpt = Checkpoint::open(ckpt_dir).expect("open checkpoint");
-    oxport_onnx::export(&ckpt, opts, out, &NoProgress)
+    oxport_onnx::export(&ckpt, opts, out, &Silent, &CancelToken::new())
 }
 
 pub fn read_model(path: &Path) -> ModelProto {

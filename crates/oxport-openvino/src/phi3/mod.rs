@@ -5,6 +5,7 @@
 //! Weights are read, compressed and appended to the `.bin` one tensor at a time while the graph is built.
 
 use oxport_hf::{Checkpoint, Phi3Config, Role};
+use oxport_io::{CancelToken, Event, Reporter};
 
 use crate::error::Result;
 use crate::ir::{DYN, Elem, Graph, Out};
@@ -16,17 +17,6 @@ mod model;
 mod weights;
 
 pub(crate) use model::build;
-
-/// Receives progress from the exporter; the CLI implements it with indicatif. Library code never prints.
-pub trait Progress {
-    /// Called before weight `index` (0-based) of `total` is read and compressed.
-    fn weight(&self, _role: Role, _index: usize, _total: usize) {}
-}
-
-/// A [`Progress`] that ignores everything.
-#[derive(Debug, Default)]
-pub struct NoProgress;
-impl Progress for NoProgress {}
 
 fn n(x: usize) -> i64 {
     x as i64
@@ -55,7 +45,10 @@ struct Builder<'a> {
     cfg: &'a Phi3Config,
     ckpt: &'a Checkpoint,
     plan: &'a Plan,
-    progress: &'a dyn Progress,
+    reporter: &'a dyn Reporter,
+    cancel: &'a CancelToken,
+    /// The staging folder the `.bin` is written in, named by a cancelled export's error.
+    staging: std::path::PathBuf,
     weights_done: usize,
     /// Data-free AWQ weight scales computed when the activation's Multiply was inserted, used when the weight is
     /// written.

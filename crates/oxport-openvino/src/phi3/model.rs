@@ -3,13 +3,14 @@
 use super::layer::decoder_layer;
 use super::*;
 
-/// Build the whole IR for `ckpt` under `plan`, writing weights to `bin_path` as it goes; returns the graph, ready
-/// to be finished into XML.
+/// Build the whole IR for `ckpt` under `plan`, writing weights to `bin_path` (in the staging folder) as it goes,
+/// reporting each weight and checking `cancel` before it; returns the graph, ready to be finished into XML.
 pub(crate) fn build(
     ckpt: &Checkpoint,
     plan: &Plan,
     bin_path: &std::path::Path,
-    progress: &dyn Progress,
+    reporter: &dyn Reporter,
+    cancel: &CancelToken,
 ) -> Result<Graph> {
     let cfg = ckpt.config();
     let mut b = Builder {
@@ -17,7 +18,12 @@ pub(crate) fn build(
         cfg,
         ckpt,
         plan,
-        progress,
+        reporter,
+        cancel,
+        staging: bin_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf(),
         weights_done: 0,
         awq_scales: Default::default(),
     };
@@ -218,5 +224,6 @@ pub(crate) fn build(
     let id = b.g.layer_count();
     b.g.result(&format!("Result_{id}"), logits, "logits");
     let _ = hd;
+    b.reporter.report(Event::End);
     Ok(b.g)
 }

@@ -77,9 +77,23 @@ impl<'a> Builder<'a> {
         Ok(view)
     }
 
+    /// [`write_weight`](Self::write_weight) after a check of the cancel token (between tensors: the one place an
+    /// export stops when cancelled; its staging folder goes with the guard), reported as one weight done.
+    pub(super) fn weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
+        self.cancel.check(Some(&self.staging))?;
+        if self.weights_done == 0 {
+            self.reporter
+                .report(Event::stage("weights", self.plan.entries.len() as u64));
+        }
+        let out = self.write_weight(role, path, embedding)?;
+        self.weights_done += 1;
+        self.reporter.report(Event::item(&role.to_string()));
+        Ok(out)
+    }
+
     /// The decompressed f32 `[n, k]` weight of `role`, through the subgraph NNCF writes for its scheme
     /// (openvino-ir.md §5). `path` is the HF module path, `embedding` picks the Gather flavour of names.
-    pub(super) fn weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
+    fn write_weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
         let entry = self
             .plan
             .entries
@@ -87,9 +101,6 @@ impl<'a> Builder<'a> {
             .find(|e| e.role == role)
             .cloned()
             .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
-        self.progress
-            .weight(role, self.weights_done, self.plan.entries.len());
-        self.weights_done += 1;
         let (rows, cols) = (entry.n, entry.k);
         let base = format!("self.{path}._openvino_orig_weight");
         let ext = if embedding {

@@ -4,25 +4,18 @@ use oxport_hf::{Checkpoint, Role, TensorInfo};
 
 use super::mixed::{candidate_score, dtype_eps, select_by_ratio};
 use super::{
-    Backup, Fallback, NoProgress, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, PlanProgress,
-    QuantPlan, Scheme, entry, is_weight,
+    Backup, Fallback, OnScored, OpenVinoPlanOptions, OvWeightFormat, PlanEntry, QuantPlan, Scheme,
+    entry, is_weight,
 };
 use crate::error::QuantError;
 use crate::nncf::NncfMode;
 
-/// Plan an OpenVINO IR export.
+/// Plan an OpenVINO IR export, telling `on_scored` about the sensitivity scoring (the slow part, with `--ratio`
+/// below 1).
 pub fn plan_openvino(
     ckpt: &Checkpoint,
     opts: &OpenVinoPlanOptions,
-) -> Result<QuantPlan, QuantError> {
-    plan_openvino_with_progress(ckpt, opts, &NoProgress)
-}
-
-/// [`plan_openvino`], reporting the sensitivity scoring to `progress`.
-pub fn plan_openvino_with_progress(
-    ckpt: &Checkpoint,
-    opts: &OpenVinoPlanOptions,
-    progress: &dyn PlanProgress,
+    on_scored: OnScored<'_>,
 ) -> Result<QuantPlan, QuantError> {
     let tensors = ckpt.tensors();
     let mut entries: Vec<PlanEntry> = match opts.weight_format {
@@ -72,7 +65,7 @@ pub fn plan_openvino_with_progress(
                 })
                 .collect()
         }
-        OvWeightFormat::Int4 => plan_int4(ckpt, opts, progress)?,
+        OvWeightFormat::Int4 => plan_int4(ckpt, opts, on_scored)?,
     };
     // Keep the checkpoint's canonical order.
     entries.sort_by_key(|e| tensors.iter().position(|t| t.role == e.role));
@@ -85,7 +78,7 @@ pub fn plan_openvino_with_progress(
 fn plan_int4(
     ckpt: &Checkpoint,
     opts: &OpenVinoPlanOptions,
-    progress: &dyn PlanProgress,
+    on_scored: OnScored<'_>,
 ) -> Result<Vec<PlanEntry>, QuantError> {
     if !(opts.ratio > 0.0 && opts.ratio <= 1.0) {
         return Err(QuantError::Options(format!(
@@ -233,7 +226,7 @@ fn plan_int4(
             let score = candidate_score(ckpt, t, opts.sensitivity_metric, activation)?;
             s.push(score);
             scores[i] = Some(score);
-            progress.scored(&t.name, i + 1, candidates.len());
+            on_scored(&t.name, i + 1, candidates.len());
         }
         let chosen = select_by_ratio(
             &s,

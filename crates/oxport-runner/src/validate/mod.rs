@@ -22,28 +22,13 @@ pub use report::{Check, Metrics, ReferenceInfo, Report, Status, TargetReport, kl
 use crate::backend::onnxruntime::{self, GenaiNames, OrtDevice, OrtLlm};
 use crate::backend::openvino::{self, OvDevice, OvLlm, OvNames};
 use crate::backend::{LlmSession, Precision};
+use oxport_io::{Event, Reporter};
+
 use crate::devices::Target;
 use crate::error::{Error, Result};
 use metrics::Accumulator;
 use oxport_reference::Reference;
 use reference_results::{CacheUse, Inputs, PromptRun, REFERENCE_VERSION, ReferenceResults, greedy};
-
-/// Progress of a validation; the CLI implements it with indicatif. Library code never prints.
-pub trait Progress {
-    /// A new stage with `total` steps.
-    fn stage(&self, name: &str, total: u64);
-    fn advance(&self, steps: u64);
-    fn finish_stage(&self);
-}
-
-/// A [`Progress`] that ignores everything.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn stage(&self, _: &str, _: u64) {}
-    fn advance(&self, _: u64) {}
-    fn finish_stage(&self) {}
-}
 
 fn targets(format: Format) -> Vec<Target> {
     match format {
@@ -94,7 +79,7 @@ struct Running {
 }
 
 /// Validate the export described by `opts`.
-pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
+pub fn run(opts: &Options, progress: &dyn Reporter) -> Result<Report> {
     let export = export::detect(&opts.export_dir)?;
     let checkpoint_dir = opts
         .reference
@@ -169,7 +154,7 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
             .map_or_else(String::new, |p| chat.decode(&p.greedy)),
         cache,
     };
-    progress.stage("prompts", results.prompts.len() as u64);
+    progress.report(Event::stage("prompts", results.prompts.len() as u64));
     for (i, run) in results.prompts.iter().enumerate() {
         for r in running.iter_mut().filter(|r| r.error.is_none()) {
             if let Err(e) = compare_prompt(r, run, opts.max_new_tokens, &eos, &chat, i == 0, vocab)
@@ -177,13 +162,13 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
                 r.error = Some(e.to_string());
             }
         }
-        progress.advance(1);
+        progress.report(Event::item(""));
     }
-    progress.finish_stage();
+    progress.report(Event::End);
 
     // Perplexity on the text, window by window.
     if opts.text.is_some() {
-        progress.stage("perplexity", results.windows.len() as u64);
+        progress.report(Event::stage("perplexity", results.windows.len() as u64));
         for window in &results.windows {
             let w = &stage.text_ids[window.start..window.end];
             // Rows before `first_scored_row` predict tokens an earlier window already scored.
@@ -206,9 +191,9 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
                     r.error = Some(e.to_string());
                 }
             }
-            progress.advance(1);
+            progress.report(Event::item(""));
         }
-        progress.finish_stage();
+        progress.report(Event::End);
         ref_info.scored_tokens = results.nll.len();
         ref_info.perplexity = (!results.nll.is_empty())
             .then(|| (results.nll.iter().sum::<f64>() / results.nll.len() as f64).exp());
@@ -257,7 +242,7 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Report> {
 pub fn reference_only(
     checkpoint_dir: &std::path::Path,
     opts: &Options,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<(std::path::PathBuf, CacheUse)> {
     let Some(dir) = &opts.reference_cache else {
         return Err(Error::Invalid("no reference cache folder given".into()));
@@ -324,12 +309,12 @@ fn reference_results_for(
     checkpoint: &oxport_hf::Checkpoint,
     inputs: &Inputs<'_>,
     opts: &Options,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<(ReferenceResults, CacheUse)> {
     let compute = || {
-        progress.stage("loading reference", 1);
+        progress.report(Event::stage("loading reference", 1));
         let reference = Reference::load(checkpoint)?;
-        progress.finish_stage();
+        progress.report(Event::End);
         reference_results::compute(&reference, inputs, progress)
     };
     match &opts.reference_cache {

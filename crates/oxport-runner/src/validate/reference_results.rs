@@ -21,11 +21,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use oxport_io::{Event, Reporter};
 use oxport_reference::Reference;
 
 use crate::backend::{LlmSession, ReferenceSession};
 use crate::error::{Error, Result};
-use crate::validate::{Progress, metrics};
+use crate::validate::metrics;
 
 /// Largest reference logits kept per scored text position.
 pub const TOP_K: usize = 32;
@@ -150,12 +151,13 @@ pub(crate) fn greedy(
 pub fn compute(
     reference: &Reference,
     inputs: &Inputs<'_>,
-    progress: &dyn Progress,
+    progress: &dyn Reporter,
 ) -> Result<ReferenceResults> {
     let mut session = ReferenceSession::new(reference);
     let (mut prefill, mut decode) = ((0usize, 0f64), (0usize, 0f64));
     let mut prompts = Vec::new();
-    progress.stage("reference: prompts", inputs.prompt_ids.len() as u64);
+    let stage = |name: &str, n: usize| progress.report(Event::stage(name, n as u64));
+    stage("reference: prompts", inputs.prompt_ids.len());
     for ids in inputs.prompt_ids {
         let (greedy, logits, ps, ds) =
             greedy(&mut session, ids, inputs.max_new_tokens, inputs.eos)?;
@@ -166,12 +168,12 @@ pub fn compute(
             logits,
             greedy,
         });
-        progress.advance(1);
+        progress.report(Event::item(""));
     }
-    progress.finish_stage();
+    progress.report(Event::End);
     let vocab = reference.vocab_size();
     let (mut windows, mut nll) = (Vec::new(), Vec::new());
-    progress.stage("reference: perplexity", inputs.windows.len() as u64);
+    stage("reference: perplexity", inputs.windows.len());
     for &(start, end, first_scored_row) in inputs.windows {
         let w = &inputs.text_ids[start..end];
         session.reset()?;
@@ -189,9 +191,9 @@ pub fn compute(
             first_scored_row,
             rows,
         });
-        progress.advance(1);
+        progress.report(Event::item(""));
     }
-    progress.finish_stage();
+    progress.report(Event::End);
     let rate = |(tokens, secs): (usize, f64)| {
         if secs > 0.0 {
             tokens as f64 / secs
@@ -450,7 +452,6 @@ mod tests {
     use std::cell::Cell;
 
     use super::*;
-    use crate::validate::NoProgress;
 
     fn fixture_copy() -> tempfile::TempDir {
         let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny");
@@ -509,7 +510,11 @@ mod tests {
         load_or_compute(cache, &key, || {
             computed.set(computed.get() + 1);
             let checkpoint = oxport_hf::Checkpoint::open(dir).unwrap();
-            compute(&Reference::load(&checkpoint).unwrap(), &inputs, &NoProgress)
+            compute(
+                &Reference::load(&checkpoint).unwrap(),
+                &inputs,
+                &oxport_io::Silent,
+            )
         })
         .unwrap()
     }

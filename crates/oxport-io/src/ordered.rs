@@ -1,11 +1,10 @@
-//! The output side the exporters share: a file written in call order by a background thread, so the kernel's copy
-//! of a finished weight into the page cache overlaps the quantization of the next one. Both `model.onnx.data`
-//! (oxport-onnx) and `openvino_model.bin` (oxport-openvino) are written through it; they keep their own offsets
-//! and layout rules (alignment, de-duplication) on top.
+//! A file written in call order by a background thread, so the kernel's copy of a finished weight into the page
+//! cache overlaps the quantization of the next one. [`BlobWriter`](crate::BlobWriter) adds offsets and the layout
+//! rules (alignment, de-duplication) on top; both exporters' weight files go through it.
 
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -15,21 +14,6 @@ pub const PENDING_BYTES: usize = 8 << 20;
 const SPARE_BUFFERS: usize = 4;
 /// Larger buffers (a whole compressed weight) are freed once written rather than kept for reuse.
 const SPARE_MAX_BYTES: usize = 64 << 20;
-
-/// `.{name}.oxport-tmp-{pid}` in the output's parent folder, where an export is built before it is renamed into
-/// place (same filesystem, so the rename is atomic). Both exporters use this rule, and the CLI relies on it to find
-/// and clean either exporter's folder after an interruption.
-pub fn temp_dir_for(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    let parent = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    parent.join(format!(".{name}.oxport-tmp-{}", std::process::id()))
-}
 
 /// A file whose bytes are written, in the order they are handed over, by a background thread.
 pub struct OrderedWriter {
