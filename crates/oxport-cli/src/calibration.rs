@@ -63,7 +63,7 @@ impl CalibrationArgs {
             &spec,
             &tokenizer,
             &oxport_hub::ResolveOptions::from_env(),
-            &crate::cmd::inspect::DownloadBar::default(),
+            &crate::progress::Bars::new(false),
         )
         .with_context(|| format!("building the calibration samples from {dataset}"))?;
         eprintln!("calibration: {}", set.description);

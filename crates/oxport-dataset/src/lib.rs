@@ -21,7 +21,8 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_hub::{DownloadProgress, ResolveOptions, resolve_dataset_file};
+use oxport_hub::{ResolveOptions, resolve_dataset_file};
+use oxport_io::Reporter;
 
 use crate::error::{io, regular_file};
 
@@ -189,7 +190,7 @@ pub fn calibration_samples(
     spec: &CalibrationSpec,
     tokenizer_json: &Path,
     resolve: &ResolveOptions,
-    progress: &dyn DownloadProgress,
+    progress: &dyn Reporter,
 ) -> Result<CalibrationSet> {
     // `num_samples or 128`, `seq_len or 32`: zero means the default, as in Python.
     let num_samples = spec
@@ -238,7 +239,7 @@ fn source_text(
     num_samples: usize,
     seq_len: usize,
     resolve: &ResolveOptions,
-    progress: &dyn DownloadProgress,
+    progress: &dyn Reporter,
 ) -> Result<SourceText> {
     // `limit = nsamples * seqlen // 4`.
     let row_limit = num_samples.checked_mul(seq_len).map(|n| n / 4);

@@ -3,7 +3,7 @@
 //! `get_wikitext2` loop (`random.randint(0, len - seq_len - 1)`, `ids[:, i:i + seq_len]`), printed and pasted here.
 
 use super::*;
-use oxport_hub::NoProgress;
+use oxport_io::Silent;
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -32,7 +32,7 @@ fn spec(source: CalibrationSource, num_samples: usize, seq_len: usize) -> Calibr
 fn samples(spec: &CalibrationSpec, tokenizer_dir: &str) -> Result<CalibrationSet> {
     let tmp = tempfile::tempdir().unwrap();
     let tokenizer = repo_file(tokenizer_dir).join("tokenizer.json");
-    calibration_samples(spec, &tokenizer, &offline(tmp.path()), &NoProgress)
+    calibration_samples(spec, &tokenizer, &offline(tmp.path()), &Silent)
 }
 
 #[test]

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use oxport_dataset::{CalibrationSource, CalibrationSpec, WIKITEXT2_FILE, calibration_samples};
-use oxport_hub::{NoProgress, ResolveOptions};
+use oxport_hub::ResolveOptions;
+use oxport_io::Silent;
 
 const COMMIT: &str = "b08601e04326c79dfdd32d625aee71d232d685c3";
 const REPO_PATH: &str = "/datasets/Salesforce/wikitext/resolve/";
@@ -166,7 +167,7 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
     let hf_home = tempfile::tempdir().unwrap();
     let hub = Hub::start(WIKITEXT2_FILE, parquet_bytes(ROWS));
     let online = options(&hub.endpoint, hf_home.path(), false);
-    let set = calibration_samples(&wikitext(4, 8), &tokenizer(), &online, &NoProgress).unwrap();
+    let set = calibration_samples(&wikitext(4, 8), &tokenizer(), &online, &Silent).unwrap();
     assert_eq!(set.samples, WINDOWS_4X8);
     assert_eq!(
         set.description,
@@ -194,7 +195,7 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
     assert!(link.is_file());
 
     // All 12 rows when the limit allows: 8 * 8 // 4 = 16 > 12, read across both row groups.
-    let set = calibration_samples(&wikitext(8, 8), &tokenizer(), &online, &NoProgress).unwrap();
+    let set = calibration_samples(&wikitext(8, 8), &tokenizer(), &online, &Silent).unwrap();
     assert!(
         set.description.contains("from 12 rows"),
         "{}",
@@ -205,7 +206,7 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
     for offline in [true, false] {
         // Served from the cache without a request (the hub is gone; a request would fail).
         let opts = options("http://127.0.0.1:9", hf_home.path(), offline);
-        let set = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &NoProgress).unwrap();
+        let set = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent).unwrap();
         assert_eq!(set.samples, WINDOWS_4X8);
     }
 }
@@ -214,7 +215,7 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
 fn offline_without_the_file_names_the_dataset_and_file() {
     let hf_home = tempfile::tempdir().unwrap();
     let opts = options("http://127.0.0.1:9", hf_home.path(), true);
-    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &NoProgress)
+    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("dataset Salesforce/wikitext"), "{e}");
@@ -229,7 +230,7 @@ fn a_missing_file_is_a_404_naming_the_dataset_and_file() {
     let hf_home = tempfile::tempdir().unwrap();
     let hub = Hub::start("wikitext-2-raw-v1/other.parquet", parquet_bytes(ROWS));
     let opts = options(&hub.endpoint, hf_home.path(), false);
-    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &NoProgress)
+    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(
@@ -254,7 +255,7 @@ fn a_network_failure_names_the_url() {
         .unwrap()
         .port();
     let opts = options(&format!("http://127.0.0.1:{port}"), hf_home.path(), false);
-    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &NoProgress)
+    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(
@@ -270,7 +271,7 @@ fn a_file_that_is_not_parquet_is_named() {
     let hf_home = tempfile::tempdir().unwrap();
     let hub = Hub::start(WIKITEXT2_FILE, b"<html>not parquet</html>".to_vec());
     let opts = options(&hub.endpoint, hf_home.path(), false);
-    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &NoProgress)
+    let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(

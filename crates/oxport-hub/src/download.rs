@@ -10,7 +10,9 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io};
-use crate::options::{DownloadProgress, ResolveOptions};
+use oxport_io::{Event, Reporter};
+
+use crate::options::ResolveOptions;
 use crate::resolve::{INDEX_FILE, RepoId, SINGLE_FILE, is_commit_sha, shard_names};
 
 /// Files fetched besides the weights when present (a 404 is fine); `config.json` is required.
@@ -27,7 +29,7 @@ pub(crate) struct Downloader<'a> {
     opts: &'a ResolveOptions,
     repo: &'a RepoId,
     repo_dir: &'a Path,
-    progress: &'a dyn DownloadProgress,
+    progress: &'a dyn Reporter,
     /// Does not follow redirects: the hub's first answer carries `X-Repo-Commit` and the etags.
     first_hop: ureq::Agent,
     /// Follows the redirect to the CDN; never forwards the bearer token (ureq's `RedirectAuthHeaders::Never`).
@@ -44,7 +46,7 @@ impl<'a> Downloader<'a> {
         opts: &'a ResolveOptions,
         repo: &'a RepoId,
         repo_dir: &'a Path,
-        progress: &'a dyn DownloadProgress,
+        progress: &'a dyn Reporter,
     ) -> Self {
         let agent = |redirects: u32| {
             ureq::Agent::config_builder()
@@ -267,7 +269,12 @@ impl<'a> Downloader<'a> {
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
-        self.progress.file_started(file, total);
+        // `total` from `Content-Length` when the server sends it (0: not counted).
+        self.progress.report(Event::Begin {
+            stage: file,
+            total: total.unwrap_or(0),
+            bytes: true,
+        });
         // Per-process temp name: two oxport runs fetching the same blob never write into one file.
         let tmp = incomplete_path(blob);
         let result = (|| {
@@ -288,7 +295,10 @@ impl<'a> Downloader<'a> {
                     hasher.update(&buf[..n]);
                 }
                 received += n as u64;
-                self.progress.bytes_received(n as u64);
+                self.progress.report(Event::Advance {
+                    item: "",
+                    units: n as u64,
+                });
             }
             if let Some(total) = total
                 && total != received
@@ -313,7 +323,7 @@ impl<'a> Downloader<'a> {
         if result.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        self.progress.file_finished(file);
+        self.progress.report(Event::End);
         result
     }
 

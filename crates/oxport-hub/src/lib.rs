@@ -32,5 +32,5 @@ mod options;
 mod resolve;
 
 pub use error::{Error, Result};
-pub use options::{DEFAULT_ENDPOINT, DownloadProgress, NoProgress, ResolveOptions};
+pub use options::{DEFAULT_ENDPOINT, ResolveOptions};
 pub use resolve::{DatasetFile, resolve_dataset_file, resolve_model, resolve_model_with};

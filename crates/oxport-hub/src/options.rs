@@ -1,23 +1,11 @@
 //! Where and how hub ids resolve: the environment rules of huggingface_hub (`constants.py`), read once into
-//! [`ResolveOptions`], and the download progress the caller implements.
+//! [`ResolveOptions`]. Download progress goes to oxport-io's one [`Reporter`](oxport_io::Reporter): a stage per
+//! file, named by the file, counted in bytes.
 
 use std::path::PathBuf;
 
 /// Default hub endpoint (`HF_ENDPOINT` overrides it).
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
-/// Download progress, implemented by the CLI (indicatif); the library never prints.
-pub trait DownloadProgress: Sync {
-    /// A file starts downloading; `total_bytes` from `Content-Length` when the server sends it.
-    fn file_started(&self, _file: &str, _total_bytes: Option<u64>) {}
-    fn bytes_received(&self, _bytes: u64) {}
-    fn file_finished(&self, _file: &str) {}
-}
-
-/// A [`DownloadProgress`] that reports nothing.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NoProgress;
-impl DownloadProgress for NoProgress {}
 
 /// Where and how to resolve hub ids. Built from the environment by [`ResolveOptions::from_env`], or explicitly
 /// (tests pass their own, so nothing reads or mutates process-wide state).

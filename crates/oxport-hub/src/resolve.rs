@@ -5,7 +5,9 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::download::Downloader;
 use crate::error::{Error, Result};
-use crate::options::{DownloadProgress, ResolveOptions};
+use oxport_io::Reporter;
+
+use crate::options::ResolveOptions;
 
 /// The shard index of a sharded checkpoint (the name `oxport_hf::Checkpoint` opens; huggingface_hub's
 /// `SAFETENSORS_INDEX_FILE`).
@@ -17,7 +19,7 @@ pub(crate) const SINGLE_FILE: &str = "model.safetensors";
 pub fn resolve_model(
     spec: &str,
     revision: Option<&str>,
-    progress: &dyn DownloadProgress,
+    progress: &dyn Reporter,
 ) -> Result<PathBuf> {
     resolve_model_with(spec, revision, &ResolveOptions::from_env(), progress)
 }
@@ -29,7 +31,7 @@ pub fn resolve_model_with(
     spec: &str,
     revision: Option<&str>,
     opts: &ResolveOptions,
-    progress: &dyn DownloadProgress,
+    progress: &dyn Reporter,
 ) -> Result<PathBuf> {
     let local = Path::new(spec);
     if local.is_dir() {
@@ -89,7 +91,7 @@ pub fn resolve_dataset_file(
     revision: &str,
     file: &str,
     opts: &ResolveOptions,
-    progress: &dyn DownloadProgress,
+    progress: &dyn Reporter,
 ) -> Result<DatasetFile> {
     let Some(repo) = RepoId::parse(dataset, RepoKind::Dataset) else {
         return Err(Error::Resolve(format!(

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use oxport_hf::Checkpoint;
-use oxport_hub::{DownloadProgress, NoProgress, ResolveOptions, resolve_model_with};
+use oxport_hub::{ResolveOptions, resolve_model_with};
+use oxport_io::{Event, Reporter, Silent};
 
 const REPO: &str = "oxport-test/phi3-tiny";
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -160,12 +161,15 @@ struct Recorder {
     bytes: Mutex<u64>,
 }
 
-impl DownloadProgress for Recorder {
-    fn file_started(&self, file: &str, _total: Option<u64>) {
-        self.events.lock().unwrap().push(file.to_string());
-    }
-    fn bytes_received(&self, bytes: u64) {
-        *self.bytes.lock().unwrap() += bytes;
+impl Reporter for Recorder {
+    fn report(&self, event: Event<'_>) {
+        match event {
+            Event::Begin {
+                stage, bytes: true, ..
+            } => self.events.lock().unwrap().push(stage.to_string()),
+            Event::Advance { units, .. } => *self.bytes.lock().unwrap() += units,
+            _ => {}
+        }
     }
 }
 
@@ -287,7 +291,7 @@ fn downloads_into_the_cache_layout_then_resolves_offline() {
         REPO,
         None,
         &options(&endpoint, hf_home.path(), true),
-        &NoProgress,
+        &Silent,
     )
     .unwrap();
     assert_eq!(again, path);
@@ -296,7 +300,7 @@ fn downloads_into_the_cache_layout_then_resolves_offline() {
         REPO,
         Some(COMMIT),
         &options(&endpoint, hf_home.path(), false),
-        &NoProgress,
+        &Silent,
     )
     .unwrap();
     assert_eq!(by_sha, path);
@@ -309,7 +313,7 @@ fn offline_without_a_cached_snapshot_names_the_repo_and_the_cache() {
         REPO,
         Some("v2"),
         &options("http://127.0.0.1:9", hf_home.path(), true),
-        &NoProgress,
+        &Silent,
     )
     .unwrap_err()
     .to_string();
@@ -328,7 +332,7 @@ fn unknown_repo_or_revision_is_a_clear_error_and_writes_no_snapshot() {
     let hf_home = tempfile::tempdir().unwrap();
     let hub = Hub::start(fixture("tiny"));
     let opts = options(&hub.endpoint, hf_home.path(), false);
-    let e = resolve_model_with("oxport-test/absent", None, &opts, &NoProgress)
+    let e = resolve_model_with("oxport-test/absent", None, &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(
@@ -336,7 +340,7 @@ fn unknown_repo_or_revision_is_a_clear_error_and_writes_no_snapshot() {
         "{e}"
     );
     assert!(!e.contains(TOKEN));
-    let e = resolve_model_with(REPO, Some("no-such-branch"), &opts, &NoProgress)
+    let e = resolve_model_with(REPO, Some("no-such-branch"), &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no-such-branch"), "{e}");
@@ -367,7 +371,7 @@ fn a_hub_index_naming_a_shard_outside_the_snapshot_is_refused_before_download() 
         REPO,
         None,
         &options(&hub.endpoint, hf_home.path(), false),
-        &NoProgress,
+        &Silent,
     )
     .unwrap_err()
     .to_string();
@@ -384,10 +388,10 @@ fn local_folders_are_returned_as_is_and_bad_specs_are_named() {
     let opts = options("http://127.0.0.1:9", Path::new("/nonexistent"), true);
     let dir = fixture("tiny");
     assert_eq!(
-        resolve_model_with(dir.to_str().unwrap(), None, &opts, &NoProgress).unwrap(),
+        resolve_model_with(dir.to_str().unwrap(), None, &opts, &Silent).unwrap(),
         dir
     );
-    let e = resolve_model_with("./no/such/folder", None, &opts, &NoProgress)
+    let e = resolve_model_with("./no/such/folder", None, &opts, &Silent)
         .unwrap_err()
         .to_string();
     assert!(e.contains("./no/such/folder"), "{e}");
@@ -440,7 +444,7 @@ fn an_interrupted_download_leaves_no_blob_and_no_snapshot() {
         REPO,
         None,
         &options(&endpoint, hf_home.path(), false),
-        &NoProgress,
+        &Silent,
     )
     .unwrap_err()
     .to_string();
@@ -466,7 +470,7 @@ fn single_file_repositories_download_model_safetensors() {
         REPO,
         Some("main"),
         &options(&hub.endpoint, hf_home.path(), false),
-        &NoProgress,
+        &Silent,
     )
     .unwrap();
     assert_eq!(
@@ -497,7 +501,7 @@ fn corrupted_lfs_transfer_fails_the_sha256_check() {
         REPO,
         None,
         &options(&hub.endpoint, hf_home.path(), false),
-        &NoProgress,
+        &Silent,
     )
     .unwrap_err()
     .to_string();

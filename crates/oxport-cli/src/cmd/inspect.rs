@@ -4,12 +4,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use oxport_hf::{Checkpoint, Phi3Config};
-use oxport_hub::DownloadProgress;
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -55,57 +52,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// `--model` → a local folder, with an indicatif bar while files download. Shared by the subcommands that load
 /// a checkpoint.
 pub(crate) fn resolve(model: &str, revision: Option<&str>) -> anyhow::Result<PathBuf> {
-    let bar = DownloadBar::default();
+    let bar = crate::progress::Bars::new(false);
     let dir = oxport_hub::resolve_model(model, revision, &bar)
         .with_context(|| format!("resolving {model}"))?;
     bar.finish();
     Ok(dir)
-}
-
-/// One progress bar per downloaded file, on stderr; nothing is drawn when everything is cached.
-#[derive(Default)]
-pub(crate) struct DownloadBar {
-    bar: Mutex<Option<ProgressBar>>,
-}
-
-impl DownloadBar {
-    fn finish(&self) {
-        if let Some(bar) = self.bar.lock().expect("progress lock").take() {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-impl DownloadProgress for DownloadBar {
-    fn file_started(&self, file: &str, total_bytes: Option<u64>) {
-        let bar = match total_bytes {
-            Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template(
-                    "{msg:>40} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            ),
-            None => ProgressBar::new_spinner().with_style(
-                ProgressStyle::with_template("{msg:>40} {spinner} {bytes}")
-                    .expect("valid template"),
-            ),
-        };
-        bar.set_message(format!("downloading {file}"));
-        if let Some(old) = self.bar.lock().expect("progress lock").replace(bar) {
-            old.finish_and_clear();
-        }
-    }
-
-    fn bytes_received(&self, bytes: u64) {
-        if let Some(bar) = self.bar.lock().expect("progress lock").as_ref() {
-            bar.inc(bytes);
-        }
-    }
-
-    fn file_finished(&self, _file: &str) {
-        self.finish();
-    }
 }
 
 fn report_json(ckpt: &Checkpoint) -> serde_json::Value {
