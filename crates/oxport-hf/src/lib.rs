@@ -1,21 +1,17 @@
-//! Phi-3 checkpoints as oxport reads them.
+//! Hugging Face checkpoints as oxport reads them, for any architecture (`oxport-arch` knows the model families).
 //!
-//! * [`Phi3Config`]: `config.json` in the 2024 legacy layout or the newer `rope_parameters` layout, normalised.
-//! * [`Role`]: every tensor name maps once to a typed role; policies match on the enum, never on strings.
 //! * [`resolve_model`]: a local folder, a hub id in the Hugging Face cache, or a download into that cache.
-//! * [`Checkpoint`]: shards memory-mapped, headers validated, tensors handed out as borrowed byte views.
+//! * [`Checkpoint`]: shards memory-mapped, headers validated, tensors handed out by name as borrowed byte views.
 //! * [`calibration_samples`]: token windows for data-aware quantization, built as optimum-intel builds them
 //!   (wikitext2 through the hub cache, or a local `.txt` / `.jsonl`), with CPython's generator ([`PyRandom`]).
 //! * [`check_side_files`]: the tokenizer and chat template an export copies, checked before it writes anything.
 
 mod calibration;
 mod checkpoint;
-mod config;
 mod dtype;
 mod error;
 mod pyrandom;
 mod resolve;
-mod role;
 mod side_files;
 
 pub use calibration::{
@@ -23,13 +19,11 @@ pub use calibration::{
     WIKITEXT2_CONFIG, WIKITEXT2_DATASET, WIKITEXT2_FILE, WIKITEXT2_REVISION, calibration_samples,
 };
 pub use checkpoint::{Checkpoint, TensorInfo, TensorView, validate_safetensors};
-pub use config::{Phi3Config, RopeScaling, SUPPORTED_ARCHITECTURES};
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{Error, Result, regular_file};
 pub use pyrandom::PyRandom;
 pub use resolve::{
     DEFAULT_ENDPOINT, DownloadProgress, NoProgress, ResolveOptions, resolve_model,
     resolve_model_with,
 };
-pub use role::Role;
 pub use side_files::{check_chat_templates, check_side_files, check_tokenizer_json};

@@ -4,7 +4,7 @@
 //! `inv_freq = 1 / (rescale * theta ** (arange(0, dim, 2).float() / dim))`, `freqs = outer(t, inv_freq)`,
 //! `cos = cos(freqs) * mscale`, keeping only the first `dim / 2` columns (`cat(freqs, freqs)` sliced back).
 
-use oxport_hf::Phi3Config;
+use oxport_arch::Phi3Config;
 
 /// Row-major `[rows, half_dim]` caches in f32.
 #[derive(Clone, Debug)]

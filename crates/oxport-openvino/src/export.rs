@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
@@ -41,7 +41,7 @@ pub use oxport_quant::sink::temp_dir_for;
 /// Export `ckpt` under `plan` into `output`. `model_arg` is the `--model` string as given (recorded in
 /// `openvino_config.json` where optimum records the tokenizer source).
 pub fn export(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &Plan,
     output: &Path,
     model_arg: &str,
@@ -54,7 +54,7 @@ pub fn export(
 /// checkpoint has a tokenizer.json; a tokenizer that cannot be converted exactly fails the export before any weight
 /// is written: see [`crate::tokenizer`]).
 pub fn export_with_tokenizer(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &Plan,
     output: &Path,
     model_arg: &str,
@@ -220,7 +220,7 @@ fn copy_if_present(from_dir: &Path, to_dir: &Path, name: &str) -> Result<bool> {
 }
 
 /// config.json, generation_config.json, tokenizer files, chat template and (int4/int8) openvino_config.json.
-fn write_side_files(ckpt: &Checkpoint, plan: &Plan, dir: &Path, model_arg: &str) -> Result<()> {
+fn write_side_files(ckpt: &Model, plan: &Plan, dir: &Path, model_arg: &str) -> Result<()> {
     let src = ckpt.dir();
     // config.json is copied as is: transformers and optimum-intel read it back unchanged (optimum-cli re-serialises it
     // through transformers, which only renames legacy keys).

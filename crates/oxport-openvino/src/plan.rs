@@ -2,7 +2,7 @@
 //! rules here, NNCF's mixed-precision selection and group-size fallbacks from `oxport_quant::plan_openvino`
 //! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; openvino-ir.md §6, §9).
 
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_quant::{
     Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, PlanProgress, QuantError,
 };
@@ -338,13 +338,13 @@ fn quant_error(e: QuantError) -> Error {
 }
 
 /// Build the plan for `ckpt`. Reads the ratio-defining weights once (one at a time) when `ratio < 1`.
-pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
+pub fn plan(ckpt: &Model, opts: &CompressionOptions) -> Result<Plan> {
     plan_with_progress(ckpt, opts, &oxport_quant::plan::NoProgress)
 }
 
 /// [`plan`], reporting each ratio-defining weight as its sensitivity is computed (the slow part on big models).
 pub fn plan_with_progress(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &CompressionOptions,
     progress: &dyn PlanProgress,
 ) -> Result<Plan> {
@@ -354,7 +354,7 @@ pub fn plan_with_progress(
 /// [`plan_with_progress`] with calibration data: `--ratio` below 1 ranks by `data.metric` (NNCF's data-aware
 /// mixed precision), and the NNCF record names the dataset.
 pub fn plan_data_aware(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &CompressionOptions,
     progress: &dyn PlanProgress,
     data: Option<&DataAware>,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use oxport_onnx::{ExecutionProvider, ExportOptions, Precision, Progress};
 use oxport_quant::Scheme;
 
@@ -135,11 +135,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let model_dir = resolve(&args)?;
     let ckpt =
-        Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
+        Model::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
     opts.validate()?;
     if args.awq && args.calibration.dataset.is_some() && !args.dry_run {
-        let want = |r: oxport_hf::Role| match r {
-            oxport_hf::Role::MlpGateUp { .. } | oxport_hf::Role::MlpDown { .. } => {
+        let want = |r: oxport_arch::Role| match r {
+            oxport_arch::Role::MlpGateUp { .. } | oxport_arch::Role::MlpDown { .. } => {
                 oxport_reference::Observe::Means
             }
             _ => oxport_reference::Observe::Nothing,

@@ -6,7 +6,7 @@ use super::*;
 /// Build the whole IR for `ckpt` under `plan`, writing weights to `bin_path` as it goes; returns the graph, ready
 /// to be finished into XML.
 pub(crate) fn build(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &Plan,
     bin_path: &std::path::Path,
     progress: &dyn Progress,

@@ -56,8 +56,11 @@ pub struct Phi3Config {
 
 impl Phi3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
-        crate::error::regular_file(path)?;
-        let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
+        oxport_hf::regular_file(path)?;
+        let text = std::fs::read_to_string(path).map_err(|source| oxport_hf::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json_str(&text, path)
     }
 
@@ -335,16 +338,9 @@ impl Phi3Config {
         self.num_key_value_heads * self.head_dim()
     }
 
-    /// LongRoPE attention scaling factor for the long (and short) cos/sin caches, as transformers computes it:
-    /// `sqrt(1 + ln(max/original) / ln(original))` when the context was extended, else 1.
+    /// LongRoPE attention scaling factor for the long (and short) cos/sin caches ([`crate::rope::attention_factor`]).
     pub fn longrope_attention_factor(&self) -> f64 {
-        let scale =
-            self.max_position_embeddings as f64 / self.original_max_position_embeddings as f64;
-        if scale <= 1.0 {
-            1.0
-        } else {
-            (1.0 + scale.ln() / (self.original_max_position_embeddings as f64).ln()).sqrt()
-        }
+        crate::rope::attention_factor(self)
     }
 }
 
