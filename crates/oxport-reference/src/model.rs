@@ -13,6 +13,7 @@
 //! ([`crate::weights`]). Norm vectors are widened once at load. Attention runs on the same GEMM (per head, the
 //! scores and the weighted values).
 
+use oxport_arch::rope::{self, FactorSet, Peer};
 use oxport_arch::{Model, Phi3Config, Role};
 use rayon::prelude::*;
 
@@ -268,27 +269,16 @@ impl Reference {
     pub(crate) fn rope_tables(&self, past: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         let c = &self.config;
         let dim = c.rotary_dim();
-        let half = dim / 2;
-        let base = c.rope_theta as f32;
         let total = past + n;
-        let (factors, scale): (Option<&[f64]>, f32) = match &c.rope_scaling {
-            Some(r) if !r.short_factor.is_empty() => {
-                let long = total > c.original_max_position_embeddings;
-                let f = if long {
-                    &r.long_factor
-                } else {
-                    &r.short_factor
-                };
-                (Some(f.as_slice()), c.longrope_attention_factor() as f32)
-            }
-            _ => (None, 1.0),
+        // Transformers' numerics: the power in f32; the derived attention factor scales both tables.
+        let set = FactorSet::for_length(c, total);
+        let (inv_freq, scale) = match &c.rope_scaling {
+            Some(_) => (
+                rope::inv_freq(c, Some(set), Peer::Transformers),
+                rope::attention_scale(c, set, Peer::Transformers),
+            ),
+            None => (rope::inv_freq(c, None, Peer::Transformers), 1.0),
         };
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = factors.map_or(1.0, |f| f[i] as f32);
-                1.0 / (f * base.powf((2 * i) as f32 / dim as f32))
-            })
-            .collect();
         let (mut cos, mut sin) = (Vec::with_capacity(n * dim), Vec::with_capacity(n * dim));
         for p in past..total {
             for _ in 0..2 {
