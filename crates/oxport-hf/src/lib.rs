@@ -10,6 +10,7 @@ mod calibration;
 mod checkpoint;
 mod dtype;
 mod error;
+mod header;
 mod pyrandom;
 mod resolve;
 mod side_files;
@@ -18,9 +19,10 @@ pub use calibration::{
     CalibrationSet, CalibrationSource, CalibrationSpec, DEFAULT_NUM_SAMPLES, DEFAULT_SEQ_LEN,
     WIKITEXT2_CONFIG, WIKITEXT2_DATASET, WIKITEXT2_FILE, WIKITEXT2_REVISION, calibration_samples,
 };
-pub use checkpoint::{Checkpoint, TensorInfo, TensorView, validate_safetensors};
+pub use checkpoint::{Checkpoint, TensorInfo, TensorView};
 pub use dtype::DType;
 pub use error::{Error, Result, regular_file};
+pub use header::validate_safetensors;
 pub use pyrandom::PyRandom;
 pub use resolve::{
     DEFAULT_ENDPOINT, DownloadProgress, NoProgress, ResolveOptions, resolve_model,
