@@ -28,6 +28,8 @@ SMOL = Path(os.environ.get("OXPORT_SMOL", ROOT / ".cache/smol-phi3"))
 CALIB = ROOT / "fixtures/calib_text.txt"
 EVAL = ROOT / "fixtures/eval_text.txt"
 WINDOW, WINDOWS = 512, 4
+# NNCF's data-aware criteria besides the default max_activation_variance (`nncf.SensitivityMetric` values).
+OTHER_METRICS = ["hessian_input_activation", "mean_activation_variance", "mean_activation_magnitude"]
 INT4 = ["--weight-format", "int4", "--group-size", "64", "--ratio", "1.0"]
 MODEL = SMOL
 
@@ -136,20 +138,30 @@ def results(tmp_path_factory):
     data = ["--dataset", str(CALIB), "--num-samples", "128"]
     times["mixed_r0.8"] = oxport(tmp / "mixed_r0.8", ["--weight-format", "int4", "--group-size", "64", "--ratio",
                                                       "0.8", *data])
+    for metric in OTHER_METRICS:
+        times[f"mixed_r0.8_{metric}"] = oxport(tmp / f"mixed_r0.8_{metric}", [
+            "--weight-format", "int4", "--group-size", "64", "--ratio", "0.8", "--sensitivity-metric", metric, *data])
     times["se"] = oxport(tmp / "se", [*INT4, "--scale-estimation", *data])
     times["awq_se"] = oxport(tmp / "awq_se", [*INT4, "--awq", "--scale-estimation", *data])
     fp32 = tmp / "fp32/openvino_model.xml"
+    import nncf
+
     times["nncf_int4"] = nncf_compress(fp32, None, tmp / "nncf_int4", ratio=1.0)
     times["nncf_awq_data_free"] = nncf_compress(fp32, None, tmp / "nncf_awq_data_free", ratio=1.0, awq=True)
     times["nncf_awq_data_aware"] = nncf_compress(fp32, samples, tmp / "nncf_awq_data_aware", ratio=1.0, awq=True)
     # NNCF's default criterion with a dataset: max_activation_variance.
     times["nncf_mixed_r0.8"] = nncf_compress(fp32, samples, tmp / "nncf_mixed_r0.8", ratio=0.8)
+    for metric in OTHER_METRICS:
+        times[f"nncf_mixed_r0.8_{metric}"] = nncf_compress(
+            fp32, samples, tmp / f"nncf_mixed_r0.8_{metric}", ratio=0.8,
+            sensitivity_metric=nncf.SensitivityMetric(metric))
     times["nncf_se"] = nncf_compress(fp32, samples, tmp / "nncf_se", ratio=1.0, scale_estimation=True)
     times["nncf_awq_se"] = nncf_compress(fp32, samples, tmp / "nncf_awq_se", ratio=1.0, awq=True,
                                          scale_estimation=True)
     windows = eval_windows()
     ppl = {name: perplexity(tmp / name / "openvino_model.xml", windows) for name in times}
-    int4 = {name: four_bit_weights(tmp / name / "openvino_model.xml") for name in ["mixed_r0.8", "nncf_mixed_r0.8"]}
+    mixed = ["mixed_r0.8", *(f"mixed_r0.8_{m}" for m in OTHER_METRICS)]
+    int4 = {name: four_bit_weights(tmp / name / "openvino_model.xml") for m in mixed for name in (m, f"nncf_{m}")}
     report = {"perplexity": ppl, "seconds": times, "eval_tokens": WINDOW * WINDOWS, "calibration_windows": 128,
               "int4_weights": int4}
     (ROOT / "target").mkdir(exist_ok=True)
@@ -176,6 +188,16 @@ def test_data_aware_mixed_precision_picks_nncfs_layers_and_perplexity(results):
     assert int4["mixed_r0.8"] == int4["nncf_mixed_r0.8"]
     ppl = results["perplexity"]
     assert abs(ppl["mixed_r0.8"] - ppl["nncf_mixed_r0.8"]) / ppl["nncf_mixed_r0.8"] < 0.005, ppl
+
+
+@pytest.mark.parametrize("metric", OTHER_METRICS)
+def test_other_data_aware_metrics_pick_nncfs_layers_and_perplexity(results, metric):
+    """Each other data-aware --sensitivity-metric at ratio 0.8: NNCF's 4-bit weights, perplexity within 0.5%."""
+    case = f"mixed_r0.8_{metric}"
+    int4 = results["int4_weights"]
+    assert int4[case] == int4[f"nncf_{case}"], sorted(set(int4[case]) ^ set(int4[f"nncf_{case}"]))
+    ppl = results["perplexity"]
+    assert abs(ppl[case] - ppl[f"nncf_{case}"]) / ppl[f"nncf_{case}"] < 0.005, ppl
 
 
 @pytest.mark.parametrize("case", ["se", "awq_se"])

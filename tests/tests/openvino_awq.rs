@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use oxport_io::{CancelToken, Silent};
 use oxport_openvino::{CompressionOptions, WeightFormat};
 use sha2::{Digest, Sha256};
@@ -83,7 +83,7 @@ fn data_free_awq_equals_nncf_on_every_checkpoint_and_fixture() {
     );
     let tmp = tempfile::tempdir().unwrap();
     for (model, case) in cases {
-        let ckpt = Checkpoint::open(model_dir(model)).unwrap();
+        let ckpt = Model::open(model_dir(model)).unwrap();
         let opts = CompressionOptions {
             group_size: Some(64),
             ratio: Some(1.0),
@@ -149,7 +149,7 @@ fn data_free_awq_equals_nncf_on_every_checkpoint_and_fixture() {
 
 #[test]
 fn awq_is_refused_outside_int4_and_leaves_other_weights_alone() {
-    let ckpt = Checkpoint::open(model_dir("tiny")).unwrap();
+    let ckpt = Model::open(model_dir("tiny")).unwrap();
     for format in [WeightFormat::Int8, WeightFormat::Fp16, WeightFormat::Fp32] {
         let opts = CompressionOptions {
             awq: true,
@@ -169,7 +169,7 @@ fn awq_is_refused_outside_int4_and_leaves_other_weights_alone() {
     let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
     for e in &plan.entries {
         let four = e.scheme.to_string().starts_with("int4");
-        let down = matches!(e.role, oxport_hf::Role::MlpDown { .. });
+        let down = matches!(e.role, oxport_arch::Role::MlpDown { .. });
         assert_eq!(e.awq, four && down, "{:?} {}", e.role, e.scheme);
     }
     assert!(plan.describe().contains("awq_mul"));

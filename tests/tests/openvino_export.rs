@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_io::{CancelToken, Silent};
 use oxport_openvino::{CompressionOptions, GroupSizeFallback, Scheme, WeightFormat};
 use oxport_tests::folder_bytes;
@@ -29,7 +29,7 @@ fn int4_r06() -> CompressionOptions {
 }
 
 fn export(model_dir: &Path, opts: &CompressionOptions, out: &Path) -> oxport_openvino::Result<()> {
-    let ckpt = Checkpoint::open(model_dir).unwrap();
+    let ckpt = Model::open(model_dir).unwrap();
     let plan = oxport_openvino::plan(&ckpt, opts)?;
     oxport_openvino::export(&ckpt, &plan, out, "model", &Silent, &CancelToken::new()).map(|_| ())
 }
@@ -102,7 +102,7 @@ fn failed_export_leaves_nothing_behind() {
         std::fs::copy(src.join(f), bad.join(f)).unwrap();
     }
     let mut st = std::fs::read(src.join("model.safetensors")).unwrap();
-    let ckpt = Checkpoint::open(&src).unwrap();
+    let ckpt = Model::open(&src).unwrap();
     let start = ckpt.info(Role::LmHead).unwrap().file_offset;
     st[start..start + 2].copy_from_slice(&[0xc0, 0x7f]); // bf16 NaN
     std::fs::write(bad.join("model.safetensors"), &st).unwrap();
@@ -132,7 +132,7 @@ fn failed_export_leaves_nothing_behind() {
 }
 
 fn int4_roles(model: &str, opts: &CompressionOptions) -> Vec<(Role, Scheme)> {
-    let ckpt = Checkpoint::open(reference(model)).unwrap();
+    let ckpt = Model::open(reference(model)).unwrap();
     let plan = oxport_openvino::plan(&ckpt, opts).unwrap();
     plan.entries
         .iter()
@@ -184,7 +184,7 @@ fn ratio_picks_the_layers_nncf_picks() {
         int4_roles("phi3-tiny-k320", &ignore),
         vec![(Role::MlpDown { layer: 0 }, g128)]
     );
-    let ckpt = Checkpoint::open(reference("phi3-tiny-k320")).unwrap();
+    let ckpt = Model::open(reference("phi3-tiny-k320")).unwrap();
     let plan = oxport_openvino::plan(&ckpt, &ignore).unwrap();
     assert_eq!(
         plan.scheme(Role::AttnQkv { layer: 0 }),
@@ -219,7 +219,7 @@ fn ratio_one_and_all_layers() {
 
 #[test]
 fn options_that_do_not_apply_are_refused() {
-    let ckpt = Checkpoint::open(reference("phi3-tiny-random")).unwrap();
+    let ckpt = Model::open(reference("phi3-tiny-random")).unwrap();
     let e = oxport_openvino::plan(
         &ckpt,
         &CompressionOptions {
@@ -338,7 +338,7 @@ fn invalid_chat_templates_and_tokenizer_json_are_refused_before_anything_is_writ
             std::fs::write(ckpt.join(file), text).unwrap();
         }
         let parent = tmp.path().join(format!("exports-{file}"));
-        let c = Checkpoint::open(&ckpt).unwrap();
+        let c = Model::open(&ckpt).unwrap();
         let plan = oxport_openvino::plan(&c, &CompressionOptions::new(WeightFormat::Fp16)).unwrap();
         // Without the tokenizer IR too: the files are still copied into the export.
         let e = oxport_openvino::export(

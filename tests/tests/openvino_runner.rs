@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use oxport_io::{CancelToken, Silent};
 use oxport_openvino::{CompressionOptions, GroupSizeFallback, WeightFormat};
 use oxport_reference::Reference;
@@ -73,7 +73,7 @@ fn prompt(vocab: usize, len: usize) -> Vec<u32> {
 fn check_fixture(name: &str, prompt_len: usize) {
     init_python();
     let dir = repo().join("fixtures").join(name);
-    let ckpt = Checkpoint::open(&dir).unwrap();
+    let ckpt = Model::open(&dir).unwrap();
     let reference = Reference::load(&ckpt).unwrap();
     let vocab = reference.vocab_size();
     let ids = prompt(vocab, prompt_len);

@@ -32,7 +32,7 @@ fn python() -> PathBuf {
 }
 
 fn export_onnx(out: &Path, precision: oxport_onnx::Precision) {
-    let ckpt = oxport_hf::Checkpoint::open(checkpoint_dir()).unwrap();
+    let ckpt = oxport_arch::Model::open(checkpoint_dir()).unwrap();
     let opts = oxport_onnx::ExportOptions {
         precision,
         ..Default::default()
@@ -41,7 +41,7 @@ fn export_onnx(out: &Path, precision: oxport_onnx::Precision) {
 }
 
 fn export_openvino(out: &Path, format: oxport_openvino::WeightFormat) {
-    let ckpt = oxport_hf::Checkpoint::open(checkpoint_dir()).unwrap();
+    let ckpt = oxport_arch::Model::open(checkpoint_dir()).unwrap();
     let mut opts = oxport_openvino::CompressionOptions::new(format);
     if format == oxport_openvino::WeightFormat::Int4 {
         // optimum-cli --weight-format int4 --group-size 128 --ratio 0.6 --sym (the reference fixtures' job).
@@ -243,7 +243,7 @@ fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_orig
     let ckpt_dir = repo().join("fixtures/tiny-longrope");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fp32");
-    let ckpt = oxport_hf::Checkpoint::open(&ckpt_dir).unwrap();
+    let ckpt = oxport_arch::Model::open(&ckpt_dir).unwrap();
     assert!(ckpt.config().rope_scaling.is_some());
     let opts = oxport_onnx::ExportOptions {
         precision: oxport_onnx::Precision::Fp32,
@@ -274,7 +274,7 @@ fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_orig
 fn tiny_phi4_exports_at_every_precision_and_target_validate_on_cpu() {
     use oxport_onnx::ExecutionProvider as Ep;
     let src = repo().join("fixtures/tiny-phi4");
-    let ckpt = oxport_hf::Checkpoint::open(&src).unwrap();
+    let ckpt = oxport_arch::Model::open(&src).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let run = |dir: &Path, what: &str| {
         let mut o = options(dir);

@@ -329,24 +329,26 @@ fn copy_bandwidth() -> Result<f64> {
 /// Bytes of the weights one decoded token reads: every layer's qkv, o, gate_up and down, and the lm_head (the
 /// embedding when tied), in the checkpoint's dtype.
 fn matmul_weight_bytes(model: &Path) -> Result<f64> {
-    let checkpoint = oxport_hf::Checkpoint::open(model)?;
+    let checkpoint = oxport_arch::Model::open(model)?;
     let bytes: usize = checkpoint
         .tensors()
         .iter()
         .filter(|t| {
             !matches!(
                 t.role,
-                oxport_hf::Role::Embedding
-                    | oxport_hf::Role::InputNorm { .. }
-                    | oxport_hf::Role::PostAttnNorm { .. }
-                    | oxport_hf::Role::FinalNorm
+                oxport_arch::Role::Embedding
+                    | oxport_arch::Role::InputNorm { .. }
+                    | oxport_arch::Role::PostAttnNorm { .. }
+                    | oxport_arch::Role::FinalNorm
             )
         })
         .map(|t| t.shape.iter().product::<usize>() * t.dtype.size_bytes())
         .sum();
-    let tied = checkpoint.info(oxport_hf::Role::LmHead).is_none();
-    let embedding = checkpoint.info(oxport_hf::Role::Embedding).map_or(0, |t| {
-        t.shape.iter().product::<usize>() * t.dtype.size_bytes()
-    });
+    let tied = checkpoint.info(oxport_arch::Role::LmHead).is_none();
+    let embedding = checkpoint
+        .info(oxport_arch::Role::Embedding)
+        .map_or(0, |t| {
+            t.shape.iter().product::<usize>() * t.dtype.size_bytes()
+        });
     Ok((bytes + if tied { embedding } else { 0 }) as f64)
 }

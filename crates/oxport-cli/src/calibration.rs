@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_quant::ActivationStats;
 
 /// The calibration flags, shared by `export openvino` and `export onnx`.
@@ -50,7 +50,7 @@ impl CalibrationArgs {
     pub fn collect(
         &self,
         dir: &Path,
-        ckpt: &Checkpoint,
+        ckpt: &Model,
         want: &dyn Fn(Role) -> oxport_reference::Observe,
     ) -> anyhow::Result<Calibrated> {
         let Some(dataset) = &self.dataset else {

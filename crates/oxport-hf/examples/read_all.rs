@@ -11,9 +11,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut values = 0usize;
     for t in ckpt.tensors() {
         values += if keep_pages {
-            ckpt.view(t.role).ok_or("tensor vanished")?.to_f32()?.len()
+            ckpt.view_of(t).to_f32()?.len()
         } else {
-            ckpt.read_f32(t.role)?.len()
+            ckpt.read_f32(&t.name)?.len()
         };
     }
     println!(

@@ -1,5 +1,6 @@
-//! A Phi-3 checkpoint folder: `config.json` plus `model.safetensors`, or shards listed by
-//! `model.safetensors.index.json`. Shards are memory-mapped; nothing is copied until a tensor is asked for.
+//! A safetensors checkpoint folder: `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+//! Shards are memory-mapped; nothing is copied until a tensor is asked for. This layer knows no architecture: it
+//! validates the files and hands tensors out by name (`oxport-arch` classifies them).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -8,10 +9,9 @@ use std::path::{Component, Path, PathBuf};
 use memmap2::Mmap;
 use rayon::prelude::*;
 
-use crate::config::Phi3Config;
 use crate::dtype::DType;
 use crate::error::{Error, Result, io};
-use crate::role::Role;
+use crate::header::parse_header;
 
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub const SINGLE_FILE: &str = "model.safetensors";
@@ -20,7 +20,6 @@ pub const SINGLE_FILE: &str = "model.safetensors";
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TensorInfo {
     pub name: String,
-    pub role: Role,
     pub dtype: DType,
     pub shape: Vec<usize>,
     /// Index into [`Checkpoint::shard_paths`].
@@ -166,13 +165,12 @@ struct Shard {
     mmap: Mmap,
 }
 
-/// An opened checkpoint: config, shard mmaps, and the tensor table in canonical order.
+/// An opened checkpoint: shard mmaps and the tensor table, sorted by name.
 pub struct Checkpoint {
     dir: PathBuf,
-    config: Phi3Config,
     shards: Vec<Shard>,
     tensors: Vec<TensorInfo>,
-    by_role: HashMap<Role, usize>,
+    by_name: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -186,11 +184,10 @@ impl std::fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Open a checkpoint folder. Validates the config, every shard header, the index's `weight_map`,
-    /// tensor names (roles), dtypes and shapes; reads no tensor data.
+    /// Open a checkpoint folder. Validates every shard header, the index's `weight_map` and the dtypes; reads
+    /// no tensor data and no `config.json`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        let config = Phi3Config::from_file(&dir.join("config.json"))?;
         let canonical_dir = dir.canonicalize().map_err(io(&dir))?;
 
         let index_path = dir.join(INDEX_FILE);
@@ -282,32 +279,15 @@ impl Checkpoint {
 
         let mut tensors = Vec::with_capacity(found.len());
         for (name, (shard_idx, info, data_start)) in found {
-            let path = &shards[shard_idx].path;
-            let role = Role::from_name(&name).ok_or_else(|| Error::UnknownTensor {
-                path: path.clone(),
-                tensor: name.clone(),
-            })?;
             let dtype =
                 DType::from_safetensors(info.dtype).ok_or_else(|| Error::UnsupportedDtype {
-                    path: path.clone(),
+                    path: shards[shard_idx].path.clone(),
                     tensor: name.clone(),
                     dtype: format!("{:?}", info.dtype),
                 })?;
-            let expected = role.expected_shape(&config);
-            if info.shape != expected
-                || (role.layer().is_some_and(|l| l >= config.num_hidden_layers))
-            {
-                return Err(Error::Shape {
-                    path: path.clone(),
-                    tensor: name,
-                    expected,
-                    actual: info.shape.clone(),
-                });
-            }
             let (start, end) = info.data_offsets;
             tensors.push(TensorInfo {
                 name,
-                role,
                 dtype,
                 shape: info.shape.clone(),
                 shard: shard_idx,
@@ -315,39 +295,16 @@ impl Checkpoint {
                 size_bytes: end - start,
             });
         }
-        let mut by_role: HashMap<Role, usize> = HashMap::new();
-        let roles = Role::all_for(&config);
-        let order: HashMap<Role, usize> = roles.iter().enumerate().map(|(i, r)| (*r, i)).collect();
-        for t in &tensors {
-            if !order.contains_key(&t.role) {
-                // e.g. lm_head.weight in a checkpoint with tied embeddings, or a layer past num_hidden_layers.
-                return Err(Error::UnknownTensor {
-                    path: shards[t.shard].path.clone(),
-                    tensor: t.name.clone(),
-                });
-            }
-        }
-        tensors.sort_by_key(|t| order[&t.role]);
-        let missing: Vec<String> = roles
+        let by_name = tensors
             .iter()
-            .filter(|r| !tensors.iter().any(|t| t.role == **r))
-            .map(Role::name)
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        if !missing.is_empty() {
-            return Err(Error::MissingTensors {
-                dir,
-                names: missing,
-            });
-        }
-        for (i, t) in tensors.iter().enumerate() {
-            by_role.insert(t.role, i);
-        }
         Ok(Checkpoint {
             dir,
-            config,
             shards,
             tensors,
-            by_role,
+            by_name,
         })
     }
 
@@ -355,12 +312,7 @@ impl Checkpoint {
         &self.dir
     }
 
-    pub fn config(&self) -> &Phi3Config {
-        &self.config
-    }
-
-    /// Tensors in canonical order: embedding, then per layer (input norm, qkv, o, post norm, gate_up, down),
-    /// final norm, lm_head.
+    /// Every tensor, sorted by name.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
@@ -369,62 +321,64 @@ impl Checkpoint {
         self.shards.iter().map(|s| s.path.as_path()).collect()
     }
 
-    pub fn info(&self, role: Role) -> Option<&TensorInfo> {
-        self.by_role.get(&role).map(|&i| &self.tensors[i])
+    /// The path of the shard holding `info` (a tensor of this checkpoint), for errors that name the file.
+    pub fn shard_path(&self, info: &TensorInfo) -> &Path {
+        &self.shards[info.shard].path
     }
 
-    /// The tensor for `role`; with tied embeddings `LmHead` resolves to the embedding.
-    pub fn view(&self, role: Role) -> Option<TensorView<'_>> {
-        let role = if role == Role::LmHead && self.config.tie_word_embeddings {
-            Role::Embedding
-        } else {
-            role
-        };
-        let info = self.info(role)?;
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The bytes of tensor `name`.
+    pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
+        self.info(name).map(|info| self.view_of(info))
+    }
+
+    /// The bytes of `info`, which must be an entry of this checkpoint's table (or a copy of one).
+    pub fn view_of<'a>(&'a self, info: &'a TensorInfo) -> TensorView<'a> {
         let shard = &self.shards[info.shard];
-        Some(TensorView {
+        TensorView {
             info,
             bytes: &shard.mmap[info.file_offset..info.file_offset + info.size_bytes],
             path: &shard.path,
-        })
+        }
     }
 
-    /// Decode `role` to f32 (NaN/Inf refused), then [`release`](Self::release) its mapped pages.
-    pub fn read_f32(&self, role: Role) -> Result<Vec<f32>> {
+    /// Decode tensor `name` to f32 (NaN/Inf refused), then [`release`](Self::release) its mapped pages.
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
         let mut out = Vec::new();
-        self.read_f32_into(role, &mut out)?;
+        self.read_f32_into(name, &mut out)?;
         Ok(out)
     }
 
     /// [`read_f32`](Self::read_f32) into a reused buffer (resized to the tensor).
-    pub fn read_f32_into(&self, role: Role, out: &mut Vec<f32>) -> Result<()> {
-        let view = self.view(role).ok_or_else(|| Error::MissingTensors {
+    pub fn read_f32_into(&self, name: &str, out: &mut Vec<f32>) -> Result<()> {
+        let view = self.view(name).ok_or_else(|| Error::MissingTensors {
             dir: self.dir.clone(),
-            names: vec![role.name()],
+            names: vec![name.to_string()],
         })?;
         view.to_f32_into(out)?;
-        self.release(role);
+        self.release(view.info);
         Ok(())
     }
 
-    /// Tell the kernel the mapped pages of `role` are no longer needed, so a streaming export's RSS stays
+    /// Tell the kernel the mapped pages of `info` are no longer needed, so a streaming export's RSS stays
     /// at about one tensor. Later reads fault the pages back in from the file.
-    pub fn release(&self, role: Role) {
-        if let Some(info) = self.info(role) {
-            let shard = &self.shards[info.shard];
-            // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping drops clean pages only; the
-            // contents are re-read from the file on the next access, so no borrowed slice sees changed bytes.
-            let _ = unsafe {
-                shard.mmap.unchecked_advise_range(
-                    memmap2::UncheckedAdvice::DontNeed,
-                    info.file_offset,
-                    info.size_bytes,
-                )
-            };
-        }
+    pub fn release(&self, info: &TensorInfo) {
+        let shard = &self.shards[info.shard];
+        // SAFETY: MADV_DONTNEED on a read-only, file-backed private mapping drops clean pages only; the
+        // contents are re-read from the file on the next access, so no borrowed slice sees changed bytes.
+        let _ = unsafe {
+            shard.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                info.file_offset,
+                info.size_bytes,
+            )
+        };
     }
 
-    /// Sum of tensor elements (tied lm_head counted once).
+    /// Sum of tensor elements.
     pub fn total_params(&self) -> usize {
         self.tensors.iter().map(TensorInfo::numel).sum()
     }
@@ -519,136 +473,6 @@ fn resolve_shard(
         return Err(escapes());
     }
     Ok(path)
-}
-
-/// Validate a whole safetensors file image (`bytes`) the way [`Checkpoint::open`] validates each shard, without
-/// roles or config: header length, JSON, dtypes, byte ranges. Returns the header length and the tensor count.
-/// `path` only names the file in errors. Public for the fuzz targets (`fuzz/`).
-pub fn validate_safetensors(path: &Path, bytes: &[u8]) -> Result<(usize, usize)> {
-    let (n, meta) = parse_header(path, bytes)?;
-    Ok((n, meta.tensors().len()))
-}
-
-/// Validate a safetensors header against the file: the header length fits, the JSON parses, every tensor's
-/// byte range lies inside the data section, matches dtype × shape, and no two ranges overlap.
-fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, safetensors::tensor::Metadata)> {
-    let bad = |msg: String| Error::Safetensors {
-        path: path.to_path_buf(),
-        msg,
-    };
-    if bytes.len() < 8 {
-        return Err(bad(format!(
-            "file is {} bytes, shorter than the 8-byte header length",
-            bytes.len()
-        )));
-    }
-    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
-    if n > (bytes.len() - 8) as u64 {
-        return Err(bad(format!(
-            "header length {n} is larger than the file ({} bytes): truncated or not a safetensors file",
-            bytes.len()
-        )));
-    }
-    let n = n as usize;
-    check_tensor_ranges(&bytes[8..8 + n], bytes.len() - 8 - n).map_err(bad)?;
-    match safetensors::SafeTensors::read_metadata(bytes) {
-        Ok((n, meta)) => Ok((n, meta)),
-        Err(e) => {
-            use safetensors::SafeTensorError as E;
-            let msg = match e {
-                E::InvalidOffset(t) => format!(
-                    "tensor {t}: data offsets are out of bounds, overlap another tensor, or leave a gap"
-                ),
-                E::TensorInvalidInfo => {
-                    "a tensor's byte size disagrees with its dtype and shape".to_string()
-                }
-                E::MetadataIncompleteBuffer => format!(
-                    "the data section ({} bytes) does not match the tensors' offsets: file truncated or offsets out of bounds",
-                    bytes.len() - 8 - n
-                ),
-                E::InvalidHeaderDeserialization(m) => {
-                    format!("header is not valid JSON metadata: {m}")
-                }
-                other => other.to_string(),
-            };
-            Err(bad(msg))
-        }
-    }
-}
-
-/// Element size of a safetensors dtype name (the format's full list, `safetensors/src/tensor.rs` `Dtype`), so a
-/// header can be checked before the crate parses it and every message can name the tensor.
-fn dtype_bits(name: &str) -> Option<usize> {
-    Some(match name {
-        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
-        "F4" => 4,
-        "F6_E2M3" | "F6_E3M2" => 6,
-        "I16" | "U16" | "F16" | "BF16" => 16,
-        "I32" | "U32" | "F32" => 32,
-        "I64" | "U64" | "F64" | "C64" => 64,
-        _ => return None,
-    })
-}
-
-/// Per-tensor checks of a header against a data section of `data_len` bytes, each naming the tensor: a known dtype,
-/// a byte range matching dtype × shape, inside the data section (a shorter range means a truncated file), and no
-/// two ranges overlapping. Gaps and ordering are left to the safetensors crate.
-pub(crate) fn check_tensor_ranges(header: &[u8], data_len: usize) -> Result<(), String> {
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header)
-        .map_err(|e| format!("header is not valid JSON metadata: {e}"))?;
-    let mut ranges: Vec<(usize, usize, &str)> = Vec::with_capacity(v.len());
-    for (name, info) in &v {
-        if name == "__metadata__" {
-            continue;
-        }
-        let field = |f: &str| {
-            info.get(f)
-                .ok_or_else(|| format!("tensor {name}: header entry has no `{f}`"))
-        };
-        let dtype = field("dtype")?
-            .as_str()
-            .ok_or_else(|| format!("tensor {name}: `dtype` is not a string"))?;
-        let bits =
-            dtype_bits(dtype).ok_or_else(|| format!("tensor {name}: unknown dtype {dtype:?}"))?;
-        let shape: Vec<usize> = field("shape")?
-            .as_array()
-            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .ok_or_else(|| format!("tensor {name}: `shape` is not a list of sizes"))?;
-        let offsets: Vec<usize> = field("data_offsets")?
-            .as_array()
-            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .filter(|o: &Vec<usize>| o.len() == 2)
-            .ok_or_else(|| format!("tensor {name}: `data_offsets` is not [begin, end]"))?;
-        let (begin, end) = (offsets[0], offsets[1]);
-        let expected = shape
-            .iter()
-            .try_fold(bits, |acc, &d| acc.checked_mul(d))
-            .map(|b| b.div_ceil(8))
-            .ok_or_else(|| format!("tensor {name}: shape {shape:?} overflows"))?;
-        if end < begin || end - begin != expected {
-            return Err(format!(
-                "tensor {name}: data offsets [{begin}, {end}) hold {} bytes, but {dtype} {shape:?} needs {expected}",
-                end.saturating_sub(begin)
-            ));
-        }
-        if end > data_len {
-            return Err(format!(
-                "tensor {name}: data offsets [{begin}, {end}) run past the end of the data section ({data_len} bytes): \
-                 the file is truncated or the offsets are out of bounds"
-            ));
-        }
-        ranges.push((begin, end, name));
-    }
-    ranges.sort();
-    for w in ranges.windows(2) {
-        let ((b0, e0, a), (b1, e1, b)) = (w[0], w[1]);
-        if b1 < e0 {
-            return Err(format!(
-                "tensors {a} [{b0}, {e0}) and {b} [{b1}, {e1}) overlap"
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

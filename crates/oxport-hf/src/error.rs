@@ -24,13 +24,6 @@ pub enum Error {
         field: Option<String>,
         msg: String,
     },
-    #[error("{path}: malformed config: {msg}")]
-    Config { path: PathBuf, msg: String },
-    #[error(
-        "{path}: unsupported architecture {arch:?}; oxport supports {supported}",
-        supported = crate::config::SUPPORTED_ARCHITECTURES.join(", ")
-    )]
-    UnsupportedArchitecture { path: PathBuf, arch: String },
     #[error("{path}: invalid safetensors file: {msg}")]
     Safetensors { path: PathBuf, msg: String },
     #[error("{path}: invalid shard index: {msg}")]
@@ -47,17 +40,6 @@ pub enum Error {
         tensor: String,
         dtype: String,
     },
-    #[error(
-        "{path}: tensor {tensor}: shape {actual:?} disagrees with config.json, which implies {expected:?}"
-    )]
-    Shape {
-        path: PathBuf,
-        tensor: String,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
-    #[error("{path}: unknown tensor {tensor} (not part of a Phi-3 checkpoint)")]
-    UnknownTensor { path: PathBuf, tensor: String },
     #[error("{dir}: missing tensors: {}", names.join(", "))]
     MissingTensors { dir: PathBuf, names: Vec<String> },
     #[error("{path}: tensor {tensor} appears twice (also in {other})")]
@@ -88,7 +70,7 @@ pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Err
 
 /// Refuse anything but a regular file (after symlinks) before opening `path`: `File::open` on a FIFO blocks until a
 /// writer appears, and a character device never ends.
-pub(crate) fn regular_file(path: &std::path::Path) -> Result<()> {
+pub fn regular_file(path: &std::path::Path) -> Result<()> {
     let meta = std::fs::metadata(path).map_err(io(path))?;
     if meta.is_file() {
         return Ok(());

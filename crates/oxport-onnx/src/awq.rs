@@ -16,7 +16,8 @@
 
 use std::collections::BTreeMap;
 
-use oxport_hf::{Checkpoint, DType, Role};
+use oxport_arch::{Model, Role};
+use oxport_hf::DType;
 use std::sync::Arc;
 
 use oxport_quant::{
@@ -63,11 +64,7 @@ impl Awq {
 
     /// The f32 rows to quantize for `spec` when AWQ rescales it (`up_proj` rows or `down_proj` columns of a target
     /// layer), else `None` (the checkpoint rows as they are).
-    pub(crate) fn rows(
-        &mut self,
-        ckpt: &Checkpoint,
-        spec: &LinearSpec,
-    ) -> Result<Option<Vec<f32>>> {
+    pub(crate) fn rows(&mut self, ckpt: &Model, spec: &LinearSpec) -> Result<Option<Vec<f32>>> {
         let (layer, up) = match spec.role {
             Role::MlpGateUp { layer } if spec.rows.start >= ckpt.config().intermediate_size => {
                 (layer, true)
@@ -108,7 +105,7 @@ impl Awq {
 
 impl Awq {
     /// The scales of `layer`'s `down_proj`: data-aware when statistics were collected, else data-free.
-    fn layer_scales(&self, ckpt: &Checkpoint, layer: usize, p: NBitsParams) -> Result<AwqScales> {
+    fn layer_scales(&self, ckpt: &Model, layer: usize, p: NBitsParams) -> Result<AwqScales> {
         let down = Role::MlpDown { layer };
         let view = ckpt.view(down).ok_or_else(|| missing(ckpt, down))?;
         let (n, k) = (view.info.shape[0], view.info.shape[1]);
@@ -172,7 +169,7 @@ fn encoded<'a>(view: &oxport_hf::TensorView<'a>) -> Rows<'a> {
     }
 }
 
-fn missing(ckpt: &Checkpoint, role: Role) -> OnnxError {
+fn missing(ckpt: &Model, role: Role) -> OnnxError {
     oxport_hf::Error::MissingTensors {
         dir: ckpt.dir().to_path_buf(),
         names: vec![role.name()],

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_quant::{QuantPlan, Scheme, plan_onnx};
 use prost::Message;
 
@@ -58,7 +58,7 @@ pub struct ExportSummary {
 /// The quantization plan for `opts` (printable with `--dry-run`): oxport-quant's [`plan_onnx`], the builder's
 /// rule (every MatMul weight in the chosen precision, lm_head 8-bit with `--int8-lm-head`, embedding and norms
 /// in the I/O dtype) plus NNCF-style 4/8-bit ranking with `--ratio`.
-pub fn plan(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<QuantPlan> {
+pub fn plan(ckpt: &Model, opts: &ExportOptions) -> Result<QuantPlan> {
     opts.validate()?;
     check_rotary(ckpt)?;
     plan_onnx(ckpt, &opts.plan_options()).map_err(|e| OnnxError::Plan(Box::new(e)))
@@ -68,7 +68,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &ExportOptions) -> Result<QuantPlan> {
 /// time a width that is not a multiple of 8 or is above head_size / 2 (rounded down to a multiple of 8), and a
 /// head_size that is not a multiple of 16 (`microsoft/onnxruntime:onnxruntime/contrib_ops/cpu/bert/
 /// group_query_attention_helper.h`, `CheckRotaryCaches`): refuse such a config at export time instead.
-fn check_rotary(ckpt: &Checkpoint) -> Result<()> {
+fn check_rotary(ckpt: &Model) -> Result<()> {
     let c = ckpt.config();
     let (head_size, width) = (c.head_dim(), c.rotary_dim() / 2);
     let path = ckpt.dir().join("config.json");
@@ -101,7 +101,7 @@ fn check_rotary(ckpt: &Checkpoint) -> Result<()> {
 }
 
 /// The graph for `plan` (no weights are read).
-pub fn layout(ckpt: &Checkpoint, opts: &ExportOptions, plan: &QuantPlan) -> Result<GraphLayout> {
+pub fn layout(ckpt: &Model, opts: &ExportOptions, plan: &QuantPlan) -> Result<GraphLayout> {
     let mut forms = BTreeMap::new();
     for entry in plan.entries.iter().filter(|e| e.role.is_matmul()) {
         let form = match entry.scheme {
@@ -155,7 +155,7 @@ pub fn layout(ckpt: &Checkpoint, opts: &ExportOptions, plan: &QuantPlan) -> Resu
 /// folder. `reporter` sees the initializers written; `cancel` is checked between tensors, and a cancelled export
 /// returns [`OnnxError::Cancelled`] with its staging folder removed.
 pub fn export(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &ExportOptions,
     output: &Path,
     reporter: &dyn Reporter,
@@ -214,7 +214,7 @@ pub fn export(
 
 /// Stream every weight of `layout.weight_order` into `model.onnx.data`.
 fn write_weights(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &ExportOptions,
     layout: &GraphLayout,
     dir: &Path,
@@ -365,7 +365,7 @@ const FLOAT_CHUNK_BYTES: usize = 4 << 20;
 /// rounding as numpy), chunk by chunk into reused buffers that the writer thread writes while the next chunk is
 /// converted. NaN/Inf is refused with oxport-hf's error; the tensor's pages are dropped after its last rows.
 fn write_float(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     data: &mut BlobWriter,
     role: Role,
     name: &str,
@@ -430,7 +430,7 @@ fn write_float(
 /// Decode rows `rows` of `role` to f32 in chunks of whole rows, refusing NaN/Inf with oxport-hf's error (which
 /// names the file, tensor and flat index), then drop the tensor's mapped pages.
 fn for_row_chunks(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     role: Role,
     rows: std::ops::Range<usize>,
     mut f: impl FnMut(&[f32]) -> Result<()>,
@@ -462,7 +462,7 @@ fn for_row_chunks(
 }
 
 /// The view of `role`, its shape checked against the config.
-fn checked_view(ckpt: &Checkpoint, role: Role) -> Result<oxport_hf::TensorView<'_>> {
+fn checked_view(ckpt: &Model, role: Role) -> Result<oxport_hf::TensorView<'_>> {
     let expected = role.expected_shape(ckpt.config());
     let view = ckpt
         .view(role)
@@ -482,7 +482,7 @@ fn checked_view(ckpt: &Checkpoint, role: Role) -> Result<oxport_hf::TensorView<'
 
 /// Drop `role`'s mapped pages once its last rows were read (a split weight, e.g. qkv read as q, k and v row
 /// ranges in order, keeps its pages until the last range, so they are not faulted in again).
-fn release_after(ckpt: &Checkpoint, role: Role, rows: &std::ops::Range<usize>) {
+fn release_after(ckpt: &Model, role: Role, rows: &std::ops::Range<usize>) {
     let total = role.expected_shape(ckpt.config())[0];
     if rows.end >= total {
         ckpt.release(role);
@@ -490,7 +490,7 @@ fn release_after(ckpt: &Checkpoint, role: Role, rows: &std::ops::Range<usize>) {
 }
 
 /// Decode `role` to f32 (NaN/Inf refused by oxport-hf) and check its shape against the config.
-fn read_checked(ckpt: &Checkpoint, role: Role) -> Result<Vec<f32>> {
+fn read_checked(ckpt: &Model, role: Role) -> Result<Vec<f32>> {
     let expected = role.expected_shape(ckpt.config());
     if let Some(view) = ckpt.view(role)
         && view.info.shape != expected

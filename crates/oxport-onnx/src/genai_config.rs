@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use oxport_hf::Phi3Config;
+use oxport_arch::Phi3Config;
 use serde_json::{Map, Value, json};
 
 use crate::error::{Result, io};

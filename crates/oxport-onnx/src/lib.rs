@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let ckpt = oxport_hf::Checkpoint::open("phi3-dir")?;
+//! let ckpt = oxport_arch::Model::open("phi3-dir")?;
 //! let opts = oxport_onnx::ExportOptions::default(); // int4, cpu, block 32, symmetric
 //! oxport_onnx::export(&ckpt, &opts, "out".as_ref(), &oxport_io::Silent, &oxport_io::CancelToken::new())?;
 //! # Ok(()) }

@@ -1,10 +1,11 @@
 //! cos/sin caches for GroupQueryAttention's fused rotary embedding (`do_rotary=1`, non-interleaved).
 //!
 //! Follows `builders/base.py::make_rotary_embedding_caches_from_scratch` step by step in f32, as torch does:
-//! `inv_freq = 1 / (rescale * theta ** (arange(0, dim, 2).float() / dim))`, `freqs = outer(t, inv_freq)`,
+//! `inv_freq` and `mscale` from `oxport_arch::rope` with the genai builder's numerics, `freqs = outer(t, inv_freq)`,
 //! `cos = cos(freqs) * mscale`, keeping only the first `dim / 2` columns (`cat(freqs, freqs)` sliced back).
 
-use oxport_hf::Phi3Config;
+use oxport_arch::Phi3Config;
+use oxport_arch::rope::{self, FactorSet, Peer};
 
 /// Row-major `[rows, half_dim]` caches in f32.
 #[derive(Clone, Debug)]
@@ -19,29 +20,21 @@ pub struct RopeCaches {
 /// long / short factor set with its mscale (`Phi3MiniLongRoPEModel.make_rope_init`: an absent or zero
 /// `*_mscale` becomes `sqrt(1 + ln(ctx/orig) / ln(orig))`).
 pub fn rope_caches(c: &Phi3Config, long: Option<bool>, rows: usize) -> RopeCaches {
-    let dim = c.rotary_dim();
-    let half_dim = dim / 2;
-    let theta = c.rope_theta as f32;
-    let (factors, mscale): (Vec<f32>, f32) = match (long, c.rope_scaling.as_ref()) {
-        (Some(is_long), Some(r)) => {
-            let (f, m) = if is_long {
-                (&r.long_factor, r.long_mscale)
+    let half_dim = c.rotary_dim() / 2;
+    let (inv_freq, mscale) = match (long, c.rope_scaling.as_ref()) {
+        (Some(is_long), Some(_)) => {
+            let set = if is_long {
+                FactorSet::Long
             } else {
-                (&r.short_factor, r.short_mscale)
+                FactorSet::Short
             };
-            let m = m
-                .filter(|&m| m > 0.0)
-                .unwrap_or_else(|| c.longrope_attention_factor());
-            (f.iter().map(|&x| x as f32).collect(), m as f32)
+            (
+                rope::inv_freq(c, Some(set), Peer::GenaiBuilder),
+                rope::attention_scale(c, set, Peer::GenaiBuilder),
+            )
         }
-        _ => (vec![1.0; half_dim], 1.0),
+        _ => (rope::inv_freq(c, None, Peer::GenaiBuilder), 1.0),
     };
-    let inv_freq: Vec<f32> = (0..half_dim)
-        .map(|j| {
-            let exponent = (2 * j) as f32 / dim as f32;
-            1.0f32 / (factors.get(j).copied().unwrap_or(1.0) * theta.powf(exponent))
-        })
-        .collect();
     let mut cos = Vec::with_capacity(rows * half_dim);
     let mut sin = Vec::with_capacity(rows * half_dim);
     for t in 0..rows {

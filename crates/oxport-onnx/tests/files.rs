@@ -330,7 +330,7 @@ fn gqa_and_odd_fixtures_get_their_head_counts_and_padded_blocks() {
 
 #[test]
 fn invalid_options_are_refused_before_any_work() {
-    let ckpt = oxport_hf::Checkpoint::open(reference_checkpoint("phi3-tiny-random")).unwrap();
+    let ckpt = oxport_arch::Model::open(reference_checkpoint("phi3-tiny-random")).unwrap();
     for opts in [
         ExportOptions {
             block_size: 48,
@@ -446,7 +446,7 @@ fn rotary_widths_group_query_attention_cannot_run_are_refused_naming_the_field()
             c["num_key_value_heads"] = heads.into();
             c["partial_rotary_factor"] = factor.into();
         });
-        let c = oxport_hf::Checkpoint::open(&ckpt).unwrap();
+        let c = oxport_arch::Model::open(&ckpt).unwrap();
         oxport_onnx::plan(&c, &ExportOptions::default())
             .unwrap_or_else(|e| panic!("{heads} heads, factor {factor}: {e}"));
     }
@@ -528,14 +528,14 @@ fn awq_rescales_down_proj_columns_and_up_proj_rows_only() {
         assert_eq!(hash != &b[name], rescaled, "{name}");
     }
 
-    let ckpt = oxport_hf::Checkpoint::open(&src).unwrap();
+    let ckpt = oxport_arch::Model::open(&src).unwrap();
     let c = ckpt.config().clone();
     let (h, inter) = (c.hidden_size, c.intermediate_size);
     let down = ckpt
-        .read_f32(oxport_hf::Role::MlpDown { layer: 0 })
+        .read_f32(oxport_arch::Role::MlpDown { layer: 0 })
         .unwrap(); // [h, inter]
     let gate_up = ckpt
-        .read_f32(oxport_hf::Role::MlpGateUp { layer: 0 })
+        .read_f32(oxport_arch::Role::MlpGateUp { layer: 0 })
         .unwrap(); // [2 inter, h]
     let mut mean = vec![0f32; inter];
     for i in 0..h {

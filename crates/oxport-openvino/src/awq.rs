@@ -6,7 +6,7 @@
 //! f16-overflow guard (that applies to the mergeable `MatMul_Mul_MatMul` pattern only) and the inverse scale is the
 //! `…/awq_mul` Multiply the data-free path also writes (`AWQ.apply`).
 
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_quant::{ActivationStats, AwqParams, NncfMode, Rows, data_aware_awq};
 
 use crate::error::{Error, Result};
@@ -24,7 +24,7 @@ pub fn stats_roles(plan: &Plan) -> Vec<Role> {
 /// Compute the data-aware AWQ scales of every AWQ target of `plan` from `stats` and record them in the plan.
 /// `progress(done, total)` after each weight.
 pub fn apply_data_aware_awq(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &mut Plan,
     stats: &ActivationStats,
     progress: &mut dyn FnMut(usize, usize),

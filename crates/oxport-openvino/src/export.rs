@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use serde_json::{Value, json};
 
 use oxport_io::{CancelToken, CommitPolicy, Reporter, Staging};
@@ -31,7 +31,7 @@ pub struct ExportSummary {
 /// `cancel` is checked between weights, and a cancelled export returns [`Error::Cancelled`] with its staging
 /// folder removed.
 pub fn export(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &Plan,
     output: &Path,
     model_arg: &str,
@@ -49,7 +49,7 @@ pub type ExtraFiles<'a> =
 
 /// [`export()`], with `extra` files written into the export folder first (see [`ExtraFiles`]).
 pub fn export_with(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &Plan,
     output: &Path,
     model_arg: &str,
@@ -183,7 +183,7 @@ fn copy_if_present(from_dir: &Path, to_dir: &Path, name: &str) -> Result<bool> {
 }
 
 /// config.json, generation_config.json, tokenizer files, chat template and (int4/int8) openvino_config.json.
-fn write_side_files(ckpt: &Checkpoint, plan: &Plan, dir: &Path, model_arg: &str) -> Result<()> {
+fn write_side_files(ckpt: &Model, plan: &Plan, dir: &Path, model_arg: &str) -> Result<()> {
     let src = ckpt.dir();
     // config.json is copied as is: transformers and optimum-intel read it back unchanged (optimum-cli re-serialises it
     // through transformers, which only renames legacy keys).

@@ -2,7 +2,7 @@
 //! rules here, NNCF's mixed-precision selection and group-size fallbacks from `oxport_quant::plan_openvino`
 //! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; openvino-ir.md §6, §9).
 
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_io::{Event, Reporter};
 use oxport_quant::{Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, QuantError};
 
@@ -337,7 +337,7 @@ fn quant_error(e: QuantError) -> Error {
 }
 
 /// Build the plan for `ckpt`. Reads the ratio-defining weights once (one at a time) when `ratio < 1`.
-pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
+pub fn plan(ckpt: &Model, opts: &CompressionOptions) -> Result<Plan> {
     plan_data_aware(ckpt, opts, &oxport_io::Silent, None)
 }
 
@@ -345,7 +345,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &CompressionOptions) -> Result<Plan> {
 /// precision), and the NNCF record names the dataset. Each ratio-defining weight is reported to `reporter` as its
 /// sensitivity is computed (the slow part on big models), as the stage "sensitivities".
 pub fn plan_data_aware(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &CompressionOptions,
     reporter: &dyn Reporter,
     data: Option<&DataAware>,

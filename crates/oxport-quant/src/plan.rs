@@ -3,7 +3,7 @@
 //! [`plan_openvino`] reproduces what `optimum-cli export openvino` + NNCF 3.4 decide (shared/docs/openvino-ir.md
 //! §5, §6, §9); [`plan_onnx`] what the onnxruntime-genai builder decides (shared/docs/onnx-genai.md §1.8, §2.2).
 
-use oxport_hf::{Role, TensorInfo};
+use oxport_arch::{Role, Tensor};
 
 use crate::nbits::{NBitsParams, ScaleDtype};
 use crate::nncf::NncfMode;
@@ -209,7 +209,7 @@ impl Default for OnnxPlanOptions {
 /// depends on no I/O crate; the exporters adapt it to their reporter.
 pub type OnScored<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
-pub(super) fn entry(t: &TensorInfo, scheme: Scheme, reason: impl Into<String>) -> PlanEntry {
+pub(super) fn entry(t: &Tensor, scheme: Scheme, reason: impl Into<String>) -> PlanEntry {
     PlanEntry {
         role: t.role,
         name: t.name.clone(),

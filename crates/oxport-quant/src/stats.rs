@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use oxport_hf::Role;
+use oxport_arch::Role;
 
 /// What NNCF keeps for one layer's input: per sample, the signed per-channel mean over the sample's tokens (for
 /// AWQ, scale estimation; only when asked for) and the per-sample scalars of the data-aware mixed-precision

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_quant::{NBitsParams, OnnxPlanOptions, Precision, ScaleDtype, Scheme, plan_onnx};
 
-fn checkpoint(model: &str) -> Checkpoint {
-    Checkpoint::open(
+fn checkpoint(model: &str) -> Model {
+    Model::open(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../fixtures/reference/checkpoints")
             .join(model),

@@ -4,7 +4,8 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use oxport_hf::{Checkpoint, DType, Role};
+use oxport_arch::{Model, Role};
+use oxport_hf::DType;
 use oxport_quant::{
     Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, QuantError, QuantPlan, Scheme,
     compress_nncf, plan_openvino,
@@ -15,8 +16,8 @@ fn reference() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/reference")
 }
 
-fn checkpoint(model: &str) -> Checkpoint {
-    Checkpoint::open(reference().join("checkpoints").join(model)).unwrap()
+fn checkpoint(model: &str) -> Model {
+    Model::open(reference().join("checkpoints").join(model)).unwrap()
 }
 
 /// The entries of a zip written by `np.savez` (stored, zip64 local headers): name → bytes.
@@ -143,7 +144,7 @@ fn exported(model: &str, job: &str) -> Vec<(String, String, Vec<usize>)> {
 }
 
 /// What the plan says will be stored for each weight, in the same terms.
-fn planned(plan: &QuantPlan, ckpt: &Checkpoint) -> Vec<(String, String, Vec<usize>)> {
+fn planned(plan: &QuantPlan, ckpt: &Model) -> Vec<(String, String, Vec<usize>)> {
     plan.entries
         .iter()
         .filter(|e| e.role.is_matmul() || e.role == Role::Embedding)

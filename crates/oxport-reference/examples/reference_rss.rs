@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use oxport_reference::Reference;
 
 fn argmax(row: &[f32]) -> u32 {
@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = dir.ok_or("usage: reference_rss MODEL_DIR [NEW_TOKENS] [--dump FILE]")?;
 
     let t0 = Instant::now();
-    let checkpoint = Checkpoint::open(&dir)?;
+    let checkpoint = Model::open(&dir)?;
     let reference = Reference::load(&checkpoint)?;
     let load_secs = t0.elapsed().as_secs_f64();
     let vocab = reference.vocab_size();

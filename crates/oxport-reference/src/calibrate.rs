@@ -3,7 +3,7 @@
 //! stateful model before every sample (`src/nncf/openvino/engine.py`); for each observed linear layer the signed
 //! token mean of its input is kept per sample, so memory grows with channels × samples, never with tokens.
 
-use oxport_hf::Role;
+use oxport_arch::Role;
 use oxport_quant::ActivationStats;
 
 use crate::{LinearInput, LinearObserver, Reference, Result};

@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Checkpoint(#[from] oxport_hf::Error),
+    #[error(transparent)]
+    Model(#[from] oxport_arch::Error),
     #[error("{path}: not a supported .npy file: {msg}")]
     Npy { path: PathBuf, msg: String },
     #[error("{0}")]

@@ -13,7 +13,8 @@
 //! ([`crate::weights`]). Norm vectors are widened once at load. Attention runs on the same GEMM (per head, the
 //! scores and the weighted values).
 
-use oxport_hf::{Checkpoint, Phi3Config, Role};
+use oxport_arch::rope::{self, FactorSet, Peer};
+use oxport_arch::{Model, Phi3Config, Role};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -119,7 +120,7 @@ pub(crate) fn matmul_roles(config: &Phi3Config) -> Vec<Role> {
 }
 
 /// Every norm vector widened to f32 (NaN/Inf refused, pages released): per layer, and the final norm.
-pub(crate) fn read_norms(checkpoint: &Checkpoint) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
+pub(crate) fn read_norms(checkpoint: &Model) -> Result<(Vec<LayerNorms>, Vec<f32>)> {
     let layers = (0..checkpoint.config().num_hidden_layers)
         .map(|layer| {
             Ok(LayerNorms {
@@ -135,20 +136,21 @@ impl Reference {
     /// The reference over `checkpoint`'s weights. It keeps its own mapping of the shards (opened again from
     /// `checkpoint.dir()`: headers only, no tensor data), so the caller keeps theirs; see
     /// [`from_checkpoint`](Self::from_checkpoint) to hand one over instead.
-    pub fn load(checkpoint: &Checkpoint) -> Result<Self> {
-        Self::from_checkpoint(Checkpoint::open(checkpoint.dir())?)
+    pub fn load(checkpoint: &Model) -> Result<Self> {
+        let reader = oxport_hf::Checkpoint::open(checkpoint.dir())?;
+        Self::from_checkpoint(Model::classify(reader, checkpoint.config().clone())?)
     }
 
     /// The reference owning `checkpoint`, with the memory policy [`MemoryPolicy::auto`] picks for its size.
     /// Refuses NaN/Inf in any weight now, as widening at load used to (one read of the mapped bytes), and widens
     /// the norm vectors.
-    pub fn from_checkpoint(checkpoint: Checkpoint) -> Result<Self> {
+    pub fn from_checkpoint(checkpoint: Model) -> Result<Self> {
         let policy = MemoryPolicy::auto(checkpoint.total_bytes());
         Self::with_memory_policy(checkpoint, policy)
     }
 
     /// [`from_checkpoint`](Self::from_checkpoint) with the given memory policy.
-    pub fn with_memory_policy(checkpoint: Checkpoint, policy: MemoryPolicy) -> Result<Self> {
+    pub fn with_memory_policy(checkpoint: Model, policy: MemoryPolicy) -> Result<Self> {
         let (layers, final_norm) = read_norms(&checkpoint)?;
         let weights = Mapped::new(checkpoint, policy)?;
         Ok(Reference {
@@ -267,27 +269,16 @@ impl Reference {
     pub(crate) fn rope_tables(&self, past: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
         let c = &self.config;
         let dim = c.rotary_dim();
-        let half = dim / 2;
-        let base = c.rope_theta as f32;
         let total = past + n;
-        let (factors, scale): (Option<&[f64]>, f32) = match &c.rope_scaling {
-            Some(r) if !r.short_factor.is_empty() => {
-                let long = total > c.original_max_position_embeddings;
-                let f = if long {
-                    &r.long_factor
-                } else {
-                    &r.short_factor
-                };
-                (Some(f.as_slice()), c.longrope_attention_factor() as f32)
-            }
-            _ => (None, 1.0),
+        // Transformers' numerics: the power in f32; the derived attention factor scales both tables.
+        let set = FactorSet::for_length(c, total);
+        let (inv_freq, scale) = match &c.rope_scaling {
+            Some(_) => (
+                rope::inv_freq(c, Some(set), Peer::Transformers),
+                rope::attention_scale(c, set, Peer::Transformers),
+            ),
+            None => (rope::inv_freq(c, None, Peer::Transformers), 1.0),
         };
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = factors.map_or(1.0, |f| f[i] as f32);
-                1.0 / (f * base.powf((2 * i) as f32 / dim as f32))
-            })
-            .collect();
         let (mut cos, mut sin) = (Vec::with_capacity(n * dim), Vec::with_capacity(n * dim));
         for p in past..total {
             for _ in 0..2 {

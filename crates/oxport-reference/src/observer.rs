@@ -1,6 +1,6 @@
 //! The hook that sees what every linear layer of the forward pass multiplies.
 
-use oxport_hf::Role;
+use oxport_arch::Role;
 
 /// The input of one linear layer during a forward pass: `[tokens, features]` activations, row-major, in f32.
 #[derive(Clone, Copy, Debug)]

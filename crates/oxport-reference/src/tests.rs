@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use oxport_hf::DType;
 
-use oxport_hf::{Checkpoint, Phi3Config, Role};
+use oxport_arch::{Model, Phi3Config, Role};
 
 use crate::Reference;
 use crate::model::{read_norms, rotate};
@@ -88,7 +88,7 @@ fn fixture(path: &str) -> PathBuf {
 }
 
 /// The reference as it was before the weights stayed mapped: every matmul weight widened to f32 at load.
-fn widened(checkpoint: &Checkpoint) -> Reference {
+fn widened(checkpoint: &Model) -> Reference {
     let (layers, final_norm) = read_norms(checkpoint).unwrap();
     Reference {
         config: checkpoint.config().clone(),
@@ -124,7 +124,7 @@ fn mapped_weights_give_bit_identical_logits_to_widened_weights() {
         "reference/checkpoints/phi3-tiny-k320",
         "tiny-odd",
     ] {
-        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let checkpoint = Model::open(fixture(path)).unwrap();
         let old = run(&widened(&checkpoint));
         let new = run(&Reference::load(&checkpoint).unwrap());
         assert_eq!(old.len(), 68 * checkpoint.config().vocab_size, "{path}");
@@ -136,7 +136,7 @@ fn mapped_weights_give_bit_identical_logits_to_widened_weights() {
 /// `fixture` rewritten into one `model.safetensors` of `dtype` (values through f32; BF16 → F16 rounds, which only
 /// makes another model), without `lm_head.weight` and with `tie_word_embeddings` when `tied`.
 fn rewrite(fixture_path: &str, dtype: DType, tied: bool) -> tempfile::TempDir {
-    let source = Checkpoint::open(fixture(fixture_path)).unwrap();
+    let source = Model::open(fixture(fixture_path)).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let mut config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixture(fixture_path).join("config.json")).unwrap())
@@ -182,7 +182,7 @@ fn f16_f32_and_tied_checkpoints_give_bit_identical_logits_to_widened_weights() {
         (DType::BF16, true),
     ] {
         let tmp = rewrite("tiny-gqa", dtype, tied);
-        let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+        let checkpoint = Model::open(tmp.path()).unwrap();
         assert_eq!(checkpoint.tensors()[0].dtype, dtype);
         assert_eq!(checkpoint.info(Role::LmHead).is_none(), tied);
         let old = run(&widened(&checkpoint));
@@ -197,7 +197,7 @@ fn f16_f32_and_tied_checkpoints_give_bit_identical_logits_to_widened_weights() {
 
 #[test]
 fn no_tokens_give_no_logits_and_leave_the_cache_alone() {
-    let checkpoint = Checkpoint::open(fixture("tiny")).unwrap();
+    let checkpoint = Model::open(fixture("tiny")).unwrap();
     let reference = Reference::load(&checkpoint).unwrap();
     let mut cache = reference.new_cache();
     assert!(reference.forward(&[], &mut cache).unwrap().is_empty());
@@ -242,10 +242,10 @@ fn mapped_rss_bytes(dir: &Path) -> usize {
 #[test]
 fn release_after_use_releases_the_weight_pages_forward_read() {
     let tmp = copy_fixture("reference/checkpoints/phi3-tiny-random");
-    let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+    let checkpoint = Model::open(tmp.path()).unwrap();
     let weight_bytes = checkpoint.total_bytes();
     let reference = Reference::with_memory_policy(
-        Checkpoint::open(tmp.path()).unwrap(),
+        Model::open(tmp.path()).unwrap(),
         crate::MemoryPolicy::ReleaseAfterUse,
     )
     .unwrap();
@@ -263,7 +263,7 @@ fn release_after_use_releases_the_weight_pages_forward_read() {
 fn a_nan_weight_is_refused_at_load_naming_the_tensor() {
     let tmp = copy_fixture("tiny");
     let (file, offset) = {
-        let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+        let checkpoint = Model::open(tmp.path()).unwrap();
         let info = checkpoint.info(Role::MlpDown { layer: 1 }).unwrap();
         let file = checkpoint.shard_paths()[info.shard].to_path_buf();
         (file, info.file_offset + 2 * 5)
@@ -271,7 +271,7 @@ fn a_nan_weight_is_refused_at_load_naming_the_tensor() {
     let mut bytes = std::fs::read(&file).unwrap();
     bytes[offset..offset + 2].copy_from_slice(&0x7fc0u16.to_le_bytes());
     std::fs::write(&file, bytes).unwrap();
-    let checkpoint = Checkpoint::open(tmp.path()).unwrap();
+    let checkpoint = Model::open(tmp.path()).unwrap();
     let err = Reference::load(&checkpoint)
         .err()
         .expect("NaN refused")
@@ -298,7 +298,7 @@ impl crate::LinearObserver for Recorder {
 #[test]
 fn the_observer_sees_every_linear_of_every_layer_and_changes_nothing() {
     for path in ["tiny-gqa", "tiny-phi4"] {
-        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let checkpoint = Model::open(fixture(path)).unwrap();
         let reference = Reference::load(&checkpoint).unwrap();
         let c = reference.config().clone();
         let ids: Vec<u32> = (0..7u32).map(|i| 3 + i * 5).collect();
@@ -343,7 +343,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn one_and_two_threads_give_bit_identical_logits() {
     for path in ["tiny-gqa", "reference/checkpoints/phi3-tiny-random"] {
-        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let checkpoint = Model::open(fixture(path)).unwrap();
         let reference = Reference::load(&checkpoint).unwrap();
         let in_pool = |threads| {
             rayon::ThreadPoolBuilder::new()
@@ -367,7 +367,7 @@ fn portable_and_simd_kernels_give_bit_identical_logits() {
         assert_ne!(detected_isa(), Isa::Portable, "a SIMD kernel to compare");
     }
     for path in ["tiny-odd", "tiny-gqa"] {
-        let checkpoint = Checkpoint::open(fixture(path)).unwrap();
+        let checkpoint = Model::open(fixture(path)).unwrap();
         let reference = Reference::load(&checkpoint).unwrap();
         assert_eq!(active_isa(), detected_isa());
         let simd = run(&reference);
@@ -382,8 +382,7 @@ fn portable_and_simd_kernels_give_bit_identical_logits() {
 #[test]
 fn resident_and_released_weights_give_bit_identical_logits() {
     let dir = fixture("tiny-gqa");
-    let open =
-        |policy| Reference::with_memory_policy(Checkpoint::open(&dir).unwrap(), policy).unwrap();
+    let open = |policy| Reference::with_memory_policy(Model::open(&dir).unwrap(), policy).unwrap();
     assert_eq!(
         run(&open(crate::MemoryPolicy::Resident)),
         run(&open(crate::MemoryPolicy::ReleaseAfterUse))
@@ -413,7 +412,7 @@ impl crate::LinearObserver for DownInputs {
 
 #[test]
 fn calibration_statistics_are_per_sample_token_means_of_independent_prefills() {
-    let checkpoint = Checkpoint::open(fixture("tiny-phi4")).unwrap();
+    let checkpoint = Model::open(fixture("tiny-phi4")).unwrap();
     let reference = Reference::load(&checkpoint).unwrap();
     let samples: Vec<Vec<u32>> = vec![vec![3, 9, 27, 81], vec![5, 6], vec![3, 9, 27, 81]];
     let mut calls = Vec::new();

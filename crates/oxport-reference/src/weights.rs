@@ -2,7 +2,8 @@
 //! of rows at a time inside the matmul ([`Mapped`], [`crate::gemm`]), or (tests only) the whole-tensor f32 copies
 //! the reference used to make at load ([`Widened`]), kept to prove that both give bit-identical logits.
 
-use oxport_hf::{Checkpoint, DType, Role, TensorView};
+use oxport_arch::{Model, Role};
+use oxport_hf::{DType, TensorView};
 
 use crate::error::Result;
 #[cfg(test)]
@@ -21,10 +22,10 @@ pub(crate) trait Weights: Send + Sync {
 /// Weights read straight from the checkpoint's mmap. Each matmul widens a panel of weight rows at a time into a
 /// per-task f32 buffer (BF16/F16 → f32 is exact, `oxport-hf/src/dtype.rs`) and runs the same [`gemm`] as on a
 /// widened copy, so the logits are bit-identical to widening the whole model at load. Under
-/// [`MemoryPolicy::ReleaseAfterUse`] it then releases the tensor's mapped pages (`Checkpoint::release`,
+/// [`MemoryPolicy::ReleaseAfterUse`] it then releases the tensor's mapped pages (`Model::release`,
 /// MADV_DONTNEED), so the resident set holds about one tensor, not the model.
 pub(crate) struct Mapped {
-    pub(crate) checkpoint: Checkpoint,
+    pub(crate) checkpoint: Model,
     policy: MemoryPolicy,
 }
 
@@ -59,12 +60,12 @@ fn available_memory_bytes() -> Option<usize> {
 impl Mapped {
     /// Refuse NaN/Inf in any matmul weight now, as widening at load used to: one read of the mapped bytes,
     /// released tensor by tensor under [`MemoryPolicy::ReleaseAfterUse`].
-    pub(crate) fn new(checkpoint: Checkpoint, policy: MemoryPolicy) -> Result<Self> {
+    pub(crate) fn new(checkpoint: Model, policy: MemoryPolicy) -> Result<Self> {
         let mapped = Mapped { checkpoint, policy };
         for role in crate::model::matmul_roles(mapped.checkpoint.config()) {
             let view = mapped.view(role)?;
             // A tied `LmHead` resolves to the embedding, which has its own turn.
-            if view.info.role == role {
+            if mapped.checkpoint.stored_role(role) == role {
                 view.check_finite()?;
                 mapped.release(role);
             }
@@ -94,7 +95,7 @@ impl Weights for Mapped {
         let w = self.view(role)?;
         gemm_into(x, n, w.cols(), &MappedRows(&w), y);
         // With tied embeddings `LmHead` resolves to the embedding tensor: release the tensor actually read.
-        self.release(w.info.role);
+        self.release(self.checkpoint.stored_role(role));
         Ok(())
     }
 
@@ -154,7 +155,7 @@ fn bf16_to_f32(bytes: [u8; 2]) -> f32 {
     f32::from_bits(u32::from(u16::from_le_bytes(bytes)) << 16)
 }
 
-/// The reference's former weights: every tensor widened to f32 at load (`Checkpoint::read_f32`), the matmul over
+/// The reference's former weights: every tensor widened to f32 at load (`Model::read_f32`), the matmul over
 /// f32 rows exactly as it was. Kept for the bit-identity test of [`Mapped`].
 #[cfg(test)]
 #[derive(Default)]
@@ -165,7 +166,7 @@ pub(crate) struct Widened {
 
 #[cfg(test)]
 impl Widened {
-    pub(crate) fn load(checkpoint: &Checkpoint) -> Result<Self> {
+    pub(crate) fn load(checkpoint: &Model) -> Result<Self> {
         let mut tensors = std::collections::HashMap::new();
         for role in crate::model::matmul_roles(checkpoint.config()) {
             // `read_f32(LmHead)` resolves to the embedding when the embeddings are tied, as before.

@@ -19,7 +19,7 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn load(model: &str) -> (Reference, Vec<u32>, Vec<f32>) {
-    let ckpt = oxport_hf::Checkpoint::open(fixtures().join("checkpoints").join(model)).unwrap();
+    let ckpt = oxport_arch::Model::open(fixtures().join("checkpoints").join(model)).unwrap();
     let reference = Reference::load(&ckpt).unwrap();
     let dir = fixtures().join("numerics").join(model);
     let ids = npy::read_i64(dir.join("input_ids.npy")).unwrap();

@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Checkpoint(#[from] oxport_hf::Error),
     #[error(transparent)]
+    Model(#[from] oxport_arch::Error),
+    #[error(transparent)]
     Reference(#[from] oxport_reference::Error),
     #[error("{runtime} library not found; tried: {tried}")]
     LibraryNotFound {

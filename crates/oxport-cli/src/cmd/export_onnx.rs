@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use oxport_onnx::{ExecutionProvider, ExportOptions, Precision};
 use oxport_quant::Scheme;
 
@@ -114,11 +114,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let model_dir = resolve(&args)?;
     let ckpt =
-        Checkpoint::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
+        Model::open(&model_dir).with_context(|| format!("opening {}", model_dir.display()))?;
     opts.validate()?;
     if args.awq && args.calibration.dataset.is_some() && !args.dry_run {
-        let want = |r: oxport_hf::Role| match r {
-            oxport_hf::Role::MlpGateUp { .. } | oxport_hf::Role::MlpDown { .. } => {
+        let want = |r: oxport_arch::Role| match r {
+            oxport_arch::Role::MlpGateUp { .. } | oxport_arch::Role::MlpDown { .. } => {
                 oxport_reference::Observe::Means
             }
             _ => oxport_reference::Observe::Nothing,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use oxport_hf::{Checkpoint, Role};
+use oxport_arch::{Model, Role};
 use oxport_openvino::{BackupPrecision, CompressionOptions, GroupSizeFallback, WeightFormat};
 use oxport_quant::SensitivityMetric;
 
@@ -361,7 +361,7 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     args.options(0)?;
     let start = Instant::now();
     let dir = super::inspect::resolve(&args.model, args.revision.as_deref())?;
-    let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let ckpt = Model::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let options = args.options(ckpt.total_params())?;
     let options = apply_default_recipe(&mut args, options)?;
     let bars = crate::progress::Bars::new(false);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use oxport_hf::{Checkpoint, Phi3Config};
+use oxport_arch::{Model, Phi3Config};
 use serde_json::json;
 
 #[derive(clap::Args)]
@@ -31,7 +31,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = resolve(&args.model, args.revision.as_deref())?;
-    let ckpt = Checkpoint::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
+    let ckpt = Model::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let mut out = std::io::stdout().lock();
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &report_json(&ckpt))
@@ -59,7 +59,7 @@ pub(crate) fn resolve(model: &str, revision: Option<&str>) -> anyhow::Result<Pat
     Ok(dir)
 }
 
-fn report_json(ckpt: &Checkpoint) -> serde_json::Value {
+fn report_json(ckpt: &Model) -> serde_json::Value {
     let c = ckpt.config();
     let shards: Vec<String> = ckpt.shard_paths().iter().map(|p| file_name(p)).collect();
     let tensors: Vec<_> = ckpt
@@ -97,7 +97,7 @@ fn report_json(ckpt: &Checkpoint) -> serde_json::Value {
     })
 }
 
-fn write_text(out: &mut impl Write, ckpt: &Checkpoint) -> std::io::Result<()> {
+fn write_text(out: &mut impl Write, ckpt: &Model) -> std::io::Result<()> {
     let c = ckpt.config();
     writeln!(out, "model         {}", ckpt.dir().display())?;
     writeln!(

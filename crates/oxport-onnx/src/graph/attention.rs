@@ -1,7 +1,7 @@
 //! Attention-side subgraphs of the builder's graph: the attention-mask reformatting for GroupQueryAttention,
 //! the LongRoPE cache selection, and the GroupQueryAttention node itself (shared/docs/onnx-genai.md §1.4–§1.6).
 
-use oxport_hf::Phi3Config;
+use oxport_arch::Phi3Config;
 
 use super::{Builder, COS_CACHE, MASK, MS_DOMAIN, SIN_CACHE};
 use crate::proto::{GraphProto, tensor_proto::DataType};

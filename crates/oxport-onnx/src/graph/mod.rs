@@ -5,7 +5,7 @@
 //! Weights are not touched here: the graph names every initializer through [`LinearSpec`] / [`NormSpec`], and
 //! the exporter streams their bytes into `model.onnx.data` in [`GraphLayout::weight_order`].
 
-use oxport_hf::{Phi3Config, Role};
+use oxport_arch::{Phi3Config, Role};
 use oxport_quant::NBitsParams;
 
 use crate::options::{ExportOptions, IoDtype};

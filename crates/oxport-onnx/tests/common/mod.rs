@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use oxport_hf::Checkpoint;
+use oxport_arch::Model;
 use oxport_io::{CancelToken, Silent};
 use oxport_onnx::ExportOptions;
 use oxport_onnx::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
@@ -30,7 +30,7 @@ pub fn export_to(
     opts: &ExportOptions,
     out: &Path,
 ) -> oxport_onnx::Result<oxport_onnx::ExportSummary> {
-    let ckpt = Checkpoint::open(ckpt_dir).expect("open checkpoint");
+    let ckpt = Model::open(ckpt_dir).expect("open checkpoint");
     oxport_onnx::export(&ckpt, opts, out, &Silent, &CancelToken::new())
 }
 

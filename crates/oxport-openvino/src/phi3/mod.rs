@@ -4,7 +4,7 @@
 //!
 //! Weights are read, compressed and appended to the `.bin` one tensor at a time while the graph is built.
 
-use oxport_hf::{Checkpoint, Phi3Config, Role};
+use oxport_arch::{Model, Phi3Config, Role};
 use oxport_io::{CancelToken, Event, Reporter};
 
 use crate::error::Result;
@@ -43,7 +43,7 @@ const AB: (&str, &str) = ("auto_broadcast", "numpy");
 struct Builder<'a> {
     g: Graph,
     cfg: &'a Phi3Config,
-    ckpt: &'a Checkpoint,
+    ckpt: &'a Model,
     plan: &'a Plan,
     reporter: &'a dyn Reporter,
     cancel: &'a CancelToken,

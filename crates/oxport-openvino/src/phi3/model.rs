@@ -1,12 +1,14 @@
 //! The whole model: interface, embedding, rotary tables, layers, final norm and lm_head (openvino-ir.md §2, §4).
 
+use oxport_arch::rope::{self, FactorSet, Peer};
+
 use super::layer::decoder_layer;
 use super::*;
 
 /// Build the whole IR for `ckpt` under `plan`, writing weights to `bin_path` (in the staging folder) as it goes,
 /// reporting each weight and checking `cancel` before it; returns the graph, ready to be finished into XML.
 pub(crate) fn build(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     plan: &Plan,
     bin_path: &std::path::Path,
     reporter: &dyn Reporter,
@@ -67,23 +69,15 @@ pub(crate) fn build(
     // §4.1.2 rotary cos/sin, once. inv_freq stays f32 in every format: optimum's fp16 export rounds it to f16,
     // which shifts RoPE angles at large positions (openvino-ir.md §4.1); keeping f32 is strictly more accurate.
     let re = "__module.model.rotary_emb";
-    let inv_freq = |factors: Option<&[f64]>| -> Vec<f32> {
-        (0..rot / 2)
-            .map(|i| {
-                let base = cfg.rope_theta.powf((2 * i) as f64 / rot as f64);
-                let f = factors.map_or(1.0, |f| f[i]);
-                // transformers computes in f32: 1.0 / (factor * base ** (arange(0, dim, 2).float() / dim))
-                1.0f32 / (f as f32 * base as f32)
-            })
-            .collect()
-    };
+    // optimum-intel's traced constants: the power in f64, rounded to f32 (`oxport_arch::rope::Peer::OptimumIntel`).
+    let inv_freq = |set: Option<FactorSet>| rope::inv_freq(cfg, set, Peer::OptimumIntel);
     let inv = match &cfg.rope_scaling {
         None => b.c_f32(&inv_freq(None), &[1, rot / 2, 1])?,
-        Some(scaling) => {
+        Some(_) => {
             // LongRoPE (transformers `longrope_frequency_update`): long factors once max(position_ids)+1 exceeds
             // original_max_position_embeddings, short factors otherwise.
-            let short = b.c_f32(&inv_freq(Some(&scaling.short_factor)), &[1, rot / 2, 1])?;
-            let long = b.c_f32(&inv_freq(Some(&scaling.long_factor)), &[1, rot / 2, 1])?;
+            let short = b.c_f32(&inv_freq(Some(FactorSet::Short)), &[1, rot / 2, 1])?;
+            let long = b.c_f32(&inv_freq(Some(FactorSet::Long)), &[1, rot / 2, 1])?;
             let axes = b.c_i64(&[0, 1], &[2])?;
             let maxpos = b.op(
                 "ReduceMax",
@@ -162,7 +156,8 @@ pub(crate) fn build(
         &[DYN, DYN, n(rot)],
     );
     if cfg.rope_scaling.is_some() {
-        let factor = cfg.longrope_attention_factor() as f32;
+        // One scale for both factor sets: the derived attention factor.
+        let factor = rope::attention_scale(cfg, FactorSet::Long, Peer::OptimumIntel);
         if factor != 1.0 {
             let f = b.c_f32(&[factor], &[])?;
             cos = b.binary(

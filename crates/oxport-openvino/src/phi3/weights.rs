@@ -1,6 +1,7 @@
 //! Weight subgraphs: the decompression chains NNCF writes for each scheme (openvino-ir.md §5).
 
-use oxport_hf::{Checkpoint, DType, TensorView};
+use oxport_arch::Model;
+use oxport_hf::{DType, TensorView};
 use oxport_quant::{NncfMode, Rows};
 
 use super::*;
@@ -61,7 +62,7 @@ impl<'a> Builder<'a> {
     /// The checkpoint view of `role` for the `*_rows` kernels, which refuse NaN/Inf while reading it (see
     /// [`nan_as_checkpoint_error`]).
     fn view(&self, role: Role) -> Result<TensorView<'a>> {
-        let ckpt: &'a Checkpoint = self.ckpt;
+        let ckpt: &'a Model = self.ckpt;
         ckpt.view(role)
             .ok_or_else(|| Error::MissingTensor(role.to_string()))
     }
@@ -69,7 +70,7 @@ impl<'a> Builder<'a> {
     /// The checkpoint view of `role`, its NaN/Inf already refused (oxport-hf's error names the file, tensor and
     /// index, as `read_f32` does), for kernels that read the mapped BF16/F16/F32 bytes directly.
     fn checked_view(&self, role: Role) -> Result<TensorView<'a>> {
-        let ckpt: &'a Checkpoint = self.ckpt;
+        let ckpt: &'a Model = self.ckpt;
         let view = ckpt
             .view(role)
             .ok_or_else(|| Error::MissingTensor(role.to_string()))?;

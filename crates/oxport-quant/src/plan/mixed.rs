@@ -1,7 +1,8 @@
 //! NNCF's data-free mixed precision: sensitivity of a candidate and the ratio walk
 //! (nncf 3.4 `mixed_precision.py`: `DataFreeCriterion`, `MixedPrecisionCriterion.apply`).
 
-use oxport_hf::{Checkpoint, DType, TensorInfo};
+use oxport_arch::{Model, Tensor};
+use oxport_hf::DType;
 
 use crate::error::QuantError;
 use crate::rows::Rows;
@@ -10,14 +11,14 @@ use crate::stats::SensitivityMetric;
 
 /// NNCF's data-free error of one candidate, read straight from the checkpoint's mapped bytes (one row at a
 /// time); the mapped pages are released afterwards so planning a large model stays at a small RSS.
-pub(super) fn candidate_error(ckpt: &Checkpoint, t: &TensorInfo) -> Result<f32, QuantError> {
+pub(super) fn candidate_error(ckpt: &Model, t: &Tensor) -> Result<f32, QuantError> {
     with_rows(ckpt, t, int8_asym_error_rows)
 }
 
 /// `kernel` over the candidate's mapped rows `[n, k]`, errors named after the tensor, pages released after.
 fn with_rows(
-    ckpt: &Checkpoint,
-    t: &TensorInfo,
+    ckpt: &Model,
+    t: &Tensor,
     kernel: fn(Rows<'_>, usize, usize) -> Result<f32, QuantError>,
 ) -> Result<f32, QuantError> {
     let view = ckpt
@@ -36,12 +37,12 @@ fn with_rows(
 /// variance/magnitude criteria; `‖int8 error‖_F × hawq` for `hessian_input_activation`; 0 (`THE_LOWEST_SENSITIVITY`)
 /// for the embedding under a data-aware criterion (`mixed_precision.py::DataBasedCriterion._calc_score_per_node`).
 pub(super) fn candidate_score(
-    ckpt: &Checkpoint,
-    t: &TensorInfo,
+    ckpt: &Model,
+    t: &Tensor,
     metric: SensitivityMetric,
     activation: Option<f64>,
 ) -> Result<f64, QuantError> {
-    if metric.is_data_aware() && t.role == oxport_hf::Role::Embedding {
+    if metric.is_data_aware() && t.role == oxport_arch::Role::Embedding {
         return Ok(0.0);
     }
     let act = || {

@@ -1,7 +1,7 @@
 //! onnxruntime-genai builder decisions (shared/docs/onnx-genai.md §1.8, §2.2), plus an optional NNCF-style
 //! ratio between 4-bit and 8-bit MatMulNBits.
 
-use oxport_hf::{Checkpoint, Role, TensorInfo};
+use oxport_arch::{Model, Role, Tensor};
 
 use super::mixed::{candidate_error, dtype_eps, select_by_ratio};
 use super::{OnnxPlanOptions, Precision, QuantPlan, Scheme, entry};
@@ -14,7 +14,7 @@ use crate::nbits::{NBitsParams, ScaleDtype};
 /// norms in the graph's float dtype: f32 on cpu (f32 scales), f16 on cuda (f16 scales)
 /// (shared/docs/onnx-genai.md §1.8, §2.2). With tied embeddings the builder still emits an lm_head MatMul,
 /// so the plan has an `LmHead` entry that reads the embedding.
-pub fn plan_onnx(ckpt: &Checkpoint, opts: &OnnxPlanOptions) -> Result<QuantPlan, QuantError> {
+pub fn plan_onnx(ckpt: &Model, opts: &OnnxPlanOptions) -> Result<QuantPlan, QuantError> {
     let c = ckpt.config();
     let float = match (opts.precision, opts.scale_dtype) {
         (Precision::Fp32, _) => Scheme::F32,
@@ -31,15 +31,17 @@ pub fn plan_onnx(ckpt: &Checkpoint, opts: &OnnxPlanOptions) -> Result<QuantPlan,
     if opts.precision == Precision::Int4 {
         nbits(4).validate().map_err(QuantError::Options)?;
     }
-    let mut infos: Vec<TensorInfo> = ckpt.tensors().to_vec();
+    let mut infos: Vec<Tensor> = ckpt.tensors().to_vec();
     if c.tie_word_embeddings && !infos.iter().any(|t| t.role == Role::LmHead) {
         let emb = ckpt
             .info(Role::Embedding)
             .expect("every checkpoint has an embedding");
-        infos.push(TensorInfo {
-            name: Role::LmHead.name(),
+        infos.push(Tensor {
             role: Role::LmHead,
-            ..emb.clone()
+            info: oxport_hf::TensorInfo {
+                name: Role::LmHead.name(),
+                ..emb.info.clone()
+            },
         });
     }
     let mut entries = Vec::with_capacity(infos.len());

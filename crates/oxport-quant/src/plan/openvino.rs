@@ -1,6 +1,6 @@
 //! `optimum-cli export openvino` / NNCF 3.4 decisions (shared/docs/openvino-ir.md §5, §6, §9).
 
-use oxport_hf::{Checkpoint, Role, TensorInfo};
+use oxport_arch::{Model, Role, Tensor};
 
 use super::mixed::{candidate_score, dtype_eps, select_by_ratio};
 use super::{
@@ -13,7 +13,7 @@ use crate::nncf::NncfMode;
 /// Plan an OpenVINO IR export, telling `on_scored` about the sensitivity scoring (the slow part, with `--ratio`
 /// below 1).
 pub fn plan_openvino(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &OpenVinoPlanOptions,
     on_scored: OnScored<'_>,
 ) -> Result<QuantPlan, QuantError> {
@@ -76,7 +76,7 @@ pub fn plan_openvino(
 /// `get_weight_compression_parameters`, `_get_ratio_defining_params`, `_handle_{ignore,adjust}_group_size_fallback`,
 /// `apply_mixed_precision`, `validate_group_size`; `mixed_precision.py::DataFreeCriterion`).
 fn plan_int4(
-    ckpt: &Checkpoint,
+    ckpt: &Model,
     opts: &OpenVinoPlanOptions,
     on_scored: OnScored<'_>,
 ) -> Result<Vec<PlanEntry>, QuantError> {
@@ -92,7 +92,7 @@ fn plan_int4(
         NncfMode::Int4Asym
     };
     let group = (opts.group_size != 0).then_some(opts.group_size);
-    let backup = |t: &TensorInfo, why: &str| -> PlanEntry {
+    let backup = |t: &Tensor, why: &str| -> PlanEntry {
         match opts.backup_precision {
             Backup::Int8Asym => entry(
                 t,
@@ -121,8 +121,8 @@ fn plan_int4(
     let tensors = ckpt.tensors();
     let mut out = Vec::new();
     // Graph order of the weight constants: embedding (Gather), the decoder MatMuls, lm_head.
-    let matmuls: Vec<&TensorInfo> = tensors.iter().filter(|t| t.role.is_matmul()).collect();
-    let mut candidates: Vec<&TensorInfo> = Vec::new();
+    let matmuls: Vec<&Tensor> = tensors.iter().filter(|t| t.role.is_matmul()).collect();
+    let mut candidates: Vec<&Tensor> = Vec::new();
     for t in tensors {
         if !is_weight(t.role) {
             out.push(entry(

@@ -90,7 +90,7 @@ pub fn run(opts: &Options, progress: &dyn Reporter) -> Result<Report> {
             msg: "the export's config.json names no checkpoint folder; pass --reference MODEL"
                 .into(),
         })?;
-    let checkpoint = oxport_hf::Checkpoint::open(&checkpoint_dir)?;
+    let checkpoint = oxport_arch::Model::open(&checkpoint_dir)?;
     let weight_precision = match opts.weight_precision {
         Some(p) => p,
         None => export.weight_precision(checkpoint.total_params())?,
@@ -247,7 +247,7 @@ pub fn reference_only(
     let Some(dir) = &opts.reference_cache else {
         return Err(Error::Invalid("no reference cache folder given".into()));
     };
-    let checkpoint = oxport_hf::Checkpoint::open(checkpoint_dir)?;
+    let checkpoint = oxport_arch::Model::open(checkpoint_dir)?;
     let chat = Chat::load(&[checkpoint_dir])?;
     let eos = checkpoint.config().eos_token_ids.clone();
     let stage = ReferenceStage::new(opts, &chat)?;
@@ -306,7 +306,7 @@ impl ReferenceStage {
 /// The reference's results for `inputs`: from `opts.reference_cache` when it holds them for exactly these inputs,
 /// else computed (and stored there when a cache folder is given).
 fn reference_results_for(
-    checkpoint: &oxport_hf::Checkpoint,
+    checkpoint: &oxport_arch::Model,
     inputs: &Inputs<'_>,
     opts: &Options,
     progress: &dyn Reporter,

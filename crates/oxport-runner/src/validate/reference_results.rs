@@ -509,7 +509,7 @@ mod tests {
         let key = cache_key(dir, &inputs, version).unwrap();
         load_or_compute(cache, &key, || {
             computed.set(computed.get() + 1);
-            let checkpoint = oxport_hf::Checkpoint::open(dir).unwrap();
+            let checkpoint = oxport_arch::Model::open(dir).unwrap();
             compute(
                 &Reference::load(&checkpoint).unwrap(),
                 &inputs,

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use oxport_hf::{Checkpoint, DType, Role};
+use oxport_arch::{Model, Role};
+use oxport_hf::DType;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -27,7 +28,7 @@ fn dims_of_each_fixture() {
         ("tiny-odd", 320, 5, 5, 384, 960, 4096, 4096),
     ];
     for (name, hidden, heads, kv, inter, qkv_rows, max_pos, orig) in cases {
-        let c = Checkpoint::open(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = Model::open(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         let cfg = c.config();
         assert_eq!(
             (
@@ -69,7 +70,7 @@ fn dims_of_each_fixture() {
 
 #[test]
 fn longrope_fixture_has_one_factor_per_rotary_frequency() {
-    let c = Checkpoint::open(fixture("tiny-longrope")).unwrap();
+    let c = Model::open(fixture("tiny-longrope")).unwrap();
     let r = c.config().rope_scaling.as_ref().unwrap();
     assert_eq!(r.kind, "longrope");
     assert_eq!((r.short_factor.len(), r.long_factor.len()), (32, 32));
@@ -84,7 +85,7 @@ fn longrope_fixture_has_one_factor_per_rotary_frequency() {
 
 #[test]
 fn weights_follow_the_documented_distributions() {
-    let c = Checkpoint::open(fixture("tiny-odd")).unwrap();
+    let c = Model::open(fixture("tiny-odd")).unwrap();
     // K = 320 is not a multiple of 128: the point of this fixture.
     assert_eq!(
         c.info(Role::AttnQkv { layer: 0 }).unwrap().shape,

@@ -56,8 +56,11 @@ pub struct Phi3Config {
 
 impl Phi3Config {
     pub fn from_file(path: &Path) -> Result<Self> {
-        crate::error::regular_file(path)?;
-        let text = std::fs::read_to_string(path).map_err(crate::error::io(path))?;
+        oxport_hf::regular_file(path)?;
+        let text = std::fs::read_to_string(path).map_err(|source| oxport_hf::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json_str(&text, path)
     }
 
@@ -72,7 +75,137 @@ impl Phi3Config {
         let obj = v
             .as_object()
             .ok_or_else(|| bad("top level is not a JSON object".into()))?;
+        let f = Fields { obj, path };
+        let architecture = f.architecture()?;
 
+        let hidden_size = f.usize_field("hidden_size")?;
+        let num_attention_heads = f.usize_field("num_attention_heads")?;
+        let num_key_value_heads = f
+            .opt_usize("num_key_value_heads")?
+            .unwrap_or(num_attention_heads);
+        if hidden_size % num_attention_heads != 0 {
+            return Err(bad(format!(
+                "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
+            )));
+        }
+        if num_attention_heads % num_key_value_heads != 0 {
+            return Err(bad(format!(
+                "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
+            )));
+        }
+        let max_position_embeddings = f.usize_field("max_position_embeddings")?;
+        let rope = f.rope(hidden_size / num_attention_heads, max_position_embeddings)?;
+        let eos_token_ids = match obj.get("eos_token_id") {
+            None | Some(Value::Null) => vec![],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| {
+                    x.as_u64()
+                        .map(|x| x as u32)
+                        .ok_or_else(|| bad("`eos_token_id` must hold token ids".into()))
+                })
+                .collect::<Result<_>>()?,
+            Some(_) => vec![f.opt_u32("eos_token_id")?.unwrap_or_default()],
+        };
+        let partial_rotary_factor = rope.partial_rotary_factor;
+        if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
+            return Err(bad(format!(
+                "`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}"
+            )));
+        }
+        check_rotary_dim(hidden_size / num_attention_heads, partial_rotary_factor).map_err(bad)?;
+        let rms_norm_eps = f.opt_f64(obj, "rms_norm_eps")?.unwrap_or(1e-5);
+        let hidden_act = obj
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("silu")
+            .to_string();
+        if hidden_act != "silu" {
+            return Err(bad(format!(
+                "hidden_act {hidden_act:?} is not supported (Phi-3 uses silu)"
+            )));
+        }
+
+        Ok(Phi3Config {
+            architecture,
+            hidden_size,
+            intermediate_size: f.usize_field("intermediate_size")?,
+            num_attention_heads,
+            num_key_value_heads,
+            num_hidden_layers: f.usize_field("num_hidden_layers")?,
+            vocab_size: f.usize_field("vocab_size")?,
+            rms_norm_eps,
+            rope_theta: rope.theta,
+            rope_scaling: rope.scaling,
+            max_position_embeddings,
+            original_max_position_embeddings: rope.original_max_position_embeddings,
+            sliding_window: f.opt_usize("sliding_window")?,
+            partial_rotary_factor,
+            tie_word_embeddings: obj
+                .get("tie_word_embeddings")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            bos_token_id: f.opt_u32("bos_token_id")?,
+            eos_token_ids,
+            pad_token_id: f.opt_u32("pad_token_id")?,
+            dtype: obj
+                .get("torch_dtype")
+                .or(obj.get("dtype"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            hidden_act,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Rotated dimensions per head (`head_dim * partial_rotary_factor`).
+    pub fn rotary_dim(&self) -> usize {
+        (self.head_dim() as f64 * self.partial_rotary_factor) as usize
+    }
+
+    /// Rows of the fused `qkv_proj`: Q heads, then K heads, then V heads.
+    pub fn qkv_rows(&self) -> usize {
+        (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim()
+    }
+
+    pub fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim()
+    }
+
+    /// LongRoPE attention scaling factor for the long (and short) cos/sin caches ([`crate::rope::attention_factor`]).
+    pub fn longrope_attention_factor(&self) -> f64 {
+        crate::rope::attention_factor(self)
+    }
+}
+
+/// `config.json`'s top-level object, with typed accessors whose errors name the field and the file.
+struct Fields<'a> {
+    obj: &'a serde_json::Map<String, Value>,
+    path: &'a Path,
+}
+
+/// The RoPE part of the config: base, partial rotary, LongRoPE, original context.
+struct Rope {
+    theta: f64,
+    partial_rotary_factor: f64,
+    scaling: Option<RopeScaling>,
+    original_max_position_embeddings: usize,
+}
+
+impl Fields<'_> {
+    fn bad(&self, msg: String) -> Error {
+        Error::Config {
+            path: self.path.to_path_buf(),
+            msg,
+        }
+    }
+
+    /// `architectures[0]`, else the class `model_type` names; refused unless oxport supports it.
+    fn architecture(&self) -> Result<String> {
+        let (obj, bad) = (self.obj, |m| self.bad(m));
         let architecture = match obj.get("architectures") {
             Some(Value::Array(a)) if !a.is_empty() => a[0]
                 .as_str()
@@ -90,69 +223,65 @@ impl Phi3Config {
         };
         if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
             return Err(Error::UnsupportedArchitecture {
-                path: path.to_path_buf(),
+                path: self.path.to_path_buf(),
                 arch: architecture,
             });
         }
 
-        let usize_field = |name: &str| -> Result<usize> {
-            match obj.get(name) {
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    // The bound keeps every derived size (qkv rows, vocab × hidden) far from overflow.
-                    .filter(|&x| x > 0 && x <= MAX_DIM)
-                    .map(|x| x as usize)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "`{name}` must be a positive integer up to {MAX_DIM}, got {n}"
-                        ))
-                    }),
-                Some(other) => Err(bad(format!(
-                    "`{name}` must be a positive integer, got {other}"
-                ))),
-                None => Err(bad(format!("missing `{name}`"))),
-            }
-        };
-        let opt_usize = |name: &str| -> Result<Option<usize>> {
-            match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(_) => usize_field(name).map(Some),
-            }
-        };
-        let opt_f64 = |o: &serde_json::Map<String, Value>, name: &str| -> Result<Option<f64>> {
-            match o.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => Ok(n.as_f64()),
-                Some(other) => Err(bad(format!("`{name}` must be a number, got {other}"))),
-            }
-        };
-        let opt_u32 = |name: &str| -> Result<Option<u32>> {
-            match obj.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::Number(n)) => n
-                    .as_u64()
-                    .and_then(|x| u32::try_from(x).ok())
-                    .map(Some)
-                    .ok_or_else(|| bad(format!("`{name}` must be a token id, got {n}"))),
-                Some(other) => Err(bad(format!("`{name}` must be a token id, got {other}"))),
-            }
-        };
+        Ok(architecture)
+    }
 
-        let hidden_size = usize_field("hidden_size")?;
-        let num_attention_heads = usize_field("num_attention_heads")?;
-        let num_key_value_heads = opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
-        if hidden_size % num_attention_heads != 0 {
-            return Err(bad(format!(
-                "hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
-            )));
+    fn usize_field(&self, name: &str) -> Result<usize> {
+        match self.obj.get(name) {
+            Some(Value::Number(n)) => n
+                .as_u64()
+                // The bound keeps every derived size (qkv rows, vocab × hidden) far from overflow.
+                .filter(|&x| x > 0 && x <= MAX_DIM)
+                .map(|x| x as usize)
+                .ok_or_else(|| {
+                    self.bad(format!(
+                        "`{name}` must be a positive integer up to {MAX_DIM}, got {n}"
+                    ))
+                }),
+            Some(other) => {
+                Err(self.bad(format!("`{name}` must be a positive integer, got {other}")))
+            }
+            None => Err(self.bad(format!("missing `{name}`"))),
         }
-        if num_attention_heads % num_key_value_heads != 0 {
-            return Err(bad(format!(
-                "num_attention_heads {num_attention_heads} is not a multiple of num_key_value_heads {num_key_value_heads}"
-            )));
-        }
-        let max_position_embeddings = usize_field("max_position_embeddings")?;
+    }
 
+    fn opt_usize(&self, name: &str) -> Result<Option<usize>> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(_) => self.usize_field(name).map(Some),
+        }
+    }
+
+    fn opt_f64(&self, o: &serde_json::Map<String, Value>, name: &str) -> Result<Option<f64>> {
+        match o.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(other) => Err(self.bad(format!("`{name}` must be a number, got {other}"))),
+        }
+    }
+
+    fn opt_u32(&self, name: &str) -> Result<Option<u32>> {
+        match self.obj.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .map(Some)
+                .ok_or_else(|| self.bad(format!("`{name}` must be a token id, got {n}"))),
+            Some(other) => Err(self.bad(format!("`{name}` must be a token id, got {other}"))),
+        }
+    }
+
+    /// `rope_theta`, `partial_rotary_factor`, LongRoPE and `original_max_position_embeddings`, from the new
+    /// layout's `rope_parameters` or the legacy top-level keys.
+    fn rope(&self, head_dim: usize, max_position_embeddings: usize) -> Result<Rope> {
+        let (obj, bad) = (self.obj, |m| self.bad(m));
+        let opt_f64 = |o, name| self.opt_f64(o, name);
         // New layout: rope_parameters {rope_type, rope_theta, short_factor, ...}; legacy: rope_theta + rope_scaling.
         let rope_params = match obj.get("rope_parameters") {
             Some(Value::Object(o)) => Some(o.clone()),
@@ -217,7 +346,6 @@ impl Phi3Config {
                         };
                         let short_factor = factors("short_factor")?;
                         let long_factor = factors("long_factor")?;
-                        let head_dim = hidden_size / num_attention_heads;
                         let rotary_half = ((head_dim as f64 * partial_rotary_factor) as usize) / 2;
                         for (name, f) in [
                             ("short_factor", &short_factor),
@@ -253,98 +381,15 @@ impl Phi3Config {
             },
             None => None,
         }
-        .or(opt_usize("original_max_position_embeddings")?)
+        .or(self.opt_usize("original_max_position_embeddings")?)
         .unwrap_or(max_position_embeddings);
 
-        let eos_token_ids = match obj.get("eos_token_id") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| {
-                    x.as_u64()
-                        .map(|x| x as u32)
-                        .ok_or_else(|| bad("`eos_token_id` must hold token ids".into()))
-                })
-                .collect::<Result<_>>()?,
-            Some(_) => vec![opt_u32("eos_token_id")?.unwrap_or_default()],
-        };
-        if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
-            return Err(bad(format!(
-                "`partial_rotary_factor` must be in (0, 1], got {partial_rotary_factor}"
-            )));
-        }
-        check_rotary_dim(hidden_size / num_attention_heads, partial_rotary_factor).map_err(bad)?;
-        let rms_norm_eps = opt_f64(obj, "rms_norm_eps")?.unwrap_or(1e-5);
-        let hidden_act = obj
-            .get("hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("silu")
-            .to_string();
-        if hidden_act != "silu" {
-            return Err(bad(format!(
-                "hidden_act {hidden_act:?} is not supported (Phi-3 uses silu)"
-            )));
-        }
-
-        Ok(Phi3Config {
-            architecture,
-            hidden_size,
-            intermediate_size: usize_field("intermediate_size")?,
-            num_attention_heads,
-            num_key_value_heads,
-            num_hidden_layers: usize_field("num_hidden_layers")?,
-            vocab_size: usize_field("vocab_size")?,
-            rms_norm_eps,
-            rope_theta,
-            rope_scaling,
-            max_position_embeddings,
-            original_max_position_embeddings,
-            sliding_window: opt_usize("sliding_window")?,
+        Ok(Rope {
+            theta: rope_theta,
             partial_rotary_factor,
-            tie_word_embeddings: obj
-                .get("tie_word_embeddings")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            bos_token_id: opt_u32("bos_token_id")?,
-            eos_token_ids,
-            pad_token_id: opt_u32("pad_token_id")?,
-            dtype: obj
-                .get("torch_dtype")
-                .or(obj.get("dtype"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            hidden_act,
+            scaling: rope_scaling,
+            original_max_position_embeddings,
         })
-    }
-
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
-
-    /// Rotated dimensions per head (`head_dim * partial_rotary_factor`).
-    pub fn rotary_dim(&self) -> usize {
-        (self.head_dim() as f64 * self.partial_rotary_factor) as usize
-    }
-
-    /// Rows of the fused `qkv_proj`: Q heads, then K heads, then V heads.
-    pub fn qkv_rows(&self) -> usize {
-        (self.num_attention_heads + 2 * self.num_key_value_heads) * self.head_dim()
-    }
-
-    pub fn kv_dim(&self) -> usize {
-        self.num_key_value_heads * self.head_dim()
-    }
-
-    /// LongRoPE attention scaling factor for the long (and short) cos/sin caches, as transformers computes it:
-    /// `sqrt(1 + ln(max/original) / ln(original))` when the context was extended, else 1.
-    pub fn longrope_attention_factor(&self) -> f64 {
-        let scale =
-            self.max_position_embeddings as f64 / self.original_max_position_embeddings as f64;
-        if scale <= 1.0 {
-            1.0
-        } else {
-            (1.0 + scale.ln() / (self.original_max_position_embeddings as f64).ln()).sqrt()
-        }
     }
 }
 

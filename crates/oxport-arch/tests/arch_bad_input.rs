@@ -1,10 +1,11 @@
 //! Broken checkpoints: each case gets a clear error naming the file and the tensor (or config field), no panic,
-//! and the model folder is left exactly as it was (the loader never writes).
+//! and the model folder is left exactly as it was (the loader never writes). Opened through `Model::open`, so
+//! the file checks of `oxport_hf::Checkpoint` and the classification here are both exercised.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use oxport_hf::{Checkpoint, Error, Role};
+use oxport_arch::{Error, Model, Role};
 use serde_json::{Value, json};
 
 const SHARD1: &str = "model-00001-of-00002.safetensors";
@@ -12,12 +13,12 @@ const SHARD2: &str = "model-00002-of-00002.safetensors";
 const INDEX: &str = "model.safetensors.index.json";
 
 /// A writable copy of `fixtures/tiny` in a temp dir (`root/model`, with room for files "outside" it in `root`).
-struct Model {
+struct TinyCopy {
     root: tempfile::TempDir,
 }
 
-impl Model {
-    fn new() -> Model {
+impl TinyCopy {
+    fn new() -> TinyCopy {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("model");
         std::fs::create_dir(&dir).unwrap();
@@ -26,7 +27,7 @@ impl Model {
             let e = e.unwrap();
             std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
         }
-        Model { root }
+        TinyCopy { root }
     }
 
     fn dir(&self) -> PathBuf {
@@ -60,7 +61,7 @@ impl Model {
     /// Open the checkpoint, expecting an error; asserts the folder is unchanged and returns the message.
     fn open_err(&self) -> (Error, String) {
         let before = self.listing();
-        let err = Checkpoint::open(self.dir()).expect_err("a broken checkpoint must not open");
+        let err = Model::open(self.dir()).expect_err("a broken checkpoint must not open");
         assert_eq!(
             before,
             self.listing(),
@@ -138,8 +139,8 @@ fn assert_names(msg: &str, parts: &[&str]) {
 
 #[test]
 fn the_fixture_itself_opens() {
-    let m = Model::new();
-    let c = Checkpoint::open(m.dir()).unwrap();
+    let m = TinyCopy::new();
+    let c = Model::open(m.dir()).unwrap();
     assert_eq!(c.tensors().len(), 1 + 2 * 6 + 2);
     assert_eq!(c.tensors()[0].role, Role::Embedding);
     assert!(
@@ -152,7 +153,7 @@ fn the_fixture_itself_opens() {
 
 #[test]
 fn truncated_shard() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let raw = std::fs::read(&p).unwrap();
     std::fs::write(&p, &raw[..raw.len() - 100]).unwrap();
@@ -163,7 +164,7 @@ fn truncated_shard() {
 
 #[test]
 fn header_length_larger_than_the_file() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD1);
     let mut raw = std::fs::read(&p).unwrap();
     let too_long = raw.len() as u64 * 4;
@@ -176,7 +177,7 @@ fn header_length_larger_than_the_file() {
 
 #[test]
 fn tensor_offsets_out_of_bounds() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let entries = read_shard(&p);
     let total: usize = entries.iter().map(|e| e.2.len()).sum();
@@ -191,7 +192,7 @@ fn tensor_offsets_out_of_bounds() {
 
 #[test]
 fn tensor_offsets_overlapping() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let entries = read_shard(&p);
     // lm_head.weight sits at [0, 524288); put the final norm's 512 bytes inside it.
@@ -206,7 +207,7 @@ fn tensor_offsets_overlapping() {
 #[test]
 fn index_naming_a_shard_outside_the_folder() {
     for outside in ["../x.safetensors", "ABSOLUTE", "sub/../../x.safetensors"] {
-        let m = Model::new();
+        let m = TinyCopy::new();
         let copy = m.root.path().join("x.safetensors");
         std::fs::copy(m.path(SHARD2), &copy).unwrap();
         let target = if outside == "ABSOLUTE" {
@@ -222,7 +223,13 @@ fn index_naming_a_shard_outside_the_folder() {
             }
         });
         let (err, e) = m.open_err();
-        assert!(matches!(err, Error::ShardEscapes { .. }), "{e}");
+        assert!(
+            matches!(
+                err,
+                Error::Checkpoint(oxport_hf::Error::ShardEscapes { .. })
+            ),
+            "{e}"
+        );
         assert_names(
             &e,
             &[INDEX, &target, "lm_head.weight", "outside the model folder"],
@@ -234,23 +241,29 @@ fn index_naming_a_shard_outside_the_folder() {
 #[cfg(unix)]
 #[test]
 fn shard_symlink_leaving_the_folder() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let outside = m.root.path().join("elsewhere.safetensors");
     std::fs::rename(m.path(SHARD2), &outside).unwrap();
     std::os::unix::fs::symlink(&outside, m.path(SHARD2)).unwrap();
     let (err, e) = m.open_err();
-    assert!(matches!(err, Error::ShardEscapes { .. }), "{e}");
+    assert!(
+        matches!(
+            err,
+            Error::Checkpoint(oxport_hf::Error::ShardEscapes { .. })
+        ),
+        "{e}"
+    );
     assert_names(&e, &[INDEX, SHARD2, "lm_head.weight"]);
     // A symlink that stays inside the folder is fine.
-    let m = Model::new();
+    let m = TinyCopy::new();
     std::fs::rename(m.path(SHARD2), m.path("real.bin")).unwrap();
     std::os::unix::fs::symlink("real.bin", m.path(SHARD2)).unwrap();
-    Checkpoint::open(m.dir()).unwrap();
+    Model::open(m.dir()).unwrap();
 }
 
 #[test]
 fn missing_shard_file() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     std::fs::remove_file(m.path(SHARD2)).unwrap();
     let (_, e) = m.open_err();
     assert_names(&e, &[INDEX, SHARD2, "missing", "lm_head.weight"]);
@@ -259,7 +272,7 @@ fn missing_shard_file() {
 /// Replace `file` of a fresh fixture copy by a FIFO and open the checkpoint on a thread: opening a FIFO for reading
 /// blocks until a writer comes, so a loader that does that would never return. Returns the error message.
 fn open_with_fifo(file: &str) -> String {
-    let m = Model::new();
+    let m = TinyCopy::new();
     std::fs::remove_file(m.path(file)).unwrap();
     let status = std::process::Command::new("mkfifo")
         .arg(m.path(file))
@@ -269,11 +282,11 @@ fn open_with_fifo(file: &str) -> String {
     let dir = m.dir();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(Checkpoint::open(dir).map(|_| ()).map_err(|e| e.to_string()));
+        let _ = tx.send(Model::open(dir).map(|_| ()).map_err(|e| e.to_string()));
     });
     let result = rx
         .recv_timeout(std::time::Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("Checkpoint::open blocked on a FIFO {file}"));
+        .unwrap_or_else(|_| panic!("Model::open blocked on a FIFO {file}"));
     result.expect_err("a FIFO must be refused")
 }
 
@@ -289,7 +302,7 @@ fn shard_index_or_config_that_is_a_fifo_is_refused_without_blocking() {
 #[test]
 fn missing_tensor() {
     // Gone from both the shard and the index: the config still requires it.
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let entries: Vec<Entry> = read_shard(&p)
         .into_iter()
@@ -303,11 +316,17 @@ fn missing_tensor() {
             .remove("model.norm.weight");
     });
     let (err, e) = m.open_err();
-    assert!(matches!(err, Error::MissingTensors { .. }), "{e}");
+    assert!(
+        matches!(
+            err,
+            Error::Checkpoint(oxport_hf::Error::MissingTensors { .. })
+        ),
+        "{e}"
+    );
     assert_names(&e, &["model", "missing tensors", "model.norm.weight"]);
 
     // Listed by the index but in no shard.
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let entries: Vec<Entry> = read_shard(&p)
         .into_iter()
@@ -320,7 +339,7 @@ fn missing_tensor() {
 
 #[test]
 fn tensor_not_part_of_phi3() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let mut entries = read_shard(&p);
     entries.push((
@@ -345,7 +364,7 @@ fn tensor_not_part_of_phi3() {
 
 #[test]
 fn shape_disagreeing_with_config() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     m.edit_json("config.json", |v| v["intermediate_size"] = json!(640));
     let (err, e) = m.open_err();
     assert!(matches!(err, Error::Shape { .. }), "{e}");
@@ -364,7 +383,7 @@ fn shape_disagreeing_with_config() {
 
 #[test]
 fn unsupported_dtype() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let mut entries = read_shard(&p);
     let norm = entries
@@ -375,11 +394,17 @@ fn unsupported_dtype() {
     norm.2.truncate(256);
     write_shard(&p, &entries, None);
     let (err, e) = m.open_err();
-    assert!(matches!(err, Error::UnsupportedDtype { .. }), "{e}");
+    assert!(
+        matches!(
+            err,
+            Error::Checkpoint(oxport_hf::Error::UnsupportedDtype { .. })
+        ),
+        "{e}"
+    );
     assert_names(&e, &[SHARD2, "model.norm.weight", "I8", "BF16, F16, F32"]);
 
     // A dtype the safetensors format does not know at all.
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let mut entries = read_shard(&p);
     entries
@@ -394,7 +419,7 @@ fn unsupported_dtype() {
 
 #[test]
 fn byte_size_disagreeing_with_dtype_and_shape() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let mut entries = read_shard(&p);
     entries
@@ -409,21 +434,21 @@ fn byte_size_disagreeing_with_dtype_and_shape() {
 
 #[test]
 fn malformed_config() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let text = std::fs::read_to_string(m.path("config.json")).unwrap();
     std::fs::write(m.path("config.json"), &text[..text.len() / 2]).unwrap();
     let (err, e) = m.open_err();
     assert!(matches!(err, Error::Config { .. }), "{e}");
     assert_names(&e, &["config.json", "not valid JSON"]);
 
-    let m = Model::new();
+    let m = TinyCopy::new();
     m.edit_json("config.json", |v| {
         v.as_object_mut().unwrap().remove("num_hidden_layers");
     });
     let (_, e) = m.open_err();
     assert_names(&e, &["config.json", "num_hidden_layers"]);
 
-    let m = Model::new();
+    let m = TinyCopy::new();
     m.edit_json("config.json", |v| {
         v["architectures"] = json!(["Phi3VForCausalLM"])
     });
@@ -433,7 +458,7 @@ fn malformed_config() {
 
 #[test]
 fn malformed_index() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     std::fs::write(m.path(INDEX), "{\"weight_map\": 3}").unwrap();
     let (_, e) = m.open_err();
     assert_names(&e, &[INDEX, "weight_map"]);
@@ -441,7 +466,7 @@ fn malformed_index() {
 
 #[test]
 fn nan_weight_is_refused_by_read_f32() {
-    let m = Model::new();
+    let m = TinyCopy::new();
     let p = m.path(SHARD2);
     let mut entries = read_shard(&p);
     let head = entries
@@ -454,13 +479,13 @@ fn nan_weight_is_refused_by_read_f32() {
     head.2[400_000..400_002].copy_from_slice(&[0x80, 0x7f]);
     write_shard(&p, &entries, None);
     let before = m.listing();
-    let c = Checkpoint::open(m.dir()).expect("metadata is fine; values are checked when read");
+    let c = Model::open(m.dir()).expect("metadata is fine; values are checked when read");
     let err = c.read_f32(Role::LmHead).unwrap_err();
     let e = err.to_string();
     assert!(
         matches!(
             err,
-            Error::NonFinite {
+            oxport_hf::Error::NonFinite {
                 count: 2,
                 first: 70_000,
                 ..
