@@ -50,7 +50,7 @@ CASES = [(m, j) for m, jobs in JOBS.items() for j in jobs]
 
 # max |Δ| against transformers fp32 logits (|logits| ≤ 1.8 on these random checkpoints). fp32/fp16 are exact up to
 # accumulation order (the bf16 weights are exact in f16); int8/int4 are the compression error, which optimum-cli's
-# exports show as well (shared/docs/openvino-ir.md §10: int8 ≤ 0.030, int4 ≤ 0.265).
+# exports show as well (docs/openvino-ir.md §10: int8 ≤ 0.030, int4 ≤ 0.265).
 TOL_FP32 = {"fp32": 1e-4, "fp16": 1e-4, "int8": 0.04, "int4": 0.30, "int4_ignore": 0.12, "int4_adjust": 0.30}
 # Against optimum-cli's export run on the same OpenVINO CPU with f32 hints: the compressed weights are bit-identical,
 # so only the f16 rounding of inv_freq in optimum's fp16 export (which oxport keeps in f32) remains.
@@ -208,7 +208,7 @@ def test_structure_matches_optimum_cli(exports, model, job):
     for layer in range(n_layers):
         assert ours_ops[layer] == ref_ops[layer], f"layer {layer}: {ours_ops[layer] - ref_ops[layer]} / {ref_ops[layer] - ours_ops[layer]}"
     # Whole graph: the same multiset, except that oxport keeps inv_freq in f32 in fp16 exports (optimum stores it
-    # as f16 + a decompression Convert, losing RoPE precision; shared/docs/openvino-ir.md §4.1).
+    # as f16 + a decompression Convert, losing RoPE precision; docs/openvino-ir.md §4.1).
     total_ours = sum(ours_ops.values(), collections.Counter())
     total_ref = sum(ref_ops.values(), collections.Counter())
     if job == "fp16":

@@ -294,7 +294,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
     lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.strip()}
-    # NNCF's choice for this checkpoint (shared/docs/openvino-ir.md §6): L0.qkv, L1.qkv, L0.down at int4.
+    # NNCF's choice for this checkpoint (docs/openvino-ir.md §6): L0.qkv, L1.qkv, L0.down at int4.
     for role in ["attn_qkv[0]", "attn_qkv[1]", "mlp_down[0]"]:
         assert "int4_sym group 128" in lines[role], r.stdout
     for role in ["embedding", "lm_head", "attn_out[0]", "mlp_gate_up[0]", "mlp_down[1]"]:

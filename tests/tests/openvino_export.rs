@@ -60,7 +60,7 @@ fn reruns_are_byte_identical_at_every_format() {
 
 #[test]
 fn bin_has_the_size_of_optimum_clis() {
-    // optimum-cli's openvino_model.bin sizes (shared/docs/openvino-ir.md §1): the same weights, scales, zero points
+    // optimum-cli's openvino_model.bin sizes (docs/openvino-ir.md §1): the same weights, scales, zero points
     // and small constants, tightly packed with identical small constants stored once, give the same byte count.
     // fp16 is 64 bytes larger by design: inv_freq [1,32,1] stays f32 (optimum rounds it to f16).
     let tmp = tempfile::tempdir().unwrap();
@@ -143,7 +143,7 @@ fn int4_roles(model: &str, opts: &CompressionOptions) -> Vec<(Role, Scheme)> {
 
 #[test]
 fn ratio_picks_the_layers_nncf_picks() {
-    // shared/docs/openvino-ir.md §6, confirmed on optimum-cli's exports.
+    // docs/openvino-ir.md §6, confirmed on optimum-cli's exports.
     let g128 = Scheme::Int4Sym { group: 128 };
     let g64 = Scheme::Int4Sym { group: 64 };
     assert_eq!(

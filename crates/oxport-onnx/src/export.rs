@@ -26,7 +26,7 @@ use crate::weights::{
 pub const MODEL_FILE: &str = "model.onnx";
 pub const DATA_FILE: &str = "model.onnx.data";
 pub const GENAI_CONFIG_FILE: &str = "genai_config.json";
-/// Default-domain opset. Builder HEAD writes 21 (shared/docs/onnx-genai.md §1.1); builder 0.18.0 writes 22
+/// Default-domain opset. Builder HEAD writes 21 (docs/onnx-genai.md §1.1); builder 0.18.0 writes 22
 /// (`fixtures/reference/ort/ort_summary.txt`). Every op used has the same definition in both; 21 also loads
 /// in ORT 1.18–1.19.
 pub const OPSET: i64 = 21;

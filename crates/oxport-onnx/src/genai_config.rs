@@ -1,5 +1,5 @@
-//! `genai_config.json` as onnxruntime-genai 0.18.0's `Model.make_genai_config` writes it (shared/docs/
-//! onnx-genai.md §4; field order as in `fixtures/reference/ort/ort_int4_b128/genai_config.json`).
+//! `genai_config.json` as onnxruntime-genai 0.18.0's `Model.make_genai_config` writes it
+//! (docs/onnx-genai.md §4; field order as in `fixtures/reference/ort/ort_int4_b128/genai_config.json`).
 
 use std::path::Path;
 

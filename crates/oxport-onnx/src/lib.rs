@@ -1,5 +1,5 @@
 //! oxport-onnx: Phi-3 checkpoints → ONNX for ONNX Runtime GenAI, the layout the onnxruntime-genai model
-//! builder writes (shared/docs/onnx-genai.md): `model.onnx` (GroupQueryAttention with fused rotary,
+//! builder writes (docs/onnx-genai.md): `model.onnx` (GroupQueryAttention with fused rotary,
 //! MatMulNBits / MatMul / DequantizeLinear weights, Skip/SimplifiedLayerNormalization), every initializer in
 //! `model.onnx.data`, `genai_config.json`, and the checkpoint's tokenizer and config files.
 //!

@@ -1,5 +1,5 @@
 //! What `oxport export onnx` can be asked for, mirroring the onnxruntime-genai builder's `-p`, `-e` and
-//! `--extra_options` (shared/docs/onnx-genai.md §1.1, §1.8, §2.2).
+//! `--extra_options` (docs/onnx-genai.md §1.1, §1.8, §2.2).
 
 use oxport_quant::{OnnxPlanOptions, ScaleDtype};
 

@@ -199,7 +199,7 @@ fn nbits_code(q: &NBitsWeight, nn: usize, kk: usize, block_size: usize) -> u8 {
 /// MatMulNBits → DequantizeLinear-21 inputs: weight `[K, N]` INT4 (symmetric: `q - 8`, i.e. `q ^ 8` in 4-bit
 /// two's complement) or UINT4 (asymmetric, with a UINT4 `[k_blocks, N]` zero point), packed row-major with
 /// the first element in the low nibble (onnx.proto `raw_data` comment); scales `[k_blocks, N]`
-/// (shared/docs/onnx-genai.md §3 "Standard form for a MatMul weight").
+/// (docs/onnx-genai.md §3 "Standard form for a MatMul weight").
 fn qdq_initializers(names: &[String], q: &NBitsWeight, p: &NBitsParams) -> Vec<Initializer> {
     let (n, k, kb) = (q.n, q.k, q.k_blocks);
     let flip = if p.symmetric { 0x8 } else { 0x0 };

@@ -1,4 +1,4 @@
-//! The export folder as `optimum-cli export openvino` writes it (shared/docs/openvino-ir.md §1), written into an
+//! The export folder as `optimum-cli export openvino` writes it (docs/openvino-ir.md §1), written into an
 //! oxport-io staging folder beside the output and renamed (merged) into place at the end: a failed or cancelled
 //! export leaves nothing.
 
@@ -103,7 +103,7 @@ fn py_bool(b: bool) -> &'static str {
     if b { "True" } else { "False" }
 }
 
-/// Model-level rt_info (openvino-ir.md §7): NNCF's `weight_compression` record for compressed formats and
+/// Model-level rt_info (docs/openvino-ir.md §7): NNCF's `weight_compression` record for compressed formats and
 /// optimum's `runtime_options`. Version entries of tools oxport does not run (OpenVINO, NNCF, optimum, torch) are not
 /// claimed; an `oxport` entry names the writer instead.
 fn model_rt_info(plan: &Plan) -> Vec<RtInfo> {
@@ -237,7 +237,7 @@ fn write_side_files(ckpt: &Model, plan: &Plan, dir: &Path, model_arg: &str) -> R
             None => (Value::Null, Value::Null),
         };
         // optimum-intel writes this for weight-compressed exports; the compression parameters live in the IR's
-        // rt_info, not here (openvino-ir.md §1).
+        // rt_info, not here (docs/openvino-ir.md §1).
         let v = json!({
             "dtype": "",
             "input_info": null,

@@ -1,6 +1,6 @@
 //! Which compression each weight gets, decided before any weight is written: optimum-cli's defaults and option
 //! rules here, NNCF's mixed-precision selection and group-size fallbacks from `oxport_quant::plan_openvino`
-//! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; openvino-ir.md §6, §9).
+//! (nncf/quantization/algorithms/weight_compression/{algorithm.py,mixed_precision.py}; docs/openvino-ir.md §6, §9).
 
 use oxport_arch::{Model, Role};
 use oxport_io::{Event, Reporter};

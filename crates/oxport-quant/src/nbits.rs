@@ -1,4 +1,4 @@
-//! ONNX Runtime `MatMulNBits` blockwise quantizer (shared/docs/onnx-genai.md §2).
+//! ONNX Runtime `MatMulNBits` blockwise quantizer (docs/onnx-genai.md §2).
 //!
 //! Bit-exact with `onnxruntime/python/tools/quantization/matmul_nbits_quantizer.py`
 //! (`DefaultWeightOnlyQuantizer.qbits_block_quant`, QOperator format) → pybind `quantize_matmul_{4,8}bits` →

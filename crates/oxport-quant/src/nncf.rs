@@ -1,4 +1,4 @@
-//! NNCF weight compression as optimum-cli writes it (shared/docs/openvino-ir.md §5, §9).
+//! NNCF weight compression as optimum-cli writes it (docs/openvino-ir.md §5, §9).
 //!
 //! Bit-exact with nncf 3.4 `quantization/algorithms/weight_compression/weight_lowering.py`
 //! (`calculate_integer_quantization_params`, `_calculate_signed_scale`, `_calculate_integer_quantized_weight`,
@@ -391,7 +391,7 @@ fn pack_row(dst: &mut [u8], codes: &[u8], bits: usize) {
 }
 
 /// Store code `c` (already masked to `bits`) at element `i` of a packed buffer: OpenVINO packs 4-bit
-/// elements two per byte, element 2j in the low nibble (openvino-ir.md §5.3).
+/// elements two per byte, element 2j in the low nibble (docs/openvino-ir.md §5.3).
 #[inline(always)]
 fn put(dst: &mut [u8], i: usize, c: u8, bits: usize) {
     if bits == 4 {

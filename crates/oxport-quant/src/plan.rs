@@ -1,7 +1,7 @@
 //! Plan first, then execute: every checkpoint tensor gets a [`Scheme`] and a reason before any heavy work.
 //!
-//! [`plan_openvino`] reproduces what `optimum-cli export openvino` + NNCF 3.4 decide (shared/docs/openvino-ir.md
-//! §5, §6, §9); [`plan_onnx`] what the onnxruntime-genai builder decides (shared/docs/onnx-genai.md §1.8, §2.2).
+//! [`plan_openvino`] reproduces what `optimum-cli export openvino` + NNCF 3.4 decide (docs/openvino-ir.md
+//! §5, §6, §9); [`plan_onnx`] what the onnxruntime-genai builder decides (docs/onnx-genai.md §1.8, §2.2).
 
 use oxport_arch::{Role, Tensor};
 
@@ -113,7 +113,7 @@ pub enum Backup {
     Int8Asym,
 }
 
-/// NNCF `GroupSizeFallbackMode` for K not divisible by the group size (shared/docs/openvino-ir.md §9).
+/// NNCF `GroupSizeFallbackMode` for K not divisible by the group size (docs/openvino-ir.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fallback {

@@ -1,4 +1,4 @@
-//! `plan_onnx`: what the onnxruntime-genai builder quantizes (shared/docs/onnx-genai.md §1.8, §2.2), and the
+//! `plan_onnx`: what the onnxruntime-genai builder quantizes (docs/onnx-genai.md §1.8, §2.2), and the
 //! optional NNCF-style ratio between 4-bit and 8-bit MatMulNBits.
 
 use std::path::PathBuf;

@@ -253,7 +253,7 @@ fn k320_group_size_fallbacks_match_nncf() {
         "{plan}"
     );
 
-    // Default `error`: fails after the assignment, naming only the weights selected for int4 (openvino-ir.md §9).
+    // Default `error`: fails after the assignment, naming only the weights selected for int4 (docs/openvino-ir.md §9).
     let err = plan_openvino(
         &checkpoint("phi3-tiny-k320"),
         &int4(Fallback::Error),

@@ -1,5 +1,5 @@
 //! Attention-side subgraphs of the builder's graph: the attention-mask reformatting for GroupQueryAttention,
-//! the LongRoPE cache selection, and the GroupQueryAttention node itself (shared/docs/onnx-genai.md §1.4–§1.6).
+//! the LongRoPE cache selection, and the GroupQueryAttention node itself (docs/onnx-genai.md §1.4–§1.6).
 
 use oxport_arch::Phi3Config;
 

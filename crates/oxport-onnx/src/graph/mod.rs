@@ -1,6 +1,6 @@
 //! The Phi-3 decoder graph exactly as the onnxruntime-genai builder (0.18.0, `builders/base.py::Model`)
 //! emits it for cpu/cuda: node order, node and value names, attributes and graph I/O. Shape and naming rules
-//! are from shared/docs/onnx-genai.md §1.3–§1.7 and checked against `fixtures/reference/ort/*/model.onnx`.
+//! are from docs/onnx-genai.md §1.3–§1.7 and checked against `fixtures/reference/ort/*/model.onnx`.
 //!
 //! Weights are not touched here: the graph names every initializer through [`LinearSpec`] / [`NormSpec`], and
 //! the exporter streams their bytes into `model.onnx.data` in [`GraphLayout::weight_order`].

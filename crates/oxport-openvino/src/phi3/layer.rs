@@ -1,4 +1,4 @@
-//! One decoder layer (openvino-ir.md §4.2): RMSNorm, fused QKV, RoPE, the stateful KV cache, GQA, SDPA, SwiGLU.
+//! One decoder layer (docs/openvino-ir.md §4.2): RMSNorm, fused QKV, RoPE, the stateful KV cache, GQA, SDPA, SwiGLU.
 
 use super::mask::build_mask;
 use super::*;
@@ -26,7 +26,7 @@ impl Builder<'_> {
             &[("keep_dims", "true")],
             &[DYN, DYN, 1],
         );
-        // eps stays f32 even in fp16 exports: 1e-5 is below f16's normal range (openvino-ir.md §5.1).
+        // eps stays f32 even in fp16 exports: 1e-5 is below f16's normal range (docs/openvino-ir.md §5.1).
         let eps = self.c_f32(&[self.cfg.rms_norm_eps as f32], &[1, 1, 1])?;
         let add = self.binary(
             "Add",

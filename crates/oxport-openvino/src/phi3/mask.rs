@@ -1,4 +1,4 @@
-//! The shared attention mask (openvino-ir.md §4.1.3).
+//! The shared attention mask (docs/openvino-ir.md §4.1.3).
 
 use super::*;
 

@@ -1,4 +1,4 @@
-//! The stateful Phi-3 graph as optimum-intel 2.2 exports it (shared/docs/openvino-ir.md §2–§8, and the reference
+//! The stateful Phi-3 graph as optimum-intel 2.2 exports it (docs/openvino-ir.md §2–§8, and the reference
 //! `fixtures/reference/exports/*/openvino_model.xml.gz`): the same ops, op versions, attributes and friendly names,
 //! so that tools keyed on names (and a reader diffing against optimum-cli) see the same model.
 //!

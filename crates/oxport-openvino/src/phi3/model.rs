@@ -1,4 +1,4 @@
-//! The whole model: interface, embedding, rotary tables, layers, final norm and lm_head (openvino-ir.md §2, §4).
+//! The whole model: interface, embedding, rotary tables, layers, final norm and lm_head (docs/openvino-ir.md §2, §4).
 
 use oxport_arch::rope::{self, FactorSet, Peer};
 
@@ -67,7 +67,7 @@ pub(crate) fn build(
     );
 
     // §4.1.2 rotary cos/sin, once. inv_freq stays f32 in every format: optimum's fp16 export rounds it to f16,
-    // which shifts RoPE angles at large positions (openvino-ir.md §4.1); keeping f32 is strictly more accurate.
+    // which shifts RoPE angles at large positions (docs/openvino-ir.md §4.1); keeping f32 is strictly more accurate.
     let re = "__module.model.rotary_emb";
     // optimum-intel's traced constants: the power in f64, rounded to f32 (`oxport_arch::rope::Peer::OptimumIntel`).
     let inv_freq = |set: Option<FactorSet>| rope::inv_freq(cfg, set, Peer::OptimumIntel);

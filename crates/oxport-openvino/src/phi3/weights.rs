@@ -1,4 +1,4 @@
-//! Weight subgraphs: the decompression chains NNCF writes for each scheme (openvino-ir.md §5).
+//! Weight subgraphs: the decompression chains NNCF writes for each scheme (docs/openvino-ir.md §5).
 
 use oxport_arch::Model;
 use oxport_hf::{DType, TensorView};
@@ -93,7 +93,7 @@ impl<'a> Builder<'a> {
     }
 
     /// The decompressed f32 `[n, k]` weight of `role`, through the subgraph NNCF writes for its scheme
-    /// (openvino-ir.md §5). `path` is the HF module path, `embedding` picks the Gather flavour of names.
+    /// (docs/openvino-ir.md §5). `path` is the HF module path, `embedding` picks the Gather flavour of names.
     fn write_weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
         let entry = self
             .plan
@@ -159,7 +159,7 @@ impl<'a> Builder<'a> {
             | Scheme::Int8Sym
             | Scheme::Int4SymChannel
             | Scheme::Int4AsymChannel => {
-                // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (openvino-ir.md §5.2).
+                // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (docs/openvino-ir.md §5.2).
                 let view = self.view(role)?;
                 let awq = self.awq_scales.get(&role).cloned();
                 let scaled = self.awq_scaled(role, &view, rows, cols)?;
@@ -317,7 +317,7 @@ impl<'a> Builder<'a> {
         Ok(Some(scaled))
     }
 
-    /// NNCF's decompression chain (openvino-ir.md §5): the codes `Convert`ed to f16, minus the zero point when
+    /// NNCF's decompression chain (docs/openvino-ir.md §5): the codes `Convert`ed to f16, minus the zero point when
     /// there is one (`{base}/zero_point/subtract`), times the f16 scale (named `fq`). The codes' shape with its last
     /// axis set to 1 is the shape of the zero point and the scale; `dims` is the output shape.
     fn dequantized(

@@ -1,4 +1,4 @@
-//! onnxruntime-genai builder decisions (shared/docs/onnx-genai.md §1.8, §2.2), plus an optional NNCF-style
+//! onnxruntime-genai builder decisions (docs/onnx-genai.md §1.8, §2.2), plus an optional NNCF-style
 //! ratio between 4-bit and 8-bit MatMulNBits.
 
 use oxport_arch::{Model, Role, Tensor};
@@ -12,7 +12,7 @@ use crate::nbits::{NBitsParams, ScaleDtype};
 ///
 /// The builder quantizes every MatMul (lm_head included) with `MatMulNBits` and keeps the embedding and the
 /// norms in the graph's float dtype: f32 on cpu (f32 scales), f16 on cuda (f16 scales)
-/// (shared/docs/onnx-genai.md §1.8, §2.2). With tied embeddings the builder still emits an lm_head MatMul,
+/// (docs/onnx-genai.md §1.8, §2.2). With tied embeddings the builder still emits an lm_head MatMul,
 /// so the plan has an `LmHead` entry that reads the embedding.
 pub fn plan_onnx(ckpt: &Model, opts: &OnnxPlanOptions) -> Result<QuantPlan, QuantError> {
     let c = ckpt.config();

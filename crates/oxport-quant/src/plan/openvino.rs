@@ -1,4 +1,4 @@
-//! `optimum-cli export openvino` / NNCF 3.4 decisions (shared/docs/openvino-ir.md §5, §6, §9).
+//! `optimum-cli export openvino` / NNCF 3.4 decisions (docs/openvino-ir.md §5, §6, §9).
 
 use oxport_arch::{Model, Role, Tensor};
 
@@ -23,18 +23,18 @@ pub fn plan_openvino(
             .iter()
             .map(|t| entry(t, Scheme::F32, "--weight-format fp32: every constant f32"))
             .collect(),
-        // openvino-ir.md §5.1: every float constant, gammas included, is f16 + a decompression Convert.
+        // docs/openvino-ir.md §5.1: every float constant, gammas included, is f16 + a decompression Convert.
         OvWeightFormat::Fp16 => tensors
             .iter()
             .map(|t| {
                 entry(
                     t,
                     Scheme::F16,
-                    "--weight-format fp16: every float constant f16 (openvino-ir.md §5.1)",
+                    "--weight-format fp16: every float constant f16 (docs/openvino-ir.md §5.1)",
                 )
             })
             .collect(),
-        // openvino-ir.md §5.2: all weights, embedding and lm_head included, int8 per output channel.
+        // docs/openvino-ir.md §5.2: all weights, embedding and lm_head included, int8 per output channel.
         OvWeightFormat::Int8 => {
             let mode = if opts.sym {
                 NncfMode::Int8Sym
@@ -162,7 +162,7 @@ fn plan_int4(
         }
     }
 
-    // Group-size fallbacks happen before ranking (openvino-ir.md §9).
+    // Group-size fallbacks happen before ranking (docs/openvino-ir.md §9).
     let mut group_of: Vec<Option<usize>> = Vec::with_capacity(candidates.len());
     let mut notes: Vec<String> = Vec::with_capacity(candidates.len());
     let mut kept = Vec::with_capacity(candidates.len());
