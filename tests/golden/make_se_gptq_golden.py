@@ -14,7 +14,7 @@ Weights are 16x128 (< 10000 elements), so NNCF takes its numpy reference path, n
 
 Run from the repository root with the peers' Python (nncf 3.4, numpy 2.x):
 
-    /work/pv/bin/python tests/golden/make_se_gptq_golden.py    # or .venv-peers/bin/python
+    .venv-peers/bin/python tests/golden/make_se_gptq_golden.py
 
 It rewrites crates/oxport-quant/tests/data/se_gptq.json.gz (gzip mtime 0, sorted keys: deterministic).
 """
