@@ -1,6 +1,6 @@
 //! Plan, then stream: one checkpoint tensor at a time is decoded, quantized and appended to
-//! `model.onnx.data` inside a temporary folder beside the output, which is renamed into place at the end
-//! (the house rule: nothing half-written). Any error removes the temporary folder, so a failed export leaves nothing behind.
+//! `model.onnx.data` inside a temporary folder beside the output, which is renamed into place at the end.
+//! Any error removes the temporary folder, so a failed export leaves nothing half-written behind.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
