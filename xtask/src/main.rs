@@ -1,5 +1,7 @@
 //! Project automation: `cargo xtask test|fixtures|codegen|bench|smol`.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 mod bench;
 mod bench_quant;
 mod bench_validate;

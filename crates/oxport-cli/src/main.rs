@@ -3,6 +3,8 @@
 //! This is the only crate that prints: library crates report through traits that the
 //! subcommands implement with indicatif.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 mod calibration;
 mod cmd;
 mod interrupt;

@@ -3,6 +3,8 @@
 //! Usage: `cargo run --release -p oxport-hf --example read_all -- DIR [--no-release]` (measure with
 //! `/usr/bin/time -v`); `--no-release` decodes through `view()` without releasing, for comparison.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args().nth(1).ok_or("usage: read_all DIR")?;
     let start = std::time::Instant::now();

@@ -12,6 +12,8 @@
 //! order is the library's: measured at most 1.7e-7 relative (1-2 ulp, in about 15% of those groups); asserted
 //! at 1e-6.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 use std::io::Read;
 use std::path::PathBuf;
 

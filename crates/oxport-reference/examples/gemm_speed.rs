@@ -5,6 +5,8 @@
 //! cargo run --release -p oxport-reference --example gemm_speed -- [N K OUT]
 //! ```
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 use std::time::Instant;
 
 use oxport_reference::gemm::{F32Rows, Isa, detected_isa, gemm_with};

@@ -9,6 +9,8 @@
 //! `--dump FILE` writes every returned logit (little-endian f32, prefill rows then one row per decoded token), so two
 //! builds can be compared byte for byte.
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 use std::io::Write;
 use std::time::Instant;
 

@@ -1,5 +1,7 @@
 //! The Rust reference forward pass against transformers' fp32 logits (`fixtures/reference/numerics/<model>/`).
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
+
 use std::path::PathBuf;
 
 use oxport_reference::{Reference, npy};
