@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::test::{repo_root, run_checked};
 
 #[derive(clap::Subcommand)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Weights/s of every oxport-quant kernel on an 8192×3072 BF16 matrix, 1 and 2 threads.
     Quant(crate::bench_quant::Args),
     /// Reference prefill against ONNX Runtime on the fp32 export, decode against a copy-bandwidth bound, and the
@@ -28,7 +28,7 @@ pub enum Kind {
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
-pub struct Args {
+pub(crate) struct Args {
     #[command(subcommand)]
     kind: Option<Kind>,
     /// Checkpoint folder to export. Default: the full-size random Phi-3-mini-4k shape, created once under
@@ -278,7 +278,7 @@ pytest>=8
 ";
 
 #[derive(Serialize, Clone, Default)]
-pub struct Measurement {
+pub(crate) struct Measurement {
     pub tool: String,
     pub case: String,
     pub threads: Option<usize>,
@@ -317,7 +317,7 @@ struct Machine {
     cpu: String,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     match args.kind {
         Some(Kind::Quant(a)) => return crate::bench_quant::run(a),
         Some(Kind::Validate(a)) => return crate::bench_validate::run(a),
@@ -551,7 +551,7 @@ fn create_full_size(root: &Path, dir: &Path) -> Result<()> {
 }
 
 /// The peers' venv (`.venv-peers`), created once; also used by `cargo xtask test` for the optimum-intel test.
-pub fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure_peer_venv(root: &Path) -> Result<PathBuf> {
     crate::test::ensure_venv_from(&root.join(".venv-peers"), PEER_REQUIREMENTS, &[])
 }
 

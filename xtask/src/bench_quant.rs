@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Rows (N, output features).
     #[arg(long, default_value_t = 8192)]
     rows: usize,
@@ -150,7 +150,7 @@ fn kernels() -> Vec<(&'static str, Kernel)> {
     ]
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let (n, k) = (args.rows, args.cols);
     // A BF16 checkpoint-like matrix (N(0, 0.02)); kernels read the BF16 bytes row by row unless marked
     // "(f32 input)", which take the matrix decoded to f32 up front.

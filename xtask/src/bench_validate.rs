@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use crate::test::{repo_root, run_checked};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The tiny fixture only, few tokens (what CI runs).
     #[arg(long)]
     smoke: bool,
@@ -76,7 +76,7 @@ fn repeat(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Stat> {
     Ok(Stat::of((0..runs).map(|_| f()).collect::<Result<_>>()?))
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let root = repo_root();
     let runs = args.runs.max(3);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::test::{repo_root, run_checked};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Rewrite the committed list instead of comparing with it.
     #[arg(long)]
     bless: bool,
@@ -147,7 +147,7 @@ fn files_under(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> Re
     Ok(())
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let root = repo_root();
     let bin = match args.bin {
         Some(b) => b,

@@ -36,7 +36,7 @@ const PHI3_SPECIALS: [&str; 5] = [
 const REFERENCE_TOKENIZER_DIR: &str = "fixtures/reference/checkpoints/phi3-tiny-random";
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Instead of the tiny fixtures, stream a random checkpoint with the Phi-3-mini-4k shapes
     /// (3.8 B parameters, 7.6 GB bf16) into DIR.
     #[arg(long, value_name = "DIR")]
@@ -48,7 +48,7 @@ pub struct Args {
 
 /// The hyper-parameters of one generated checkpoint.
 #[derive(Clone, Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     pub name: &'static str,
     pub seed: u64,
     pub hidden_size: usize,
@@ -80,7 +80,7 @@ impl Spec {
 }
 
 /// The committed tiny fixtures.
-pub fn tiny_specs() -> Vec<Spec> {
+pub(crate) fn tiny_specs() -> Vec<Spec> {
     let tiny = Spec {
         name: "tiny",
         seed: 0x0c5_0001,
@@ -147,7 +147,7 @@ pub fn tiny_specs() -> Vec<Spec> {
 }
 
 /// microsoft/Phi-3-mini-4k-instruct's shapes (its config.json, 2024 release).
-pub fn full_size_spec() -> Spec {
+pub(crate) fn full_size_spec() -> Spec {
     Spec {
         name: "phi3-mini-4k-random",
         seed: 0x0c5_3800,
@@ -167,7 +167,7 @@ pub fn full_size_spec() -> Spec {
     }
 }
 
-pub fn run(args: Args, repo_root: &Path) -> Result<()> {
+pub(crate) fn run(args: Args, repo_root: &Path) -> Result<()> {
     if let Some(dir) = args.full_size {
         let start = std::time::Instant::now();
         let bytes = write_checkpoint(&full_size_spec(), &dir, repo_root)?;
@@ -258,7 +258,7 @@ fn shard_of(name: &str, num_layers: usize) -> usize {
 }
 
 /// Write the whole checkpoint into `dir` (created; existing files overwritten). Returns the weight bytes.
-pub fn write_checkpoint(spec: &Spec, dir: &Path, repo_root: &Path) -> Result<u64> {
+pub(crate) fn write_checkpoint(spec: &Spec, dir: &Path, repo_root: &Path) -> Result<u64> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tensors = tensor_specs(spec);
     let shard_names = [

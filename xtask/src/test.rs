@@ -16,7 +16,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Skip the Python tests (pytest); the Rust tests still need the venv's runtimes.
     #[arg(long)]
     no_python: bool,
@@ -25,7 +25,7 @@ pub struct Args {
     cargo_args: Vec<String>,
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives in the repo")
@@ -33,7 +33,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Create (or refresh) `<repo>/.venv` from `tests/python/requirements.txt`; returns the venv's python.
-pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure_venv(root: &Path) -> Result<PathBuf> {
     let req = root.join("tests/python/requirements.txt");
     let wanted =
         std::fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
@@ -42,7 +42,11 @@ pub fn ensure_venv(root: &Path) -> Result<PathBuf> {
 
 /// Create `venv` (or refresh it when `requirements` or `no_deps` changed) and install `requirements` (a
 /// requirements.txt text) plus the `no_deps` packages without their dependencies; returns the venv's python.
-pub fn ensure_venv_from(venv: &Path, requirements: &str, no_deps: &[&str]) -> Result<PathBuf> {
+pub(crate) fn ensure_venv_from(
+    venv: &Path,
+    requirements: &str,
+    no_deps: &[&str],
+) -> Result<PathBuf> {
     let python = venv.join("bin/python");
     let stamp = venv.join(".oxport-requirements");
     let mut wanted = requirements.to_string();
@@ -75,7 +79,7 @@ pub fn ensure_venv_from(venv: &Path, requirements: &str, no_deps: &[&str]) -> Re
     Ok(python)
 }
 
-pub fn run_checked(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
@@ -83,7 +87,7 @@ pub fn run_checked(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub(crate) fn run(args: Args) -> Result<()> {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     // Formatting first: seconds, and the cheapest failure to report.

@@ -11,7 +11,7 @@ use oxport_quant::ActivationStats;
 
 /// The calibration flags, shared by `export openvino` and `export onnx`.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct CalibrationArgs {
+pub(crate) struct CalibrationArgs {
     /// Calibration data for data-aware compression (with --awq): `wikitext2` (optimum-intel's: the hub dataset
     /// Salesforce/wikitext, wikitext-2-raw-v1, train split, through the same hub client and cache as models;
     /// `wikitext2:seq_len=N` sets the window length) or, an oxport extension, the path of a local `.txt` or
@@ -28,7 +28,7 @@ pub struct CalibrationArgs {
 }
 
 /// What a data-aware export was calibrated on: the statistics and how optimum-intel names the data.
-pub struct Calibrated {
+pub(crate) struct Calibrated {
     pub stats: ActivationStats,
     pub dataset: String,
     pub num_samples: usize,
@@ -36,7 +36,7 @@ pub struct Calibrated {
 
 impl CalibrationArgs {
     /// `--num-samples` without `--dataset` is refused, as NNCF would have nothing to sample.
-    pub fn check(&self) -> anyhow::Result<()> {
+    pub(crate) fn check(&self) -> anyhow::Result<()> {
         if self.num_samples.is_some() && self.dataset.is_none() {
             bail!("--num-samples needs --dataset");
         }
@@ -47,7 +47,7 @@ impl CalibrationArgs {
     }
 
     /// Build the windows, run them through the reference and keep what `want` asks of each linear layer's input.
-    pub fn collect(
+    pub(crate) fn collect(
         &self,
         dir: &Path,
         ckpt: &Model,

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use oxport_io::CancelToken;
 
 /// How long the handler waits for a cancelled export to stop before cleaning up around it.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 static TOKEN: LazyLock<CancelToken> = LazyLock::new(CancelToken::new);
 /// The staging folder of the export in flight; `None` outside an export. Whoever ends the process (the handler or
@@ -32,7 +32,7 @@ fn armed() -> MutexGuard<'static, Option<PathBuf>> {
 
 /// Run `export` (given the cancel token) for `output`: remove stale staging folders of the same output (one stderr
 /// line each), and on SIGINT/SIGTERM cancel it, report the removed staging folder and exit 130/143.
-pub fn run_export<T>(
+pub(crate) fn run_export<T>(
     output: &Path,
     export: impl FnOnce(&CancelToken) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {

@@ -13,8 +13,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result, io};
 use crate::header::parse_header;
 
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
-pub const SINGLE_FILE: &str = "model.safetensors";
+pub(crate) const INDEX_FILE: &str = "model.safetensors.index.json";
+pub(crate) const SINGLE_FILE: &str = "model.safetensors";
 
 /// Metadata of one tensor; known before any of its bytes are touched.
 #[derive(Clone, Debug, serde::Serialize)]

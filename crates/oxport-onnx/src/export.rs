@@ -254,13 +254,11 @@ fn write_weights(
         cancel.check(Some(dir))?;
         match item {
             WeightItem::Embedding { name } => {
-                let dims = [c.vocab_size, c.hidden_size];
                 let t = write_float(
                     ckpt,
                     &mut data,
                     Role::Embedding,
                     name,
-                    &dims,
                     io_dtype,
                     false,
                     0..c.vocab_size,
@@ -316,13 +314,11 @@ fn write_weights(
                     // mapped rows, streamed in blocks of output rows.
                     LinearForm::Float => {
                         let name = spec.initializer_names().remove(0);
-                        let dims = [spec.k, spec.n];
                         let t = write_float(
                             ckpt,
                             &mut data,
                             spec.role,
                             &name,
-                            &dims,
                             io_dtype,
                             true,
                             spec.rows.clone(),
@@ -359,8 +355,8 @@ const CHUNK_VALUES: usize = 4 << 20;
 /// the writer copies it while it is still in the L3 cache, and peak memory stays low.
 const FLOAT_CHUNK_BYTES: usize = 4 << 20;
 
-/// Append rows `rows` of `role` (`[rows, k]` in the checkpoint) as the float initializer `name` of shape `dims`
-/// in the I/O dtype, transposed to `[k, rows]` when `transpose`: converted straight from the mapped BF16/F16/F32
+/// Append rows `rows` of `role` (`[rows, k]` in the checkpoint) as the float initializer `name` of shape
+/// `[rows, k]` in the I/O dtype, or `[k, rows]` transposed when `transpose`: converted straight from the mapped BF16/F16/F32
 /// bytes in parallel (oxport-quant's [`float_bytes_into`](oxport_quant::float_bytes_into), the same f32→f16
 /// rounding as numpy), chunk by chunk into reused buffers that the writer thread writes while the next chunk is
 /// converted. NaN/Inf is refused with oxport-hf's error; the tensor's pages are dropped after its last rows.
@@ -369,7 +365,6 @@ fn write_float(
     data: &mut BlobWriter,
     role: Role,
     name: &str,
-    dims: &[usize; 2],
     io_dtype: IoDtype,
     transpose: bool,
     rows: std::ops::Range<usize>,
@@ -422,7 +417,7 @@ fn write_float(
         DATA_FILE,
         name,
         io_dtype.onnx(),
-        dims,
+        &[height, width],
         start,
     ))
 }

@@ -22,7 +22,7 @@ pub const ALIGNMENT_BYTES: u64 = 64 << 10;
 const QUEUED_BUFFERS: usize = 2;
 
 /// Create `dir/location` with ONNX's external-data layout (large tensors aligned, nothing shared).
-pub fn create(dir: &Path, location: &str) -> Result<BlobWriter> {
+pub(crate) fn create(dir: &Path, location: &str) -> Result<BlobWriter> {
     let layout = BlobLayout {
         align_above: Some((ALIGN_THRESHOLD_BYTES, ALIGNMENT_BYTES)),
         dedup_up_to: None,
@@ -37,7 +37,7 @@ pub fn create(dir: &Path, location: &str) -> Result<BlobWriter> {
 
 /// The initializer for the tensor begun at `start` in `data` (the file `location`): everything written since is its
 /// data.
-pub fn initializer(
+pub(crate) fn initializer(
     data: &BlobWriter,
     location: &str,
     name: &str,

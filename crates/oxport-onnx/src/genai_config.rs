@@ -186,7 +186,7 @@ pub fn genai_config(
 }
 
 /// Serialize like Python's `json.dump(indent=4)`.
-pub fn to_pretty_json(v: &Value) -> Result<String> {
+pub(crate) fn to_pretty_json(v: &Value) -> Result<String> {
     let mut buf = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);

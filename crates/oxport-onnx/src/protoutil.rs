@@ -9,7 +9,7 @@ use crate::proto::{
 /// One node attribute value. Attributes are written in the order given, which for every node below is the
 /// order the builder writes (onnx `helper.make_node` sorts kwargs; onnx_ir keeps insertion order).
 #[derive(Clone, Debug)]
-pub enum Attr {
+pub(crate) enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
@@ -17,7 +17,7 @@ pub enum Attr {
     Graph(GraphProto),
 }
 
-pub fn attribute(name: &str, value: Attr) -> AttributeProto {
+pub(crate) fn attribute(name: &str, value: Attr) -> AttributeProto {
     let mut a = AttributeProto {
         name: Some(name.to_string()),
         ..Default::default()
@@ -48,7 +48,7 @@ pub fn attribute(name: &str, value: Attr) -> AttributeProto {
 }
 
 /// A node; `domain` is `""` for the default ONNX domain (left unset, as onnx writes it).
-pub fn node(
+pub(crate) fn node(
     op_type: &str,
     name: &str,
     domain: &str,
@@ -69,12 +69,12 @@ pub fn node(
 
 /// A tensor dimension: fixed or symbolic.
 #[derive(Clone, Debug)]
-pub enum Dim {
+pub(crate) enum Dim {
     Fixed(usize),
     Named(&'static str),
 }
 
-pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
+pub(crate) fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| tensor_shape_proto::Dimension {
@@ -99,7 +99,7 @@ pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
 }
 
 /// A tensor with inline `raw_data` (used for Constant node values).
-pub fn raw_tensor(name: &str, elem: DataType, dims: &[usize], raw: Vec<u8>) -> TensorProto {
+pub(crate) fn raw_tensor(name: &str, elem: DataType, dims: &[usize], raw: Vec<u8>) -> TensorProto {
     TensorProto {
         dims: dims.iter().map(|&d| d as i64).collect(),
         data_type: Some(elem as i32),
@@ -110,13 +110,13 @@ pub fn raw_tensor(name: &str, elem: DataType, dims: &[usize], raw: Vec<u8>) -> T
 }
 
 /// Little-endian bytes of f32 values (ONNX raw_data is little-endian, onnx.proto `raw_data` comment).
-pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 /// Little-endian IEEE half bytes, round-to-nearest-even (numpy `astype(float16)`, which the builder's
 /// `torch.Tensor.to(float16)` matches).
-pub fn f16_bytes(values: &[f32]) -> Vec<u8> {
+pub(crate) fn f16_bytes(values: &[f32]) -> Vec<u8> {
     values
         .iter()
         .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())

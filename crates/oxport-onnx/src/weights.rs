@@ -12,7 +12,7 @@ use crate::options::IoDtype;
 use crate::proto::tensor_proto::DataType;
 
 /// One initializer ready to append.
-pub struct Initializer {
+pub(crate) struct Initializer {
     pub name: String,
     pub elem: DataType,
     pub dims: Vec<usize>,
@@ -21,7 +21,7 @@ pub struct Initializer {
 
 /// Initializer bytes; f32 data is kept as `Vec<f32>` and written through a byte view, so the largest tensor
 /// (the f32 embedding) is not copied once more on its way to disk.
-pub enum Payload {
+pub(crate) enum Payload {
     Bytes(Vec<u8>),
     F32(Vec<f32>),
 }
@@ -34,7 +34,7 @@ const _: () = assert!(
 
 #[cfg(test)]
 impl Payload {
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             Payload::Bytes(b) => b,
             Payload::F32(v) => bytemuck::cast_slice(v),
@@ -49,7 +49,7 @@ impl From<Vec<u8>> for Payload {
 }
 
 /// Values in the I/O dtype: f32 moved as is, f16 converted.
-pub fn io_payload(io: IoDtype, values: Vec<f32>) -> Payload {
+pub(crate) fn io_payload(io: IoDtype, values: Vec<f32>) -> Payload {
     match io {
         IoDtype::F32 => Payload::F32(values),
         IoDtype::F16 => Payload::Bytes(crate::protoutil::f16_bytes(&values)),
@@ -57,7 +57,7 @@ pub fn io_payload(io: IoDtype, values: Vec<f32>) -> Payload {
 }
 
 /// `weight` is the HF `[out, in]` matrix rows `spec.rows` (row-major, `spec.n × spec.k`).
-pub fn linear_initializers(
+pub(crate) fn linear_initializers(
     spec: &LinearSpec,
     weight: &[f32],
     io: IoDtype,
@@ -88,7 +88,11 @@ pub fn linear_initializers(
 
 /// MatMulNBits `B` `[n, k_blocks, blob]`, `scales` `[n, k_blocks]` and (asymmetric) `zero_points`
 /// `[n, ceil(k_blocks * bits / 8)]`, as the ORT quantizer shapes them (`fixtures/reference/ort/ort_int4_b128`).
-pub fn nbits_initializers(names: &[String], q: NBitsWeight, p: &NBitsParams) -> Vec<Initializer> {
+pub(crate) fn nbits_initializers(
+    names: &[String],
+    q: NBitsWeight,
+    p: &NBitsParams,
+) -> Vec<Initializer> {
     let n = q.n;
     let mut out = vec![
         Initializer {
@@ -121,7 +125,7 @@ pub fn nbits_initializers(names: &[String], q: NBitsWeight, p: &NBitsParams) -> 
 /// oxport-hf's error.
 ///
 /// `packed` is reused for `B` (a written buffer: no fresh pages per weight).
-pub fn quantize_nbits_view(
+pub(crate) fn quantize_nbits_view(
     spec: &LinearSpec,
     view: &TensorView<'_>,
     p: &NBitsParams,
@@ -144,7 +148,7 @@ pub fn quantize_nbits_view(
 }
 
 /// Quantize `w` (rows `spec.rows` already decoded to f32, e.g. rescaled by `--awq`) into `packed`.
-pub fn quantize_nbits_f32(
+pub(crate) fn quantize_nbits_f32(
     spec: &LinearSpec,
     w: &[f32],
     p: &NBitsParams,
@@ -178,7 +182,7 @@ fn quantize(spec: &LinearSpec, weight: &[f32], p: &NBitsParams) -> Result<NBitsW
 }
 
 /// `[n, k]` → `[k, n]`, rows of the output in parallel.
-pub fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+pub(crate) fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     let mut t = vec![0f32; n * k];
     t.par_chunks_mut(n).enumerate().for_each(|(kk, row)| {
         for (nn, v) in row.iter_mut().enumerate() {

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 
 /// A compressed weight as the IR stores it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Compressed {
+pub(crate) struct Compressed {
     /// u8 `[n, k]`, i8 `[n, k]`, i4/u4 `[n, k/g, g]` packed two per byte, element 2j in the low nibble.
     pub weight: Vec<u8>,
     /// f16 little-endian, `[n, 1]` or `[n, k/g, 1]`.
@@ -24,7 +24,7 @@ pub struct Compressed {
 /// Compress `w` (`[n, k]`, the checkpoint tensor `tensor`) with `mode`; `group` `None` is per-channel.
 /// (The exporter reads checkpoint bytes through [`compress_rows_into`]; this f32 form is what the unit tests pin.)
 #[cfg(test)]
-pub fn compress(
+pub(crate) fn compress(
     tensor: &str,
     w: &[f32],
     n: usize,
@@ -39,7 +39,7 @@ pub fn compress(
 /// kernel: the same bytes as compressing the f32 decode, without an f32 copy of the tensor. The weight is packed
 /// into `buf` (a written `.bin` buffer to reuse; cleared first).
 /// `given`: scales and zero points computed beforehand (scale estimation), used instead of min-max.
-pub fn compress_rows_into(
+pub(crate) fn compress_rows_into(
     tensor: &str,
     w: Rows<'_>,
     n: usize,

@@ -381,10 +381,9 @@ impl Graph {
         name: &str,
         inputs: &[Out],
         data: &[(&'static str, &str)],
-        elem: Elem,
-        dims: &[i64],
+        output: (Elem, &[i64]),
     ) -> Out {
-        self.op(kind, version, name, inputs, data, &[(elem, dims)])[0]
+        self.op(kind, version, name, inputs, data, &[output])[0]
     }
 
     /// An op with no outputs (`Assign`).
@@ -645,8 +644,7 @@ mod tests {
             "",
             &[x, c],
             &[("auto_broadcast", "numpy")],
-            Elem::F32,
-            &[DYN, 2],
+            (Elem::F32, &[DYN, 2]),
         );
         let z = g.op1(
             "Add",
@@ -654,8 +652,7 @@ mod tests {
             "add2",
             &[y, c2],
             &[("auto_broadcast", "numpy")],
-            Elem::F32,
-            &[DYN, 2],
+            (Elem::F32, &[DYN, 2]),
         );
         g.mark(z, "decompression", None);
         g.result("r", z, "y");

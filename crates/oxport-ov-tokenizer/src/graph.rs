@@ -145,8 +145,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             ("variable_type", "dynamic"),
             ("variable_shape", "..."),
         ],
-        Elem::Boolean,
-        &[],
+        (Elem::Boolean, &[]),
     );
 
     // CombineSegments inputs of the special-token groups before the sequence (the serializer visits them first).
@@ -186,8 +185,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[unpacked[0]],
         &[("output_type", "i64")],
-        Elem::I64,
-        &[1],
+        (Elem::I64, &[1]),
     );
     let gi = b.i64_scalar(0)?;
     let ga = b.i64_scalar(0)?;
@@ -197,8 +195,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[shape, gi, ga],
         &[("batch_dims", "0")],
-        Elem::I64,
-        &[],
+        (Elem::I64, &[]),
     );
     let one64 = b.i64_scalar(1)?;
     let begins = b.g.op1(
@@ -207,8 +204,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[zero64, n, one64],
         &[("output_type", "i32")],
-        Elem::I32,
-        &v1,
+        (Elem::I32, &v1),
     );
     let start1 = b.i64_scalar(1)?;
     let add1 = b.i64_scalar(1)?;
@@ -218,8 +214,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[n, add1],
         &[("auto_broadcast", "numpy")],
-        Elem::I64,
-        &[],
+        (Elem::I64, &[]),
     );
     let step1 = b.i64_scalar(1)?;
     let ends = b.g.op1(
@@ -228,8 +223,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[start1, n1, step1],
         &[("output_type", "i32")],
-        Elem::I32,
-        &v1,
+        (Elem::I32, &v1),
     );
 
     // SpecialTokensSplit → RegexSplit (ByteLevel regex, isolate).
@@ -323,8 +317,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[flag, max_len, no_trunc],
         &[("auto_broadcast", "numpy")],
-        Elem::I32,
-        &[],
+        (Elem::I32, &[]),
     );
     let side = b.string(if spec.truncate_right {
         b"right"
@@ -372,8 +365,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[combined[1], combined[0]],
         &[("auto_broadcast", "numpy")],
-        Elem::I32,
-        &v1,
+        (Elem::I32, &v1),
     );
     let axis0 = b.i32_scalar(0)?;
     let max = b.g.op1(
@@ -382,8 +374,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[lens, axis0],
         &[("keep_dims", "false")],
-        Elem::I32,
-        &[],
+        (Elem::I32, &[]),
     );
     let pad = b.i32_scalar(spec.pad_id)?;
     let v2 = [DYN, DYN];
@@ -404,8 +395,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[dense[1]],
         &[("destination_type", "i32")],
-        Elem::I32,
-        &v2,
+        (Elem::I32, &v2),
     );
     let mask = b.g.op1(
         "Convert",
@@ -413,8 +403,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[mask32],
         &[("destination_type", "i64")],
-        Elem::I64,
-        &v2,
+        (Elem::I64, &v2),
     );
     b.g.name_tensor(mask, "attention_mask");
     let ids = b.g.op1(
@@ -423,8 +412,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[dense[0]],
         &[("destination_type", "i64")],
-        Elem::I64,
-        &v2,
+        (Elem::I64, &v2),
     );
     b.g.name_tensor(ids, "input_ids");
     b.g.op1(
@@ -433,8 +421,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         "",
         &[flag],
         &[("variable_id", "truncation")],
-        Elem::Boolean,
-        &[],
+        (Elem::Boolean, &[]),
     );
     b.g.result("Result_input_ids", ids, "input_ids");
     b.g.result("Result_attention_mask", mask, "attention_mask");
@@ -495,8 +482,7 @@ pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), Tokenizer
         "",
         &[ids],
         &[("destination_type", "i32")],
-        Elem::I32,
-        &[DYN, DYN],
+        (Elem::I32, &[DYN, DYN]),
     );
     let vocab = b.strings(&spec.detok_vocab)?;
     // VocabDecoderStep: the skip list sliced [0:i32::MAX] (skip_special_tokens=True), folded to the list itself.
@@ -563,8 +549,7 @@ pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), Tokenizer
         "",
         &valid,
         &[],
-        Elem::String,
-        &v1,
+        (Elem::String, &v1),
     );
     b.g.name_tensor(text, "string_output");
     b.g.result("Result_string_output", text, "string_output");

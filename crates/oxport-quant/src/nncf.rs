@@ -292,7 +292,12 @@ fn compress(
                 |(codes, input), (r, ((dst, sc), zp))| {
                     let (row, non_finite) = weight.row_finite(r, k, input);
                     if non_finite.0 == 0 {
-                        compress_row(row, mode, group, codes, dst, sc, zp, given, r);
+                        let out = RowOut {
+                            dst,
+                            scales: sc,
+                            zero_points: zp,
+                        };
+                        compress_row(row, mode, group, codes, out, given, r);
                     }
                     non_finite
                 },
@@ -352,6 +357,13 @@ fn compress(
     })
 }
 
+/// Where [`compress_row`] stores one row: packed codes, f16 scales and (asym) packed zero points.
+struct RowOut<'a> {
+    dst: &'a mut [u8],
+    scales: &'a mut [f16],
+    zero_points: &'a mut [u8],
+}
+
 simd::multiversion! {
     /// One row that starts on a byte boundary: quantize its groups, store scales (f16) and zero points, pack.
     fn compress_row(
@@ -359,12 +371,15 @@ simd::multiversion! {
         mode: NncfMode,
         group: usize,
         codes: &mut [u8],
-        dst: &mut [u8],
-        scales: &mut [f16],
-        zero_points: &mut [u8],
+        out: RowOut<'_>,
         given: Option<&NncfParams>,
         r: usize,
     ) {
+        let RowOut {
+            dst,
+            scales,
+            zero_points,
+        } = out;
         let bits = mode.bits() as usize;
         for (g, chunk) in row.chunks(group).enumerate() {
             let codes = &mut codes[g * group..(g + 1) * group];

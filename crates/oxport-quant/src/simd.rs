@@ -57,7 +57,7 @@ const LANES: usize = 8;
 /// sequential scan's; only the sign of a zero result may differ, and that matters only when every element is
 /// zero, so callers redo such blocks with [`min_max_sequential`].
 #[inline(always)]
-pub fn min_max(values: &[f32]) -> (f32, f32) {
+pub(crate) fn min_max(values: &[f32]) -> (f32, f32) {
     let mut mn = [f32::MAX; LANES];
     let mut mx = [-f32::MAX; LANES];
     let chunks = values.chunks_exact(LANES);
@@ -81,7 +81,7 @@ pub fn min_max(values: &[f32]) -> (f32, f32) {
 /// The sequential scan of `q4_dq.cpp` (min from FLT_MAX, max from -FLT_MAX, strict comparisons in element
 /// order), which fixes which signed zero wins.
 #[inline(always)]
-pub fn min_max_sequential(values: &[f32]) -> (f32, f32) {
+pub(crate) fn min_max_sequential(values: &[f32]) -> (f32, f32) {
     let mut lo = f32::MAX;
     let mut hi = -f32::MAX;
     for &v in values {
@@ -102,7 +102,7 @@ const RNE_MAGIC: f32 = 12_582_912.0;
 /// Round half to even (numpy `np.round`, OpenVINO `Round(half_to_even)`) of `x` clamped to `[lo, hi]`, as an
 /// integer. Exact for `|lo|, |hi| < 2^22`; clamping first is equivalent to rounding first for integer bounds.
 #[inline(always)]
-pub fn clamp_round_half_even(x: f32, lo: f32, hi: f32) -> i32 {
+pub(crate) fn clamp_round_half_even(x: f32, lo: f32, hi: f32) -> i32 {
     let c = if x < lo { lo } else { x };
     let c = if c > hi { hi } else { c };
     ((c + RNE_MAGIC).to_bits() as i32) - (RNE_MAGIC.to_bits() as i32)
@@ -114,7 +114,7 @@ pub fn clamp_round_half_even(x: f32, lo: f32, hi: f32) -> i32 {
 /// A NaN leaves bit pattern `0x?FC00000 - 0x4B400000`, whose low byte is 0: the 0 that the C++ cast gives
 /// on x86 (golden case `subnormal`, where 0 · inf occurs).
 #[inline(always)]
-pub fn clamp_roundf_u8(x: f32, hi: f32) -> u8 {
+pub(crate) fn clamp_roundf_u8(x: f32, hi: f32) -> u8 {
     let c = if x < 0.0 { 0.0 } else { x };
     let c = if c > hi { hi } else { c };
     let r = ((c + RNE_MAGIC).to_bits() as i32).wrapping_sub(RNE_MAGIC.to_bits() as i32);
@@ -126,7 +126,7 @@ pub fn clamp_roundf_u8(x: f32, hi: f32) -> u8 {
 /// rounding the f32 mantissa to 10 bits on the bit pattern, f16 subnormals (|x| < 2^-14) by adding 0.75,
 /// whose ulp is 2^-24 (the f16 subnormal spacing), and subtracting it; the sign is restored so ±0 survive.
 #[inline(always)]
-pub fn round_through_f16(x: f32) -> f32 {
+pub(crate) fn round_through_f16(x: f32) -> f32 {
     let b = x.to_bits();
     let normal = f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff);
     let tiny = ((x.abs() + 0.75) - 0.75).copysign(x);

@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtimes = oxport_runner::devices::probe_all();
     if args.json {
         let json = serde_json::json!({

@@ -11,14 +11,14 @@ use oxport_onnx::{ExecutionProvider, ExportOptions, Precision};
 use oxport_quant::Scheme;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum PrecisionArg {
+pub(crate) enum PrecisionArg {
     Int4,
     Fp16,
     Fp32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum EpArg {
+pub(crate) enum EpArg {
     Cpu,
     Cuda,
     Dml,
@@ -26,7 +26,7 @@ pub enum EpArg {
 }
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// A Phi-3 checkpoint folder (config.json, safetensors, tokenizer files) or a Hugging Face hub id.
     #[arg(short = 'm', long)]
     pub model: String,
@@ -106,7 +106,7 @@ impl Args {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = args.options();
     args.calibration.check()?;
     if args.calibration.dataset.is_some() && !args.awq {

@@ -13,7 +13,7 @@ use oxport_openvino::{BackupPrecision, CompressionOptions, GroupSizeFallback, We
 use oxport_quant::SensitivityMetric;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(crate) struct Args {
     /// Model: a local Phi-3 checkpoint folder or a Hugging Face hub id (`microsoft/Phi-3-mini-4k-instruct`,
     /// taken from the HF cache or downloaded).
     #[arg(short = 'm', long)]
@@ -95,7 +95,7 @@ pub struct Args {
 
 /// optimum-cli options that oxport parses only to refuse them by name.
 #[derive(clap::Args, Debug)]
-pub struct Unimplemented {
+pub(crate) struct Unimplemented {
     #[arg(long, hide = true)]
     pub gptq: bool,
     #[arg(long = "lora-correction", hide = true)]
@@ -356,7 +356,7 @@ fn apply_default_recipe(
     Ok(options)
 }
 
-pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     // Refuse unimplemented flags before touching the model.
     args.options(0)?;
     let start = Instant::now();

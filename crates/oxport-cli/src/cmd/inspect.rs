@@ -16,7 +16,7 @@ Hub ids are looked up in the Hugging Face cache and downloaded into it when abse
   HF_ENDPOINT     hub URL (default https://huggingface.co)
   HF_TOKEN        bearer token for gated or private repositories (else the file $HF_HOME/token)
   HF_HUB_OFFLINE  1: never use the network; only cached snapshots resolve")]
-pub struct Args {
+pub(crate) struct Args {
     /// A checkpoint folder, or a Hugging Face hub id (`org/name`) looked up in the HF cache and downloaded when
     /// absent (unless HF_HUB_OFFLINE is set).
     #[arg(value_name = "MODEL")]
@@ -29,7 +29,7 @@ pub struct Args {
     pub json: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = resolve(&args.model, args.revision.as_deref())?;
     let ckpt = Model::open(&dir).with_context(|| format!("opening {}", dir.display()))?;
     let mut out = std::io::stdout().lock();

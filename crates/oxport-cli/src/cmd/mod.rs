@@ -1,8 +1,8 @@
 //! One module per subcommand; each has `Args` (clap) and `run(args)`.
 
-pub mod devices;
-pub mod export_onnx;
-pub mod export_openvino;
-pub mod inspect;
-pub mod reference;
-pub mod validate;
+pub(crate) mod devices;
+pub(crate) mod export_onnx;
+pub(crate) mod export_openvino;
+pub(crate) mod inspect;
+pub(crate) mod reference;
+pub(crate) mod validate;

@@ -11,7 +11,7 @@ use super::validate::read_prompts;
 use crate::progress::Bars;
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Original checkpoint folder (the one the exports were made from).
     pub model: PathBuf,
     /// Cache folder (the `--reference-cache` of `oxport validate`).
@@ -40,7 +40,7 @@ pub struct Args {
     pub quiet: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut opts = Options::new(&args.model);
     if let Some(p) = &args.prompts {
         opts.prompts = read_prompts(p)?;

@@ -8,7 +8,7 @@ use oxport_runner::backend::Precision;
 use oxport_runner::validate::{self, DeviceFilter, Options, ThresholdOverrides, WeightPrecision};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum DeviceArg {
+pub(crate) enum DeviceArg {
     All,
     Cpu,
     Cuda,
@@ -17,7 +17,7 @@ pub enum DeviceArg {
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum PrecisionArg {
+pub(crate) enum PrecisionArg {
     Fp32,
     Fp16,
     Int8,
@@ -25,7 +25,7 @@ pub enum PrecisionArg {
 }
 
 #[derive(clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// Export folder: model.onnx + genai_config.json, or openvino_model.xml.
     pub output: PathBuf,
     /// Original checkpoint folder (default: the folder named by the export's config.json `_name_or_path`).
@@ -148,7 +148,7 @@ fn options(args: &Args) -> anyhow::Result<Options> {
     Ok(opts)
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let opts = options(&args)?;
     let bars = crate::progress::Bars::new(args.quiet);
     let report = validate::run(&opts, &bars)

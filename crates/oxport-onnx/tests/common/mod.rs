@@ -12,20 +12,20 @@ use oxport_onnx::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
         .expect("repo root")
 }
 
-pub fn reference_checkpoint(name: &str) -> PathBuf {
+pub(crate) fn reference_checkpoint(name: &str) -> PathBuf {
     repo_root()
         .join("fixtures/reference/checkpoints")
         .join(name)
 }
 
-pub fn export_to(
+pub(crate) fn export_to(
     ckpt_dir: &Path,
     opts: &ExportOptions,
     out: &Path,
@@ -34,14 +34,14 @@ pub fn export_to(
     oxport_onnx::export(&ckpt, opts, out, &Silent, &CancelToken::new())
 }
 
-pub fn read_model(path: &Path) -> ModelProto {
+pub(crate) fn read_model(path: &Path) -> ModelProto {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     ModelProto::decode(bytes.as_slice()).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A node as comparable text: op, domain ("" and "ai.onnx" are the same domain), name, inputs, outputs and
 /// attributes (name, type and value; Constant tensors by dims, type and raw bytes).
-pub fn node_signature(n: &NodeProto) -> String {
+pub(crate) fn node_signature(n: &NodeProto) -> String {
     let domain = match n.domain.as_deref() {
         None | Some("") | Some("ai.onnx") => "",
         Some(d) => d,
@@ -79,12 +79,12 @@ pub fn node_signature(n: &NodeProto) -> String {
     )
 }
 
-pub fn value_info_signature(v: &ValueInfoProto) -> String {
+pub(crate) fn value_info_signature(v: &ValueInfoProto) -> String {
     format!("{} {:?}", v.name(), v.r#type)
 }
 
 /// name → (dims, data_type) of every initializer.
-pub fn initializer_table(m: &ModelProto) -> BTreeMap<String, (Vec<i64>, i32)> {
+pub(crate) fn initializer_table(m: &ModelProto) -> BTreeMap<String, (Vec<i64>, i32)> {
     m.graph
         .as_ref()
         .expect("graph")
@@ -102,7 +102,7 @@ fn external_entry<'a>(t: &'a TensorProto, key: &str) -> Option<&'a str> {
 }
 
 /// (offset, length) of an external initializer.
-pub fn external_range(t: &TensorProto) -> (u64, u64) {
+pub(crate) fn external_range(t: &TensorProto) -> (u64, u64) {
     let offset = external_entry(t, "offset")
         .expect("offset")
         .parse()
@@ -115,7 +115,7 @@ pub fn external_range(t: &TensorProto) -> (u64, u64) {
 }
 
 /// sha256 of every initializer's bytes in `dir/model.onnx.data`.
-pub fn initializer_hashes(dir: &Path) -> BTreeMap<String, String> {
+pub(crate) fn initializer_hashes(dir: &Path) -> BTreeMap<String, String> {
     let m = read_model(&dir.join("model.onnx"));
     let data = std::fs::read(dir.join("model.onnx.data")).expect("model.onnx.data");
     m.graph
@@ -130,12 +130,12 @@ pub fn initializer_hashes(dir: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Golden hashes from `tests/golden/phi3-tiny-random.json` for one variant: name → (dims, sha256).
-pub fn golden(variant: &str) -> BTreeMap<String, (Vec<i64>, String)> {
+pub(crate) fn golden(variant: &str) -> BTreeMap<String, (Vec<i64>, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/phi3-tiny-random.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).expect("golden")).expect("json");

@@ -208,8 +208,7 @@ pub(super) fn state(b: &mut Builder, s: &Shared, layer: usize, which: &str) -> R
         "",
         &[zero, shape],
         &[("mode", "numpy")],
-        Elem::F32,
-        &[DYN, n(kv), 0, n(hd)],
+        (Elem::F32, &[DYN, n(kv), 0, n(hd)]),
     );
     let var = format!("past_key_values.{layer}.{which}present.{layer}.{which}");
     let var_shape = crate::ir::partial_shape(&[DYN, n(kv), DYN, n(hd)]);
@@ -524,8 +523,7 @@ pub(super) fn decoder_layer(
             &format!("{lu}/Greater"),
             &[md, zero],
             &[AB],
-            Elem::Boolean,
-            &[1],
+            (Elem::Boolean, &[1]),
         );
         let gi = b.convert(&format!("{lu}/Convert_0"), gt, Elem::I32);
         let add = b.binary("Add", &format!("{lu}/Add"), half, gi, &[1]);

@@ -23,8 +23,7 @@ pub(super) fn build_mask(
             name,
             &[start, stop, one32],
             &[("output_type", "i64")],
-            Elem::I64,
-            &[DYN],
+            (Elem::I64, &[DYN]),
         )
     };
     let kv_idx = range(b, &format!("{m}/aten::arange/Range"), z32, total);
@@ -86,8 +85,7 @@ pub(super) fn build_mask(
             &format!("{m}/aten::le/LessEqual"),
             &[kv4, q4],
             &[AB],
-            Elem::Boolean,
-            &mdims,
+            (Elem::Boolean, &mdims),
         )
     };
     let causal = match b.cfg.sliding_window {
@@ -106,8 +104,7 @@ pub(super) fn build_mask(
                 &format!("{m}/aten::gt/Greater"),
                 &[kv4, lo],
                 &[AB],
-                Elem::Boolean,
-                &mdims,
+                (Elem::Boolean, &mdims),
             );
             let a0 = b.binary(
                 "BitwiseAnd",
@@ -268,7 +265,6 @@ pub(super) fn build_mask(
         &format!("{m}/aten::where/Select"),
         &[expanded, zero, min],
         &[AB],
-        Elem::F32,
-        &[DYN, 1, DYN, DYN],
+        (Elem::F32, &[DYN, 1, DYN, DYN]),
     ))
 }

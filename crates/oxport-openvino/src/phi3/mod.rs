@@ -96,8 +96,7 @@ impl Builder<'_> {
                 name,
                 &[c],
                 &[("destination_type", "f32")],
-                Elem::F32,
-                &dims,
+                (Elem::F32, &dims),
             );
             self.g.mark(o, "decompression", None);
             Ok(o)
@@ -117,7 +116,7 @@ impl Builder<'_> {
         dims: &[i64],
     ) -> Out {
         let elem = self.g.elem(ins[0]);
-        self.g.op1(kind, ver, name, ins, data, elem, dims)
+        self.g.op1(kind, ver, name, ins, data, (elem, dims))
     }
     fn binary(&mut self, kind: &'static str, name: &str, a: Out, b: Out, dims: &[i64]) -> Out {
         let version = if kind == "BitwiseAnd" {
@@ -135,8 +134,7 @@ impl Builder<'_> {
             name,
             &[x],
             &[("destination_type", to.name())],
-            to,
-            &dims,
+            (to, &dims),
         )
     }
     fn unsqueeze(&mut self, name: &str, x: Out, axis: i64, dims: &[i64]) -> Result<Out> {
@@ -204,8 +202,7 @@ impl Builder<'_> {
             name,
             &[x],
             &[("output_type", elem.name())],
-            elem,
-            &[rank],
+            (elem, &[rank]),
         )
     }
     fn matmul_w(&mut self, name: &str, x: Out, w: Out, out_features: usize) -> Out {

@@ -96,8 +96,7 @@ pub(crate) fn build(
                 &format!("{re}/aten::gt/Greater"),
                 &[seq, orig],
                 &[AB],
-                Elem::Boolean,
-                &[],
+                (Elem::Boolean, &[]),
             );
             b.g.op1(
                 "Select",
@@ -105,8 +104,7 @@ pub(crate) fn build(
                 &format!("{re}/aten::where/Select"),
                 &[is_long, long, short],
                 &[AB],
-                Elem::F32,
-                &[1, n(rot / 2), 1],
+                (Elem::F32, &[1, n(rot / 2), 1]),
             )
         }
     };
