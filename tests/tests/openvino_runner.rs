@@ -1,7 +1,8 @@
 //! Our OpenVINO exports of the tiny fixtures, run by oxport-runner's stateful OpenVINO session on CPU (f32 hints),
 //! against oxport-runner's Rust reference forward pass of the checkpoint: prompt logits within the format's
 //! tolerance, and greedy generation through the KV cache. OpenVINO comes from the PyPI wheel (`$OXPORT_PYTHON`);
-//! its absence fails the test.
+//! its absence fails the test, so every test here runs with the `runtimes` feature (`cargo xtask test`) and a plain
+//! `cargo test` lists it as ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -128,23 +129,39 @@ fn fixture_exists(name: &str) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn tiny_exports_match_the_rust_reference() {
     assert!(fixture_exists("tiny"), "fixtures/tiny is missing");
     check_fixture("tiny", 12);
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn tiny_gqa_exports_match_the_rust_reference() {
     check_fixture("tiny-gqa", 12);
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn tiny_odd_exports_match_the_rust_reference() {
     // hidden 320: int4 with group 128 needs the `adjust` fallback (group 64), as with optimum-cli.
     check_fixture("tiny-odd", 12);
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn tiny_longrope_exports_match_the_rust_reference_past_the_original_context() {
     // 70 positions > original_max_position_embeddings (64): the graph must switch to the long factors.
     check_fixture("tiny-longrope", 70);

@@ -1,7 +1,8 @@
 //! Both runtimes load from the PyPI wheels and run a tiny decoder through oxport-runner's LLM sessions on CPU:
 //! the ORT session with the genai layout (past KV in, present out) and the OpenVINO session with the stateful
 //! interface (position_ids, beam_idx, state in the infer request). The toy models' logits are closed-form
-//! (`crates/oxport-runner/tests/data/make_toy.py`), so every number is checked.
+//! (`crates/oxport-runner/tests/data/make_toy.py`), so every number is checked. Every test here needs the wheels:
+//! it runs with the `runtimes` feature (`cargo xtask test`), and a plain `cargo test` lists it as ignored.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -82,6 +83,10 @@ fn run_sequence(session: &mut dyn LlmSession, with_positions: bool) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn onnxruntime_cpu_runs_a_genai_layout_decoder_with_kv_cache() {
     let dir = tempfile::tempdir().unwrap();
     make_toys(dir.path());
@@ -98,6 +103,10 @@ fn onnxruntime_cpu_runs_a_genai_layout_decoder_with_kv_cache() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn openvino_cpu_runs_a_stateful_decoder_one_request_per_sequence() {
     let dir = tempfile::tempdir().unwrap();
     make_toys(dir.path());
@@ -115,6 +124,10 @@ fn openvino_cpu_runs_a_stateful_decoder_one_request_per_sequence() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn a_missing_input_is_reported_with_the_model_path() {
     let dir = tempfile::tempdir().unwrap();
     make_toys(dir.path());

@@ -1,4 +1,6 @@
 //! `oxport devices`: both runtimes load from the PyPI wheels; every device is present or absent with a reason.
+//! Needs the wheels: it runs with the `runtimes` feature (`cargo xtask test`); a plain `cargo test` lists it as
+//! ignored.
 
 use std::path::PathBuf;
 
@@ -13,6 +15,10 @@ fn ensure_python() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn devices_lists_every_runtime_and_device_with_reasons_for_absent_ones() {
     ensure_python();
     let runtimes = devices::probe_all();

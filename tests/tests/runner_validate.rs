@@ -1,6 +1,7 @@
 //! `oxport validate` end to end: export a tiny checkpoint with oxport's own exporters (library calls), validate it
 //! on every device against the Rust reference, and check that a damaged export fails naming the metric.
-//! Absent devices must be reported as skipped with a reason, never as passed.
+//! Absent devices must be reported as skipped with a reason, never as passed. The tests that run a runtime need the
+//! `runtimes` feature (`cargo xtask test`); a plain `cargo test` lists them as ignored.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -134,6 +135,10 @@ fn assert_fails_naming_a_metric(report: &Report) {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn onnx_int4_fp16_fp32_exports_validate_on_cpu() {
     use oxport_onnx::Precision::*;
     let tmp = tempfile::tempdir().unwrap();
@@ -160,6 +165,10 @@ fn onnx_int4_fp16_fp32_exports_validate_on_cpu() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn openvino_int4_int8_fp16_fp32_exports_validate_on_cpu() {
     use oxport_openvino::WeightFormat::*;
     let tmp = tempfile::tempdir().unwrap();
@@ -180,6 +189,10 @@ fn openvino_int4_int8_fp16_fp32_exports_validate_on_cpu() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn damaged_onnx_int4_scales_fail_naming_the_metric() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("int4");
@@ -191,6 +204,10 @@ fn damaged_onnx_int4_scales_fail_naming_the_metric() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn damaged_openvino_int4_scales_fail_naming_the_metric() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("int4");
@@ -202,6 +219,10 @@ fn damaged_openvino_int4_scales_fail_naming_the_metric() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn the_report_serializes_with_skipped_devices_and_plots_kl() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("int8");
@@ -237,6 +258,10 @@ fn a_folder_that_is_not_an_export_is_refused() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_original_context() {
     // fixtures/tiny-longrope: original_max_position_embeddings 64, max 256. Windows of 48 use the short factors,
     // windows of 128 the long ones (chosen by total length, as transformers and the genai builder do).
@@ -271,6 +296,10 @@ fn longrope_reference_agrees_with_the_fp32_onnx_export_below_and_beyond_the_orig
 /// for every ONNX target and every OpenVINO weight format, and each export validates on the CPU against the Rust
 /// reference. The dml/webgpu graphs run on ONNX Runtime's CPU EP here (no DirectML or WebGPU device).
 #[test]
+#[cfg_attr(
+    not(feature = "runtimes"),
+    ignore = "needs the runtimes: cargo xtask test"
+)]
 fn tiny_phi4_exports_at_every_precision_and_target_validate_on_cpu() {
     use oxport_onnx::ExecutionProvider as Ep;
     let src = repo().join("fixtures/tiny-phi4");

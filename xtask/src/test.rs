@@ -5,7 +5,9 @@
 //!    when the requirements change;
 //! 2. the `oxport` binary, and `cargo xtask digests` with it (every fixture × format × tested flag set, file
 //!    digests against the committed `tests/golden/export-digests.txt`);
-//! 3. `cargo test` over the workspace, then `pytest tests/python` with `OXPORT_BIN` and `OXPORT_PYTHON` set;
+//! 3. `cargo test` over the workspace with the `runtimes` feature (the tests that load ONNX Runtime or OpenVINO,
+//!    which a plain `cargo test` ignores; here none may be ignored), then `pytest tests/python` with `OXPORT_BIN`
+//!    and `OXPORT_PYTHON` set;
 //! 4. `cargo xtask smol` (the real SmolLM2 model in Phi-3 layout, once), then `pytest tests/python_peers` (optimum-intel
 //!    loading our exports, NNCF beside our data-aware AWQ) in `.venv-peers`, created once from PyPI;
 //! 5. `cargo xtask bench --smoke` and `cargo xtask bench validate --smoke`.
@@ -17,7 +19,7 @@ use anyhow::{Context, Result, bail};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
-    /// Skip the Python tests (pytest); the Rust tests still need the venv's runtimes.
+    /// Skip the Python tests (pytest); the Rust tests still need the venv's runtimes (the `runtimes` feature).
     #[arg(long)]
     no_python: bool,
     /// Extra arguments passed to `cargo test` (after `--workspace`), e.g. a test name filter.
@@ -131,12 +133,20 @@ pub(crate) fn run(args: Args) -> Result<()> {
     cargo_test
         .current_dir(&root)
         .args(["test", "--release", "--workspace"])
+        // The tests that load the runtimes from `$OXPORT_PYTHON`'s wheels: ignored by a plain `cargo test`.
+        .args(["--features", "oxport-tests/runtimes"])
         .args(&args.cargo_args)
         .env("OXPORT_PYTHON", &python)
         .env("OXPORT_BIN", &bin);
     let mut counts = Counts::default();
     if let Err(e) = run_counting(&mut cargo_test, &mut counts) {
         failures.push(format!("cargo test: {e:#}"));
+    }
+    if counts.ignored > 0 {
+        failures.push(format!(
+            "cargo test: {} tests ignored; with the runtimes feature every test runs",
+            counts.ignored
+        ));
     }
 
     let has_python_tests = std::fs::read_dir(root.join("tests/python"))?
@@ -209,10 +219,12 @@ pub(crate) fn run(args: Args) -> Result<()> {
 struct Counts {
     passed: u64,
     failed: u64,
+    /// cargo test's ignored tests (pytest's skips are not counted).
+    ignored: u64,
 }
 
 /// Run `cmd`, echoing its stdout line by line, and add up the passed/failed counts of cargo test's
-/// `test result:` lines and pytest's summary line.
+/// `test result:` lines (and their ignored counts) and pytest's summary line.
 fn run_counting(cmd: &mut Command, counts: &mut Counts) -> Result<()> {
     use std::io::{BufRead, BufReader, Write};
     cmd.stdout(std::process::Stdio::piped());
@@ -239,6 +251,9 @@ fn run_counting(cmd: &mut Command, counts: &mut Counts) -> Result<()> {
         if is_cargo || is_pytest {
             counts.passed += number_before("passed");
             counts.failed += number_before("failed");
+        }
+        if is_cargo {
+            counts.ignored += number_before("ignored");
         }
     }
     let status = child.wait()?;
