@@ -130,7 +130,6 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     let xml = dir.join(TOKENIZER_XML);
     let g = Graph::create("tokenizer", &bin).map_err(ir_err(&bin))?;
     let mut b = B { g, path: &bin };
-    let v1 = [DYN];
 
     let input = b.g.parameter("string_input", Elem::String, &[DYN]);
     // TruncationStep: a stateful on/off flag (default off) selecting max_length or "no truncation".
@@ -159,6 +158,37 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         combine_inputs.push(token_group(&mut b, seg)?);
     }
 
+    let r = unpack(&mut b, spec, input)?;
+    let split = pre_tokenize(&mut b, spec, r)?;
+    let bpe = bpe_tokenize(&mut b, spec, &split)?;
+    let truncated = truncate(&mut b, spec, flag, &bpe)?;
+    let combined = combine(&mut b, spec, combine_inputs, seq_pos, truncated)?;
+    let (ids, mask) = pad(&mut b, spec, &combined)?;
+    b.g.op1(
+        "Assign",
+        "opset6",
+        "",
+        &[flag],
+        &[("variable_id", "truncation")],
+        (Elem::Boolean, &[]),
+    );
+    b.g.result("Result_input_ids", ids, "input_ids");
+    b.g.result("Result_attention_mask", mask, "attention_mask");
+    b.g.set_rt_info(rt_info(spec));
+    b.g.finish(&xml).map_err(ir_err(&xml))
+}
+
+/// A ragged batch of strings: row begins/ends over the unpacked (begins, ends, chars) strings.
+struct Ragged {
+    begins: Out,
+    ends: Out,
+    chars: [Out; 3],
+}
+
+/// StringTensorUnpack (with Metaspace `prepend_scheme=first` applied to the whole input), then the ragged batch
+/// dimension.
+fn unpack(b: &mut B<'_>, spec: &Spec, input: Out) -> Result<Ragged, TokenizerError> {
+    let v1 = [DYN];
     // StringTensorUnpack, then a ragged dimension over the batch (`add_ragged_dimension`): begins = range(0, n),
     // ends = range(1, n + 1).
     let zero64 = b.i64_scalar(0)?;
@@ -174,7 +204,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     let unpacked = match &spec.prepend_first {
         Some((pat, rep)) => {
             let ins = [unpacked[0], unpacked[1], unpacked[2]];
-            let o = regex_normalization(&mut b, &ins, pat, rep, false)?;
+            let o = regex_normalization(b, &ins, pat, rep, false)?;
             vec![o[0], o[1], o[2]]
         }
         None => unpacked,
@@ -225,7 +255,16 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         &[("output_type", "i32")],
         (Elem::I32, &v1),
     );
+    Ok(Ragged {
+        begins,
+        ends,
+        chars: [unpacked[0], unpacked[1], unpacked[2]],
+    })
+}
 
+/// SpecialTokensSplit, the normalizers, then RegexSplit: the ragged pre-tokenized words.
+fn pre_tokenize(b: &mut B<'_>, spec: &Spec, r: Ragged) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
     // SpecialTokensSplit → RegexSplit (ByteLevel regex, isolate).
     let ragged6: [(Elem, &[i64]); 6] = [
         (Elem::I32, &v1),
@@ -235,7 +274,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         (Elem::U8, &v1),
         (Elem::Boolean, &v1),
     ];
-    let mut cur = vec![begins, ends, unpacked[0], unpacked[1], unpacked[2]];
+    let mut cur = vec![r.begins, r.ends, r.chars[0], r.chars[1], r.chars[2]];
     if !spec.split_tokens.is_empty() {
         let pat = b.string(special_split_pattern(&spec.split_tokens).as_bytes())?;
         cur.push(pat);
@@ -252,11 +291,11 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
                 construct: "a normalizer without added tokens".into(),
             });
         }
-        let o = regex_normalization(&mut b, &cur[2..6], pat, rep, true)?;
+        let o = regex_normalization(b, &cur[2..6], pat, rep, true)?;
         cur.truncate(2);
         cur.extend(o);
     }
-    let split = match &spec.split_pattern {
+    Ok(match &spec.split_pattern {
         Some(pattern) => {
             let pat = b.string(pattern.as_bytes())?;
             cur.push(pat);
@@ -274,8 +313,12 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             )
         }
         None => cur,
-    };
+    })
+}
 
+/// BPETokenizer over the words: ragged token ids.
+fn bpe_tokenize(b: &mut B<'_>, spec: &Spec, split: &[Out]) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
     // BPETokenizer with its vocab, merges and added tokens.
     let mut bpe_in: Vec<Out> = split[..5].to_vec();
     bpe_in.extend(b.strings(&spec.vocab)?);
@@ -289,7 +332,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     }
     let cache = spec.cache_capacity.to_string();
     let ragged3: [(Elem, &[i64]); 3] = [(Elem::I32, &v1), (Elem::I32, &v1), (Elem::I32, &v1)];
-    let bpe = b.g.op(
+    Ok(b.g.op(
         "BPETokenizer",
         EXT,
         "",
@@ -306,8 +349,18 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             ("cache_capacity", cache.as_str()),
         ],
         &ragged3,
-    );
+    ))
+}
 
+/// Truncate the token ids (`flag` on: max_length).
+fn truncate(
+    b: &mut B<'_>,
+    spec: &Spec,
+    flag: Out,
+    bpe: &[Out],
+) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
+    let ragged3: [(Elem, &[i64]); 3] = [(Elem::I32, &v1), (Elem::I32, &v1), (Elem::I32, &v1)];
     // Truncate: max_length when the flag is on, else i32::MAX - 64.
     let max_len = b.i32_scalar(spec.max_length)?;
     let no_trunc = b.i32_scalar(DISABLE_TRUNCATE_MAX_LENGTH)?;
@@ -325,24 +378,34 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         b"left"
     })?;
     let mode = b.string(b"longest_first")?;
-    let truncated = b.g.op(
+    Ok(b.g.op(
         "Truncate",
         EXT,
         "",
         &[bpe[0], bpe[1], bpe[2], selected, side, mode],
         &[("m_num_inputs", "1")],
         &ragged3,
-    );
+    ))
+}
 
+/// CombineSegments of the leading special-token groups, the sequence and the trailing groups.
+fn combine(
+    b: &mut B<'_>,
+    spec: &Spec,
+    mut combine_inputs: Vec<Vec<Out>>,
+    seq_pos: usize,
+    truncated: Vec<Out>,
+) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
     // CombineSegments: [special-token groups…, sequence, …] + segment ids.
     combine_inputs.push(truncated);
     for seg in &spec.segments[seq_pos + 1..] {
-        combine_inputs.push(token_group(&mut b, seg)?);
+        combine_inputs.push(token_group(b, seg)?);
     }
     let seg_ids = b.i32s(&spec.segment_ids)?;
     let mut ci: Vec<Out> = combine_inputs.concat();
     ci.push(seg_ids);
-    let combined = b.g.op(
+    Ok(b.g.op(
         "CombineSegments",
         EXT,
         "",
@@ -356,8 +419,12 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             (Elem::I32, &v1),
             (Elem::I32, &v1),
         ],
-    );
+    ))
+}
 
+/// The padded `(input_ids, attention_mask)`, both i64 `[B, T]`.
+fn pad(b: &mut B<'_>, spec: &Spec, combined: &[Out]) -> Result<(Out, Out), TokenizerError> {
+    let v1 = [DYN];
     // PaddingStep: pad to the longest row with the pad id; mask from RaggedToDense.
     let lens = b.g.op1(
         "Subtract",
@@ -415,18 +482,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         (Elem::I64, &v2),
     );
     b.g.name_tensor(ids, "input_ids");
-    b.g.op1(
-        "Assign",
-        "opset6",
-        "",
-        &[flag],
-        &[("variable_id", "truncation")],
-        (Elem::Boolean, &[]),
-    );
-    b.g.result("Result_input_ids", ids, "input_ids");
-    b.g.result("Result_attention_mask", mask, "attention_mask");
-    b.g.set_rt_info(rt_info(spec));
-    b.g.finish(&xml).map_err(ir_err(&xml))
+    Ok((ids, mask))
 }
 
 /// `RegexNormalization` (RegexNormalizationStep / RegexDecodingStep): the string inputs (begins, ends, chars[, skip
