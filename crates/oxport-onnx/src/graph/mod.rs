@@ -13,6 +13,9 @@ use crate::proto::{NodeProto, ValueInfoProto, tensor_proto::DataType};
 use crate::protoutil::{Attr, Dim, f16_bytes, f32_bytes, node, raw_tensor, value_info};
 
 mod attention;
+mod decoder;
+
+use decoder::AttnInputs;
 
 pub use attention::uses_longrope;
 
@@ -133,8 +136,11 @@ struct Builder<'a> {
     c: &'a Phi3Config,
     opts: &'a ExportOptions,
     io: IoDtype,
+    form_for: &'a FormFor<'a>,
     nodes: Vec<NodeProto>,
     constants: Vec<String>,
+    /// The initializers in the order the exporter writes them.
+    weights: Vec<WeightItem>,
 }
 
 impl Builder<'_> {
@@ -381,308 +387,65 @@ pub fn build(c: &Phi3Config, opts: &ExportOptions, form_for: &FormFor<'_>) -> Gr
         c,
         opts,
         io,
+        form_for,
         nodes: Vec::new(),
         constants: Vec::new(),
+        weights: Vec::new(),
     };
-    let mut weights = Vec::new();
-    let h = c.hidden_size;
-    let inter = c.intermediate_size;
-    let layers = c.num_hidden_layers;
-
-    let ep = opts.execution_provider;
-    let longrope = uses_longrope(c);
-    // Node order as the builder makes them: the LongRoPE position shift (dml) or the cache `If` (cpu, cuda,
-    // webgpu) comes before the attention-mask subgraph, which then reuses its Shape/Gather.
-    let position_ids = if ep.fused_rope() {
-        None
-    } else if longrope && !ep.longrope_if() {
-        Some(b.position_ids_reformat())
-    } else {
-        Some("position_ids".to_string())
-    };
-    let (seqlens, total) = if longrope && ep.longrope_if() {
-        let threshold = b.constant_i64(&[c.original_max_position_embeddings as i64], true);
-        let total_i64 = b.total_length_i64();
-        b.longrope_if(&total_i64, &threshold);
-        let seqlens = b.seqlens_k();
-        (seqlens, b.total_length_i32(&total_i64))
-    } else {
-        let seqlens = b.seqlens_k();
-        let total_i64 = b.total_length_i64();
-        (seqlens, b.total_length_i32(&total_i64))
-    };
-    if !longrope {
-        weights.push(WeightItem::RopeCaches);
-    } else if !ep.longrope_if() {
-        weights.push(WeightItem::ConcatRopeCaches);
-    }
-
-    // Tied embeddings (Phi-4-mini): the builder shares lm_head's weight with the embedding
-    // (`builder.py`: `shared_embeddings` defaults to `tie_word_embeddings`; `base.py::make_embedding`):
-    // int4 → Reshape of lm_head's MatMulNBits `B` + com.microsoft GatherBlockQuantized with its scales; float →
-    // Transpose of lm_head's `[K, N]` weight + Gather. An 8-bit or Q/DQ lm_head keeps its own float embedding.
-    let lm_form = form_for(Role::LmHead);
-    let lm_weight = "lm_head.MatMul.weight";
-    let embed_out = match (c.tie_word_embeddings, lm_form) {
-        (true, LinearForm::NBits(p)) if p.bits == 4 => {
-            let blocks = c.hidden_size.div_ceil(p.block_size);
-            let row_bytes = blocks * p.block_size * p.bits as usize / 8;
-            let shape = b.constant_i64(&[c.vocab_size as i64, row_bytes as i64], false);
-            let reshape = "/model/embed_tokens/Reshape";
-            let q = format!("{lm_weight}_Q{}", p.bits);
-            b.push(node(
-                "Reshape",
-                reshape,
-                "",
-                &[&q, &shape],
-                &[&format!("{reshape}/output_0")],
-                vec![],
-            ));
-            let gbq = "/model/embed_tokens/GatherBlockQuantized";
-            let out = format!("{gbq}/output_0");
-            let scales = format!("{lm_weight}_scales");
-            let zero_points = format!("{lm_weight}_zero_points");
-            let mut inputs = vec![format!("{reshape}/output_0"), "input_ids".into(), scales];
-            if !p.symmetric {
-                inputs.push(zero_points);
-            }
-            let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-            b.push(node(
-                "GatherBlockQuantized",
-                gbq,
-                MS_DOMAIN,
-                &inputs,
-                &[&out],
-                vec![
-                    ("bits", Attr::Int(p.bits as i64)),
-                    ("block_size", Attr::Int(p.block_size as i64)),
-                    ("gather_axis", Attr::Int(0)),
-                    ("quantize_axis", Attr::Int(1)),
-                ],
-            ));
-            out
-        }
-        (true, LinearForm::Float) => {
-            let transpose = "/model/embed_tokens/Transpose";
-            b.push(node(
-                "Transpose",
-                transpose,
-                "",
-                &[lm_weight],
-                &[&format!("{transpose}/output_0")],
-                vec![("perm", Attr::Ints(vec![1, 0]))],
-            ));
-            let out = "/model/embed_tokens/Gather/output_0".to_string();
-            b.push(node(
-                "Gather",
-                "/model/embed_tokens/Gather",
-                "",
-                &[&format!("{transpose}/output_0"), "input_ids"],
-                &[&out],
-                vec![],
-            ));
-            out
-        }
-        _ => {
-            let embed_name = "model.embed_tokens.weight".to_string();
-            let out = "/model/embed_tokens/Gather/output_0".to_string();
-            b.push(node(
-                "Gather",
-                "/model/embed_tokens/Gather",
-                "",
-                &[&embed_name, "input_ids"],
-                &[&out],
-                vec![],
-            ));
-            weights.insert(0, WeightItem::Embedding { name: embed_name });
-            out
-        }
-    };
-
-    let spec = |role: Role, rows: std::ops::Range<usize>, base: String, k: usize| LinearSpec {
-        n: rows.len(),
-        role,
-        rows,
-        node_base: base,
-        k,
-        form: form_for(role),
-    };
-
+    let a = b.attention_inputs();
+    let embed_out = b.embedding();
     // (residual stream, sub-layer output) carried into the next Skip norm.
-    let mut carry: Option<(String, String)> = None;
-    for layer in 0..layers {
-        let p = format!("/model/layers.{layer}");
-        let in_norm = NormSpec {
-            role: Role::InputNorm { layer },
-            name: format!("model.layers.{layer}.input_layernorm.weight"),
-        };
-        let (normed, residual) = match &carry {
-            None => {
-                let out = format!("{p}/input_layernorm/output_0");
-                b.first_norm(&embed_out, &in_norm.name, &out);
-                (out, embed_out.clone())
-            }
-            Some((res, sub)) => b.skip_norm(
-                &format!("{p}/input_layernorm"),
-                [res, sub, &in_norm.name],
-                true,
-            ),
-        };
-        weights.push(WeightItem::Norm(in_norm));
-
-        let attn = match &position_ids {
-            None => {
-                let qkv = spec(
-                    Role::AttnQkv { layer },
-                    0..c.qkv_rows(),
-                    format!("{p}/attn/qkv_proj/MatMul"),
-                    h,
-                );
-                let qkv_out = b.linear(&qkv, &normed, None);
-                weights.push(WeightItem::Linear(qkv));
-                b.gqa(
-                    layer,
-                    [&qkv_out, "", ""],
-                    [COS_CACHE, SIN_CACHE],
-                    &seqlens,
-                    &total,
-                )
-            }
-            Some(pos) => {
-                // Separate q/k/v MatMuls over row ranges of the fused `qkv_proj` weight, then RotaryEmbedding.
-                let q_rows = c.num_attention_heads * c.head_dim();
-                let kv_rows = c.num_key_value_heads * c.head_dim();
-                let mut outs = Vec::new();
-                for (name, rows) in [
-                    ("q_proj", 0..q_rows),
-                    ("k_proj", q_rows..q_rows + kv_rows),
-                    ("v_proj", q_rows + kv_rows..q_rows + 2 * kv_rows),
-                ] {
-                    let lin = spec(
-                        Role::AttnQkv { layer },
-                        rows,
-                        format!("{p}/attn/{name}/MatMul"),
-                        h,
-                    );
-                    outs.push(b.linear(&lin, &normed, None));
-                    weights.push(WeightItem::Linear(lin));
-                }
-                let q = b.rotary(
-                    &format!("{p}/attn/q_rotary"),
-                    &outs[0],
-                    pos,
-                    c.num_attention_heads,
-                );
-                let k = b.rotary(
-                    &format!("{p}/attn/k_rotary"),
-                    &outs[1],
-                    pos,
-                    c.num_key_value_heads,
-                );
-                b.gqa(layer, [&q, &k, &outs[2]], ["", ""], &seqlens, &total)
-            }
-        };
-        let o = spec(
-            Role::AttnOut { layer },
-            0..h,
-            format!("{p}/attn/o_proj/MatMul"),
-            c.num_attention_heads * c.head_dim(),
-        );
-        let o_out = b.linear(&o, &attn, None);
-        weights.push(WeightItem::Linear(o));
-
-        let post = NormSpec {
-            role: Role::PostAttnNorm { layer },
-            name: format!("model.layers.{layer}.post_attention_layernorm.weight"),
-        };
-        let (normed2, residual2) = b.skip_norm(
-            &format!("{p}/post_attention_layernorm"),
-            [&residual, &o_out, &post.name],
-            true,
-        );
-        weights.push(WeightItem::Norm(post));
-
-        let gate = spec(
-            Role::MlpGateUp { layer },
-            0..inter,
-            format!("{p}/mlp/gate_proj/MatMul"),
-            h,
-        );
-        let up = spec(
-            Role::MlpGateUp { layer },
-            inter..2 * inter,
-            format!("{p}/mlp/up_proj/MatMul"),
-            h,
-        );
-        let gate_out = b.linear(&gate, &normed2, None);
-        let up_out = b.linear(&up, &normed2, None);
-        weights.push(WeightItem::Linear(gate));
-        weights.push(WeightItem::Linear(up));
-        // `make_activation_with_mul`: SiLU as Sigmoid then Mul.
-        let sig = format!("{p}/mlp/act_fn/Sigmoid");
-        b.push(node(
-            "Sigmoid",
-            &sig,
-            "",
-            &[&gate_out],
-            &[&format!("{sig}/output_0")],
-            vec![],
-        ));
-        let act = format!("{p}/mlp/act_fn/Mul");
-        b.push(node(
-            "Mul",
-            &act,
-            "",
-            &[&gate_out, &format!("{sig}/output_0")],
-            &[&format!("{act}/output_0")],
-            vec![],
-        ));
-        let mul = format!("{p}/mlp/Mul");
-        b.push(node(
-            "Mul",
-            &mul,
-            "",
-            &[&format!("{act}/output_0"), &up_out],
-            &[&format!("{mul}/output_0")],
-            vec![],
-        ));
-        let down = spec(
-            Role::MlpDown { layer },
-            0..h,
-            format!("{p}/mlp/down_proj/MatMul"),
-            inter,
-        );
-        let down_out = b.linear(&down, &format!("{mul}/output_0"), None);
-        weights.push(WeightItem::Linear(down));
-        carry = Some((residual2, down_out));
+    let mut carry = None;
+    for layer in 0..c.num_hidden_layers {
+        carry = Some(b.decoder_layer(layer, &embed_out, carry, &a));
     }
+    b.final_norm_lm_head(carry.expect("a Phi-3 config has at least one layer"));
 
-    let final_norm = NormSpec {
-        role: Role::FinalNorm,
-        name: format!("model.layers.{layers}.final_norm_layernorm.weight"),
-    };
-    let (res, sub) = carry.expect("a Phi-3 config has at least one layer");
-    let (normed, _) = b.skip_norm(
-        &format!("/model/layers.{layers}/final_norm_layernorm"),
-        [&res, &sub, &final_norm.name],
-        false,
-    );
-    weights.push(WeightItem::Norm(final_norm));
-    let lm = spec(
-        Role::LmHead,
-        0..c.vocab_size,
-        "/lm_head/MatMul".to_string(),
-        h,
-    );
-    b.linear(&lm, &normed, Some("logits"));
-    weights.push(WeightItem::Linear(lm));
-
-    let (inputs, outputs) = graph_io(c, io, position_ids.is_some());
+    let (inputs, outputs) = graph_io(c, io, a.position_ids.is_some());
     GraphLayout {
         nodes: b.nodes,
         inputs,
         outputs,
-        weight_order: weights,
+        weight_order: b.weights,
+    }
+}
+
+impl Builder<'_> {
+    /// Node order as the builder makes them: the LongRoPE position shift (dml) or the cache `If` (cpu, cuda,
+    /// webgpu) comes before the attention-mask subgraph, which then reuses its Shape/Gather. The RoPE caches
+    /// lead the weight order.
+    fn attention_inputs(&mut self) -> AttnInputs {
+        let c = self.c;
+        let ep = self.opts.execution_provider;
+        let longrope = uses_longrope(c);
+        let position_ids = if ep.fused_rope() {
+            None
+        } else if longrope && !ep.longrope_if() {
+            Some(self.position_ids_reformat())
+        } else {
+            Some("position_ids".to_string())
+        };
+        let (seqlens, total) = if longrope && ep.longrope_if() {
+            let threshold = self.constant_i64(&[c.original_max_position_embeddings as i64], true);
+            let total_i64 = self.total_length_i64();
+            self.longrope_if(&total_i64, &threshold);
+            let seqlens = self.seqlens_k();
+            (seqlens, self.total_length_i32(&total_i64))
+        } else {
+            let seqlens = self.seqlens_k();
+            let total_i64 = self.total_length_i64();
+            (seqlens, self.total_length_i32(&total_i64))
+        };
+        if !longrope {
+            self.weights.push(WeightItem::RopeCaches);
+        } else if !ep.longrope_if() {
+            self.weights.push(WeightItem::ConcatRopeCaches);
+        }
+        AttnInputs {
+            position_ids,
+            seqlens,
+            total,
+        }
     }
 }
 

@@ -2,6 +2,16 @@
 
 use super::*;
 
+const M: &str = "__module.model";
+
+/// Constants the mask's pieces share (each made once, where the trace first uses it).
+struct MaskConsts {
+    z32: Out,
+    one32: Out,
+    /// The i32 scalar 0 the trace uses as its Squeeze, ReduceProd, Split and Gather axis.
+    sq_axis: Out,
+}
+
 /// The f32 additive mask `[B, 1, q, kv]`: causal ∧ sliding window ∧ padding, 0 where visible and −65504
 /// (`torch.finfo(float16).min`) elsewhere — the trace of transformers 5's `create_causal_mask` (§4.1.3).
 pub(super) fn build_mask(
@@ -12,21 +22,57 @@ pub(super) fn build_mask(
     batch_n: Out,
     attention_mask: Out,
 ) -> Result<Out> {
-    let m = "__module.model";
+    let m = M;
     let total = b.binary("Add", &format!("{m}/aten::add/Add"), past_len, q_len, &[]);
     let z32 = b.c_i32(&[0], &[])?;
     let one32 = b.c_i32(&[1], &[])?;
-    let range = |b: &mut Builder, name: &str, start: Out, stop: Out| -> Out {
-        b.g.op1(
-            "Range",
-            "opset4",
-            name,
-            &[start, stop, one32],
-            &[("output_type", "i64")],
-            (Elem::I64, &[DYN]),
-        )
+    let kv4 = kv_positions(b, z32, one32, total)?;
+    let sq_axis = b.c_i32(&[0], &[])?;
+    let k = MaskConsts {
+        z32,
+        one32,
+        sq_axis,
     };
-    let kv_idx = range(b, &format!("{m}/aten::arange/Range"), z32, total);
+    let q4 = q_positions(b, &k, past_len, total, q_len1)?;
+    let mdims = [1, 1, DYN, DYN];
+    let t = b.g.constant("", Elem::Boolean, &[], &[1])?;
+    let causal = causal(b, kv4, q4, t)?;
+    let a2 = b.binary(
+        "BitwiseAnd",
+        &format!("{m}/aten::__and__/BitwiseAnd_2"),
+        t,
+        causal,
+        &mdims,
+    );
+
+    // Padding: attention_mask[b, kv_idx] via a flat gather, as torch's advanced indexing traces.
+    let pad = padding(b, &k, attention_mask, kv4, batch_n)?;
+    let a3 = b.binary(
+        "BitwiseAnd",
+        &format!("{m}/aten::__and__/BitwiseAnd_3"),
+        a2,
+        pad,
+        &[DYN, 1, DYN, DYN],
+    );
+    additive(b, a3, batch_n, q_len1, total)
+}
+
+/// `Range(start, stop, one32)` as i64.
+fn range(b: &mut Builder, one32: Out, name: &str, start: Out, stop: Out) -> Out {
+    b.g.op1(
+        "Range",
+        "opset4",
+        name,
+        &[start, stop, one32],
+        &[("output_type", "i64")],
+        (Elem::I64, &[DYN]),
+    )
+}
+
+/// The key positions `arange(total)` as `[1, 1, 1, kv]`.
+fn kv_positions(b: &mut Builder, z32: Out, one32: Out, total: Out) -> Result<Out> {
+    let m = M;
+    let kv_idx = range(b, one32, &format!("{m}/aten::arange/Range"), z32, total);
     let k1 = b.unsqueeze(
         &format!("{m}/aten::unsqueeze/Unsqueeze"),
         kv_idx,
@@ -39,23 +85,46 @@ pub(super) fn build_mask(
         1,
         &[1, 1, DYN],
     )?;
-    let kv4 = b.unsqueeze(
+    b.unsqueeze(
         &format!("{m}/aten::unsqueeze/Unsqueeze_2"),
         k2,
         2,
         &[1, 1, 1, DYN],
-    )?;
-    let sq_axis = b.c_i32(&[0], &[])?;
+    )
+}
+
+/// The query positions `past_len + arange(q_len)` as `[1, 1, q, 1]`.
+fn q_positions(
+    b: &mut Builder,
+    k: &MaskConsts,
+    past_len: Out,
+    total: Out,
+    q_len1: Out,
+) -> Result<Out> {
+    let m = M;
+    let z32 = k.z32;
     let q_len_s = b.op(
         "Squeeze",
         "opset1",
         &format!("{m}/aten::size/Gather_3"),
-        &[q_len1, sq_axis],
+        &[q_len1, k.sq_axis],
         &[],
         &[],
     );
-    let r2 = range(b, &format!("{m}/aten::arange/Range_2"), z32, q_len_s);
-    let r1 = range(b, &format!("{m}/aten::arange/Range_1"), past_len, total);
+    let r2 = range(
+        b,
+        k.one32,
+        &format!("{m}/aten::arange/Range_2"),
+        z32,
+        q_len_s,
+    );
+    let r1 = range(
+        b,
+        k.one32,
+        &format!("{m}/aten::arange/Range_1"),
+        past_len,
+        total,
+    );
     let first = b.gather_scalar(&format!("{m}/aten::select/Gather"), r1, 0)?;
     let q_idx = b.binary("Add", &format!("{m}/aten::add/Add_3"), r2, first, &[DYN]);
     let q1 = b.unsqueeze(
@@ -70,14 +139,18 @@ pub(super) fn build_mask(
         1,
         &[1, 1, DYN],
     )?;
-    let q4 = b.unsqueeze(
+    b.unsqueeze(
         &format!("{m}/aten::unsqueeze/Unsqueeze_5"),
         q2,
         3,
         &[1, 1, DYN, 1],
-    )?;
+    )
+}
+
+/// `kv <= q`, and with a sliding window also `kv > q - window` (each And'ed with the trace's `true`).
+fn causal(b: &mut Builder, kv4: Out, q4: Out, t: Out) -> Result<Out> {
+    let m = M;
     let mdims = [1, 1, DYN, DYN];
-    let t = b.g.constant("", Elem::Boolean, &[], &[1])?;
     let le = |b: &mut Builder| {
         b.g.op1(
             "LessEqual",
@@ -88,7 +161,7 @@ pub(super) fn build_mask(
             (Elem::Boolean, &mdims),
         )
     };
-    let causal = match b.cfg.sliding_window {
+    Ok(match b.cfg.sliding_window {
         Some(window) => {
             let w = b.c_i64(&[-n(window)], &[1, 1, 1, 1])?;
             let lo = b.binary(
@@ -123,16 +196,18 @@ pub(super) fn build_mask(
             )
         }
         None => le(b),
-    };
-    let a2 = b.binary(
-        "BitwiseAnd",
-        &format!("{m}/aten::__and__/BitwiseAnd_2"),
-        t,
-        causal,
-        &mdims,
-    );
+    })
+}
 
-    // Padding: attention_mask[b, kv_idx] via a flat gather, as torch's advanced indexing traces.
+/// `attention_mask[b, kv_idx]` as `[B, 1, 1, kv]` booleans.
+fn padding(
+    b: &mut Builder,
+    k: &MaskConsts,
+    attention_mask: Out,
+    kv4: Out,
+    batch_n: Out,
+) -> Result<Out> {
+    let m = M;
     let am = b.convert(
         &format!("{m}/aten::to/Convert_5"),
         attention_mask,
@@ -143,7 +218,7 @@ pub(super) fn build_mask(
         "ReduceProd",
         "opset1",
         &format!("{m}/aten::index/ReduceProd"),
-        &[am_shape, sq_axis],
+        &[am_shape, k.sq_axis],
         &[("keep_dims", "true")],
         &[1],
     );
@@ -164,31 +239,12 @@ pub(super) fn build_mask(
         &[DYN, DYN],
     );
     let kv_i32 = b.convert(&format!("{m}/aten::index/Convert"), kv4, Elem::I32);
-    let b_range = range(b, &format!("{m}/aten::arange/Range_3"), z32, batch_n);
-    let b1 = b.unsqueeze(
-        &format!("{m}/aten::unsqueeze/Unsqueeze_6"),
-        b_range,
-        1,
-        &[DYN, 1],
-    )?;
-    let b2 = b.unsqueeze(
-        &format!("{m}/aten::unsqueeze/Unsqueeze_7"),
-        b1,
-        2,
-        &[DYN, 1, 1],
-    )?;
-    let b4 = b.unsqueeze(
-        &format!("{m}/aten::unsqueeze/Unsqueeze_8"),
-        b2,
-        3,
-        &[DYN, 1, 1, 1],
-    )?;
-    let b_i32 = b.convert(&format!("{m}/aten::index/Convert_3"), b4, Elem::I32);
+    let b_i32 = batch_index(b, k, batch_n)?;
     let split = b.g.op(
         "Split",
         "opset1",
         &format!("{m}/aten::index/Split"),
-        &[am_shape, sq_axis],
+        &[am_shape, k.sq_axis],
         &[("num_splits", "2")],
         &[(Elem::I32, &[1]), (Elem::I32, &[1])],
     );
@@ -210,7 +266,7 @@ pub(super) fn build_mask(
         &format!("{m}/aten::index/Gather"),
         am_flat,
         flat_idx,
-        sq_axis,
+        k.sq_axis,
         &[DYN, 1, 1, DYN, DYN],
     );
     let g_flat = b.reshape(
@@ -221,20 +277,18 @@ pub(super) fn build_mask(
         &[DYN],
     )?;
     let idx_shape = b.shape_of(&format!("{m}/aten::index/ShapeOf_5"), flat_idx, Elem::I32);
-    let pad = b.reshape_dyn(
+    Ok(b.reshape_dyn(
         &format!("{m}/aten::index/Reshape_12"),
         g_flat,
         idx_shape,
         false,
         &[DYN, 1, 1, DYN],
-    );
-    let a3 = b.binary(
-        "BitwiseAnd",
-        &format!("{m}/aten::__and__/BitwiseAnd_3"),
-        a2,
-        pad,
-        &[DYN, 1, DYN, DYN],
-    );
+    ))
+}
+
+/// The boolean mask broadcast to `[B, 1, q, total]`, then 0 / −65504.
+fn additive(b: &mut Builder, a3: Out, batch_n: Out, q_len1: Out, total: Out) -> Result<Out> {
+    let m = M;
     let batch1 = b.reshape("", batch_n, &[1], false, &[1])?;
     let total1 = {
         let ax = b.c_i32(&[0], &[])?;
@@ -267,4 +321,35 @@ pub(super) fn build_mask(
         &[AB],
         (Elem::F32, &[DYN, 1, DYN, DYN]),
     ))
+}
+
+/// The batch row index `arange(B)` as i32 `[B, 1, 1, 1]`.
+fn batch_index(b: &mut Builder, k: &MaskConsts, batch_n: Out) -> Result<Out> {
+    let m = M;
+    let b_range = range(
+        b,
+        k.one32,
+        &format!("{m}/aten::arange/Range_3"),
+        k.z32,
+        batch_n,
+    );
+    let b1 = b.unsqueeze(
+        &format!("{m}/aten::unsqueeze/Unsqueeze_6"),
+        b_range,
+        1,
+        &[DYN, 1],
+    )?;
+    let b2 = b.unsqueeze(
+        &format!("{m}/aten::unsqueeze/Unsqueeze_7"),
+        b1,
+        2,
+        &[DYN, 1, 1],
+    )?;
+    let b4 = b.unsqueeze(
+        &format!("{m}/aten::unsqueeze/Unsqueeze_8"),
+        b2,
+        3,
+        &[DYN, 1, 1, 1],
+    )?;
+    Ok(b.convert(&format!("{m}/aten::index/Convert_3"), b4, Elem::I32))
 }

@@ -11,6 +11,7 @@ use crate::error::Result;
 use crate::ir::{DYN, Elem, Graph, Out};
 use crate::plan::{Plan, WeightFormat};
 
+mod attention;
 mod layer;
 mod mask;
 mod model;

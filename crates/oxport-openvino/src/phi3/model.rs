@@ -29,16 +29,6 @@ pub(crate) fn build(
         weights_done: 0,
         awq_scales: Default::default(),
     };
-    let (h, nh, kv, hd, inter, vocab) = (
-        cfg.hidden_size,
-        cfg.num_attention_heads,
-        cfg.num_key_value_heads,
-        cfg.head_dim(),
-        cfg.intermediate_size,
-        cfg.vocab_size,
-    );
-    let rot = cfg.rotary_dim();
-
     // §2 interface, Parameter order input_ids, attention_mask, position_ids, beam_idx.
     let input_ids = b.g.parameter("input_ids", Elem::I64, &[DYN, DYN]);
     let attention_mask = b.g.parameter("attention_mask", Elem::I64, &[DYN, DYN]);
@@ -50,7 +40,51 @@ pub(crate) fn build(
     let zero_axis = b.c_i64(&[0], &[])?;
     let batch = b.gather("", ids_shape, zero_idx, zero_axis, &[1]);
 
-    // §4.1.1 embedding.
+    let (w_embed, mut x) = embedding(&mut b, input_ids)?;
+
+    // §4.1.2 rotary cos/sin, once. inv_freq stays f32 in every format: optimum's fp16 export rounds it to f16,
+    // which shifts RoPE angles at large positions (docs/openvino-ir.md §4.1); keeping f32 is strictly more accurate.
+    let inv = inv_freq(&mut b, position_ids)?;
+    let (cos, sin) = cos_sin(&mut b, position_ids, inv)?;
+
+    let mut shared = Shared {
+        beam_idx,
+        batch,
+        cos,
+        sin,
+        mask: None,
+        lens: None,
+        gqa_target: None,
+        chunk_lengths: None,
+        sdpa_scale: None,
+    };
+
+    for layer in 0..cfg.num_hidden_layers {
+        x = decoder_layer(&mut b, layer, x, &mut shared, attention_mask)?;
+    }
+
+    // §4.3 epilogue.
+    let xn = b.rms_norm("__module.model.norm", x, Role::FinalNorm)?;
+    let w_lm = if cfg.tie_word_embeddings {
+        w_embed
+    } else {
+        b.weight(Role::LmHead, "lm_head", false)?
+    };
+    let logits = b.matmul_w(
+        "__module.lm_head/ov_ext::linear/MatMul",
+        xn,
+        w_lm,
+        cfg.vocab_size,
+    );
+    b.g.name_tensor(logits, "logits");
+    let id = b.g.layer_count();
+    b.g.result(&format!("Result_{id}"), logits, "logits");
+    b.reporter.report(Event::End);
+    Ok(b.g)
+}
+
+/// §4.1.1 embedding: the weight (also lm_head's when tied) and the gathered rows.
+fn embedding(b: &mut Builder, input_ids: Out) -> Result<(Out, Out)> {
     let w_embed = b.weight(Role::Embedding, "model.embed_tokens", true)?;
     let ids32 = b.convert(
         "__module.model.embed_tokens/ov_ext::embedding/Convert_1",
@@ -58,20 +92,24 @@ pub(crate) fn build(
         Elem::I32,
     );
     let axis0 = b.c_i32(&[0], &[])?;
-    let mut x = b.gather(
+    let x = b.gather(
         "__module.model.embed_tokens/ov_ext::embedding/Gather",
         w_embed,
         ids32,
         axis0,
-        &[DYN, DYN, n(h)],
+        &[DYN, DYN, n(b.cfg.hidden_size)],
     );
+    Ok((w_embed, x))
+}
 
-    // §4.1.2 rotary cos/sin, once. inv_freq stays f32 in every format: optimum's fp16 export rounds it to f16,
-    // which shifts RoPE angles at large positions (docs/openvino-ir.md §4.1); keeping f32 is strictly more accurate.
+/// The `[1, rot/2, 1]` inverse frequencies: a constant, or with LongRoPE a Select between the short and long sets.
+fn inv_freq(b: &mut Builder, position_ids: Out) -> Result<Out> {
+    let cfg = b.cfg;
+    let rot = cfg.rotary_dim();
     let re = "__module.model.rotary_emb";
     // optimum-intel's traced constants: the power in f64, rounded to f32 (`oxport_arch::rope::Peer::OptimumIntel`).
     let inv_freq = |set: Option<FactorSet>| rope::inv_freq(cfg, set, Peer::OptimumIntel);
-    let inv = match &cfg.rope_scaling {
+    Ok(match &cfg.rope_scaling {
         None => b.c_f32(&inv_freq(None), &[1, rot / 2, 1])?,
         Some(_) => {
             // LongRoPE (transformers `longrope_frequency_update`): long factors once max(position_ids)+1 exceeds
@@ -107,7 +145,14 @@ pub(crate) fn build(
                 (Elem::F32, &[1, n(rot / 2), 1]),
             )
         }
-    };
+    })
+}
+
+/// `cos`/`sin` of `position_ids × inv_freq` (scaled by LongRoPE's attention factor), as `[B, 1, T, rot]`.
+fn cos_sin(b: &mut Builder, position_ids: Out, inv: Out) -> Result<(Out, Out)> {
+    let cfg = b.cfg;
+    let rot = cfg.rotary_dim();
+    let re = "__module.model.rotary_emb";
     let pos_u = b.unsqueeze(
         &format!("{re}/aten::unsqueeze/Unsqueeze_2"),
         position_ids,
@@ -187,36 +232,5 @@ pub(crate) fn build(
         1,
         &[DYN, 1, DYN, n(rot)],
     )?;
-
-    let mut shared = Shared {
-        beam_idx,
-        batch,
-        cos,
-        sin,
-        mask: None,
-        lens: None,
-        gqa_target: None,
-        chunk_lengths: None,
-        sdpa_scale: None,
-    };
-
-    for layer in 0..cfg.num_hidden_layers {
-        x = decoder_layer(&mut b, layer, x, &mut shared, attention_mask)?;
-    }
-    let _ = (nh, kv, inter);
-
-    // §4.3 epilogue.
-    let xn = b.rms_norm("__module.model.norm", x, Role::FinalNorm)?;
-    let w_lm = if cfg.tie_word_embeddings {
-        w_embed
-    } else {
-        b.weight(Role::LmHead, "lm_head", false)?
-    };
-    let logits = b.matmul_w("__module.lm_head/ov_ext::linear/MatMul", xn, w_lm, vocab);
-    b.g.name_tensor(logits, "logits");
-    let id = b.g.layer_count();
-    b.g.result(&format!("Result_{id}"), logits, "logits");
-    let _ = hd;
-    b.reporter.report(Event::End);
-    Ok(b.g)
+    Ok((cos, sin))
 }

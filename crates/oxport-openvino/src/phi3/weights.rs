@@ -111,7 +111,6 @@ impl<'a> Builder<'a> {
         };
         let convert_name = format!("__module.{path}/{ext}/Convert");
         let fq = format!("{base}/fq_weights_{}", if embedding { 0 } else { 1 });
-        let wdims = [n(rows), n(cols)];
         let decompress = |b: &mut Self, x: Out| -> Out {
             let o = b.convert(&convert_name, x, Elem::F32);
             b.g.mark(o, "decompression", None);
@@ -159,97 +158,122 @@ impl<'a> Builder<'a> {
             | Scheme::Int8Sym
             | Scheme::Int4SymChannel
             | Scheme::Int4AsymChannel => {
-                // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (docs/openvino-ir.md §5.2).
-                let view = self.view(role)?;
-                let awq = self.awq_scales.get(&role).cloned();
-                let scaled = self.awq_scaled(role, &view, rows, cols)?;
-                let source = match &scaled {
-                    Some(w) => Rows::F32(w),
-                    None => encoded(&view),
-                };
-                let (mode, elem, zp_elem) = match scheme {
-                    Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
-                    Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
-                    Scheme::Int4SymChannel => (NncfMode::Int4Sym, Elem::I4, Elem::U4),
-                    _ => (NncfMode::Int4Asym, Elem::U4, Elem::U4),
-                };
-                let Compressed {
-                    weight,
-                    scale,
-                    zero_point,
-                } = compress::compress_rows_into(
-                    &role.name(),
-                    source,
-                    rows,
-                    cols,
-                    (mode, None),
-                    self.estimated(role, source, (rows, cols), (mode, None), awq.as_deref())?
-                        .as_ref(),
-                    self.g.buffer(),
-                )
-                .map_err(|e| nan_as_checkpoint_error(e, &view))?;
-                let m = self.dequantized(
-                    &base,
-                    &fq,
-                    (elem, &[rows, cols], weight),
-                    zero_point.map(|zp| (zp_elem, zp)),
-                    &scale,
-                    &wdims,
-                )?;
+                let m = self.per_channel(role, scheme, (&base, &fq), (rows, cols))?;
                 decompress(self, m)
             }
             Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
-                let view = self.view(role)?;
-                let awq = self.awq_scales.get(&role).cloned();
-                let scaled = self.awq_scaled(role, &view, rows, cols)?;
-                let source = match &scaled {
-                    Some(w) => Rows::F32(w),
-                    None => encoded(&view),
-                };
                 let sym = matches!(scheme, Scheme::Int4Sym { .. });
-                let mode = if sym {
-                    NncfMode::Int4Sym
-                } else {
-                    NncfMode::Int4Asym
-                };
-                let Compressed {
-                    weight,
-                    scale,
-                    zero_point,
-                } = compress::compress_rows_into(
-                    &role.name(),
-                    source,
-                    rows,
-                    cols,
-                    (mode, Some(group)),
-                    self.estimated(
-                        role,
-                        source,
-                        (rows, cols),
-                        (mode, Some(group)),
-                        awq.as_deref(),
-                    )?
-                    .as_ref(),
-                    self.g.buffer(),
-                )
-                .map_err(|e| nan_as_checkpoint_error(e, &view))?;
-                let groups = cols / group;
-                let gdims = [n(rows), n(groups), n(group)];
-                let elem = if sym { Elem::I4 } else { Elem::U4 };
-                let m = self.dequantized(
-                    &base,
-                    &fq,
-                    (elem, &[rows, groups, group], weight),
-                    zero_point.map(|zp| (Elem::U4, zp)),
-                    &scale,
-                    &gdims,
-                )?;
-                let r = self.reshape("", m, &[n(rows), n(cols)], false, &wdims)?;
+                let r = self.grouped(role, (group, sym), (&base, &fq), (rows, cols))?;
                 decompress(self, r)
             }
         };
         self.ckpt.release(role);
         Ok(out)
+    }
+
+    /// Per-channel NNCF compression of `role`: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape
+    /// (docs/openvino-ir.md §5.2); returns the dequantized weight. `(base, fq)` name its constants and its
+    /// decompression nodes.
+    fn per_channel(
+        &mut self,
+        role: Role,
+        scheme: Scheme,
+        (base, fq): (&str, &str),
+        (rows, cols): (usize, usize),
+    ) -> Result<Out> {
+        // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (docs/openvino-ir.md §5.2).
+        let view = self.view(role)?;
+        let awq = self.awq_scales.get(&role).cloned();
+        let scaled = self.awq_scaled(role, &view, rows, cols)?;
+        let source = match &scaled {
+            Some(w) => Rows::F32(w),
+            None => encoded(&view),
+        };
+        let (mode, elem, zp_elem) = match scheme {
+            Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
+            Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
+            Scheme::Int4SymChannel => (NncfMode::Int4Sym, Elem::I4, Elem::U4),
+            _ => (NncfMode::Int4Asym, Elem::U4, Elem::U4),
+        };
+        let Compressed {
+            weight,
+            scale,
+            zero_point,
+        } = compress::compress_rows_into(
+            &role.name(),
+            source,
+            rows,
+            cols,
+            (mode, None),
+            self.estimated(role, source, (rows, cols), (mode, None), awq.as_deref())?
+                .as_ref(),
+            self.g.buffer(),
+        )
+        .map_err(|e| nan_as_checkpoint_error(e, &view))?;
+        self.dequantized(
+            base,
+            fq,
+            (elem, &[rows, cols], weight),
+            zero_point.map(|zp| (zp_elem, zp)),
+            &scale,
+            &[n(rows), n(cols)],
+        )
+    }
+
+    /// Group-wise 4-bit NNCF compression of `role` (`(group size, symmetric)`): `[n, k/g, g]` codes, then the
+    /// Reshape back to `[n, k]`.
+    fn grouped(
+        &mut self,
+        role: Role,
+        (group, sym): (usize, bool),
+        (base, fq): (&str, &str),
+        (rows, cols): (usize, usize),
+    ) -> Result<Out> {
+        let view = self.view(role)?;
+        let awq = self.awq_scales.get(&role).cloned();
+        let scaled = self.awq_scaled(role, &view, rows, cols)?;
+        let source = match &scaled {
+            Some(w) => Rows::F32(w),
+            None => encoded(&view),
+        };
+        let mode = if sym {
+            NncfMode::Int4Sym
+        } else {
+            NncfMode::Int4Asym
+        };
+        let Compressed {
+            weight,
+            scale,
+            zero_point,
+        } = compress::compress_rows_into(
+            &role.name(),
+            source,
+            rows,
+            cols,
+            (mode, Some(group)),
+            self.estimated(
+                role,
+                source,
+                (rows, cols),
+                (mode, Some(group)),
+                awq.as_deref(),
+            )?
+            .as_ref(),
+            self.g.buffer(),
+        )
+        .map_err(|e| nan_as_checkpoint_error(e, &view))?;
+        let groups = cols / group;
+        let gdims = [n(rows), n(groups), n(group)];
+        let elem = if sym { Elem::I4 } else { Elem::U4 };
+        let m = self.dequantized(
+            base,
+            fq,
+            (elem, &[rows, groups, group], weight),
+            zero_point.map(|zp| (Elem::U4, zp)),
+            &scale,
+            &gdims,
+        )?;
+        self.reshape("", m, &[n(rows), n(cols)], false, &[n(rows), n(cols)])
     }
 
     /// `--scale-estimation`: NNCF's scales and zero points for the 4-bit weight `role` (`w`, already AWQ-scaled),

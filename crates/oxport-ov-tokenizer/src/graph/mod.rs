@@ -5,9 +5,13 @@
 use std::path::Path;
 
 use super::TokenizerError;
-use super::spec::{DISABLE_TRUNCATE_MAX_LENGTH, DecodeStep, Segment, Spec, special_split_pattern};
-use super::{DETOKENIZER_BIN, DETOKENIZER_XML, TOKENIZER_BIN, TOKENIZER_XML};
+use super::spec::{DISABLE_TRUNCATE_MAX_LENGTH, Segment, Spec, special_split_pattern};
+use super::{TOKENIZER_BIN, TOKENIZER_XML};
 use oxport_openvino::ir::{DYN, Elem, Graph, Out, RtInfo};
+
+mod detokenizer;
+
+pub(crate) use detokenizer::write_detokenizer;
 
 const EXT: &str = "extension";
 
@@ -130,7 +134,6 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     let xml = dir.join(TOKENIZER_XML);
     let g = Graph::create("tokenizer", &bin).map_err(ir_err(&bin))?;
     let mut b = B { g, path: &bin };
-    let v1 = [DYN];
 
     let input = b.g.parameter("string_input", Elem::String, &[DYN]);
     // TruncationStep: a stateful on/off flag (default off) selecting max_length or "no truncation".
@@ -159,6 +162,37 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         combine_inputs.push(token_group(&mut b, seg)?);
     }
 
+    let r = unpack(&mut b, spec, input)?;
+    let split = pre_tokenize(&mut b, spec, r)?;
+    let bpe = bpe_tokenize(&mut b, spec, &split)?;
+    let truncated = truncate(&mut b, spec, flag, &bpe)?;
+    let combined = combine(&mut b, spec, combine_inputs, seq_pos, truncated)?;
+    let (ids, mask) = pad(&mut b, spec, &combined)?;
+    b.g.op1(
+        "Assign",
+        "opset6",
+        "",
+        &[flag],
+        &[("variable_id", "truncation")],
+        (Elem::Boolean, &[]),
+    );
+    b.g.result("Result_input_ids", ids, "input_ids");
+    b.g.result("Result_attention_mask", mask, "attention_mask");
+    b.g.set_rt_info(rt_info(spec));
+    b.g.finish(&xml).map_err(ir_err(&xml))
+}
+
+/// A ragged batch of strings: row begins/ends over the unpacked (begins, ends, chars) strings.
+struct Ragged {
+    begins: Out,
+    ends: Out,
+    chars: [Out; 3],
+}
+
+/// StringTensorUnpack (with Metaspace `prepend_scheme=first` applied to the whole input), then the ragged batch
+/// dimension.
+fn unpack(b: &mut B<'_>, spec: &Spec, input: Out) -> Result<Ragged, TokenizerError> {
+    let v1 = [DYN];
     // StringTensorUnpack, then a ragged dimension over the batch (`add_ragged_dimension`): begins = range(0, n),
     // ends = range(1, n + 1).
     let zero64 = b.i64_scalar(0)?;
@@ -174,7 +208,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     let unpacked = match &spec.prepend_first {
         Some((pat, rep)) => {
             let ins = [unpacked[0], unpacked[1], unpacked[2]];
-            let o = regex_normalization(&mut b, &ins, pat, rep, false)?;
+            let o = regex_normalization(b, &ins, pat, rep, false)?;
             vec![o[0], o[1], o[2]]
         }
         None => unpacked,
@@ -225,7 +259,16 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         &[("output_type", "i32")],
         (Elem::I32, &v1),
     );
+    Ok(Ragged {
+        begins,
+        ends,
+        chars: [unpacked[0], unpacked[1], unpacked[2]],
+    })
+}
 
+/// SpecialTokensSplit, the normalizers, then RegexSplit: the ragged pre-tokenized words.
+fn pre_tokenize(b: &mut B<'_>, spec: &Spec, r: Ragged) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
     // SpecialTokensSplit → RegexSplit (ByteLevel regex, isolate).
     let ragged6: [(Elem, &[i64]); 6] = [
         (Elem::I32, &v1),
@@ -235,7 +278,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         (Elem::U8, &v1),
         (Elem::Boolean, &v1),
     ];
-    let mut cur = vec![begins, ends, unpacked[0], unpacked[1], unpacked[2]];
+    let mut cur = vec![r.begins, r.ends, r.chars[0], r.chars[1], r.chars[2]];
     if !spec.split_tokens.is_empty() {
         let pat = b.string(special_split_pattern(&spec.split_tokens).as_bytes())?;
         cur.push(pat);
@@ -252,11 +295,11 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
                 construct: "a normalizer without added tokens".into(),
             });
         }
-        let o = regex_normalization(&mut b, &cur[2..6], pat, rep, true)?;
+        let o = regex_normalization(b, &cur[2..6], pat, rep, true)?;
         cur.truncate(2);
         cur.extend(o);
     }
-    let split = match &spec.split_pattern {
+    Ok(match &spec.split_pattern {
         Some(pattern) => {
             let pat = b.string(pattern.as_bytes())?;
             cur.push(pat);
@@ -274,8 +317,12 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             )
         }
         None => cur,
-    };
+    })
+}
 
+/// BPETokenizer over the words: ragged token ids.
+fn bpe_tokenize(b: &mut B<'_>, spec: &Spec, split: &[Out]) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
     // BPETokenizer with its vocab, merges and added tokens.
     let mut bpe_in: Vec<Out> = split[..5].to_vec();
     bpe_in.extend(b.strings(&spec.vocab)?);
@@ -289,7 +336,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     }
     let cache = spec.cache_capacity.to_string();
     let ragged3: [(Elem, &[i64]); 3] = [(Elem::I32, &v1), (Elem::I32, &v1), (Elem::I32, &v1)];
-    let bpe = b.g.op(
+    Ok(b.g.op(
         "BPETokenizer",
         EXT,
         "",
@@ -306,8 +353,18 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             ("cache_capacity", cache.as_str()),
         ],
         &ragged3,
-    );
+    ))
+}
 
+/// Truncate the token ids (`flag` on: max_length).
+fn truncate(
+    b: &mut B<'_>,
+    spec: &Spec,
+    flag: Out,
+    bpe: &[Out],
+) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
+    let ragged3: [(Elem, &[i64]); 3] = [(Elem::I32, &v1), (Elem::I32, &v1), (Elem::I32, &v1)];
     // Truncate: max_length when the flag is on, else i32::MAX - 64.
     let max_len = b.i32_scalar(spec.max_length)?;
     let no_trunc = b.i32_scalar(DISABLE_TRUNCATE_MAX_LENGTH)?;
@@ -325,24 +382,34 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         b"left"
     })?;
     let mode = b.string(b"longest_first")?;
-    let truncated = b.g.op(
+    Ok(b.g.op(
         "Truncate",
         EXT,
         "",
         &[bpe[0], bpe[1], bpe[2], selected, side, mode],
         &[("m_num_inputs", "1")],
         &ragged3,
-    );
+    ))
+}
 
+/// CombineSegments of the leading special-token groups, the sequence and the trailing groups.
+fn combine(
+    b: &mut B<'_>,
+    spec: &Spec,
+    mut combine_inputs: Vec<Vec<Out>>,
+    seq_pos: usize,
+    truncated: Vec<Out>,
+) -> Result<Vec<Out>, TokenizerError> {
+    let v1 = [DYN];
     // CombineSegments: [special-token groups…, sequence, …] + segment ids.
     combine_inputs.push(truncated);
     for seg in &spec.segments[seq_pos + 1..] {
-        combine_inputs.push(token_group(&mut b, seg)?);
+        combine_inputs.push(token_group(b, seg)?);
     }
     let seg_ids = b.i32s(&spec.segment_ids)?;
     let mut ci: Vec<Out> = combine_inputs.concat();
     ci.push(seg_ids);
-    let combined = b.g.op(
+    Ok(b.g.op(
         "CombineSegments",
         EXT,
         "",
@@ -356,8 +423,12 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
             (Elem::I32, &v1),
             (Elem::I32, &v1),
         ],
-    );
+    ))
+}
 
+/// The padded `(input_ids, attention_mask)`, both i64 `[B, T]`.
+fn pad(b: &mut B<'_>, spec: &Spec, combined: &[Out]) -> Result<(Out, Out), TokenizerError> {
+    let v1 = [DYN];
     // PaddingStep: pad to the longest row with the pad id; mask from RaggedToDense.
     let lens = b.g.op1(
         "Subtract",
@@ -415,18 +486,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
         (Elem::I64, &v2),
     );
     b.g.name_tensor(ids, "input_ids");
-    b.g.op1(
-        "Assign",
-        "opset6",
-        "",
-        &[flag],
-        &[("variable_id", "truncation")],
-        (Elem::Boolean, &[]),
-    );
-    b.g.result("Result_input_ids", ids, "input_ids");
-    b.g.result("Result_attention_mask", mask, "attention_mask");
-    b.g.set_rt_info(rt_info(spec));
-    b.g.finish(&xml).map_err(ir_err(&xml))
+    Ok((ids, mask))
 }
 
 /// `RegexNormalization` (RegexNormalizationStep / RegexDecodingStep): the string inputs (begins, ends, chars[, skip
@@ -467,92 +527,4 @@ fn token_group(b: &mut B<'_>, seg: &Segment) -> Result<Vec<Out>, TokenizerError>
         b.i32_scalar(ids.len() as i32)?,
         b.i32s(ids)?,
     ])
-}
-
-pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerError> {
-    let bin = dir.join(DETOKENIZER_BIN);
-    let xml = dir.join(DETOKENIZER_XML);
-    let g = Graph::create("detokenizer", &bin).map_err(ir_err(&bin))?;
-    let mut b = B { g, path: &bin };
-    let v1 = [DYN];
-    let ids = b.g.parameter("token_ids", Elem::I64, &[DYN, DYN]);
-    let ids32 = b.g.op1(
-        "Convert",
-        "opset1",
-        "",
-        &[ids],
-        &[("destination_type", "i32")],
-        (Elem::I32, &[DYN, DYN]),
-    );
-    let vocab = b.strings(&spec.detok_vocab)?;
-    // VocabDecoderStep: the skip list sliced [0:i32::MAX] (skip_special_tokens=True), folded to the list itself.
-    let skips = b.i32s(&spec.skip_tokens)?;
-    let decoded = b.g.op(
-        "VocabDecoder",
-        EXT,
-        "",
-        &[ids32, vocab[0], vocab[1], vocab[2], skips],
-        &[("skip_tokens", "")],
-        &[
-            (Elem::I32, &v1),
-            (Elem::I32, &v1),
-            (Elem::I32, &v1),
-            (Elem::I32, &v1),
-            (Elem::U8, &v1),
-        ],
-    );
-    // The decoder steps (a ByteLevel decoder is FuseStep alone: CharsToBytes is folded into the byte-level vocab).
-    let mut ragged = Some([decoded[0], decoded[1]]);
-    let mut toks = [decoded[2], decoded[3], decoded[4]];
-    for step in &spec.decode_steps {
-        match step {
-            DecodeStep::Regex(pat, rep) => {
-                let o = regex_normalization(&mut b, &toks, pat, rep, true)?;
-                toks = [o[0], o[1], o[2]];
-            }
-            DecodeStep::ByteFallback => {
-                let o = b.g.op(
-                    "ByteFallback",
-                    EXT,
-                    "",
-                    &toks,
-                    &[],
-                    &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
-                );
-                toks = [o[0], o[1], o[2]];
-            }
-            DecodeStep::Fuse => {
-                let [rb, re] = ragged.take().expect("decode_steps has one Fuse");
-                let o = b.g.op(
-                    "FuzeRagged",
-                    EXT,
-                    "",
-                    &[rb, re, toks[0], toks[1]],
-                    &[],
-                    &[(Elem::I32, &v1), (Elem::I32, &v1)],
-                );
-                toks = [o[0], o[1], toks[2]];
-            }
-        }
-    }
-    let valid = b.g.op(
-        "UTF8Validate",
-        EXT,
-        "",
-        &toks,
-        &[("replace_mode", "true")],
-        &[(Elem::I32, &v1), (Elem::I32, &v1), (Elem::U8, &v1)],
-    );
-    let text = b.g.op1(
-        "StringTensorPack",
-        "opset15",
-        "",
-        &valid,
-        &[],
-        (Elem::String, &v1),
-    );
-    b.g.name_tensor(text, "string_output");
-    b.g.result("Result_string_output", text, "string_output");
-    b.g.set_rt_info(rt_info(spec));
-    b.g.finish(&xml).map_err(ir_err(&xml))
 }
