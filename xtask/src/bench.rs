@@ -327,16 +327,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     // `OXPORT_BIN` benchmarks a given binary (e.g. a saved build); otherwise the current tree is built.
     let oxport = match std::env::var_os("OXPORT_BIN") {
         Some(bin) => PathBuf::from(bin),
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run_checked(Command::new(&cargo).current_dir(&root).args([
-                "build",
-                "--release",
-                "-p",
-                "oxport-cli",
-            ]))?;
-            root.join("target/release/oxport")
-        }
+        None => crate::test::build_oxport(&root)?,
     };
 
     let model = match (&args.model, args.smoke) {

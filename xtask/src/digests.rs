@@ -12,7 +12,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
-use crate::test::{repo_root, run_checked};
+use crate::test::repo_root;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -151,16 +151,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     let root = repo_root();
     let bin = match args.bin {
         Some(b) => b,
-        None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            run_checked(Command::new(&cargo).current_dir(&root).args([
-                "build",
-                "--release",
-                "-p",
-                "oxport-cli",
-            ]))?;
-            root.join("target/release/oxport")
-        }
+        None => crate::test::build_oxport(&root)?,
     };
     let work = root.join("target/digests");
     if work.exists() {

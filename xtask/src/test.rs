@@ -81,6 +81,18 @@ pub(crate) fn ensure_venv_from(
     Ok(python)
 }
 
+/// Build the `oxport` binary of this tree (release) and return its path.
+pub(crate) fn build_oxport(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_checked(Command::new(&cargo).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "oxport-cli",
+    ]))?;
+    Ok(root.join("target/release/oxport"))
+}
+
 pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
@@ -111,13 +123,7 @@ pub(crate) fn run(args: Args) -> Result<()> {
     .context("cargo clippy --workspace --all-targets -- -D warnings")?;
     let python = ensure_venv(&root)?;
 
-    run_checked(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "oxport-cli",
-    ]))?;
-    let bin = root.join("target/release/oxport");
+    let bin = build_oxport(&root)?;
 
     let mut failures = Vec::new();
     // The safety net of every refactoring: the same bytes out for every fixture, format and flag set.
