@@ -173,31 +173,7 @@ fn text_file_windows_match_python() {
     assert_eq!(set.samples[127], last);
 }
 
-/// wikitext-style rows (the first rows of wikitext-2-raw-v1's train split, shortened), empty rows included, limited
-/// to `4 * 8 // 4 = 8` rows, through `fixtures/tokenizers/phi3-sp` (Phi-3's SentencePiece-style pipeline).
-const WIKI_ROWS: &[&str] = &[
-    "",
-    " = Valkyria Chronicles III = \n",
-    "",
-    " Senjō no Valkyria 3 : Unrecorded Chronicles ( Japanese : 戦場のヴァルキュリア3 , lit . Valkyria of the Battlefield 3 ) , commonly referred to as Valkyria Chronicles III outside Japan , is a tactical role @-@ playing video game developed by Sega and Media.Vision for the PlayStation Portable . \n",
-    " The game began development in 2010 , carrying over a large portion of the work done on Valkyria Chronicles II . \n",
-    "",
-    " = = Gameplay = = \n",
-    "",
-    " As with previous Valkyira Chronicles games , Valkyria Chronicles III is a tactical role @-@ playing game where players take control of a military unit . \n",
-    " Troops are divided into five classes : Scouts , Shocktroopers , Engineers , Lancers and Armored Soldier . \n",
-    "",
-    " = = Plot = = \n",
-];
-
-/// The rows' windows as Python computes them; shared with the hub test (`tests/calibration.rs` serves the same
-/// rows as parquet).
-const WIKI_WINDOWS_4X8: [[u32; 8]; 4] = [
-    [355, 983, 415, 348, 419, 596, 339, 305],
-    [784, 477, 321, 394, 618, 412, 915, 330],
-    [341, 285, 385, 385, 424, 350, 324, 200],
-    [480, 826, 384, 325, 339, 371, 315, 426],
-];
+include!("../tests/data/wiki_rows.rs");
 
 #[test]
 fn jsonl_rows_are_limited_joined_and_windowed_as_python() {

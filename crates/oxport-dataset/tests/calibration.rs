@@ -13,30 +13,7 @@ use oxport_io::Silent;
 const COMMIT: &str = "b08601e04326c79dfdd32d625aee71d232d685c3";
 const REPO_PATH: &str = "/datasets/Salesforce/wikitext/resolve/";
 
-/// wikitext-2-raw-v1's first train rows, shortened (the same rows as the unit tests in `src/tests.rs`).
-const ROWS: &[&str] = &[
-    "",
-    " = Valkyria Chronicles III = \n",
-    "",
-    " Senjō no Valkyria 3 : Unrecorded Chronicles ( Japanese : 戦場のヴァルキュリア3 , lit . Valkyria of the Battlefield 3 ) , commonly referred to as Valkyria Chronicles III outside Japan , is a tactical role @-@ playing video game developed by Sega and Media.Vision for the PlayStation Portable . \n",
-    " The game began development in 2010 , carrying over a large portion of the work done on Valkyria Chronicles II . \n",
-    "",
-    " = = Gameplay = = \n",
-    "",
-    " As with previous Valkyira Chronicles games , Valkyria Chronicles III is a tactical role @-@ playing game where players take control of a military unit . \n",
-    " Troops are divided into five classes : Scouts , Shocktroopers , Engineers , Lancers and Armored Soldier . \n",
-    "",
-    " = = Plot = = \n",
-];
-
-/// optimum-intel's `get_wikitext2(tokenizer, seqlen=8, nsamples=4)` over `ROWS` with transformers 5.5.4's
-/// `AutoTokenizer.from_pretrained("fixtures/tokenizers/phi3-sp")` and `random.seed(0)`.
-const WINDOWS_4X8: [[u32; 8]; 4] = [
-    [355, 983, 415, 348, 419, 596, 339, 305],
-    [784, 477, 321, 394, 618, 412, 915, 330],
-    [341, 285, 385, 385, 424, 350, 324, 200],
-    [480, 826, 384, 325, 339, 371, 315, 426],
-];
+include!("data/wiki_rows.rs");
 
 fn parquet_bytes(rows: &[&str]) -> Vec<u8> {
     use parquet::basic::Compression;
@@ -165,10 +142,10 @@ fn wikitext(num_samples: usize, seq_len: usize) -> CalibrationSpec {
 #[test]
 fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
     let hf_home = tempfile::tempdir().unwrap();
-    let hub = Hub::start(WIKITEXT2_FILE, parquet_bytes(ROWS));
+    let hub = Hub::start(WIKITEXT2_FILE, parquet_bytes(WIKI_ROWS));
     let online = options(&hub.endpoint, hf_home.path(), false);
     let set = calibration_samples(&wikitext(4, 8), &tokenizer(), &online, &Silent).unwrap();
-    assert_eq!(set.samples, WINDOWS_4X8);
+    assert_eq!(set.samples, WIKI_WINDOWS_4X8);
     assert_eq!(
         set.description,
         format!(
@@ -207,7 +184,7 @@ fn wikitext2_downloads_into_the_dataset_cache_then_works_offline() {
         // Served from the cache without a request (the hub is gone; a request would fail).
         let opts = options("http://127.0.0.1:9", hf_home.path(), offline);
         let set = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent).unwrap();
-        assert_eq!(set.samples, WINDOWS_4X8);
+        assert_eq!(set.samples, WIKI_WINDOWS_4X8);
     }
 }
 
@@ -228,7 +205,7 @@ fn offline_without_the_file_names_the_dataset_and_file() {
 #[test]
 fn a_missing_file_is_a_404_naming_the_dataset_and_file() {
     let hf_home = tempfile::tempdir().unwrap();
-    let hub = Hub::start("wikitext-2-raw-v1/other.parquet", parquet_bytes(ROWS));
+    let hub = Hub::start("wikitext-2-raw-v1/other.parquet", parquet_bytes(WIKI_ROWS));
     let opts = options(&hub.endpoint, hf_home.path(), false);
     let e = calibration_samples(&wikitext(4, 8), &tokenizer(), &opts, &Silent)
         .unwrap_err()
