@@ -270,6 +270,9 @@ def test_dry_run_writes_nothing(tmp_path):
                           str(out), "--dry-run"], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "MatMulNBits" in res.stdout
+    # The same per-tensor table as the OpenVINO dry run, with NNCF-style bitwidth statistics.
+    assert "Statistics of the bitwidth distribution:" in res.stdout
+    assert "oxport_manifest.json" in res.stdout
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -316,3 +319,56 @@ def test_tied_embeddings_feed_lm_head(tmp_path, label, flags):
     out = export(ckpt, tmp_path / "out", *flags)
     ids = np.load(REF / "numerics" / "phi3-tiny-random" / "input_ids.npy")[0]
     assert_close(ort_logits(out, ids), reference_logits(ckpt, ids), TOL[label], f"tied {label}")
+
+
+def test_validate_finds_the_hub_checkpoint_through_the_manifest(tmp_path):
+    """An export of a hub id records the id, the commit and the files' digests in oxport_manifest.json, so
+    `oxport validate` finds the checkpoint in the Hugging Face cache without --reference, and refuses one whose files
+    changed since the export."""
+    import hashlib
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hf" / "hub" / "models--org--tiny"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted((ROOT / "fixtures" / "tiny").iterdir()):
+        if f.name.endswith(".safetensors"):
+            # LFS files live in blobs/ named by their sha256, the snapshot links to them (the hub cache layout).
+            sha = hashlib.sha256(f.read_bytes()).hexdigest()
+            shutil.copy(f, repo / "blobs" / sha)
+            (snapshot / f.name).symlink_to(Path("../../blobs") / sha)
+        else:
+            shutil.copy(f, snapshot / f.name)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "onnx"
+    r = subprocess.run([oxport_bin(), "export", "onnx", "--model", "org/tiny", str(out)], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "oxport_manifest.json").read_text())
+    assert manifest["format"] == "onnx"
+    assert manifest["source"]["model"] == "org/tiny" and manifest["source"]["revision"] == commit
+    shards = {f["name"]: f["sha256"] for f in manifest["source"]["files"] if f["name"].endswith(".safetensors")}
+    assert shards == {f.name: hashlib.sha256(f.read_bytes()).hexdigest()
+                      for f in (ROOT / "fixtures" / "tiny").glob("*.safetensors")}
+    assert {e["name"] for e in manifest["plan"]["entries"]} >= {"lm_head.weight", "model.embed_tokens.weight"}
+
+    validate = [oxport_bin(), "validate", str(out), "--device", "cpu", "--quiet", "--max-new-tokens", "2"]
+    r = subprocess.run(validate, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert f"reference {snapshot}" in r.stdout, r.stdout
+
+    # A changed checkpoint file is named, and nothing is compared against it.
+    cfg = json.loads((snapshot / "config.json").read_text())
+    cfg["rms_norm_eps"] = 1e-3
+    (snapshot / "config.json").write_text(json.dumps(cfg))
+    r = subprocess.run(validate, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "config.json differs" in r.stderr and "--reference" in r.stderr, r.stderr
+
+    # Without the manifest the export names no checkpoint folder: --reference is needed.
+    (out / "oxport_manifest.json").unlink()
+    r = subprocess.run(validate, capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "--reference" in r.stderr, r.stderr

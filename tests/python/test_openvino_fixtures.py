@@ -295,10 +295,16 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
     lines = {l.split()[0]: l for l in r.stdout.splitlines() if l.strip()}
     # NNCF's choice for this checkpoint (docs/openvino-ir.md §6): L0.qkv, L1.qkv, L0.down at int4.
-    for role in ["attn_qkv[0]", "attn_qkv[1]", "mlp_down[0]"]:
-        assert "int4_sym group 128" in lines[role], r.stdout
-    for role in ["embedding", "lm_head", "attn_out[0]", "mlp_gate_up[0]", "mlp_down[1]"]:
-        assert "int8_asym" in lines[role], r.stdout
+    layer = "model.layers.{}.{}.weight".format
+    for name in [layer(0, "self_attn.qkv_proj"), layer(1, "self_attn.qkv_proj"), layer(0, "mlp.down_proj")]:
+        assert "int4_sym, group size 128" in lines[name], r.stdout
+    for name in ["model.embed_tokens.weight", "lm_head.weight", layer(0, "self_attn.o_proj"),
+                 layer(0, "mlp.gate_up_proj"), layer(1, "mlp.down_proj")]:
+        assert "int8_asym, per-channel" in lines[name], r.stdout
+    # The same table as the ONNX export's dry run, with NNCF's bitwidth statistics (3 of 8 ratio-defining layers
+    # in int4).
+    assert "Statistics of the bitwidth distribution:" in r.stdout
+    assert "40% (3 / 8)" in lines["int4_sym,"], r.stdout
 
 
 def test_output_bytes_do_not_depend_on_thread_count(tmp_path):

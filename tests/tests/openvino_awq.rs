@@ -167,10 +167,16 @@ fn awq_is_refused_outside_int4_and_leaves_other_weights_alone() {
         ..CompressionOptions::new(WeightFormat::Int4)
     };
     let plan = oxport_openvino::plan(&ckpt, &opts).unwrap();
-    for e in &plan.entries {
-        let four = e.scheme.to_string().starts_with("int4");
+    for e in plan.weights() {
+        let four = e.scheme.label().starts_with("int4");
         let down = matches!(e.role, oxport_arch::Role::MlpDown { .. });
-        assert_eq!(e.awq, four && down, "{:?} {}", e.role, e.scheme);
+        assert_eq!(
+            e.transform.is_awq(),
+            four && down,
+            "{:?} {}",
+            e.role,
+            e.scheme.label()
+        );
     }
-    assert!(plan.describe().contains("awq_mul"));
+    assert!(plan.to_string().contains("+ data-free AWQ"));
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use oxport_arch::{Model, Role};
 use oxport_io::{CancelToken, Silent};
 use oxport_openvino::{CompressionOptions, GroupSizeFallback, Scheme, WeightFormat};
+use oxport_quant::NncfMode;
 use oxport_tests::folder_bytes;
 
 fn root() -> PathBuf {
@@ -134,9 +135,8 @@ fn failed_export_leaves_nothing_behind() {
 fn int4_roles(model: &str, opts: &CompressionOptions) -> Vec<(Role, Scheme)> {
     let ckpt = Model::open(reference(model)).unwrap();
     let plan = oxport_openvino::plan(&ckpt, opts).unwrap();
-    plan.entries
-        .iter()
-        .filter(|e| matches!(e.scheme, Scheme::Int4Sym { .. } | Scheme::Int4Asym { .. }))
+    plan.weights()
+        .filter(|e| matches!(e.scheme, Scheme::Nncf { group_size: Some(_), .. } if e.scheme.is_nncf_four_bit()))
         .map(|e| (e.role, e.scheme))
         .collect()
 }
@@ -144,8 +144,11 @@ fn int4_roles(model: &str, opts: &CompressionOptions) -> Vec<(Role, Scheme)> {
 #[test]
 fn ratio_picks_the_layers_nncf_picks() {
     // docs/openvino-ir.md §6, confirmed on optimum-cli's exports.
-    let g128 = Scheme::Int4Sym { group: 128 };
-    let g64 = Scheme::Int4Sym { group: 64 };
+    let group = |g| Scheme::Nncf {
+        mode: NncfMode::Int4Sym,
+        group_size: Some(g),
+    };
+    let (g128, g64) = (group(128), group(64));
     assert_eq!(
         int4_roles("phi3-tiny-random", &int4_r06()),
         vec![
@@ -186,15 +189,13 @@ fn ratio_picks_the_layers_nncf_picks() {
     );
     let ckpt = Model::open(reference("phi3-tiny-k320")).unwrap();
     let plan = oxport_openvino::plan(&ckpt, &ignore).unwrap();
-    assert_eq!(
-        plan.scheme(Role::AttnQkv { layer: 0 }),
-        Some(Scheme::Original)
-    );
-    assert_eq!(
-        plan.scheme(Role::MlpDown { layer: 1 }),
-        Some(Scheme::Int8Asym)
-    );
-    assert_eq!(plan.scheme(Role::LmHead), Some(Scheme::Int8Asym));
+    assert_eq!(plan.scheme(Role::AttnQkv { layer: 0 }), Some(Scheme::Keep));
+    let int8_asym = Scheme::Nncf {
+        mode: NncfMode::Int8Asym,
+        group_size: None,
+    };
+    assert_eq!(plan.scheme(Role::MlpDown { layer: 1 }), Some(int8_asym));
+    assert_eq!(plan.scheme(Role::LmHead), Some(int8_asym));
 }
 
 #[test]
@@ -251,7 +252,10 @@ fn options_that_do_not_apply_are_refused() {
     .unwrap();
     assert_eq!(
         plan.scheme(Role::AttnQkv { layer: 0 }),
-        Some(Scheme::Int4SymChannel)
+        Some(Scheme::Nncf {
+            mode: NncfMode::Int4Sym,
+            group_size: None
+        })
     );
     assert_eq!(plan.nncf.as_ref().unwrap().group_size, -1);
 }

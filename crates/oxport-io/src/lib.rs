@@ -7,12 +7,14 @@
 //! * [`Staging`]: the folder an export is built in beside its output, committed by rename with an explicit
 //!   [`CommitPolicy`], removed by its Drop guard when the export fails or is cancelled, and the cleanup of folders
 //!   left by exports whose process is gone;
+//! * [`Manifest`]: `oxport_manifest.json`, the plan and the source checkpoint (with digests) of an export;
 //! * [`Reporter`] / [`Event`]: the one progress interface of the libraries, and [`CancelToken`], checked between
 //!   tensors, which makes an export return [`Cancelled`].
 //!
 //! Library code never prints; the CLI implements [`Reporter`] with indicatif and wires signals to the token.
 
 mod blob;
+mod manifest;
 mod ordered;
 mod report;
 mod staging;
@@ -20,6 +22,7 @@ mod staging;
 use std::path::PathBuf;
 
 pub use blob::{BlobLayout, BlobWriter};
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, Source, SourceFile};
 pub use ordered::{OrderedWriter, PENDING_BYTES};
 pub use report::{CancelToken, Cancelled, Event, Reporter, Silent};
 pub use staging::{CommitPolicy, Staging, claim_and_remove, remove_stale, staging_dir_for};

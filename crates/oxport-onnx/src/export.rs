@@ -61,7 +61,38 @@ pub struct ExportSummary {
 pub fn plan(ckpt: &Model, opts: &ExportOptions) -> Result<QuantPlan> {
     opts.validate()?;
     check_rotary(ckpt)?;
-    plan_onnx(ckpt, &opts.plan_options()).map_err(|e| OnnxError::Plan(Box::new(e)))
+    let mut plan =
+        plan_onnx(ckpt, &opts.plan_options()).map_err(|e| OnnxError::Plan(Box::new(e)))?;
+    // AWQ rescales every 4-bit `down_proj` (folded into `up_proj`, `crate::awq`).
+    for e in &mut plan.entries {
+        if opts.awq
+            && matches!(e.role, Role::MlpDown { .. })
+            && matches!(e.scheme, oxport_quant::Scheme::NBits(p) if p.bits == 4)
+        {
+            e.transform = oxport_quant::Transform::Awq {
+                data_aware: opts.awq_stats.is_some(),
+                scales: None,
+            };
+        }
+    }
+    Ok(plan)
+}
+
+/// `oxport_manifest.json`: the checkpoint (as `--model` gave it, with its files' digests), the options and the plan.
+fn write_manifest(ckpt: &Model, opts: &ExportOptions, plan: &QuantPlan, dir: &Path) -> Result<()> {
+    let model = opts
+        .model_arg
+        .clone()
+        .unwrap_or_else(|| ckpt.dir().display().to_string());
+    let source = oxport_io::Source::of_folder(ckpt.dir(), &model)?;
+    let manifest = oxport_io::Manifest::new(
+        "onnx",
+        source,
+        serde_json::to_value(opts)?,
+        serde_json::to_value(plan)?,
+    );
+    manifest.write(dir)?;
+    Ok(())
 }
 
 /// GroupQueryAttention's fused rotary takes the cos/sin caches, `[positions, rotary_dim / 2]`, and refuses at run
@@ -179,6 +210,7 @@ pub fn export(
 
     let staging = Staging::create(output, CommitPolicy::RequireEmpty)?;
     let dir = staging.path();
+    write_manifest(ckpt, opts, &plan, dir)?;
     let initializers = write_weights(ckpt, opts, &layout, dir, reporter, cancel)?;
     reporter.report(Event::Begin {
         stage: "writing model.onnx, genai_config.json, tokenizer files",

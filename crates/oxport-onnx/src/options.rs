@@ -84,6 +84,10 @@ pub struct ExportOptions {
     /// Calibration statistics of the `down_proj` and `gate_up_proj` inputs for data-aware AWQ.
     #[serde(skip)]
     pub awq_stats: Option<std::sync::Arc<oxport_quant::ActivationStats>>,
+    /// `--model` as given (a folder or a hub id), recorded in `oxport_manifest.json`; default: the checkpoint
+    /// folder as opened.
+    #[serde(skip)]
+    pub model_arg: Option<String>,
 }
 
 impl Default for ExportOptions {
@@ -99,6 +103,7 @@ impl Default for ExportOptions {
             qdq: false,
             awq: false,
             awq_stats: None,
+            model_arg: None,
         }
     }
 }

@@ -7,16 +7,15 @@
 //! `…/awq_mul` Multiply the data-free path also writes (`AWQ.apply`).
 
 use oxport_arch::{Model, Role};
-use oxport_quant::{ActivationStats, AwqParams, NncfMode, Rows, data_aware_awq};
+use oxport_quant::{ActivationStats, AwqParams, Rows, data_aware_awq};
 
 use crate::error::{Error, Result};
-use crate::plan::{Plan, Scheme};
+use crate::plan::{Plan, Scheme, Transform};
 
 /// The calibration roles data-aware AWQ needs statistics for: the inputs of the plan's AWQ targets.
 pub fn stats_roles(plan: &Plan) -> Vec<Role> {
-    plan.entries
-        .iter()
-        .filter(|e| e.awq)
+    plan.weights()
+        .filter(|e| e.transform.is_awq())
         .map(|e| e.role)
         .collect()
 }
@@ -29,17 +28,19 @@ pub fn apply_data_aware_awq(
     stats: &ActivationStats,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<()> {
-    let targets: Vec<_> = plan.entries.iter().filter(|e| e.awq).cloned().collect();
+    let targets: Vec<_> = plan
+        .weights()
+        .filter(|e| e.transform.is_awq())
+        .cloned()
+        .collect();
     for (i, e) in targets.iter().enumerate() {
         let (mode, group) = match e.scheme {
-            Scheme::Int4Asym { group } => (NncfMode::Int4Asym, Some(group)),
-            Scheme::Int4Sym { group } => (NncfMode::Int4Sym, Some(group)),
-            Scheme::Int4AsymChannel => (NncfMode::Int4Asym, None),
-            Scheme::Int4SymChannel => (NncfMode::Int4Sym, None),
+            Scheme::Nncf { mode, group_size } if e.scheme.is_nncf_four_bit() => (mode, group_size),
             other => {
                 return Err(Error::Options(format!(
-                    "{}: AWQ applies to 4-bit weights, the plan has {other}",
-                    e.role
+                    "{}: AWQ applies to 4-bit weights, the plan has {}",
+                    e.role,
+                    other.label()
                 )));
             }
         };
@@ -59,7 +60,7 @@ pub fn apply_data_aware_awq(
         };
         let scales = data_aware_awq(
             rows,
-            (e.n, e.k),
+            (e.shape[0], e.shape[1]),
             layer,
             mode,
             group,
@@ -71,7 +72,12 @@ pub fn apply_data_aware_awq(
             source: Box::new(source.for_tensor(&e.role.name())),
         })?;
         ckpt.release(e.role);
-        plan.awq_scales.insert(e.role, scales);
+        if let Some(entry) = plan.quant.entry_mut(e.role) {
+            entry.transform = Transform::Awq {
+                data_aware: true,
+                scales: Some(std::sync::Arc::new(scales)),
+            };
+        }
         progress(i + 1, targets.len());
     }
     Ok(())

@@ -78,6 +78,7 @@ pub fn export_with(
     if let Some(extra) = extra {
         extra(dir).map_err(Error::ExtraFiles)?;
     }
+    write_manifest(ckpt, plan, dir, model_arg)?;
     let mut graph = phi3::build(ckpt, plan, &dir.join(MODEL_BIN), reporter, cancel)?;
     graph.set_rt_info(model_rt_info(plan));
     graph.finish(&dir.join(MODEL_XML))?;
@@ -96,6 +97,20 @@ pub fn export_with(
         output: output.to_path_buf(),
         files,
     })
+}
+
+/// `oxport_manifest.json`: the checkpoint (as `--model` gave it, with its files' digests), the options NNCF records
+/// and the plan.
+fn write_manifest(ckpt: &Model, plan: &Plan, dir: &Path, model_arg: &str) -> Result<()> {
+    let source = oxport_io::Source::of_folder(ckpt.dir(), model_arg)?;
+    let options = json!({
+        "weight_format": plan.weight_format.name(),
+        "nncf": plan.nncf,
+    });
+    let plan_json = serde_json::to_value(&plan.quant)
+        .map_err(|e| Error::Graph(format!("{}: {e}", oxport_io::MANIFEST_FILE)))?;
+    oxport_io::Manifest::new("openvino", source, options, plan_json).write(dir)?;
+    Ok(())
 }
 
 /// Python `repr` of a bool, as NNCF writes its parameters.

@@ -21,5 +21,5 @@ pub use error::{Error, Result};
 pub use export::{ExportSummary, ExtraFiles, MODEL_BIN, MODEL_XML, export, export_with};
 pub use plan::{
     BackupPrecision, CompressionOptions, DataAware, DatasetRecord, GroupSizeFallback, Plan,
-    PlanEntry, Scheme, WeightFormat, plan, plan_data_aware,
+    PlanEntry, Scheme, Transform, WeightFormat, plan, plan_data_aware,
 };

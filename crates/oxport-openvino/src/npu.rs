@@ -95,14 +95,23 @@ pub fn check_options(opts: &CompressionOptions) -> Result<()> {
 /// After planning: every weight is int4_sym (group 128 or per channel) or the int8_asym backup. Options that pass
 /// [`check_options`] always give such a plan; this names the weight if one ever does not.
 pub fn check_plan(plan: &Plan) -> Result<()> {
-    for e in &plan.entries {
+    use oxport_quant::NncfMode;
+    for e in plan.weights() {
         match e.scheme {
-            Scheme::Int4Sym { group: 128 } | Scheme::Int4SymChannel | Scheme::Int8Asym => {}
+            Scheme::Nncf {
+                mode: NncfMode::Int4Sym,
+                group_size: Some(128) | None,
+            }
+            | Scheme::Nncf {
+                mode: NncfMode::Int8Asym,
+                group_size: None,
+            } => {}
             other => {
                 return Err(Error::Options(format!(
-                    "--npu: {} would be {other}, outside the NPU recipe (int4_sym group 128 or per-channel, \
-                     int8_asym backup)",
-                    e.role
+                    "--npu: {} would be {}, outside the NPU recipe (int4_sym group 128 or per-channel, int8_asym \
+                     backup)",
+                    e.role,
+                    other.label()
                 )));
             }
         }

@@ -4,7 +4,8 @@
 
 use oxport_arch::{Model, Role};
 use oxport_io::{Event, Reporter};
-use oxport_quant::{Backup, Fallback, NncfMode, OpenVinoPlanOptions, OvWeightFormat, QuantError};
+use oxport_quant::{Backup, Fallback, OpenVinoPlanOptions, OvWeightFormat, QuantError, QuantPlan};
+pub use oxport_quant::{PlanEntry, Scheme, Transform};
 
 use crate::error::{Error, Result};
 
@@ -97,61 +98,8 @@ impl CompressionOptions {
     }
 }
 
-/// How one weight is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scheme {
-    /// f32 constant, no decompression.
-    F32,
-    /// f16 constant + Convert(f32) marked `decompression`.
-    F16,
-    /// The checkpoint's own dtype (bf16/f16 + decompression Convert; f32 as is): NNCF's "kept in original precision".
-    Original,
-    Int8Asym,
-    Int8Sym,
-    Int4Sym {
-        group: usize,
-    },
-    Int4Asym {
-        group: usize,
-    },
-    /// `--group-size -1`: one scale per output channel.
-    Int4SymChannel,
-    Int4AsymChannel,
-}
-
-impl std::fmt::Display for Scheme {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Scheme::F32 => f.write_str("f32"),
-            Scheme::F16 => f.write_str("f16"),
-            Scheme::Original => f.write_str("original precision"),
-            Scheme::Int8Asym => f.write_str("int8_asym per-channel"),
-            Scheme::Int8Sym => f.write_str("int8_sym per-channel"),
-            Scheme::Int4Sym { group } => write!(f, "int4_sym group {group}"),
-            Scheme::Int4Asym { group } => write!(f, "int4_asym group {group}"),
-            Scheme::Int4SymChannel => f.write_str("int4_sym per-channel"),
-            Scheme::Int4AsymChannel => f.write_str("int4_asym per-channel"),
-        }
-    }
-}
-
-/// One weight of the plan.
-#[derive(Clone, Debug, PartialEq)]
-pub struct PlanEntry {
-    pub role: Role,
-    /// `[n, k]` = `[out, in]` (`[vocab, hidden]` for the embedding).
-    pub n: usize,
-    pub k: usize,
-    pub scheme: Scheme,
-    /// Why the planner chose this scheme (ratio rank, fallback, backup), for `--dry-run`.
-    pub reason: String,
-    /// Data-free AWQ: the input columns are scaled before compression and the inverse scale multiplies the
-    /// activation (a `…/awq_mul` Multiply after the Swish feeding this weight).
-    pub awq: bool,
-}
-
 /// What NNCF records in the model's rt_info (`nncf/weight_compression`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct NncfRecord {
     pub mode: &'static str,
     pub ratio: f64,
@@ -179,144 +127,63 @@ pub struct DataAware {
 }
 
 /// The calibration dataset as optimum-intel records it (`openvino_config.json` `quantization_config`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct DatasetRecord {
     /// `wikitext2`, or the local file's path.
     pub name: String,
     pub num_samples: usize,
 }
 
-/// The whole plan, in the order weights are written (embedding, per layer qkv/o/gate_up/down, lm_head).
-#[derive(Clone, Debug, PartialEq)]
+/// The OpenVINO export's plan: oxport-quant's [`QuantPlan`] (every tensor's scheme, reason, ratio-defining flag,
+/// sensitivity and cross-tensor transform; the one plan type both exporters print and record) plus what only the IR
+/// carries: NNCF's rt_info record and the statistics scale estimation searches on.
+#[derive(Clone, Debug)]
 pub struct Plan {
     pub weight_format: WeightFormat,
-    pub entries: Vec<PlanEntry>,
+    pub quant: QuantPlan,
     pub nncf: Option<NncfRecord>,
-    /// Data-aware AWQ scales computed before export ([`crate::awq::apply_data_aware_awq`]), by target weight; a
-    /// weight marked `awq` without an entry here gets data-free AWQ at export.
-    pub awq_scales: std::collections::BTreeMap<Role, oxport_quant::AwqScales>,
     /// `--scale-estimation`: the calibration statistics every 4-bit weight's scales are searched on at export
     /// (`oxport_quant::scale_estimation`, after AWQ; one weight at a time, so memory stays at one layer's).
     pub scale_estimation: Option<std::sync::Arc<oxport_quant::ActivationStats>>,
 }
 
 impl Plan {
-    pub fn scheme(&self, role: Role) -> Option<Scheme> {
-        self.entries
-            .iter()
-            .find(|e| e.role == role)
-            .map(|e| e.scheme)
+    /// The entry of `role`.
+    pub fn entry(&self, role: Role) -> Option<&PlanEntry> {
+        self.quant.entry(role)
     }
 
-    /// Human-readable plan (`--dry-run`): one line per weight plus the int4 share of the ratio-defining weights.
-    pub fn describe(&self) -> String {
-        let mut s = String::new();
-        for e in &self.entries {
-            let err = if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", e.reason)
-            };
-            let awq = match (e.awq, self.awq_scales.get(&e.role)) {
-                (false, _) => String::new(),
-                (true, None) if self.nncf.as_ref().is_some_and(|r| r.dataset.is_some()) => {
-                    "  + data-aware AWQ: scales searched on the calibration data at export, Multiply `…/awq_mul` \
-                     inserted after the Swish"
-                        .into()
-                }
-                (true, None) => {
-                    "  + data-free AWQ: columns rescaled, Multiply `…/awq_mul` inserted after the Swish".into()
-                }
-                (true, Some(sc)) => format!(
-                    "  + data-aware AWQ: {} of {} input channels rescaled, Multiply `…/awq_mul` inserted after \
-                     the Swish",
-                    sc.weight.iter().filter(|v| **v != 1.0).count(),
-                    sc.weight.len()
-                ),
-            };
-            let four_bit = matches!(
-                e.scheme,
-                Scheme::Int4Sym { .. }
-                    | Scheme::Int4Asym { .. }
-                    | Scheme::Int4SymChannel
-                    | Scheme::Int4AsymChannel
-            );
-            let se = if four_bit && self.nncf.as_ref().is_some_and(|r| r.scale_estimation) {
-                "  + scale estimation"
-            } else {
-                ""
-            };
-            s.push_str(&format!(
-                "{:<20} [{:>6}, {:>6}]  {}{err}{awq}{se}\n",
-                e.role.to_string(),
-                e.n,
-                e.k,
-                e.scheme
-            ));
-        }
-        let numel = |f: &dyn Fn(&PlanEntry) -> bool| -> usize {
-            self.entries
-                .iter()
-                .filter(|e| f(e))
-                .map(|e| e.n * e.k)
-                .sum()
+    pub fn scheme(&self, role: Role) -> Option<Scheme> {
+        self.entry(role).map(|e| e.scheme)
+    }
+
+    /// The weights in the order they are written (embedding, per layer qkv/o/gate_up/down, lm_head).
+    pub fn weights(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.quant.weights()
+    }
+
+    /// `--scale-estimation`: every 4-bit weight is marked, NNCF's record says so, and `stats` (absent in a dry run)
+    /// are what the scales are searched on.
+    pub fn enable_scale_estimation(
+        &mut self,
+        stats: Option<std::sync::Arc<oxport_quant::ActivationStats>>,
+    ) {
+        let Some(record) = self.nncf.as_mut() else {
+            return;
         };
-        let total = numel(&|_| true);
-        let four = numel(&|e| {
-            matches!(
-                e.scheme,
-                Scheme::Int4Sym { .. }
-                    | Scheme::Int4Asym { .. }
-                    | Scheme::Int4SymChannel
-                    | Scheme::Int4AsymChannel
-            )
-        });
-        if total > 0 {
-            s.push_str(&format!(
-                "4-bit: {four} of {total} weight parameters ({:.1}%)\n",
-                100.0 * four as f64 / total as f64
-            ));
+        record.scale_estimation = true;
+        for e in &mut self.quant.entries {
+            e.scale_estimation = e.scheme.is_nncf_four_bit();
         }
-        s
+        self.scale_estimation = stats;
     }
 }
 
-fn scheme_from_quant(role: Role, scheme: oxport_quant::Scheme) -> Result<Scheme> {
-    use oxport_quant::Scheme as Q;
-    Ok(match scheme {
-        Q::F32 => Scheme::F32,
-        Q::F16 => Scheme::F16,
-        Q::Keep => Scheme::Original,
-        Q::Nncf {
-            mode: NncfMode::Int8Asym,
-            group_size: None,
-        } => Scheme::Int8Asym,
-        Q::Nncf {
-            mode: NncfMode::Int8Sym,
-            group_size: None,
-        } => Scheme::Int8Sym,
-        Q::Nncf {
-            mode: NncfMode::Int4Sym,
-            group_size: Some(group),
-        } => Scheme::Int4Sym { group },
-        Q::Nncf {
-            mode: NncfMode::Int4Asym,
-            group_size: Some(group),
-        } => Scheme::Int4Asym { group },
-        Q::Nncf {
-            mode: NncfMode::Int4Sym,
-            group_size: None,
-        } => Scheme::Int4SymChannel,
-        Q::Nncf {
-            mode: NncfMode::Int4Asym,
-            group_size: None,
-        } => Scheme::Int4AsymChannel,
-        other => {
-            return Err(Error::Options(format!(
-                "{role}: scheme {other:?} is not written by the OpenVINO exporter"
-            )));
-        }
-    })
+/// `--dry-run`: the same table as the ONNX export's (oxport-quant's), with NNCF's bitwidth statistics.
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.quant.fmt(f)
+    }
 }
 
 fn quant_error(e: QuantError) -> Error {
@@ -428,33 +295,21 @@ pub fn plan_data_aware(
     };
     let quant =
         oxport_quant::plan_openvino(ckpt, &quant_opts, &mut on_scored).map_err(quant_error)?;
-    // The plan's order for writing: embedding, per layer qkv/o/gate_up/down, lm_head (norm gammas are not weights).
-    let mut entries = Vec::new();
-    for role in Role::all_for(ckpt.config()) {
-        if !(role == Role::Embedding || role.is_matmul()) {
-            continue;
+    let mut quant = quant;
+    // AWQ's target is the last MatMul of a matched pattern and must be 4-bit (`AWQ._get_awq_data`); in the Phi-3
+    // graph only `down_proj` matches (Swish → Multiply → MatMul, `Act_Mul_MatMul`).
+    for e in &mut quant.entries {
+        if opts.awq && e.scheme.is_nncf_four_bit() && matches!(e.role, Role::MlpDown { .. }) {
+            e.transform = Transform::Awq {
+                data_aware: data.is_some(),
+                scales: None,
+            };
         }
-        let e = quant
-            .entry(role)
-            .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
-        let scheme = scheme_from_quant(role, e.scheme)?;
-        // AWQ's target is the last MatMul of a matched pattern and must be 4-bit (`AWQ._get_awq_data`); in the
-        // Phi-3 graph only `down_proj` matches (Swish → Multiply → MatMul, `Act_Mul_MatMul`).
-        let four_bit = matches!(
-            scheme,
-            Scheme::Int4Sym { .. }
-                | Scheme::Int4Asym { .. }
-                | Scheme::Int4SymChannel
-                | Scheme::Int4AsymChannel
-        );
-        entries.push(PlanEntry {
-            role,
-            n: e.shape[0],
-            k: e.shape[1],
-            scheme,
-            reason: e.reason.clone(),
-            awq: opts.awq && four_bit && matches!(role, Role::MlpDown { .. }),
-        });
+    }
+    for role in Role::all_for(ckpt.config()) {
+        if (role == Role::Embedding || role.is_matmul()) && quant.entry(role).is_none() {
+            return Err(Error::MissingTensor(role.to_string()));
+        }
     }
     let nncf = match opts.weight_format {
         WeightFormat::Fp32 | WeightFormat::Fp16 => None,
@@ -489,9 +344,8 @@ pub fn plan_data_aware(
     };
     Ok(Plan {
         weight_format: opts.weight_format,
-        entries,
+        quant,
         nncf,
-        awq_scales: Default::default(),
         scale_estimation: None,
     })
 }

@@ -38,7 +38,7 @@ pub use nncf::{
 };
 pub use plan::{
     Backup, Fallback, OnScored, OnnxPlanOptions, OpenVinoPlanOptions, OvWeightFormat, PlanEntry,
-    PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, plan_onnx, plan_openvino,
+    PlanStats, Precision, PrecisionStats, QuantPlan, Scheme, Transform, plan_onnx, plan_openvino,
     select_by_ratio,
 };
 pub use rows::Rows;

@@ -49,6 +49,46 @@ pub struct PlanEntry {
     pub ratio_defining: bool,
     /// Data-free sensitivity score used for ranking (NNCF `weight_quantization_error`), when computed.
     pub sensitivity: Option<f64>,
+    /// A transform that couples this weight with another tensor (AWQ rescales its input columns and the
+    /// activation feeding it), applied when the weight is written.
+    pub transform: Transform,
+    /// NNCF's scale estimation searches this 4-bit weight's scales on the calibration data at export.
+    pub scale_estimation: bool,
+}
+
+/// A cross-tensor transform of one weight.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Transform {
+    #[default]
+    None,
+    /// AWQ: input column `j` of the weight is multiplied by `s[j]` before compression and the activation feeding
+    /// it by `1 / s[j]` (NNCF's `awq.py`).
+    Awq {
+        /// The scales come from calibration statistics (NNCF's data-aware search) rather than from the weight
+        /// alone (data-free).
+        data_aware: bool,
+        /// The searched scales, once computed (data-aware AWQ searches them after planning, before export;
+        /// data-free AWQ computes them from the weight while writing it).
+        #[serde(skip)]
+        scales: Option<std::sync::Arc<crate::AwqScales>>,
+    },
+}
+
+impl Transform {
+    pub fn is_awq(&self) -> bool {
+        matches!(self, Transform::Awq { .. })
+    }
+
+    /// The scales an AWQ transform already has.
+    pub fn awq_scales(&self) -> Option<&crate::AwqScales> {
+        match self {
+            Transform::Awq {
+                scales: Some(s), ..
+            } => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl PlanEntry {
@@ -90,6 +130,23 @@ impl QuantPlan {
     /// The entry for `role`.
     pub fn entry(&self, role: Role) -> Option<&PlanEntry> {
         self.entries.iter().find(|e| e.role == role)
+    }
+
+    /// The entry for `role`, to record a transform in.
+    pub fn entry_mut(&mut self, role: Role) -> Option<&mut PlanEntry> {
+        self.entries.iter_mut().find(|e| e.role == role)
+    }
+
+    /// The weights (MatMul weights and the embedding), in the plan's order; norms and other tensors left out.
+    pub fn weights(&self) -> impl Iterator<Item = &PlanEntry> {
+        self.entries.iter().filter(|e| is_weight(e.role))
+    }
+}
+
+impl Scheme {
+    /// NNCF's 4-bit modes (grouped or per-channel).
+    pub fn is_nncf_four_bit(&self) -> bool {
+        matches!(self, Scheme::Nncf { mode, .. } if mode.bits() == 4)
     }
 }
 
@@ -218,6 +275,8 @@ pub(super) fn entry(t: &Tensor, scheme: Scheme, reason: impl Into<String>) -> Pl
         reason: reason.into(),
         ratio_defining: false,
         sensitivity: None,
+        transform: Transform::None,
+        scale_estimation: false,
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::Context;
 use oxport_arch::Model;
 use oxport_onnx::{ExecutionProvider, ExportOptions, Precision};
-use oxport_quant::Scheme;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub(crate) enum PrecisionArg {
@@ -102,6 +101,7 @@ impl Args {
             qdq: self.qdq,
             awq: self.awq,
             awq_stats: None,
+            model_arg: Some(self.model.clone()),
         }
     }
 }
@@ -128,9 +128,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     if args.dry_run {
-        let plan = oxport_onnx::plan(&ckpt, &opts)?;
+        let mut plan = oxport_onnx::plan(&ckpt, &opts)?;
         let layout = oxport_onnx::layout(&ckpt, &opts, &plan)?;
-        print_plan(&plan);
+        // A dry run collects no statistics; the AWQ targets are still searched on the data at export.
+        for e in &mut plan.entries {
+            if let oxport_quant::Transform::Awq { data_aware, .. } = &mut e.transform {
+                *data_aware = args.calibration.dataset.is_some();
+            }
+        }
+        print!("{plan}");
         let mut ops = std::collections::BTreeMap::<String, usize>::new();
         for n in &layout.nodes {
             let op = n.op_type.clone().unwrap_or_default();
@@ -150,11 +156,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("  {op:<45} {count}");
         }
         println!(
-            "would write {} with {}, {}, {} and the tokenizer files",
+            "would write {} with {}, {}, {}, {} and the tokenizer files",
             args.output.display(),
             oxport_onnx::MODEL_FILE,
             oxport_onnx::DATA_FILE,
-            oxport_onnx::GENAI_CONFIG_FILE
+            oxport_onnx::GENAI_CONFIG_FILE,
+            oxport_io::MANIFEST_FILE
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -185,27 +192,6 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("  {name:<28} {bytes:>14} bytes");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// One line per checkpoint tensor: shape, scheme and the rule that chose it.
-fn print_plan(plan: &oxport_quant::QuantPlan) {
-    println!("{:<48} {:>14}  {:<26} reason", "tensor", "shape", "scheme");
-    for e in &plan.entries {
-        let shape = format!("{:?}", e.shape);
-        let scheme = match e.scheme {
-            Scheme::F32 => "f32".to_string(),
-            Scheme::F16 => "f16".to_string(),
-            Scheme::Keep => "checkpoint dtype".to_string(),
-            Scheme::NBits(p) => format!(
-                "MatMulNBits {}-bit {} b{}",
-                p.bits,
-                if p.symmetric { "sym" } else { "asym" },
-                p.block_size
-            ),
-            Scheme::Nncf { .. } => format!("{:?}", e.scheme),
-        };
-        println!("{:<48} {:>14}  {:<26} {}", e.name, shape, scheme, e.reason);
-    }
 }
 
 /// `--model`: a local folder, or a hub id resolved through the Hugging Face cache (downloaded if missing).

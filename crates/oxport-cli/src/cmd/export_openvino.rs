@@ -416,11 +416,12 @@ pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         oxport_openvino::awq::apply_data_aware_awq(&ckpt, &mut plan, &data.stats, &mut |_, _| {})
             .context("searching the AWQ scales")?;
     }
-    if se && let Some(r) = plan.nncf.as_mut() {
-        r.scale_estimation = true;
-        if !args.dry_run {
-            plan.scale_estimation = data.as_ref().map(|d| d.stats.clone());
-        }
+    if se {
+        let stats = data
+            .as_ref()
+            .filter(|_| !args.dry_run)
+            .map(|d| d.stats.clone());
+        plan.enable_scale_estimation(stats);
     }
     if args.npu {
         oxport_openvino::npu::check_plan(&plan)?;
@@ -440,7 +441,7 @@ pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             args.output.display(),
             options.weight_format.name()
         );
-        print!("{}", plan.describe());
+        print!("{plan}");
         let mut files = vec![
             "openvino_model.xml",
             "openvino_model.bin",
@@ -464,6 +465,7 @@ pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         if plan.nncf.is_some() {
             files.push("openvino_config.json");
         }
+        files.push(oxport_io::MANIFEST_FILE);
         println!(
             "would write (where the checkpoint has the source): {}",
             files.join(", ")

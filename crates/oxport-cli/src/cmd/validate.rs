@@ -28,7 +28,8 @@ pub(crate) enum PrecisionArg {
 pub(crate) struct Args {
     /// Export folder: model.onnx + genai_config.json, or openvino_model.xml.
     pub output: PathBuf,
-    /// Original checkpoint folder (default: the folder named by the export's config.json `_name_or_path`).
+    /// Original checkpoint folder (default: the checkpoint the export's oxport_manifest.json names, checked against
+    /// its recorded digests; else the folder named by config.json `_name_or_path`).
     #[arg(long)]
     pub reference: Option<PathBuf>,
     /// Devices to validate on; absent ones are listed as skipped with the reason.
@@ -103,10 +104,42 @@ pub(crate) fn read_prompts(path: &std::path::Path) -> anyhow::Result<Vec<String>
     Ok(prompts)
 }
 
+/// The checkpoint an oxport export names in its `oxport_manifest.json`: the folder as `--model` gave it, or the hub
+/// id at the recorded commit (from the cache, downloaded if missing), checked against the recorded sizes and sha256
+/// digests. `None` when the export has no manifest, or names a folder that is not there from here (the runner then
+/// tries the export's `config.json`, and asks for `--reference`).
+fn reference_from_manifest(export: &std::path::Path) -> anyhow::Result<Option<PathBuf>> {
+    let Some(manifest) = oxport_io::Manifest::read(export)? else {
+        return Ok(None);
+    };
+    let source = &manifest.source;
+    if source.revision.is_none() && !std::path::Path::new(&source.model).is_dir() {
+        return Ok(None);
+    }
+    let dir =
+        super::inspect::resolve(&source.model, source.revision.as_deref()).with_context(|| {
+            format!(
+                "finding the checkpoint {} names (or pass --reference)",
+                export.join(oxport_io::MANIFEST_FILE).display()
+            )
+        })?;
+    source.verify(&dir).with_context(|| {
+        format!(
+            "{} was made from another checkpoint than {} (pass --reference to validate against this one anyway)",
+            export.display(),
+            dir.display()
+        )
+    })?;
+    Ok(Some(dir))
+}
+
 /// The validate options that the command line gives (everything but the export and the output files).
 fn options(args: &Args) -> anyhow::Result<Options> {
     let mut opts = Options::new(&args.output);
-    opts.reference = args.reference.clone();
+    opts.reference = match &args.reference {
+        Some(r) => Some(r.clone()),
+        None => reference_from_manifest(&args.output)?,
+    };
     opts.reference_cache = args.reference_cache.clone();
     opts.devices = match args.device {
         DeviceArg::All => DeviceFilter::All,

@@ -13,7 +13,7 @@ impl<'a> Builder<'a> {
     // ---- AWQ ----
     /// Whether the plan applies AWQ to `role`.
     pub(super) fn awq_target(&self, role: Role) -> bool {
-        self.plan.entries.iter().any(|e| e.role == role && e.awq)
+        self.plan.entry(role).is_some_and(|e| e.transform.is_awq())
     }
 
     /// NNCF's data-free AWQ insertion for the weight `role` fed by `act` (the output of the op named `producer`):
@@ -28,7 +28,7 @@ impl<'a> Builder<'a> {
         act: Out,
         k: usize,
     ) -> Result<Out> {
-        let scales = match self.plan.awq_scales.get(&role) {
+        let scales = match self.plan.entry(role).and_then(|e| e.transform.awq_scales()) {
             Some(data_aware) => data_aware.clone(),
             None => {
                 let view = self.view(role)?;
@@ -84,7 +84,7 @@ impl<'a> Builder<'a> {
         self.cancel.check(Some(&self.staging))?;
         if self.weights_done == 0 {
             self.reporter
-                .report(Event::stage("weights", self.plan.entries.len() as u64));
+                .report(Event::stage("weights", self.plan.weights().count() as u64));
         }
         let out = self.write_weight(role, path, embedding)?;
         self.weights_done += 1;
@@ -97,12 +97,10 @@ impl<'a> Builder<'a> {
     fn write_weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
         let entry = self
             .plan
-            .entries
-            .iter()
-            .find(|e| e.role == role)
+            .entry(role)
             .cloned()
             .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
-        let (rows, cols) = (entry.n, entry.k);
+        let (rows, cols) = (entry.shape[0], entry.shape[1]);
         let base = format!("self.{path}._openvino_orig_weight");
         let ext = if embedding {
             "ov_ext::embedding"
@@ -117,9 +115,9 @@ impl<'a> Builder<'a> {
             o
         };
         let scheme = match entry.scheme {
-            Scheme::Original => match self.ckpt.info(role).map(|i| i.dtype) {
+            Scheme::Keep => match self.ckpt.info(role).map(|i| i.dtype) {
                 Some(DType::F32) => Scheme::F32,
-                _ => Scheme::Original,
+                _ => Scheme::Keep,
             },
             s => s,
         };
@@ -141,7 +139,7 @@ impl<'a> Builder<'a> {
                 let c = self.float_constant(&base, role, &view, rows, cols, Elem::F16)?;
                 decompress(self, c)
             }
-            Scheme::Original => {
+            Scheme::Keep => {
                 let view = self
                     .ckpt
                     .view(role)
@@ -154,17 +152,25 @@ impl<'a> Builder<'a> {
                 let c = self.g.constant(&base, elem, &[rows, cols], view.bytes)?;
                 decompress(self, c)
             }
-            Scheme::Int8Asym
-            | Scheme::Int8Sym
-            | Scheme::Int4SymChannel
-            | Scheme::Int4AsymChannel => {
-                let m = self.per_channel(role, scheme, (&base, &fq), (rows, cols))?;
+            Scheme::Nncf {
+                mode,
+                group_size: None,
+            } => {
+                let m = self.per_channel(role, mode, (&base, &fq), (rows, cols))?;
                 decompress(self, m)
             }
-            Scheme::Int4Sym { group } | Scheme::Int4Asym { group } => {
-                let sym = matches!(scheme, Scheme::Int4Sym { .. });
+            Scheme::Nncf {
+                mode,
+                group_size: Some(group),
+            } => {
+                let sym = mode == NncfMode::Int4Sym;
                 let r = self.grouped(role, (group, sym), (&base, &fq), (rows, cols))?;
                 decompress(self, r)
+            }
+            Scheme::NBits(_) => {
+                return Err(Error::Options(format!(
+                    "{role}: MatMulNBits is an ONNX scheme, not written by the OpenVINO exporter"
+                )));
             }
         };
         self.ckpt.release(role);
@@ -177,7 +183,7 @@ impl<'a> Builder<'a> {
     fn per_channel(
         &mut self,
         role: Role,
-        scheme: Scheme,
+        mode: NncfMode,
         (base, fq): (&str, &str),
         (rows, cols): (usize, usize),
     ) -> Result<Out> {
@@ -189,11 +195,11 @@ impl<'a> Builder<'a> {
             Some(w) => Rows::F32(w),
             None => encoded(&view),
         };
-        let (mode, elem, zp_elem) = match scheme {
-            Scheme::Int8Sym => (NncfMode::Int8Sym, Elem::I8, Elem::U8),
-            Scheme::Int8Asym => (NncfMode::Int8Asym, Elem::U8, Elem::U8),
-            Scheme::Int4SymChannel => (NncfMode::Int4Sym, Elem::I4, Elem::U4),
-            _ => (NncfMode::Int4Asym, Elem::U4, Elem::U4),
+        let (elem, zp_elem) = match mode {
+            NncfMode::Int8Sym => (Elem::I8, Elem::U8),
+            NncfMode::Int8Asym => (Elem::U8, Elem::U8),
+            NncfMode::Int4Sym => (Elem::I4, Elem::U4),
+            _ => (Elem::U4, Elem::U4),
         };
         let Compressed {
             weight,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::{PlanEntry, PlanStats, PrecisionStats, QuantPlan, Scheme, is_weight};
+use super::{PlanEntry, PlanStats, PrecisionStats, QuantPlan, Scheme, Transform, is_weight};
 
 impl Scheme {
     /// Short label: `int4_sym, group size 128`, `int8_asym, per-channel`, `int4 MatMulNBits block 32 sym`,
@@ -94,6 +94,38 @@ impl QuantPlan {
     }
 }
 
+/// The transforms of `e` as the `--dry-run` table appends them to the reason: AWQ (and where its activation scale
+/// goes in the OpenVINO graph) and scale estimation.
+fn reason_and_transforms(e: &PlanEntry) -> String {
+    let mut parts = vec![e.reason.clone()];
+    match &e.transform {
+        Transform::None => {}
+        Transform::Awq {
+            data_aware: false, ..
+        } => parts.push(
+            "+ data-free AWQ (input columns rescaled, inverse scale on the activation)".into(),
+        ),
+        Transform::Awq {
+            data_aware: true,
+            scales: None,
+        } => parts
+            .push("+ data-aware AWQ (scales searched on the calibration data at export)".into()),
+        Transform::Awq {
+            data_aware: true,
+            scales: Some(sc),
+        } => parts.push(format!(
+            "+ data-aware AWQ ({} of {} input channels rescaled)",
+            sc.weight.iter().filter(|v| **v != 1.0).count(),
+            sc.weight.len()
+        )),
+    }
+    if e.scale_estimation {
+        parts.push("+ scale estimation".into());
+    }
+    parts.retain(|p| !p.is_empty());
+    parts.join("; ")
+}
+
 /// `f"{percentage:.0f}% ({layers} / {total_layers})"` as NNCF's `_proportion_str` prints it.
 fn proportion(params: usize, layers: usize, total_params: usize, total_layers: usize) -> String {
     let pct = if total_params == 0 {
@@ -130,7 +162,8 @@ impl fmt::Display for QuantPlan {
             writeln!(
                 f,
                 "{:<name_w$}  {shape:<shape_w$}  {label:<label_w$}  {}",
-                e.name, e.reason
+                e.name,
+                reason_and_transforms(e)
             )?;
         }
         let s = &self.stats;
