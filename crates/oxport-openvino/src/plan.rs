@@ -217,73 +217,8 @@ pub fn plan_data_aware(
     reporter: &dyn Reporter,
     data: Option<&DataAware>,
 ) -> Result<Plan> {
-    let reject = |flag: &str| -> Result<()> {
-        Err(Error::Options(format!(
-            "{flag} applies to --weight-format int4 only (got {})",
-            opts.weight_format.name()
-        )))
-    };
-    if opts.weight_format != WeightFormat::Int4 {
-        if opts.awq {
-            reject("--awq")?;
-        }
-        if opts.ratio.is_some_and(|r| r != 1.0) {
-            reject("--ratio")?;
-        }
-        if opts.backup.is_some() {
-            reject("--backup-precision")?;
-        }
-        if opts.group_size.is_some_and(|g| g != -1) {
-            reject("--group-size")?;
-        }
-    }
-    let group_size = match opts.weight_format {
-        WeightFormat::Int4 => {
-            // -1 is per-channel (oxport_quant's group size 0).
-            match opts.group_size.unwrap_or(128) {
-                -1 => 0,
-                g if g > 0 && g % 2 == 0 => g as usize,
-                g => {
-                    return Err(Error::Options(format!(
-                        "--group-size {g}: int4 takes a positive even group size, or -1 for per-channel"
-                    )));
-                }
-            }
-        }
-        _ => 0,
-    };
-    let ratio = opts.ratio.unwrap_or(1.0);
-    let backup = opts.backup.unwrap_or(BackupPrecision::Int8Asym);
-    let quant_opts = OpenVinoPlanOptions {
-        weight_format: match opts.weight_format {
-            WeightFormat::Fp32 => OvWeightFormat::Fp32,
-            WeightFormat::Fp16 => OvWeightFormat::Fp16,
-            WeightFormat::Int8 => OvWeightFormat::Int8,
-            WeightFormat::Int4 => OvWeightFormat::Int4,
-        },
-        group_size,
-        ratio,
-        sym: opts.sym,
-        all_layers: opts.all_layers,
-        backup_precision: match backup {
-            BackupPrecision::None => Backup::None,
-            BackupPrecision::Int8Sym => Backup::Int8Sym,
-            BackupPrecision::Int8Asym => Backup::Int8Asym,
-        },
-        group_size_fallback: match opts.group_size_fallback {
-            GroupSizeFallback::Error => Fallback::Error,
-            GroupSizeFallback::Ignore => Fallback::Ignore,
-            GroupSizeFallback::Adjust => Fallback::Adjust,
-        },
-        sensitivity_metric: data.map_or(
-            oxport_quant::SensitivityMetric::WeightQuantizationError,
-            |d| d.metric,
-        ),
-        activation: data.map(|d| d.stats.clone()),
-        ..OpenVinoPlanOptions::default()
-    };
-    let metric_name = quant_opts.sensitivity_metric.name();
-    let dataset = data.map(|d| d.dataset.clone());
+    check_int4_only(opts)?;
+    let quant_opts = quant_options(opts, int4_group_size(opts)?, data);
     let mut on_scored = |name: &str, done: usize, total: usize| {
         if done == 1 {
             reporter.report(Event::stage("sensitivities", total as u64));
@@ -293,9 +228,8 @@ pub fn plan_data_aware(
             reporter.report(Event::End);
         }
     };
-    let quant =
+    let mut quant =
         oxport_quant::plan_openvino(ckpt, &quant_opts, &mut on_scored).map_err(quant_error)?;
-    let mut quant = quant;
     // AWQ's target is the last MatMul of a matched pattern and must be 4-bit (`AWQ._get_awq_data`); in the Phi-3
     // graph only `down_proj` matches (Swish → Multiply → MatMul, `Act_Mul_MatMul`).
     for e in &mut quant.entries {
@@ -311,41 +245,116 @@ pub fn plan_data_aware(
             return Err(Error::MissingTensor(role.to_string()));
         }
     }
-    let nncf = match opts.weight_format {
-        WeightFormat::Fp32 | WeightFormat::Fp16 => None,
-        WeightFormat::Int8 => Some(NncfRecord {
-            mode: if opts.sym { "int8_sym" } else { "int8_asym" },
-            ratio: 1.0,
-            group_size: -1,
-            all_layers: opts.all_layers,
-            backup_mode: "int8_asym",
-            group_size_fallback: opts.group_size_fallback.nncf_name(),
-            awq: false,
-            dataset: dataset.clone(),
-            sensitivity_metric: metric_name,
-            scale_estimation: false,
-        }),
-        WeightFormat::Int4 => Some(NncfRecord {
-            mode: if opts.sym { "int4_sym" } else { "int4_asym" },
-            ratio,
-            group_size: if group_size == 0 {
-                -1
-            } else {
-                group_size as i64
-            },
-            all_layers: opts.all_layers,
-            backup_mode: backup.nncf_name(),
-            group_size_fallback: opts.group_size_fallback.nncf_name(),
-            awq: opts.awq,
-            dataset,
-            sensitivity_metric: metric_name,
-            scale_estimation: false,
-        }),
-    };
     Ok(Plan {
         weight_format: opts.weight_format,
         quant,
-        nncf,
+        nncf: nncf_record(opts, &quant_opts, data.map(|d| d.dataset.clone())),
         scale_estimation: None,
+    })
+}
+
+/// The int4-only flags, refused with another `--weight-format`.
+fn check_int4_only(opts: &CompressionOptions) -> Result<()> {
+    if opts.weight_format == WeightFormat::Int4 {
+        return Ok(());
+    }
+    let given = [
+        ("--awq", opts.awq),
+        ("--ratio", opts.ratio.is_some_and(|r| r != 1.0)),
+        ("--backup-precision", opts.backup.is_some()),
+        ("--group-size", opts.group_size.is_some_and(|g| g != -1)),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((flag, _)) => Err(Error::Options(format!(
+            "{flag} applies to --weight-format int4 only (got {})",
+            opts.weight_format.name()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `--group-size` as oxport-quant takes it: default 128, `-1` per-channel (0); 0 for the other formats.
+fn int4_group_size(opts: &CompressionOptions) -> Result<usize> {
+    if opts.weight_format != WeightFormat::Int4 {
+        return Ok(0);
+    }
+    match opts.group_size.unwrap_or(128) {
+        -1 => Ok(0),
+        g if g > 0 && g % 2 == 0 => Ok(g as usize),
+        g => Err(Error::Options(format!(
+            "--group-size {g}: int4 takes a positive even group size, or -1 for per-channel"
+        ))),
+    }
+}
+
+/// optimum-cli's flags as oxport-quant's NNCF planner takes them.
+fn quant_options(
+    opts: &CompressionOptions,
+    group_size: usize,
+    data: Option<&DataAware>,
+) -> OpenVinoPlanOptions {
+    OpenVinoPlanOptions {
+        weight_format: match opts.weight_format {
+            WeightFormat::Fp32 => OvWeightFormat::Fp32,
+            WeightFormat::Fp16 => OvWeightFormat::Fp16,
+            WeightFormat::Int8 => OvWeightFormat::Int8,
+            WeightFormat::Int4 => OvWeightFormat::Int4,
+        },
+        group_size,
+        ratio: opts.ratio.unwrap_or(1.0),
+        sym: opts.sym,
+        all_layers: opts.all_layers,
+        backup_precision: match opts.backup.unwrap_or(BackupPrecision::Int8Asym) {
+            BackupPrecision::None => Backup::None,
+            BackupPrecision::Int8Sym => Backup::Int8Sym,
+            BackupPrecision::Int8Asym => Backup::Int8Asym,
+        },
+        group_size_fallback: match opts.group_size_fallback {
+            GroupSizeFallback::Error => Fallback::Error,
+            GroupSizeFallback::Ignore => Fallback::Ignore,
+            GroupSizeFallback::Adjust => Fallback::Adjust,
+        },
+        sensitivity_metric: data.map_or(
+            oxport_quant::SensitivityMetric::WeightQuantizationError,
+            |d| d.metric,
+        ),
+        activation: data.map(|d| d.stats.clone()),
+        ..OpenVinoPlanOptions::default()
+    }
+}
+
+/// NNCF's rt_info record of a compressed export (`None` for fp32/fp16).
+fn nncf_record(
+    opts: &CompressionOptions,
+    quant: &OpenVinoPlanOptions,
+    dataset: Option<DatasetRecord>,
+) -> Option<NncfRecord> {
+    let int8 = opts.weight_format == WeightFormat::Int8;
+    let mode = match (opts.weight_format, opts.sym) {
+        (WeightFormat::Fp32 | WeightFormat::Fp16, _) => return None,
+        (WeightFormat::Int8, true) => "int8_sym",
+        (WeightFormat::Int8, false) => "int8_asym",
+        (WeightFormat::Int4, true) => "int4_sym",
+        (WeightFormat::Int4, false) => "int4_asym",
+    };
+    Some(NncfRecord {
+        mode,
+        ratio: if int8 { 1.0 } else { quant.ratio },
+        group_size: if int8 || quant.group_size == 0 {
+            -1
+        } else {
+            quant.group_size as i64
+        },
+        all_layers: opts.all_layers,
+        backup_mode: if int8 {
+            "int8_asym"
+        } else {
+            opts.backup.unwrap_or(BackupPrecision::Int8Asym).nncf_name()
+        },
+        group_size_fallback: opts.group_size_fallback.nncf_name(),
+        awq: !int8 && opts.awq,
+        dataset,
+        sensitivity_metric: quant.sensitivity_metric.name(),
+        scale_estimation: false,
     })
 }

@@ -377,38 +377,7 @@ pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
              below 1), as NNCF ignores it then"
         );
     }
-    // Statistics are collected before planning when the ranking needs them, and for AWQ's and scale estimation's
-    // searches (not in a dry run, which then only says that those are searched at export).
-    let data = if ratio_data || ((awq_data || se) && !args.dry_run) {
-        let all_layers = options.all_layers;
-        let candidate = |r: Role| r.is_matmul() && (r != Role::LmHead || all_layers);
-        let want = |r: Role| match r {
-            Role::MlpDown { .. } if awq_data => oxport_reference::Observe::Means,
-            r if se && candidate(r) => oxport_reference::Observe::Means,
-            r if ratio_data && candidate(r) => oxport_reference::Observe::Scalars,
-            _ => oxport_reference::Observe::Nothing,
-        };
-        let calibrated = args.calibration.collect(&dir, &ckpt, &want)?;
-        Some(oxport_openvino::DataAware {
-            stats: std::sync::Arc::new(calibrated.stats),
-            metric,
-            dataset: oxport_openvino::DatasetRecord {
-                name: calibrated.dataset,
-                num_samples: calibrated.num_samples,
-            },
-        })
-    } else if awq_data || se {
-        Some(oxport_openvino::DataAware {
-            stats: Default::default(),
-            metric,
-            dataset: oxport_openvino::DatasetRecord {
-                name: args.calibration.dataset.clone().unwrap_or_default(),
-                num_samples: args.calibration.num_samples.unwrap_or(128),
-            },
-        })
-    } else {
-        None
-    };
+    let data = calibration_data(&args, &dir, &ckpt, &options, metric)?;
     let mut plan = oxport_openvino::plan_data_aware(&ckpt, &options, &bars, data.as_ref())
         .context("planning the weight compression")?;
     bars.finish();
@@ -435,41 +404,7 @@ pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if args.dry_run {
-        println!(
-            "oxport export openvino (dry run): {} → {} ({})",
-            args.model,
-            args.output.display(),
-            options.weight_format.name()
-        );
-        print!("{plan}");
-        let mut files = vec![
-            "openvino_model.xml",
-            "openvino_model.bin",
-            "config.json",
-            "generation_config.json",
-        ];
-        files.extend([
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-            "chat_template.jinja",
-        ]);
-        if !args.no_tokenizer {
-            files.extend([
-                "openvino_tokenizer.xml",
-                "openvino_tokenizer.bin",
-                "openvino_detokenizer.xml",
-                "openvino_detokenizer.bin",
-            ]);
-        }
-        if plan.nncf.is_some() {
-            files.push("openvino_config.json");
-        }
-        files.push(oxport_io::MANIFEST_FILE);
-        println!(
-            "would write (where the checkpoint has the source): {}",
-            files.join(", ")
-        );
+        print_dry_run(&args, &options, &plan);
         return Ok(ExitCode::SUCCESS);
     }
     let model_arg = args.model.as_str();
@@ -503,216 +438,90 @@ pub(crate) fn run(mut args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: Args,
-    }
-
-    fn parse(extra: &[&str]) -> Args {
-        let mut argv = vec!["oxport", "--model", "M", "OUT"];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv)
-            .expect("optimum-cli flags parse")
-            .args
-    }
-
-    #[test]
-    fn the_seed_command_parses_verbatim() {
-        let a = parse(&[
-            "--task",
-            "text-generation-with-past",
-            "--weight-format",
-            "int4",
-            "--group-size",
-            "128",
-            "--ratio",
-            "0.6",
-            "--sym",
-            "--trust-remote-code",
-        ]);
-        let o = a.options(3_800_000_000).unwrap();
-        assert_eq!(o.weight_format, WeightFormat::Int4);
-        assert_eq!((o.group_size, o.ratio, o.sym), (Some(128), Some(0.6), true));
-        let o = parse(&[
-            "--weight-format",
-            "int4",
-            "--group-size",
-            "-1",
-            "--backup-precision",
-            "none",
-        ])
-        .options(0)
-        .unwrap();
-        assert_eq!(
-            (o.group_size, o.backup),
-            (Some(-1), Some(BackupPrecision::None))
-        );
-        let o = parse(&[
-            "--group-size-fallback",
-            "adjust",
-            "--all-layers",
-            "--weight-format",
-            "int4",
-        ])
-        .options(0)
-        .unwrap();
-        assert_eq!(
-            (o.group_size_fallback, o.all_layers),
-            (GroupSizeFallback::Adjust, true)
-        );
-    }
-
-    #[test]
-    fn default_weight_format_follows_optimum_cli() {
-        assert_eq!(
-            parse(&[]).options(100).unwrap().weight_format,
-            WeightFormat::Fp32
-        );
-        assert_eq!(
-            parse(&[]).options(3_800_000_000).unwrap().weight_format,
-            WeightFormat::Int8
-        );
-    }
-
-    #[test]
-    fn npu_alone_is_the_documented_recipe_and_its_command_lines_are_accepted() {
-        // --npu alone: int4_sym, group 128 (default), ratio 1.0 (default), at any model size.
-        for params in [100, 3_800_000_000] {
-            let o = parse(&["--npu"]).options(params).unwrap();
-            assert_eq!(o, oxport_openvino::npu::recipe());
-            assert_eq!(
-                (o.weight_format, o.sym, o.group_size, o.ratio, o.backup),
-                (WeightFormat::Int4, true, None, None, None)
-            );
-        }
-        // OpenVINO GenAI's command lines, verbatim, with --npu: group-wise 128 and channel-wise -1.
-        for group in ["128", "-1"] {
-            let o = parse(&[
-                "--npu",
-                "--weight-format",
-                "int4",
-                "--sym",
-                "--ratio",
-                "1.0",
-                "--group-size",
-                group,
-                "--task",
-                "text-generation-with-past",
-            ])
-            .options(3_800_000_000)
-            .unwrap();
-            assert_eq!(
-                (o.sym, o.group_size, o.ratio),
-                (true, Some(group.parse().unwrap()), Some(1.0))
-            );
-        }
-        // Partial flags are filled in from the recipe; the explicit default backup is accepted.
-        let o = parse(&[
-            "--npu",
-            "--group-size",
-            "-1",
-            "--backup-precision",
-            "int8_asym",
-        ])
-        .options(0)
-        .unwrap();
-        assert_eq!(
-            (o.weight_format, o.sym, o.group_size),
-            (WeightFormat::Int4, true, Some(-1))
-        );
-    }
-
-    #[test]
-    fn npu_refuses_what_the_npu_cannot_take_naming_the_flag() {
-        for (flags, names) in [
-            // optimum-cli's meaning of int4 without --sym: int4_asym.
-            (
-                &["--weight-format", "int4"][..],
-                &["--sym", "asymmetric"][..],
-            ),
-            (
-                &["--weight-format", "int4", "--group-size", "-1"],
-                &["--sym", "int4_asym"],
-            ),
-            (
-                &["--weight-format", "int8", "--sym"],
-                &["--weight-format int8"],
-            ),
-            (&["--weight-format", "fp16"], &["--weight-format fp16"]),
-            (&["--ratio", "0.6"], &["--ratio 0.6", "1.0"]),
-            (
-                &["--weight-format", "int4", "--sym", "--ratio", "0.8"],
-                &["--ratio 0.8"],
-            ),
-            (&["--group-size", "64"], &["--group-size 64", "128", "-1"]),
-            (&["--group-size", "32", "--sym"], &["--group-size 32"]),
-            (
-                &["--backup-precision", "none"],
-                &["--backup-precision none"],
-            ),
-            (
-                &["--backup-precision", "int8_sym"],
-                &["--backup-precision int8_sym"],
-            ),
-            (&["--all-layers"], &["--all-layers"]),
-            (
-                &["--group-size-fallback", "adjust"],
-                &["--group-size-fallback"],
-            ),
-        ] {
-            let mut argv = vec!["--npu"];
-            argv.extend_from_slice(flags);
-            let err = parse(&argv).options(0).unwrap_err().to_string();
-            assert!(
-                err.starts_with("invalid export options: --npu: "),
-                "{flags:?}: {err}"
-            );
-            for n in names {
-                assert!(err.contains(n), "{flags:?}: {err} should name {n}");
-            }
-        }
-        // Without --npu the same flags keep working as in optimum-cli.
-        parse(&["--weight-format", "int4", "--ratio", "0.6"])
-            .options(0)
-            .unwrap();
-    }
-
-    #[test]
-    fn unimplemented_flags_parse_and_then_fail_naming_the_flag() {
-        for flags in [
-            &["--gptq"][..],
-            &["--lora-correction"],
-            &["--quant-mode", "int8"],
-            &["--quantization-statistics-path", "s"],
-            &["--smooth-quant-alpha", "0.5"],
-            &["--disable-stateful"],
-            &["--pad-token-id", "0"],
-            &["--cache_dir", "c"],
-            &["--variant", "v"],
-            &["--model-kwargs", "{}"],
-        ] {
-            let err = parse(flags).options(0).unwrap_err().to_string();
-            assert!(
-                err.contains(flags[0]) && err.contains("does not implement"),
-                "{flags:?}: {err}"
-            );
-        }
-        let err = parse(&["--weight-format", "mxfp4"])
-            .options(0)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("mxfp4"), "{err}");
-        let err = parse(&["--backup-precision", "fp16"])
-            .options(0)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--backup-precision fp16"), "{err}");
-    }
+/// The calibration statistics, collected before planning when the ranking needs them, and for AWQ's and scale
+/// estimation's searches (not in a dry run, which then only says that those are searched at export).
+fn calibration_data(
+    args: &Args,
+    dir: &Path,
+    ckpt: &Model,
+    options: &CompressionOptions,
+    metric: SensitivityMetric,
+) -> anyhow::Result<Option<oxport_openvino::DataAware>> {
+    let (awq_data, ratio_data, se) = (
+        args.data_aware_awq(options),
+        args.data_aware_ratio(options, metric),
+        args.scale_estimation,
+    );
+    Ok(if ratio_data || ((awq_data || se) && !args.dry_run) {
+        let all_layers = options.all_layers;
+        let candidate = |r: Role| r.is_matmul() && (r != Role::LmHead || all_layers);
+        let want = |r: Role| match r {
+            Role::MlpDown { .. } if awq_data => oxport_reference::Observe::Means,
+            r if se && candidate(r) => oxport_reference::Observe::Means,
+            r if ratio_data && candidate(r) => oxport_reference::Observe::Scalars,
+            _ => oxport_reference::Observe::Nothing,
+        };
+        let calibrated = args.calibration.collect(dir, ckpt, &want)?;
+        Some(oxport_openvino::DataAware {
+            stats: std::sync::Arc::new(calibrated.stats),
+            metric,
+            dataset: oxport_openvino::DatasetRecord {
+                name: calibrated.dataset,
+                num_samples: calibrated.num_samples,
+            },
+        })
+    } else if awq_data || se {
+        Some(oxport_openvino::DataAware {
+            stats: Default::default(),
+            metric,
+            dataset: oxport_openvino::DatasetRecord {
+                name: args.calibration.dataset.clone().unwrap_or_default(),
+                num_samples: args.calibration.num_samples.unwrap_or(128),
+            },
+        })
+    } else {
+        None
+    })
 }
+
+/// `--dry-run`: the plan table (the same as the ONNX export's) and the files an export would write.
+fn print_dry_run(args: &Args, options: &CompressionOptions, plan: &oxport_openvino::Plan) {
+    println!(
+        "oxport export openvino (dry run): {} → {} ({})",
+        args.model,
+        args.output.display(),
+        options.weight_format.name()
+    );
+    print!("{plan}");
+    let mut files = vec![
+        "openvino_model.xml",
+        "openvino_model.bin",
+        "config.json",
+        "generation_config.json",
+    ];
+    files.extend([
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+    ]);
+    if !args.no_tokenizer {
+        files.extend([
+            "openvino_tokenizer.xml",
+            "openvino_tokenizer.bin",
+            "openvino_detokenizer.xml",
+            "openvino_detokenizer.bin",
+        ]);
+    }
+    if plan.nncf.is_some() {
+        files.push("openvino_config.json");
+    }
+    files.push(oxport_io::MANIFEST_FILE);
+    println!(
+        "would write (where the checkpoint has the source): {}",
+        files.join(", ")
+    );
+}
+
+#[cfg(test)]
+mod tests;
