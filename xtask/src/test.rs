@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the one command that sets up everything the tests need on a fresh machine and runs them.
 //!
-//! 0. `cargo fmt --all --check`, then `cargo clippy --workspace --all-targets -- -D warnings`;
+//! 0. `cargo fmt --all --check`, `cargo xtask sizes` (files ≤ 600 lines, functions ≤ 120), then
+//!    `cargo clippy --workspace --all-targets -- -D warnings`;
 //! 1. a Python venv at `<repo>/.venv` with the runtimes from PyPI (`tests/python/requirements.txt`), recreated
 //!    when the requirements change;
 //! 2. the `oxport` binary, and `cargo xtask digests` with it (every fixture × format × tested flag set, file
@@ -104,28 +105,13 @@ pub(crate) fn run_checked(cmd: &mut Command) -> Result<()> {
 pub(crate) fn run(args: Args) -> Result<()> {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // Formatting first: seconds, and the cheapest failure to report.
-    run_checked(
-        Command::new(&cargo)
-            .current_dir(&root)
-            .args(["fmt", "--all", "--check"]),
-    )
-    .context("cargo fmt --all --check (run `cargo fmt --all`)")?;
-    run_checked(Command::new(&cargo).current_dir(&root).args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--quiet",
-        "--",
-        "-D",
-        "warnings",
-    ]))
-    .context("cargo clippy --workspace --all-targets -- -D warnings")?;
+    static_checks(&root, &cargo)?;
     let python = ensure_venv(&root)?;
 
     let bin = build_oxport(&root)?;
 
     let mut failures = Vec::new();
+    let mut counts = Counts::default();
     // The safety net of every refactoring: the same bytes out for every fixture, format and flag set.
     let mut digests = Command::new(std::env::current_exe()?);
     digests
@@ -135,17 +121,79 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if let Err(e) = run_checked(&mut digests) {
         failures.push(format!("xtask digests: {e:#}"));
     }
-    let mut cargo_test = Command::new(&cargo);
+    let env = TestEnv {
+        root: &root,
+        python: &python,
+        bin: &bin,
+    };
+    rust_tests(&env, &cargo, &args.cargo_args, &mut counts, &mut failures);
+    if !args.no_python {
+        python_tests(&env, &mut counts, &mut failures)?;
+    }
+    smoke_benches(&env, &mut failures)?;
+
+    // One closing line over both runners (Rust and Python), in the plain form CI reads.
+    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
+    if !failures.is_empty() {
+        bail!("tests failed:\n  {}", failures.join("\n  "));
+    }
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+/// What every test step runs with: the repository, the venv's python and the `oxport` binary under test.
+struct TestEnv<'a> {
+    root: &'a Path,
+    python: &'a Path,
+    bin: &'a Path,
+}
+
+/// Step 0, the checks that take seconds and fail first: formatting, the size limits, then clippy.
+fn static_checks(root: &Path, cargo: &str) -> Result<()> {
+    // Formatting first: seconds, and the cheapest failure to report.
+    run_checked(
+        Command::new(cargo)
+            .current_dir(root)
+            .args(["fmt", "--all", "--check"]),
+    )
+    .context("cargo fmt --all --check (run `cargo fmt --all`)")?;
+    // The house limits (files ≤ 600 lines, functions ≤ 120): a parse of every file, no build.
+    run_checked(
+        Command::new(std::env::current_exe()?)
+            .current_dir(root)
+            .arg("sizes"),
+    )
+    .context("cargo xtask sizes")?;
+    run_checked(Command::new(cargo).current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))
+    .context("cargo clippy --workspace --all-targets -- -D warnings")
+}
+
+/// Step 3's Rust half: `cargo test` over the workspace with the runtimes on; none may be ignored.
+fn rust_tests(
+    env: &TestEnv<'_>,
+    cargo: &str,
+    cargo_args: &[String],
+    counts: &mut Counts,
+    failures: &mut Vec<String>,
+) {
+    let mut cargo_test = Command::new(cargo);
     cargo_test
-        .current_dir(&root)
+        .current_dir(env.root)
         .args(["test", "--release", "--workspace"])
         // The tests that load the runtimes from `$OXPORT_PYTHON`'s wheels: ignored by a plain `cargo test`.
         .args(["--features", "oxport-tests/runtimes"])
-        .args(&args.cargo_args)
-        .env("OXPORT_PYTHON", &python)
-        .env("OXPORT_BIN", &bin);
-    let mut counts = Counts::default();
-    if let Err(e) = run_counting(&mut cargo_test, &mut counts) {
+        .args(cargo_args)
+        .env("OXPORT_PYTHON", env.python)
+        .env("OXPORT_BIN", env.bin);
+    if let Err(e) = run_counting(&mut cargo_test, counts) {
         failures.push(format!("cargo test: {e:#}"));
     }
     if counts.ignored > 0 {
@@ -154,44 +202,50 @@ pub(crate) fn run(args: Args) -> Result<()> {
             counts.ignored
         ));
     }
+}
 
+/// Step 3's Python half (`tests/python`) and step 4 (the real SmolLM2 model, then optimum-intel loading our
+/// exports and NNCF beside our data-aware AWQ, in the peers' venv).
+fn python_tests(env: &TestEnv<'_>, counts: &mut Counts, failures: &mut Vec<String>) -> Result<()> {
+    let root = env.root;
     let has_python_tests = std::fs::read_dir(root.join("tests/python"))?
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().starts_with("test_"));
-    if !args.no_python && has_python_tests {
-        let mut pytest = Command::new(&python);
+    if has_python_tests {
+        let mut pytest = Command::new(env.python);
         pytest
-            .current_dir(&root)
+            .current_dir(root)
             .args(["-m", "pytest", "-q", "tests/python"])
-            .env("OXPORT_PYTHON", &python)
-            .env("OXPORT_BIN", &bin);
-        if let Err(e) = run_counting(&mut pytest, &mut counts) {
+            .env("OXPORT_PYTHON", env.python)
+            .env("OXPORT_BIN", env.bin);
+        if let Err(e) = run_counting(&mut pytest, counts) {
             failures.push(format!("pytest: {e:#}"));
         }
     }
-    // optimum-intel (with torch and transformers) loads our OpenVINO exports as they are: in the peers' venv.
-    if !args.no_python {
-        // The real trained model the data-aware comparison with NNCF runs on (`.cache/smol-phi3`, built once).
-        let mut smol = Command::new(std::env::current_exe()?);
-        smol.current_dir(&root).arg("smol");
-        if let Err(e) = run_checked(&mut smol) {
-            failures.push(format!("xtask smol: {e:#}"));
-        }
-        let peers = crate::bench::ensure_peer_venv(&root)?;
-        let mut pytest = Command::new(&peers);
-        pytest
-            .current_dir(&root)
-            .args(["-m", "pytest", "-q", "tests/python_peers"])
-            .env("OXPORT_BIN", &bin);
-        if let Err(e) = run_counting(&mut pytest, &mut counts) {
-            failures.push(format!("pytest (optimum-intel): {e:#}"));
-        }
+    // The real trained model the data-aware comparison with NNCF runs on (`.cache/smol-phi3`, built once).
+    let mut smol = Command::new(std::env::current_exe()?);
+    smol.current_dir(root).arg("smol");
+    if let Err(e) = run_checked(&mut smol) {
+        failures.push(format!("xtask smol: {e:#}"));
     }
+    let peers = crate::bench::ensure_peer_venv(root)?;
+    let mut pytest = Command::new(&peers);
+    pytest
+        .current_dir(root)
+        .args(["-m", "pytest", "-q", "tests/python_peers"])
+        .env("OXPORT_BIN", env.bin);
+    if let Err(e) = run_counting(&mut pytest, counts) {
+        failures.push(format!("pytest (optimum-intel): {e:#}"));
+    }
+    Ok(())
+}
 
-    // The export benchmark's smoke mode: every case on the tiny fixture, measured the same way as the full bench.
+/// Step 5: the export and validate benchmarks' smoke modes (every case on the tiny fixture, measured the same
+/// way as the full benches).
+fn smoke_benches(env: &TestEnv<'_>, failures: &mut Vec<String>) -> Result<()> {
     let mut smoke = Command::new(std::env::current_exe()?);
     smoke
-        .current_dir(&root)
+        .current_dir(env.root)
         .args(["bench", "--smoke", "--out", "target/bench/smoke.md"]);
     if let Err(e) = run_checked(&mut smoke) {
         failures.push(format!("bench --smoke: {e:#}"));
@@ -199,8 +253,8 @@ pub(crate) fn run(args: Args) -> Result<()> {
     // The validate benchmark's smoke mode: reference, ONNX Runtime and validate on the tiny fixture.
     let mut smoke = Command::new(std::env::current_exe()?);
     smoke
-        .current_dir(&root)
-        .env("OXPORT_PYTHON", &python)
+        .current_dir(env.root)
+        .env("OXPORT_PYTHON", env.python)
         .args([
             "bench",
             "validate",
@@ -211,13 +265,6 @@ pub(crate) fn run(args: Args) -> Result<()> {
     if let Err(e) = run_checked(&mut smoke) {
         failures.push(format!("bench validate --smoke: {e:#}"));
     }
-
-    // One closing line over both runners (Rust and Python), in the plain form CI reads.
-    println!("tests: {} passed, {} failed", counts.passed, counts.failed);
-    if !failures.is_empty() {
-        bail!("tests failed:\n  {}", failures.join("\n  "));
-    }
-    eprintln!("xtask: all tests passed");
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! `tokenizer(text)["input_ids"]` as transformers 5.5 computes it (the version the peers' venv pins,
-//! `xtask/src/bench.rs` `PEER_REQUIREMENTS`), from a checkpoint's `tokenizer.json` and `tokenizer_config.json`.
+//! `xtask/src/bench/mod.rs` `PEER_REQUIREMENTS`), from a checkpoint's `tokenizer.json` and `tokenizer_config.json`.
 //!
 //! transformers 5 loads `tokenizer.json` as it is for `PreTrainedTokenizerFast` and classes without their own
 //! `__init__`, but a class with one rebuilds part of the pipeline (`TokenizersBackend.convert_to_native_format` in

@@ -1,5 +1,5 @@
 //! Expected windows are the peers' own: transformers 5.5.4's `AutoTokenizer` (the peers' venv,
-//! `xtask/src/bench.rs` `PEER_REQUIREMENTS`) on the same text, Python 3.11's `random.seed(0)` and optimum-intel's
+//! `xtask/src/bench/mod.rs` `PEER_REQUIREMENTS`) on the same text, Python 3.11's `random.seed(0)` and optimum-intel's
 //! `get_wikitext2` loop (`random.randint(0, len - seq_len - 1)`, `ids[:, i:i + seq_len]`), printed and pasted here.
 
 use super::*;

@@ -204,8 +204,7 @@ impl Checkpoint {
         };
 
         let mut shards = Vec::with_capacity(shard_names.len());
-        let mut found: BTreeMap<String, (usize, safetensors::tensor::TensorInfo, usize)> =
-            BTreeMap::new();
+        let mut found: Found = BTreeMap::new();
         for (shard_idx, shard_name) in shard_names.iter().enumerate() {
             // Errors about a whole shard (no tensor of its own to name) name the tensors the index places in it.
             let placed = weight_map
@@ -244,37 +243,7 @@ impl Checkpoint {
         }
 
         if let Some(map) = &weight_map {
-            let missing: Vec<_> = map
-                .keys()
-                .filter(|k| !found.contains_key(*k))
-                .cloned()
-                .collect();
-            let extra: Vec<_> = found
-                .keys()
-                .filter(|k| !map.contains_key(*k))
-                .cloned()
-                .collect();
-            if !missing.is_empty() || !extra.is_empty() {
-                return Err(Error::Index {
-                    path: index_path,
-                    msg: format!(
-                        "weight_map disagrees with the shards: listed but in no shard: [{}]; in a shard but not listed: [{}]",
-                        missing.join(", "),
-                        extra.join(", ")
-                    ),
-                });
-            }
-            for (name, (shard_idx, _, _)) in &found {
-                if map[name] != shard_names[*shard_idx] {
-                    return Err(Error::Index {
-                        path: index_path,
-                        msg: format!(
-                            "weight_map puts {name} in {}, but it is in {}",
-                            map[name], shard_names[*shard_idx]
-                        ),
-                    });
-                }
-            }
+            check_weight_map(&index_path, map, &found, &shard_names)?;
         }
 
         let mut tensors = Vec::with_capacity(found.len());
@@ -386,6 +355,50 @@ impl Checkpoint {
     pub fn total_bytes(&self) -> usize {
         self.tensors.iter().map(|t| t.size_bytes).sum()
     }
+}
+
+/// Every tensor found in the shards by name: (its shard, its header entry, the shard's data start).
+type Found = BTreeMap<String, (usize, safetensors::tensor::TensorInfo, usize)>;
+
+/// The index's `weight_map` must list exactly the shards' tensors, each in the shard that holds it.
+fn check_weight_map(
+    index_path: &Path,
+    map: &BTreeMap<String, String>,
+    found: &Found,
+    shard_names: &[String],
+) -> Result<()> {
+    let missing: Vec<_> = map
+        .keys()
+        .filter(|k| !found.contains_key(*k))
+        .cloned()
+        .collect();
+    let extra: Vec<_> = found
+        .keys()
+        .filter(|k| !map.contains_key(*k))
+        .cloned()
+        .collect();
+    if !missing.is_empty() || !extra.is_empty() {
+        return Err(Error::Index {
+            path: index_path.to_path_buf(),
+            msg: format!(
+                "weight_map disagrees with the shards: listed but in no shard: [{}]; in a shard but not listed: [{}]",
+                missing.join(", "),
+                extra.join(", ")
+            ),
+        });
+    }
+    for (name, (shard_idx, _, _)) in found {
+        if map[name] != shard_names[*shard_idx] {
+            return Err(Error::Index {
+                path: index_path.to_path_buf(),
+                msg: format!(
+                    "weight_map puts {name} in {}, but it is in {}",
+                    map[name], shard_names[*shard_idx]
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read_index(path: &Path) -> Result<(Vec<String>, BTreeMap<String, String>)> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use oxport_arch::{Model, Role};
+use oxport_arch::{Model, Phi3Config, Role};
 use oxport_quant::{QuantPlan, Scheme, plan_onnx};
 use prost::Message;
 
@@ -255,15 +255,7 @@ fn write_weights(
 ) -> Result<Vec<TensorProto>> {
     let c = ckpt.config();
     let io_dtype = opts.io_dtype();
-    let total: usize = layout
-        .weight_order
-        .iter()
-        .map(|w| match w {
-            WeightItem::Embedding { .. } | WeightItem::Norm(_) => 1,
-            WeightItem::RopeCaches | WeightItem::ConcatRopeCaches => 2,
-            WeightItem::Linear(l) => l.initializer_names().len(),
-        })
-        .sum();
+    let total = initializer_count(layout);
     reporter.report(Event::stage("initializers", total as u64));
     let mut data = external::create(dir, DATA_FILE)?;
     let mut awq = crate::awq::Awq::new(layout, opts.awq, opts.awq_stats.clone());
@@ -299,23 +291,8 @@ fn write_weights(
                 out.push(t);
             }
             WeightItem::RopeCaches | WeightItem::ConcatRopeCaches => {
-                let r = if matches!(item, WeightItem::RopeCaches) {
-                    rope_caches(c, None, c.max_position_embeddings)
-                } else {
-                    let mut short = rope_caches(c, Some(false), c.original_max_position_embeddings);
-                    let long = rope_caches(c, Some(true), c.max_position_embeddings);
-                    short.cos.extend(long.cos);
-                    short.sin.extend(long.sin);
-                    short.rows += long.rows;
-                    short
-                };
-                for (name, values) in [(COS_CACHE, r.cos), (SIN_CACHE, r.sin)] {
-                    let init = Initializer {
-                        name: name.to_string(),
-                        elem: io_dtype.onnx(),
-                        dims: vec![r.rows, r.half_dim],
-                        bytes: io_payload(io_dtype, values),
-                    };
+                let concat = matches!(item, WeightItem::ConcatRopeCaches);
+                for init in rope_initializers(c, concat, io_dtype) {
                     emit(&mut data, &mut out, init)?;
                 }
             }
@@ -378,6 +355,40 @@ fn write_weights(
     data.finish()?;
     reporter.report(Event::End);
     Ok(out)
+}
+
+/// Initializers `write_weights` writes for `layout` (its progress total).
+fn initializer_count(layout: &GraphLayout) -> usize {
+    layout
+        .weight_order
+        .iter()
+        .map(|w| match w {
+            WeightItem::Embedding { .. } | WeightItem::Norm(_) => 1,
+            WeightItem::RopeCaches | WeightItem::ConcatRopeCaches => 2,
+            WeightItem::Linear(l) => l.initializer_names().len(),
+        })
+        .sum()
+}
+
+/// The cos and sin caches in the I/O dtype: one factor set, or (`concat`, LongRoPE) the short factors' rows up to
+/// `original_max_position_embeddings` followed by the long factors' rows up to `max_position_embeddings`.
+fn rope_initializers(c: &Phi3Config, concat: bool, io_dtype: IoDtype) -> [Initializer; 2] {
+    let r = if concat {
+        let mut short = rope_caches(c, Some(false), c.original_max_position_embeddings);
+        let long = rope_caches(c, Some(true), c.max_position_embeddings);
+        short.cos.extend(long.cos);
+        short.sin.extend(long.sin);
+        short.rows += long.rows;
+        short
+    } else {
+        rope_caches(c, None, c.max_position_embeddings)
+    };
+    [(COS_CACHE, r.cos), (SIN_CACHE, r.sin)].map(|(name, values)| Initializer {
+        name: name.to_string(),
+        elem: io_dtype.onnx(),
+        dims: vec![r.rows, r.half_dim],
+        bytes: io_payload(io_dtype, values),
+    })
 }
 
 /// Rows decoded per chunk: about 4 Mi values (16 MiB of f32).
