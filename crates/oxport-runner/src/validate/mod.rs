@@ -104,42 +104,7 @@ pub fn run(opts: &Options, progress: &dyn Reporter) -> Result<Report> {
     let (results, cache) = reference_results_for(&checkpoint, &inputs, opts, progress)?;
 
     // Sessions on every present device; absent ones are skipped with the reason.
-    let mut reports = Vec::new();
-    let mut running = Vec::new();
-    for target in targets(export.format)
-        .into_iter()
-        .filter(|&t| opts.devices.accepts(t))
-    {
-        let skip = |status, reason: String| TargetReport {
-            target,
-            label: target.label(),
-            status,
-            reason: Some(reason),
-            metrics: None,
-            checks: vec![],
-            kl_per_position: vec![],
-        };
-        if let Err(reason) = probe(target) {
-            reports.push(skip(Status::Skipped, reason));
-            continue;
-        }
-        match open(&export, target, opts.session_precision) {
-            Ok(session) => running.push(Running {
-                target,
-                session,
-                acc: Accumulator::default(),
-                text_acc: Accumulator::default(),
-                greedy_match: vec![],
-                prefill_tokens: 0,
-                prefill_secs: 0.0,
-                decode_tokens: 0,
-                decode_secs: 0.0,
-                sample: String::new(),
-                error: None,
-            }),
-            Err(e) => reports.push(skip(Status::Error, e.to_string())),
-        }
-    }
+    let (mut reports, mut running) = open_targets(&export, opts);
 
     // Prompts: the reference's results, then every device.
     let mut ref_info = ReferenceInfo {
@@ -168,32 +133,7 @@ pub fn run(opts: &Options, progress: &dyn Reporter) -> Result<Report> {
 
     // Perplexity on the text, window by window.
     if opts.text.is_some() {
-        progress.report(Event::stage("perplexity", results.windows.len() as u64));
-        for window in &results.windows {
-            let w = &stage.text_ids[window.start..window.end];
-            // Rows before `first_scored_row` predict tokens an earlier window already scored.
-            let rows = window.first_scored_row * vocab..;
-            for r in running.iter_mut().filter(|r| r.error.is_none()) {
-                let result = (|| -> Result<()> {
-                    r.session.reset()?;
-                    let t0 = Instant::now();
-                    let logits = r.session.forward(w)?;
-                    r.prefill_secs += t0.elapsed().as_secs_f64();
-                    r.prefill_tokens += w.len();
-                    check_vocab(&logits, w.len(), vocab)?;
-                    r.text_acc
-                        .add_top(&window.rows, &logits[rows.clone()], vocab);
-                    r.text_acc
-                        .add_nll(&logits[rows.clone()], vocab, &w[window.first_scored_row..]);
-                    Ok(())
-                })();
-                if let Err(e) = result {
-                    r.error = Some(e.to_string());
-                }
-            }
-            progress.report(Event::item(""));
-        }
-        progress.report(Event::End);
+        score_text(&mut running, &results, &stage.text_ids, vocab, progress);
         ref_info.scored_tokens = results.nll.len();
         ref_info.perplexity = (!results.nll.is_empty())
             .then(|| (results.nll.iter().sum::<f64>() / results.nll.len() as f64).exp());
@@ -234,6 +174,84 @@ pub fn run(opts: &Options, progress: &dyn Reporter) -> Result<Report> {
         targets: reports,
         passed,
     })
+}
+
+/// A session per present device of `export`'s format that `opts` accepts; the others reported as skipped (absent)
+/// or as errors (a session that does not open).
+fn open_targets(export: &Export, opts: &Options) -> (Vec<TargetReport>, Vec<Running>) {
+    let mut reports = Vec::new();
+    let mut running = Vec::new();
+    for target in targets(export.format)
+        .into_iter()
+        .filter(|&t| opts.devices.accepts(t))
+    {
+        let skip = |status, reason: String| TargetReport {
+            target,
+            label: target.label(),
+            status,
+            reason: Some(reason),
+            metrics: None,
+            checks: vec![],
+            kl_per_position: vec![],
+        };
+        if let Err(reason) = probe(target) {
+            reports.push(skip(Status::Skipped, reason));
+            continue;
+        }
+        match open(&export, target, opts.session_precision) {
+            Ok(session) => running.push(Running {
+                target,
+                session,
+                acc: Accumulator::default(),
+                text_acc: Accumulator::default(),
+                greedy_match: vec![],
+                prefill_tokens: 0,
+                prefill_secs: 0.0,
+                decode_tokens: 0,
+                decode_secs: 0.0,
+                sample: String::new(),
+                error: None,
+            }),
+            Err(e) => reports.push(skip(Status::Error, e.to_string())),
+        }
+    }
+    (reports, running)
+}
+
+/// Perplexity on the text, window by window, on every running session (an error stops that session only).
+fn score_text(
+    running: &mut [Running],
+    results: &ReferenceResults,
+    text_ids: &[u32],
+    vocab: usize,
+    progress: &dyn Reporter,
+) {
+    progress.report(Event::stage("perplexity", results.windows.len() as u64));
+    for window in &results.windows {
+        let w = &text_ids[window.start..window.end];
+        // Rows before `first_scored_row` predict tokens an earlier window already scored.
+        let rows = window.first_scored_row * vocab..;
+        for r in running.iter_mut().filter(|r| r.error.is_none()) {
+            let result = (|| -> Result<()> {
+                r.session.reset()?;
+                let t0 = Instant::now();
+                let logits = r.session.forward(w)?;
+                r.prefill_secs += t0.elapsed().as_secs_f64();
+                r.prefill_tokens += w.len();
+                check_vocab(&logits, w.len(), vocab)?;
+                r.text_acc
+                    .add_top(&window.rows, &logits[rows.clone()], vocab);
+                r.text_acc
+                    .add_nll(&logits[rows.clone()], vocab, &w[window.first_scored_row..]);
+                Ok(())
+            })();
+            if let Err(e) = result {
+                r.error = Some(e.to_string());
+            }
+        }
+        progress.report(Event::item(""));
+    }
+    progress.report(Event::End);
 }
 
 /// `oxport reference`: compute the reference's results for `opts` (prompts, text, window, stride, caps) on the
