@@ -78,9 +78,18 @@ pub fn export_with(
     if let Some(extra) = extra {
         extra(dir).map_err(Error::ExtraFiles)?;
     }
-    let mut graph = phi3::build(ckpt, plan, &dir.join(MODEL_BIN), reporter, cancel)?;
+    // The whole graph first (no weight read), then the weights streamed in its order, then the XML.
+    let mut graph = phi3::build(ckpt, plan)?;
     graph.set_rt_info(model_rt_info(plan));
-    graph.finish(&dir.join(MODEL_XML))?;
+    phi3::stream(
+        &mut graph,
+        ckpt,
+        plan,
+        &dir.join(MODEL_BIN),
+        reporter,
+        cancel,
+    )?;
+    graph.write_xml(&dir.join(MODEL_XML))?;
     write_side_files(ckpt, plan, dir, model_arg)?;
 
     let files = staging.files()?;
