@@ -107,6 +107,15 @@ pub fn export_with(
     })
 }
 
+/// The IR [`export()`] writes for `ckpt` under `plan`, as text ([`crate::ir::Graph::to_text`]): every op with its
+/// name, attributes, element types and shapes, small constants' values, and each weight constant's source (which
+/// tensor, which part of its compressed form) — built from the checkpoint's header alone, no weight read.
+pub fn graph_text(ckpt: &Model, plan: &Plan) -> Result<String> {
+    let mut graph = phi3::build(ckpt, plan)?;
+    graph.set_rt_info(model_rt_info(plan));
+    Ok(graph.to_text())
+}
+
 /// Python `repr` of a bool, as NNCF writes its parameters.
 fn py_bool(b: bool) -> &'static str {
     if b { "True" } else { "False" }
