@@ -1,7 +1,8 @@
 //! insta snapshots of the IR graph text ([`crate::graph_text`], built without reading a weight) for every tiny
 //! Phi-3 checkpoint in `fixtures/` (the ones `cargo xtask digests` exports): int4 with optimum-cli's defaults
-//! (where those refuse the checkpoint, the refusal, and the graph with `--group-size-fallback adjust`), and int8
-//! fp16 and int4 group 64 with data-free AWQ for `fixtures/tiny`. The snapshots live in `src/snapshots/`; a graph change shows as their diff.
+//! (where those refuse the checkpoint, the refusal, and the graph with `--group-size-fallback adjust`), and int8,
+//! fp16 and int4 group 64 with data-free AWQ for `fixtures/tiny`; plus a check that the graph reads no weight.
+//! The snapshots live in `src/snapshots/`; a graph change shows as their diff.
 //!
 //! To accept an intended change (`cargo insta` is not needed):
 //! `INSTA_UPDATE=always cargo test -p oxport-openvino graph_snapshots`, then review `git diff src/snapshots/`.
@@ -103,4 +104,36 @@ fn int8_fp16_and_awq_graphs_of_the_tiny_fixture() {
         ..CompressionOptions::new(WeightFormat::Int4)
     };
     snapshot("ov_int4_g64_awq_tiny", &text(&ckpt, &awq).unwrap());
+}
+
+/// The graph is built from the checkpoint's header alone: a checkpoint whose last tensor (the final norm) ends in
+/// NaN gives the same graph text, and only the export, which streams the weights, refuses it, naming the tensor.
+#[test]
+fn the_graph_is_built_without_reading_a_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = repo_root().join("fixtures/tiny");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let shard = dir.path().join("model-00002-of-00002.safetensors");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let n = bytes.len();
+    // All-ones BF16 is NaN; model.norm.weight is the shard's last tensor.
+    bytes[n - 4..].fill(0xff);
+    std::fs::write(&shard, bytes).unwrap();
+
+    let opts = CompressionOptions::new(WeightFormat::Int4);
+    let intact = Model::open(&src).unwrap();
+    let broken = Model::open(dir.path()).unwrap();
+    assert_eq!(text(&broken, &opts), text(&intact, &opts));
+
+    let plan = crate::plan(&broken, &opts).unwrap();
+    let out = dir.path().join("out");
+    let cancel = oxport_io::CancelToken::new();
+    let e = crate::export(&broken, &plan, &out, "tiny", &oxport_io::Silent, &cancel)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.norm.weight"), "{e}");
+    assert!(!out.exists());
 }
