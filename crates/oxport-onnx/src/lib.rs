@@ -17,6 +17,7 @@ mod export;
 mod external;
 mod genai_config;
 pub mod graph;
+mod graph_text;
 mod options;
 pub mod proto;
 mod protoutil;
@@ -30,5 +31,6 @@ pub use export::{
 };
 pub use external::{ALIGN_THRESHOLD_BYTES, ALIGNMENT_BYTES};
 pub use genai_config::genai_config;
+pub use graph_text::graph_text;
 pub use options::{ExecutionProvider, ExportOptions, IoDtype, Precision};
 pub use rope::{RopeCaches, rope_caches};

@@ -79,9 +79,18 @@ pub fn export_with(
         extra(dir).map_err(Error::ExtraFiles)?;
     }
     write_manifest(ckpt, plan, dir, model_arg)?;
-    let mut graph = phi3::build(ckpt, plan, &dir.join(MODEL_BIN), reporter, cancel)?;
+    // The whole graph first (no weight read), then the weights streamed in its order, then the XML.
+    let mut graph = phi3::build(ckpt, plan)?;
     graph.set_rt_info(model_rt_info(plan));
-    graph.finish(&dir.join(MODEL_XML))?;
+    phi3::stream(
+        &mut graph,
+        ckpt,
+        plan,
+        &dir.join(MODEL_BIN),
+        reporter,
+        cancel,
+    )?;
+    graph.write_xml(&dir.join(MODEL_XML))?;
     write_side_files(ckpt, plan, dir, model_arg)?;
 
     let files = staging.files()?;
@@ -111,6 +120,15 @@ fn write_manifest(ckpt: &Model, plan: &Plan, dir: &Path, model_arg: &str) -> Res
         .map_err(|e| Error::Graph(format!("{}: {e}", oxport_io::MANIFEST_FILE)))?;
     oxport_io::Manifest::new("openvino", source, options, plan_json).write(dir)?;
     Ok(())
+}
+
+/// The IR [`export()`] writes for `ckpt` under `plan`, as text ([`crate::ir::Graph::to_text`]): every op with its
+/// name, attributes, element types and shapes, small constants' values, and each weight constant's source (which
+/// tensor, which part of its compressed form) — built from the checkpoint's header alone, no weight read.
+pub fn graph_text(ckpt: &Model, plan: &Plan) -> Result<String> {
+    let mut graph = phi3::build(ckpt, plan)?;
+    graph.set_rt_info(model_rt_info(plan));
+    Ok(graph.to_text())
 }
 
 /// Python `repr` of a bool, as NNCF writes its parameters.

@@ -1,17 +1,24 @@
-//! A small OpenVINO IR v11 writer: a layer/edge graph builder whose constants stream into the `.bin` as they
-//! are created, and a deterministic XML serializer laid out like OpenVINO's own `ov::pass::Serialize`
+//! A small OpenVINO IR v11 writer in two phases: a layer/edge graph builder that does no I/O (small constants keep
+//! their bytes, weights are *deferred*: the caller says where their bytes will come from), then [`Graph::write_bin`],
+//! which walks the constants in creation order, asks the caller for each deferred one's bytes and streams them into
+//! the `.bin`, and a deterministic XML serializer laid out like OpenVINO's own `ov::pass::Serialize`
 //! (src/core/src/pass/serialize.cpp: tab indentation, `<data>` then `<rt_info>` then `<input>`/`<output>`,
 //! output port ids continue after the input port ids, edges after the layers, model `<rt_info>` last).
+//! [`Graph::to_text`] prints the graph without any weight data.
 
 use std::path::Path;
 
-use oxport_io::{BlobLayout, BlobWriter};
+use oxport_io::BlobLayout;
 
 use crate::error::{Error, Result};
 
+mod bin;
 #[cfg(test)]
 mod tests;
+mod text;
 mod xml;
+
+pub use bin::ConstSink;
 
 pub use xml::partial_shape;
 use xml::{static_shape, to_xml};
@@ -144,10 +151,11 @@ impl RtInfo {
     }
 }
 
-/// The `.bin` side: constants are appended as they are created, tightly packed (OpenVINO's serializer writes no
+/// The `.bin` side: constants are appended in creation order, tightly packed (OpenVINO's serializer writes no
 /// padding), and small constants with identical bytes share one offset as OpenVINO's `ConstantWriter` does.
-/// Offsets are assigned in call order; oxport-io's writer thread does the `write()` calls in that same order, so
-/// the kernel's copy of a finished weight into the page cache overlaps the compression of the next one.
+/// Offsets are assigned in that order while [`Graph::write_bin`] streams; oxport-io's writer thread does the
+/// `write()` calls in the same order, so the kernel's copy of a finished weight into the page cache overlaps the
+/// compression of the next one.
 const BIN_LAYOUT: BlobLayout = BlobLayout {
     align_above: None,
     dedup_up_to: Some(DEDUP_MAX_BYTES),
@@ -158,34 +166,65 @@ const DEDUP_MAX_BYTES: usize = 256;
 /// Buffers queued for the writer thread beyond the one it is writing (bounds the memory held for writing).
 const QUEUED_BUFFERS: usize = 1;
 
-/// A graph under construction whose weights are already on disk.
-pub struct Graph {
+/// The deferred source of a graph whose constants all hold their bytes (the tokenizer graphs): it has no value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoDeferred {}
+
+impl std::fmt::Display for NoDeferred {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {}
+    }
+}
+
+/// Where a constant's bytes come from.
+#[derive(Clone, Debug)]
+enum ConstData<D> {
+    /// Held in the graph (shapes, axes, RoPE tables…), already in the IR's element layout.
+    Bytes(Vec<u8>),
+    /// Produced while the `.bin` is streamed, by the caller of [`Graph::write_bin`].
+    Deferred(D),
+}
+
+/// One `Const` layer's payload, in creation order (the `.bin` order).
+#[derive(Clone, Debug)]
+struct Constant<D> {
+    layer: usize,
+    elem: Elem,
+    shape: Vec<usize>,
+    data: ConstData<D>,
+}
+
+/// A graph under construction: ops, names, shapes and element types, and constants whose bytes are either held
+/// or deferred (`D` says where a weight's bytes will come from). No file is touched until
+/// [`write_bin`](Self::write_bin).
+pub struct Graph<D = NoDeferred> {
     name: String,
     layers: Vec<Layer>,
     edges: Vec<Edge>,
-    bin: BlobWriter,
+    constants: Vec<Constant<D>>,
     rt_info: Vec<RtInfo>,
 }
 
-impl std::fmt::Debug for Graph {
+impl<D> std::fmt::Debug for Graph<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Graph")
+            .field("name", &self.name)
             .field("layers", &self.layers.len())
-            .field("bin", &self.bin.path())
+            .field("constants", &self.constants.len())
             .finish()
     }
 }
 
-impl Graph {
-    /// Start a graph whose constants go to `bin_path` (created, truncated).
-    pub fn create(name: &str, bin_path: &Path) -> Result<Self> {
-        Ok(Graph {
+impl<D> Graph<D> {
+    /// An empty graph named `name` (the `<net name>`).
+    pub fn new(name: &str) -> Self {
+        Graph {
             name: name.into(),
             layers: Vec::new(),
             edges: Vec::new(),
-            bin: BlobWriter::create(bin_path, "oxport-ir-bin", QUEUED_BUFFERS, BIN_LAYOUT)?,
+            constants: Vec::new(),
             rt_info: Vec::new(),
-        })
+        }
     }
 
     pub fn layer_count(&self) -> usize {
@@ -247,7 +286,8 @@ impl Graph {
         }
     }
 
-    /// `Const` with `bytes` already in the IR's element layout (4-bit packed low nibble first), appended to the bin now.
+    /// `Const` holding `bytes`, already in the IR's element layout (4-bit packed low nibble first); they go to
+    /// the bin, in creation order, when it is written.
     pub fn constant(
         &mut self,
         name: &str,
@@ -256,60 +296,13 @@ impl Graph {
         bytes: &[u8],
     ) -> Result<Out> {
         check_constant_size(name, elem, shape, bytes.len())?;
-        // ov::pass::Serialize stores an empty constant as one zero byte (size 1), e.g. the empty replacement of
-        // openvino-tokenizers' Strip decoder.
-        let stored: &[u8] = if bytes.is_empty() { &[0] } else { bytes };
-        let offset = self.bin.append(stored)?;
-        Ok(self.push_constant(name, elem, shape, offset, stored.len()))
+        Ok(self.push_constant(name, elem, shape, ConstData::Bytes(bytes.to_vec())))
     }
 
-    /// [`constant`](Self::constant) of an owned weight buffer, handed to the writer thread without a copy (and not
-    /// de-duplicated; only small constants are). Fill one from [`buffer`](Self::buffer) to reuse written memory.
-    pub fn constant_owned(
-        &mut self,
-        name: &str,
-        elem: Elem,
-        shape: &[usize],
-        bytes: Vec<u8>,
-    ) -> Result<Out> {
-        check_constant_size(name, elem, shape, bytes.len())?;
-        if bytes.len() <= DEDUP_MAX_BYTES {
-            return self.constant(name, elem, shape, &bytes);
-        }
-        let size = bytes.len();
-        let offset = self.bin.append_owned(bytes)?;
-        Ok(self.push_constant(name, elem, shape, offset, size))
-    }
-
-    /// A buffer to fill for [`constant_owned`](Self::constant_owned) or [`constant_piece`](Self::constant_piece):
-    /// a written one when available (its length and contents are stale: resize and overwrite it), else a new one.
-    pub fn buffer(&mut self) -> Vec<u8> {
-        self.bin.buffer()
-    }
-
-    /// Start a large constant written as consecutive owned pieces ([`constant_piece`](Self::constant_piece)) and
-    /// closed with [`end_constant`](Self::end_constant), so a weight is converted and written chunk by chunk.
-    /// Returns its offset.
-    pub fn begin_constant(&mut self) -> Result<u64> {
-        Ok(self.bin.offset())
-    }
-
-    /// The next bytes of the constant begun with [`begin_constant`](Self::begin_constant), without a copy.
-    pub fn constant_piece(&mut self, bytes: Vec<u8>) -> Result<()> {
-        Ok(self.bin.write_owned(bytes)?)
-    }
-
-    /// The `Const` whose bytes were written since `start` (from [`begin_constant`](Self::begin_constant)).
-    pub fn end_constant(
-        &mut self,
-        name: &str,
-        elem: Elem,
-        shape: &[usize],
-        start: u64,
-    ) -> Result<Out> {
-        let size = (self.bin.offset() - start) as usize;
-        check_constant_size(name, elem, shape, size)?;
-        Ok(self.push_constant(name, elem, shape, start, size))
+    /// `Const` whose bytes `source` names: [`write_bin`](Self::write_bin) asks for them when it reaches this
+    /// constant (creation order), and checks that they hold `elem` × `shape`.
+    pub fn deferred(&mut self, name: &str, elem: Elem, shape: &[usize], source: D) -> Out {
+        self.push_constant(name, elem, shape, ConstData::Deferred(source))
     }
 
     fn push_constant(
@@ -317,18 +310,16 @@ impl Graph {
         name: &str,
         elem: Elem,
         shape: &[usize],
-        offset: u64,
-        size: usize,
+        data: ConstData<D>,
     ) -> Out {
         let layer = Layer {
             name: name.into(),
             kind: "Const",
             version: "opset1",
+            // `offset` and `size` follow when the bin is written.
             data: vec![
                 ("element_type", elem.name().into()),
                 ("shape", static_shape(shape)),
-                ("offset", offset.to_string()),
-                ("size", size.to_string()),
             ],
             rt_info: vec![],
             inputs: vec![],
@@ -339,8 +330,15 @@ impl Graph {
             }],
             output_names_attr: None,
         };
+        let id = self.push(layer, &[]);
+        self.constants.push(Constant {
+            layer: id,
+            elem,
+            shape: shape.to_vec(),
+            data,
+        });
         Out {
-            layer: self.push(layer, &[]),
+            layer: id,
             index: 0,
         }
     }
@@ -437,11 +435,29 @@ impl Graph {
         self.rt_info = rt_info;
     }
 
-    /// Flush the bin and write the XML to `xml_path`.
-    pub fn finish(self, xml_path: &Path) -> Result<()> {
-        self.bin.finish()?;
+    /// Write the XML to `xml_path`, after [`write_bin`](Self::write_bin) gave every constant its offset.
+    pub fn write_xml(&self, xml_path: &Path) -> Result<()> {
+        if let Some(c) = self.constants.iter().find(|c| {
+            !self.layers[c.layer]
+                .data
+                .iter()
+                .any(|(k, _)| *k == "offset")
+        }) {
+            return Err(Error::Graph(format!(
+                "constant {}: the XML is written before the bin",
+                self.layers[c.layer].name
+            )));
+        }
         let xml = to_xml(&self.name, &self.layers, &self.edges, &self.rt_info);
         std::fs::write(xml_path, xml).map_err(|e| Error::io(xml_path, e))
+    }
+}
+
+impl Graph<NoDeferred> {
+    /// A graph whose constants all hold their bytes: the bin to `bin_path`, then the XML to `xml_path`.
+    pub fn write(mut self, bin_path: &Path, xml_path: &Path) -> Result<()> {
+        self.write_bin(bin_path, |never, _| match *never {})?;
+        self.write_xml(xml_path)
     }
 }
 

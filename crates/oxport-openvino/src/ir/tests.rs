@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn small_graph_serializes_like_openvino() {
     let dir = tempfile::tempdir().unwrap();
-    let mut g = Graph::create("m", &dir.path().join("m.bin")).unwrap();
+    let mut g: Graph = Graph::new("m");
     let x = g.parameter("x", Elem::F32, &[DYN, 2]);
     let c = g
         .constant("c", Elem::F32, &[1], &2f32.to_le_bytes())
@@ -32,7 +32,8 @@ fn small_graph_serializes_like_openvino() {
     g.mark(z, "decompression", None);
     g.result("r", z, "y");
     g.set_rt_info(vec![RtInfo::group("a", vec![RtInfo::value("b", "1")])]);
-    g.finish(&dir.path().join("m.xml")).unwrap();
+    g.write(&dir.path().join("m.bin"), &dir.path().join("m.xml"))
+        .unwrap();
     let xml = std::fs::read_to_string(dir.path().join("m.xml")).unwrap();
     // Identical small constants share one offset, so the bin holds one f32.
     assert_eq!(
@@ -60,8 +61,7 @@ fn small_graph_serializes_like_openvino() {
 
 #[test]
 fn constant_size_must_match_its_type() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut g = Graph::create("m", &dir.path().join("m.bin")).unwrap();
+    let mut g: Graph = Graph::new("m");
     assert!(g.constant("w", Elem::I4, &[3, 4], &[0u8; 6]).is_ok());
     let e = g
         .constant("w2", Elem::I4, &[3, 4], &[0u8; 12])
@@ -70,11 +70,27 @@ fn constant_size_must_match_its_type() {
     assert!(e.contains("w2") && e.contains("i4 [3, 4]"), "{e}");
 }
 
+/// How the test's deferred constants give their bytes.
+#[derive(Clone, Debug)]
+enum Src {
+    Owned(Vec<u8>),
+    Pieces(Vec<u8>),
+}
+
+impl std::fmt::Display for Src {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Src::Owned(b) => write!(f, "owned {}", b.len()),
+            Src::Pieces(b) => write!(f, "pieces {}", b.len()),
+        }
+    }
+}
+
 #[test]
 fn bin_holds_every_kind_of_constant_in_call_order_at_the_offsets_the_xml_names() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("m.bin");
-    let mut g = Graph::create("m", &bin).unwrap();
+    let mut g: Graph<Src> = Graph::new("m");
     // Larger than one pending buffer, so a copied constant is split over several writes.
     let big: Vec<u8> = (0..oxport_io::PENDING_BYTES + 12345)
         .map(|i| (i % 251) as u8)
@@ -83,21 +99,29 @@ fn bin_holds_every_kind_of_constant_in_call_order_at_the_offsets_the_xml_names()
     let owned: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 256) as u8).collect();
     g.constant("a", Elem::U8, &[4], &small).unwrap();
     g.constant("b", Elem::U8, &[big.len()], &big).unwrap();
-    g.constant_owned("c", Elem::U8, &[owned.len()], owned.clone())
-        .unwrap();
+    g.deferred("c", Elem::U8, &[owned.len()], Src::Owned(owned.clone()));
     // A small constant seen before shares its offset (OpenVINO's ConstantWriter).
-    g.constant_owned("d", Elem::U8, &[4], small.to_vec())
-        .unwrap();
-    let start = g.begin_constant().unwrap();
-    for piece in owned.chunks(300) {
-        let mut buf = g.buffer();
-        buf.clear();
-        buf.extend_from_slice(piece);
-        g.constant_piece(buf).unwrap();
-    }
-    g.end_constant("e", Elem::U8, &[owned.len()], start)
-        .unwrap();
+    g.deferred("d", Elem::U8, &[4], Src::Owned(small.to_vec()));
+    g.deferred("e", Elem::U8, &[owned.len()], Src::Pieces(owned.clone()));
     g.constant("f", Elem::U8, &[3], &[9, 9, 9]).unwrap();
+    let text = g.to_text();
+    assert!(
+        text.contains("<- owned 1000") && text.contains("= [9, 9, 9]"),
+        "{text}"
+    );
+    g.write_bin(&bin, |src, sink| match src {
+        Src::Owned(b) => sink.owned(b.clone()),
+        Src::Pieces(b) => {
+            for piece in b.chunks(300) {
+                let mut buf = sink.buffer();
+                buf.clear();
+                buf.extend_from_slice(piece);
+                sink.piece(buf)?;
+            }
+            Ok(())
+        }
+    })
+    .unwrap();
     let offsets: Vec<(String, String)> = g
         .layers
         .iter()
@@ -106,7 +130,7 @@ fn bin_holds_every_kind_of_constant_in_call_order_at_the_offsets_the_xml_names()
             (get("offset"), get("size"))
         })
         .collect();
-    g.finish(&dir.path().join("m.xml")).unwrap();
+    g.write_xml(&dir.path().join("m.xml")).unwrap();
     let mut want = small.to_vec();
     want.extend_from_slice(&big);
     want.extend_from_slice(&owned);
@@ -126,4 +150,18 @@ fn bin_holds_every_kind_of_constant_in_call_order_at_the_offsets_the_xml_names()
             at(2004 + b, 3),
         ]
     );
+}
+
+#[test]
+fn a_deferred_constant_of_the_wrong_size_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut g: Graph<Src> = Graph::new("m");
+    g.deferred("w", Elem::I4, &[3, 4], Src::Owned(vec![0; 12]));
+    let e = g
+        .write_bin(&dir.path().join("m.bin"), |src, sink| match src {
+            Src::Owned(b) | Src::Pieces(b) => sink.owned(b.clone()),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("constant w") && e.contains("i4 [3, 4]"), "{e}");
 }

@@ -2,10 +2,11 @@
 //! `fixtures/reference/exports/*/openvino_model.xml.gz`): the same ops, op versions, attributes and friendly names,
 //! so that tools keyed on names (and a reader diffing against optimum-cli) see the same model.
 //!
-//! Weights are read, compressed and appended to the `.bin` one tensor at a time while the graph is built.
+//! Two phases, as the ONNX export lays its graph out before it streams its weights: [`build`] makes the whole
+//! graph without reading a weight (each weight constant is a deferred [`WeightRef`]), then [`stream`] reads,
+//! compresses and appends the weights to the `.bin` one tensor at a time, in the order the graph created them.
 
 use oxport_arch::{Model, Phi3Config, Role};
-use oxport_io::{CancelToken, Event, Reporter};
 
 use crate::error::Result;
 use crate::ir::{DYN, Elem, Graph, Out};
@@ -15,9 +16,13 @@ mod attention;
 mod layer;
 mod mask;
 mod model;
+mod source;
+mod stream;
 mod weights;
 
 pub(crate) use model::build;
+pub(crate) use source::WeightRef;
+pub(crate) use stream::stream;
 
 fn n(x: usize) -> i64 {
     x as i64
@@ -40,20 +45,12 @@ fn le_bytes_f16(v: &[f32]) -> Vec<u8> {
 
 const AB: (&str, &str) = ("auto_broadcast", "numpy");
 
-/// Graph construction state.
+/// Graph construction state (no weight is read: `ckpt` gives names, dtypes and shapes).
 struct Builder<'a> {
-    g: Graph,
+    g: Graph<WeightRef>,
     cfg: &'a Phi3Config,
     ckpt: &'a Model,
     plan: &'a Plan,
-    reporter: &'a dyn Reporter,
-    cancel: &'a CancelToken,
-    /// The staging folder the `.bin` is written in, named by a cancelled export's error.
-    staging: std::path::PathBuf,
-    weights_done: usize,
-    /// Data-free AWQ weight scales computed when the activation's Multiply was inserted, used when the weight is
-    /// written.
-    awq_scales: std::collections::BTreeMap<Role, Vec<f32>>,
 }
 
 /// Outputs shared by all layers.
@@ -90,20 +87,24 @@ impl Builder<'_> {
                 shape,
                 &le_bytes_f16(v),
             )?;
-            let dims: Vec<i64> = shape.iter().map(|&d| n(d)).collect();
-            let o = self.g.op1(
-                "Convert",
-                "opset1",
-                name,
-                &[c],
-                &[("destination_type", "f32")],
-                (Elem::F32, &dims),
-            );
-            self.g.mark(o, "decompression", None);
-            Ok(o)
+            Ok(self.float_decompression(name, c))
         } else {
             self.g.constant(name, Elem::F32, shape, &le_bytes_f32(v))
         }
+    }
+    /// The `Convert` to f32 named `name`, marked `decompression`, of the f16 constant `c` (fp16 exports).
+    fn float_decompression(&mut self, name: &str, c: Out) -> Out {
+        let dims = self.g.dims(c).to_vec();
+        let o = self.g.op1(
+            "Convert",
+            "opset1",
+            name,
+            &[c],
+            &[("destination_type", "f32")],
+            (Elem::F32, &dims),
+        );
+        self.g.mark(o, "decompression", None);
+        o
     }
 
     // ---- op shorthands (output element type follows input 0 unless given) ----

@@ -5,29 +5,15 @@ use oxport_arch::rope::{self, FactorSet, Peer};
 use super::layer::decoder_layer;
 use super::*;
 
-/// Build the whole IR for `ckpt` under `plan`, writing weights to `bin_path` (in the staging folder) as it goes,
-/// reporting each weight and checking `cancel` before it; returns the graph, ready to be finished into XML.
-pub(crate) fn build(
-    ckpt: &Model,
-    plan: &Plan,
-    bin_path: &std::path::Path,
-    reporter: &dyn Reporter,
-    cancel: &CancelToken,
-) -> Result<Graph> {
+/// Build the whole IR for `ckpt` under `plan` without reading a weight: every weight constant is a deferred
+/// [`WeightRef`], which [`super::stream`] computes and writes in creation order.
+pub(crate) fn build(ckpt: &Model, plan: &Plan) -> Result<Graph<WeightRef>> {
     let cfg = ckpt.config();
     let mut b = Builder {
-        g: Graph::create("Model0", bin_path)?,
+        g: Graph::new("Model0"),
         cfg,
         ckpt,
         plan,
-        reporter,
-        cancel,
-        staging: bin_path
-            .parent()
-            .unwrap_or(std::path::Path::new("."))
-            .to_path_buf(),
-        weights_done: 0,
-        awq_scales: Default::default(),
     };
     // §2 interface, Parameter order input_ids, attention_mask, position_ids, beam_idx.
     let input_ids = b.g.parameter("input_ids", Elem::I64, &[DYN, DYN]);
@@ -79,7 +65,6 @@ pub(crate) fn build(
     b.g.name_tensor(logits, "logits");
     let id = b.g.layer_count();
     b.g.result(&format!("Result_{id}"), logits, "logits");
-    b.reporter.report(Event::End);
     Ok(b.g)
 }
 

@@ -1,11 +1,12 @@
-//! Weight subgraphs: the decompression chains NNCF writes for each scheme (docs/openvino-ir.md §5).
+//! Weight subgraphs: the decompression chains NNCF writes for each scheme (docs/openvino-ir.md §5). Only the
+//! graph is built here: each weight constant is deferred ([`WeightRef`]), and phi3/stream.rs reads, compresses
+//! and writes it when the `.bin` is streamed.
 
-use oxport_arch::Model;
-use oxport_hf::{DType, TensorView};
-use oxport_quant::{NncfMode, Rows};
+use oxport_hf::DType;
+use oxport_quant::NncfMode;
 
+use super::source::{Part, WeightRef};
 use super::*;
-use crate::compress::{self, Compressed};
 use crate::error::Error;
 use crate::plan::Scheme;
 
@@ -16,11 +17,11 @@ impl<'a> Builder<'a> {
         self.plan.entry(role).is_some_and(|e| e.transform.is_awq())
     }
 
-    /// NNCF's data-free AWQ insertion for the weight `role` fed by `act` (the output of the op named `producer`):
-    /// the scales are computed from the weight now, the activation scale becomes the Multiply
-    /// `{producer}/awq_mul` with the f32 constant `{producer}/awq_mul/scale` `[1, 1, k]` (NNCF
-    /// `openvino_backend.py::scale_insertion_command`, `model_transformer.py::_apply_multiply_insertion_transformations`),
-    /// and the weight scales are kept for [`Self::weight`].
+    /// NNCF's AWQ insertion for the weight `role` fed by `act` (the output of the op named `producer`): the
+    /// activation scale becomes the Multiply `{producer}/awq_mul` with the f32 constant `{producer}/awq_mul/scale`
+    /// `[1, 1, k]` (NNCF `openvino_backend.py::scale_insertion_command`,
+    /// `model_transformer.py::_apply_multiply_insertion_transformations`). Its values (data-aware from the plan,
+    /// else data-free from the weight) and the weight's own scaling are computed when the `.bin` is streamed.
     pub(super) fn awq_multiply(
         &mut self,
         role: Role,
@@ -28,73 +29,52 @@ impl<'a> Builder<'a> {
         act: Out,
         k: usize,
     ) -> Result<Out> {
-        let scales = match self.plan.entry(role).and_then(|e| e.transform.awq_scales()) {
-            Some(data_aware) => data_aware.clone(),
-            None => {
-                let view = self.view(role)?;
-                let rows = view.info.shape[0];
-                oxport_quant::data_free_awq(encoded(&view), rows, k)
-                    .map_err(|source| Error::Quant {
-                        tensor: role.name(),
-                        source: Box::new(source.for_tensor(&role.name())),
-                    })
-                    .map_err(|e| nan_as_checkpoint_error(e, &view))?
-            }
-        };
+        let rows = self.info(role)?.shape[0];
         let name = format!("{producer}/awq_mul");
-        let c = self.g.constant(
+        let c = self.g.deferred(
             &format!("{name}/scale"),
             Elem::F32,
             &[1, 1, k],
-            &le_bytes_f32(&scales.activation),
-        )?;
-        let out = self.binary("Multiply", &name, act, c, &[DYN, DYN, n(k)]);
-        self.awq_scales.insert(role, scales.weight);
-        Ok(out)
+            WeightRef {
+                role,
+                rows,
+                cols: k,
+                part: Part::AwqScale,
+            },
+        );
+        Ok(self.binary("Multiply", &name, act, c, &[DYN, DYN, n(k)]))
     }
 
     // ---- weights ----
-    pub(super) fn checkpoint_f32(&self, role: Role) -> Result<Vec<f32>> {
-        let w = self.ckpt.read_f32(role)?;
-        Ok(w)
-    }
-
-    /// The checkpoint view of `role` for the `*_rows` kernels, which refuse NaN/Inf while reading it (see
-    /// [`nan_as_checkpoint_error`]).
-    fn view(&self, role: Role) -> Result<TensorView<'a>> {
+    /// The checkpoint's header entry of `role` (dtype and shape; no data is read).
+    fn info(&self, role: Role) -> Result<&'a oxport_arch::Tensor> {
         let ckpt: &'a Model = self.ckpt;
-        ckpt.view(role)
+        ckpt.info(ckpt.stored_role(role))
             .ok_or_else(|| Error::MissingTensor(role.to_string()))
     }
 
-    /// The checkpoint view of `role`, its NaN/Inf already refused (oxport-hf's error names the file, tensor and
-    /// index, as `read_f32` does), for kernels that read the mapped BF16/F16/F32 bytes directly.
-    fn checked_view(&self, role: Role) -> Result<TensorView<'a>> {
-        let ckpt: &'a Model = self.ckpt;
-        let view = ckpt
-            .view(role)
-            .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
-        view.check_finite()?;
-        Ok(view)
-    }
-
-    /// [`write_weight`](Self::write_weight) after a check of the cancel token (between tensors: the one place an
-    /// export stops when cancelled; its staging folder goes with the guard), reported as one weight done.
-    pub(super) fn weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
-        self.cancel.check(Some(&self.staging))?;
-        if self.weights_done == 0 {
-            self.reporter
-                .report(Event::stage("weights", self.plan.weights().count() as u64));
-        }
-        let out = self.write_weight(role, path, embedding)?;
-        self.weights_done += 1;
-        self.reporter.report(Event::item(&role.to_string()));
-        Ok(out)
+    /// The deferred constant `name` holding `part` of `role`'s `[rows, cols]` weight.
+    fn weight_part(
+        &mut self,
+        name: &str,
+        (elem, shape): (Elem, &[usize]),
+        role: Role,
+        (rows, cols): (usize, usize),
+        part: Part,
+    ) -> Out {
+        let source = WeightRef {
+            role,
+            rows,
+            cols,
+            part,
+        };
+        self.g.deferred(name, elem, shape, source)
     }
 
     /// The decompressed f32 `[n, k]` weight of `role`, through the subgraph NNCF writes for its scheme
-    /// (docs/openvino-ir.md §5). `path` is the HF module path, `embedding` picks the Gather flavour of names.
-    fn write_weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
+    /// (docs/openvino-ir.md §5), its constants deferred. `path` is the HF module path, `embedding` picks the
+    /// Gather flavour of names.
+    pub(super) fn weight(&mut self, role: Role, path: &str, embedding: bool) -> Result<Out> {
         let entry = self
             .plan
             .entry(role)
@@ -123,33 +103,39 @@ impl<'a> Builder<'a> {
         };
         let out = match scheme {
             Scheme::F32 => {
-                let view = self.checked_view(role)?;
-                if view.info.dtype == DType::F32 {
-                    // Little-endian f32 already: `le_bytes_f32` of the decode is these bytes.
-                    self.g
-                        .constant(&base, Elem::F32, &[rows, cols], view.bytes)?
-                } else {
-                    // `le_bytes_f32` of the exact decode.
-                    self.float_constant(&base, role, &view, rows, cols, Elem::F32)?
-                }
+                // Little-endian f32: the checkpoint's bytes when they are f32 already, else the exact decode.
+                self.weight_part(
+                    &base,
+                    (Elem::F32, &[rows, cols]),
+                    role,
+                    (rows, cols),
+                    Part::Float(Elem::F32),
+                )
             }
             Scheme::F16 => {
-                let view = self.checked_view(role)?;
                 // Same rounding as `le_bytes_f16` of the f32 decode (half's RNE conversion).
-                let c = self.float_constant(&base, role, &view, rows, cols, Elem::F16)?;
+                let c = self.weight_part(
+                    &base,
+                    (Elem::F16, &[rows, cols]),
+                    role,
+                    (rows, cols),
+                    Part::Float(Elem::F16),
+                );
                 decompress(self, c)
             }
             Scheme::Keep => {
-                let view = self
-                    .ckpt
-                    .view(role)
-                    .ok_or_else(|| Error::MissingTensor(role.to_string()))?;
-                let elem = if view.info.dtype == DType::BF16 {
+                let elem = if self.info(role)?.dtype == DType::BF16 {
                     Elem::Bf16
                 } else {
                     Elem::F16
                 };
-                let c = self.g.constant(&base, elem, &[rows, cols], view.bytes)?;
+                let c = self.weight_part(
+                    &base,
+                    (elem, &[rows, cols]),
+                    role,
+                    (rows, cols),
+                    Part::Original,
+                );
                 decompress(self, c)
             }
             Scheme::Nncf {
@@ -173,7 +159,6 @@ impl<'a> Builder<'a> {
                 )));
             }
         };
-        self.ckpt.release(role);
         Ok(out)
     }
 
@@ -188,40 +173,18 @@ impl<'a> Builder<'a> {
         (rows, cols): (usize, usize),
     ) -> Result<Out> {
         // Per-channel: `[n, k]` codes, `[n, 1]` scale (and zero point), no Reshape (docs/openvino-ir.md §5.2).
-        let view = self.view(role)?;
-        let awq = self.awq_scales.get(&role).cloned();
-        let scaled = self.awq_scaled(role, &view, rows, cols)?;
-        let source = match &scaled {
-            Some(w) => Rows::F32(w),
-            None => encoded(&view),
-        };
         let (elem, zp_elem) = match mode {
             NncfMode::Int8Sym => (Elem::I8, Elem::U8),
             NncfMode::Int8Asym => (Elem::U8, Elem::U8),
             NncfMode::Int4Sym => (Elem::I4, Elem::U4),
             _ => (Elem::U4, Elem::U4),
         };
-        let Compressed {
-            weight,
-            scale,
-            zero_point,
-        } = compress::compress_rows_into(
-            &role.name(),
-            source,
-            rows,
-            cols,
-            (mode, None),
-            self.estimated(role, source, (rows, cols), (mode, None), awq.as_deref())?
-                .as_ref(),
-            self.g.buffer(),
-        )
-        .map_err(|e| nan_as_checkpoint_error(e, &view))?;
+        let codes = Part::Codes { mode, group: None };
         self.dequantized(
-            base,
-            fq,
-            (elem, &[rows, cols], weight),
-            zero_point.map(|zp| (zp_elem, zp)),
-            &scale,
+            (role, (rows, cols), codes),
+            (base, fq),
+            (elem, &[rows, cols]),
+            has_zero_point(mode).then_some(zp_elem),
             &[n(rows), n(cols)],
         )
     }
@@ -235,138 +198,47 @@ impl<'a> Builder<'a> {
         (base, fq): (&str, &str),
         (rows, cols): (usize, usize),
     ) -> Result<Out> {
-        let view = self.view(role)?;
-        let awq = self.awq_scales.get(&role).cloned();
-        let scaled = self.awq_scaled(role, &view, rows, cols)?;
-        let source = match &scaled {
-            Some(w) => Rows::F32(w),
-            None => encoded(&view),
-        };
         let mode = if sym {
             NncfMode::Int4Sym
         } else {
             NncfMode::Int4Asym
         };
-        let Compressed {
-            weight,
-            scale,
-            zero_point,
-        } = compress::compress_rows_into(
-            &role.name(),
-            source,
-            rows,
-            cols,
-            (mode, Some(group)),
-            self.estimated(
-                role,
-                source,
-                (rows, cols),
-                (mode, Some(group)),
-                awq.as_deref(),
-            )?
-            .as_ref(),
-            self.g.buffer(),
-        )
-        .map_err(|e| nan_as_checkpoint_error(e, &view))?;
         let groups = cols / group;
         let gdims = [n(rows), n(groups), n(group)];
         let elem = if sym { Elem::I4 } else { Elem::U4 };
+        let codes = Part::Codes {
+            mode,
+            group: Some(group),
+        };
         let m = self.dequantized(
-            base,
-            fq,
-            (elem, &[rows, groups, group], weight),
-            zero_point.map(|zp| (Elem::U4, zp)),
-            &scale,
+            (role, (rows, cols), codes),
+            (base, fq),
+            (elem, &[rows, groups, group]),
+            has_zero_point(mode).then_some(Elem::U4),
             &gdims,
         )?;
         self.reshape("", m, &[n(rows), n(cols)], false, &[n(rows), n(cols)])
     }
 
-    /// `--scale-estimation`: NNCF's scales and zero points for the 4-bit weight `role` (`w`, already AWQ-scaled),
-    /// searched on its input statistics — rescaled by AWQ's activation scale first when AWQ ran
-    /// (`AWQ.update_statistics`) — with NNCF's defaults (64 samples, 5 + 5 steps). `None` when scale estimation is
-    /// off or the weight is not 4-bit.
-    fn estimated(
-        &self,
-        role: Role,
-        w: Rows<'_>,
-        (rows, cols): (usize, usize),
-        (mode, group): (NncfMode, Option<usize>),
-        awq_weight_scale: Option<&[f32]>,
-    ) -> Result<Option<oxport_quant::nncf::NncfParams>> {
-        let Some(stats) = self.plan.scale_estimation.as_ref() else {
-            return Ok(None);
-        };
-        if mode.bits() != 4 {
-            return Ok(None);
-        }
-        let quant = |source: oxport_quant::QuantError| Error::Quant {
-            tensor: role.name(),
-            source: Box::new(source.for_tensor(&role.name())),
-        };
-        let layer = stats.get(role).ok_or_else(|| {
-            Error::Options(format!(
-                "{role}: no calibration statistics for scale estimation"
-            ))
-        })?;
-        let mut layer = layer.clone();
-        if let Some(scale) = awq_weight_scale {
-            for m in &mut layer.means {
-                for (v, s) in m.iter_mut().zip(scale) {
-                    *v *= 1.0 / s;
-                }
-            }
-        }
-        let params = oxport_quant::ScaleEstimationParams::default();
-        let processed = layer.processed(params.subset_size).map_err(quant)?;
-        let f32_weight = oxport_quant::scale_columns(w, rows, cols, &vec![1.0; cols], DType::F32)
-            .map_err(quant)?;
-        oxport_quant::scale_estimation(&f32_weight, rows, cols, mode, group, &processed, &params)
-            .map(Some)
-            .map_err(quant)
-    }
-
-    /// The weight NNCF compresses after data-free AWQ (`(W * scale).astype(W.dtype)`, f32), when [`Self::awq_multiply`]
-    /// scaled `role`'s activation.
-    fn awq_scaled(
-        &mut self,
-        role: Role,
-        view: &TensorView<'a>,
-        rows: usize,
-        cols: usize,
-    ) -> Result<Option<Vec<f32>>> {
-        let Some(scale) = self.awq_scales.remove(&role) else {
-            return Ok(None);
-        };
-        let scaled =
-            oxport_quant::scale_columns(encoded(view), rows, cols, &scale, view.info.dtype)
-                .map_err(|source| Error::Quant {
-                    tensor: role.name(),
-                    source: Box::new(source.for_tensor(&role.name())),
-                })?;
-        Ok(Some(scaled))
-    }
-
     /// NNCF's decompression chain (docs/openvino-ir.md §5): the codes `Convert`ed to f16, minus the zero point when
     /// there is one (`{base}/zero_point/subtract`), times the f16 scale (named `fq`). The codes' shape with its last
-    /// axis set to 1 is the shape of the zero point and the scale; `dims` is the output shape.
+    /// axis set to 1 is the shape of the zero point and the scale; `dims` is the output shape. The codes, zero point
+    /// and scale are deferred parts of `role`'s `[rows, cols]` weight, computed by one compression (`codes`).
     fn dequantized(
         &mut self,
-        base: &str,
-        fq: &str,
-        (elem, shape, codes): (Elem, &[usize], Vec<u8>),
-        zero_point: Option<(Elem, Vec<u8>)>,
-        scale: &[u8],
+        (role, rc, codes): (Role, (usize, usize), Part),
+        (base, fq): (&str, &str),
+        (elem, shape): (Elem, &[usize]),
+        zero_point: Option<Elem>,
         dims: &[i64],
     ) -> Result<Out> {
         let mut side = shape.to_vec();
         *side.last_mut().expect("codes have a shape") = 1;
-        let c = self.g.constant_owned(base, elem, shape, codes)?;
+        let c = self.weight_part(base, (elem, shape), role, rc, codes);
         let mut x = self.convert("", c, Elem::F16);
-        if let Some((zp_elem, zp)) = zero_point {
-            let z = self
-                .g
-                .constant(&format!("{base}/zero_point"), zp_elem, &side, &zp)?;
+        if let Some(zp_elem) = zero_point {
+            let zp_name = format!("{base}/zero_point");
+            let z = self.weight_part(&zp_name, (zp_elem, &side), role, rc, Part::ZeroPoint);
             let zc = self.convert("", z, Elem::F16);
             x = self.binary(
                 "Subtract",
@@ -376,92 +248,32 @@ impl<'a> Builder<'a> {
                 dims,
             );
         }
-        let s = self
-            .g
-            .constant(&format!("{base}/scale"), Elem::F16, &side, scale)?;
+        let scale_name = format!("{base}/scale");
+        let s = self.weight_part(&scale_name, (Elem::F16, &side), role, rc, Part::Scale);
         Ok(self.binary("Multiply", fq, x, s, dims))
     }
 
-    /// The `[rows, cols]` constant `name` of `view` as f32 or f16 (`elem`): converted straight from the mapped
-    /// BF16/F16/F32 bytes in parallel (oxport-quant's `float_bytes_into`, the exact decode then numpy's f32→f16
-    /// rounding), chunk by chunk into written buffers that the `.bin` writer thread takes without a copy.
-    fn float_constant(
-        &mut self,
-        name: &str,
-        role: Role,
-        view: &TensorView<'a>,
-        rows: usize,
-        cols: usize,
-        elem: Elem,
-    ) -> Result<Out> {
-        let dtype = if elem == Elem::F16 {
-            oxport_quant::FloatDtype::F16
-        } else {
-            oxport_quant::FloatDtype::F32
-        };
-        let chunk_rows = (FLOAT_CHUNK_BYTES / (cols * dtype.size_bytes())).max(1);
-        let start = self.g.begin_constant()?;
-        let mut row0 = 0;
-        while row0 < rows {
-            let row1 = (row0 + chunk_rows).min(rows);
-            let mut buf = self.g.buffer();
-            oxport_quant::float_bytes_into(
-                encoded(view),
-                rows,
-                cols,
-                dtype,
-                false,
-                row0..row1,
-                &mut buf,
-            )
-            .map_err(|e| {
-                nan_as_checkpoint_error(
-                    Error::Quant {
-                        tensor: role.name(),
-                        source: Box::new(e),
-                    },
-                    view,
-                )
-            })?;
-            self.g.constant_piece(buf)?;
-            row0 = row1;
-        }
-        self.g.end_constant(name, elem, &[rows, cols], start)
-    }
-
+    /// An RMSNorm's gamma `[1, 1, hidden]` as optimum stores a float constant (see [`Self::c_float`]), read from
+    /// the checkpoint when the `.bin` is streamed.
     pub(super) fn norm_gamma(&mut self, role: Role) -> Result<Out> {
         let h = self.cfg.hidden_size;
-        let gamma = self.checkpoint_f32(role)?;
-        self.ckpt.release(role);
-        self.c_float("", &gamma, &[1, 1, h])
+        let shape = [1, 1, h];
+        if self.plan.weight_format == WeightFormat::Fp16 {
+            let c = self.weight_part(
+                "_compressed",
+                (Elem::F16, &shape),
+                role,
+                (1, h),
+                Part::Norm(Elem::F16),
+            );
+            Ok(self.float_decompression("", c))
+        } else {
+            Ok(self.weight_part("", (Elem::F32, &shape), role, (1, h), Part::Norm(Elem::F32)))
+        }
     }
 }
 
-/// Output bytes converted per piece of an f32/f16 weight: small enough that the writer thread copies it while it is
-/// still in the L3 cache, and peak memory stays low.
-const FLOAT_CHUNK_BYTES: usize = 4 << 20;
-
-/// The view's bytes for the `*_rows` kernels: decoded a row at a time, never copied to f32 as a whole.
-fn encoded<'a>(view: &TensorView<'a>) -> Rows<'a> {
-    Rows::Encoded {
-        bytes: view.bytes,
-        dtype: view.info.dtype,
-    }
-}
-
-/// The kernel's NaN/Inf refusal as oxport-hf's error (file, tensor, flat index), the error `read_f32` gave before
-/// the kernels read the mapped bytes themselves; one pass over the weight instead of a separate check.
-fn nan_as_checkpoint_error(e: Error, view: &TensorView<'_>) -> Error {
-    match e {
-        Error::Quant { tensor, source } => match *source {
-            oxport_quant::QuantError::NonFinite { count, first, .. } => {
-                view.non_finite_error(count, first).into()
-            }
-            source => Error::Quant {
-                tensor,
-                source: Box::new(source),
-            },
-        },
-        e => e,
-    }
+/// Whether NNCF writes a zero point for `mode` (the asymmetric ones).
+fn has_zero_point(mode: NncfMode) -> bool {
+    matches!(mode, NncfMode::Int4Asym | NncfMode::Int8Asym)
 }

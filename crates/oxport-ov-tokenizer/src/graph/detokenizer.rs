@@ -7,8 +7,10 @@ use crate::{DETOKENIZER_BIN, DETOKENIZER_XML};
 pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerError> {
     let bin = dir.join(DETOKENIZER_BIN);
     let xml = dir.join(DETOKENIZER_XML);
-    let g = Graph::create("detokenizer", &bin).map_err(ir_err(&bin))?;
-    let mut b = B { g, path: &bin };
+    let mut b = B {
+        g: Graph::new("detokenizer"),
+        path: &bin,
+    };
     let v1 = [DYN];
     let ids = b.g.parameter("token_ids", Elem::I64, &[DYN, DYN]);
     let ids32 = b.g.op1(
@@ -89,5 +91,5 @@ pub(crate) fn write_detokenizer(spec: &Spec, dir: &Path) -> Result<(), Tokenizer
     b.g.name_tensor(text, "string_output");
     b.g.result("Result_string_output", text, "string_output");
     b.g.set_rt_info(rt_info(spec));
-    b.g.finish(&xml).map_err(ir_err(&xml))
+    b.g.write(&bin, &xml).map_err(ir_err(&bin))
 }

@@ -132,8 +132,10 @@ fn rt_info(spec: &Spec) -> Vec<RtInfo> {
 pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerError> {
     let bin = dir.join(TOKENIZER_BIN);
     let xml = dir.join(TOKENIZER_XML);
-    let g = Graph::create("tokenizer", &bin).map_err(ir_err(&bin))?;
-    let mut b = B { g, path: &bin };
+    let mut b = B {
+        g: Graph::new("tokenizer"),
+        path: &bin,
+    };
 
     let input = b.g.parameter("string_input", Elem::String, &[DYN]);
     // TruncationStep: a stateful on/off flag (default off) selecting max_length or "no truncation".
@@ -179,7 +181,7 @@ pub(crate) fn write_tokenizer(spec: &Spec, dir: &Path) -> Result<(), TokenizerEr
     b.g.result("Result_input_ids", ids, "input_ids");
     b.g.result("Result_attention_mask", mask, "attention_mask");
     b.g.set_rt_info(rt_info(spec));
-    b.g.finish(&xml).map_err(ir_err(&xml))
+    b.g.write(&bin, &xml).map_err(ir_err(&bin))
 }
 
 /// A ragged batch of strings: row begins/ends over the unpacked (begins, ends, chars) strings.
