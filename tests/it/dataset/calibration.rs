@@ -16,7 +16,7 @@ use crate::support::{fixture, sha256_hex};
 const COMMIT: &str = "b08601e04326c79dfdd32d625aee71d232d685c3";
 const REPO_PATH: &str = "/datasets/Salesforce/wikitext/resolve/";
 
-// The rows and their expected windows, shared with the crate's unit tests (`src/tests.rs`).
+// The rows and their expected windows, shared with oxport-dataset's unit tests (`crates/oxport-dataset/src/tests.rs`).
 include!("../../../crates/oxport-dataset/src/tests/wiki_rows.rs");
 
 fn parquet_bytes(rows: &[&str]) -> Vec<u8> {

@@ -1,4 +1,5 @@
-// Shared test data, `include!`d by `src/tests.rs` (unit tests) and `tests/it/dataset/calibration.rs` (the loopback hub).
+// Shared test data, `include!`d by `src/tests.rs` (unit tests) and by the loopback-hub tests in
+// `tests/it/dataset/calibration.rs`.
 
 /// wikitext-2-raw-v1's first train rows, shortened, empty rows included.
 const WIKI_ROWS: &[&str] = &[
