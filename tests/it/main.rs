@@ -1,7 +1,8 @@
 //! The workspace's one integration-test binary (`cargo test -p oxport-tests --test integration`): one module per
 //! former test binary, grouped by the crate they test. One binary links the workspace once instead of 25 times;
-//! the helpers they share live in `support` (and the `oxport_tests` library for the ones `xtask` could reuse).
-//! The tests that load ONNX Runtime or OpenVINO are ignored without the `runtimes` feature.
+//! the helpers they share live in `support` (paths, the runtimes' Python, the safetensors writer, the loopback hub).
+//! The tests that load ONNX Runtime or OpenVINO are ignored without the `runtimes` feature (`cargo xtask test`
+//! turns it on). Test data lives beside its module (`runner/data/`) or in `tests/golden/`.
 
 mod support;
 
