@@ -4,7 +4,7 @@ AWQ; asymmetric group 64 ratio 1.0 is optimum-intel's default for Phi-3.5-mini a
 
 For every reference checkpoint and tiny fixture, optimum-cli exports it, and every named Constant of the result is
 recorded as element type, shape and sha256 of its bytes, with the names of the inserted `awq_mul` Multiply nodes.
-`tests/tests/openvino_awq.rs` checks oxport's own `--awq` export against this file (CI, no Python);
+`tests/it/openvino/openvino_awq.rs` checks oxport's own `--awq` export against this file (CI, no Python);
 `tests/python_peers/test_nncf_awq.py` runs optimum-cli live for more modes.
 
 optimum hands NNCF the weights in the checkpoint's precision (bf16 constants here), not the fp32 IR: NNCF writes the

@@ -16,7 +16,7 @@ Run from the repository root with the peers' Python (nncf 3.4, numpy 2.x):
 
     .venv-peers/bin/python tests/golden/make_se_gptq_golden.py
 
-It rewrites crates/oxport-quant/tests/data/se_gptq.json.gz (gzip mtime 0, sorted keys: deterministic).
+It rewrites tests/golden/se_gptq.json.gz (gzip mtime 0, sorted keys: deterministic).
 """
 
 import gzip

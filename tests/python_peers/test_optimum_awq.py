@@ -4,7 +4,7 @@ Runs in the peers' venv (`.venv-peers`: optimum-intel 2.2, nncf 3.4), which `car
 and oxport get the same command line; every weight constant of optimum-cli's model (weights, scales, zero points,
 the `…/awq_mul/scale` constants) must be in oxport's with the same element type, shape and bytes, the other op types must
 come in the same order, and the `awq_mul` Multiply nodes must be the same. The committed goldens
-(`tests/golden/optimum_awq.json`, checked without Python by `tests/tests/openvino_awq.rs`) cover asymmetric group 64 on
+(`tests/golden/optimum_awq.json`, checked without Python by `tests/it/openvino/openvino_awq.rs`) cover asymmetric group 64 on
 every checkpoint; this test adds the symmetric, per-channel (NPU) and mixed-precision modes, and the per-model
 defaults of `--weight-format int4` given alone.
 """

@@ -173,7 +173,7 @@ fn text_file_windows_match_python() {
     assert_eq!(set.samples[127], last);
 }
 
-include!("../tests/data/wiki_rows.rs");
+include!("tests/wiki_rows.rs");
 
 #[test]
 fn jsonl_rows_are_limited_joined_and_windowed_as_python() {
