@@ -22,7 +22,7 @@ mod staging;
 use std::path::PathBuf;
 
 pub use blob::{BlobLayout, BlobWriter};
-pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, Source, SourceFile};
+pub use manifest::{MANIFEST_FILE, Manifest, ManifestError, Source, SourceFile, SourceJob};
 pub use ordered::{OrderedWriter, PENDING_BYTES};
 pub use report::{CancelToken, Cancelled, Event, Reporter, Silent};
 pub use staging::{CommitPolicy, Staging, claim_and_remove, remove_stale, staging_dir_for};

@@ -79,12 +79,12 @@ pub fn plan(ckpt: &Model, opts: &ExportOptions) -> Result<QuantPlan> {
 }
 
 /// `oxport_manifest.json`: the checkpoint (as `--model` gave it, with its files' digests), the options and the plan.
-fn write_manifest(ckpt: &Model, opts: &ExportOptions, plan: &QuantPlan, dir: &Path) -> Result<()> {
-    let model = opts
-        .model_arg
-        .clone()
-        .unwrap_or_else(|| ckpt.dir().display().to_string());
-    let source = oxport_io::Source::of_folder(ckpt.dir(), &model)?;
+fn write_manifest(
+    source: oxport_io::Source,
+    opts: &ExportOptions,
+    plan: &QuantPlan,
+    dir: &Path,
+) -> Result<()> {
     let manifest = oxport_io::Manifest::new(
         "onnx",
         source,
@@ -210,7 +210,12 @@ pub fn export(
 
     let staging = Staging::create(output, CommitPolicy::RequireEmpty)?;
     let dir = staging.path();
-    write_manifest(ckpt, opts, &plan, dir)?;
+    // The checkpoint's digests for the manifest, computed beside the export.
+    let model = opts
+        .model_arg
+        .clone()
+        .unwrap_or_else(|| ckpt.dir().display().to_string());
+    let source = oxport_io::Source::spawn(ckpt.dir(), &model);
     let initializers = write_weights(ckpt, opts, &layout, dir, reporter, cancel)?;
     reporter.report(Event::Begin {
         stage: "writing model.onnx, genai_config.json, tokenizer files",
@@ -232,6 +237,7 @@ pub fn export(
         }
     }
 
+    write_manifest(source.join()?, opts, &plan, dir)?;
     let files: BTreeMap<String, u64> = staging.files()?.into_iter().collect();
     cancel.check(Some(dir))?;
     staging.commit()?;

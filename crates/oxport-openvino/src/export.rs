@@ -78,7 +78,8 @@ pub fn export_with(
     if let Some(extra) = extra {
         extra(dir).map_err(Error::ExtraFiles)?;
     }
-    write_manifest(ckpt, plan, dir, model_arg)?;
+    // The checkpoint's digests for the manifest, computed beside the export.
+    let source = oxport_io::Source::spawn(ckpt.dir(), model_arg);
     // The whole graph first (no weight read), then the weights streamed in its order, then the XML.
     let mut graph = phi3::build(ckpt, plan)?;
     graph.set_rt_info(model_rt_info(plan));
@@ -93,6 +94,7 @@ pub fn export_with(
     graph.write_xml(&dir.join(MODEL_XML))?;
     write_side_files(ckpt, plan, dir, model_arg)?;
 
+    write_manifest(source.join()?, plan, dir)?;
     let files = staging.files()?;
     let merged = output.exists();
     cancel.check(Some(dir))?;
@@ -110,8 +112,7 @@ pub fn export_with(
 
 /// `oxport_manifest.json`: the checkpoint (as `--model` gave it, with its files' digests), the options NNCF records
 /// and the plan.
-fn write_manifest(ckpt: &Model, plan: &Plan, dir: &Path, model_arg: &str) -> Result<()> {
-    let source = oxport_io::Source::of_folder(ckpt.dir(), model_arg)?;
+fn write_manifest(source: oxport_io::Source, plan: &Plan, dir: &Path) -> Result<()> {
     let options = json!({
         "weight_format": plan.weight_format.name(),
         "nncf": plan.nncf,

@@ -198,7 +198,7 @@ fn open_targets(export: &Export, opts: &Options) -> (Vec<TargetReport>, Vec<Runn
             reports.push(skip(Status::Skipped, reason));
             continue;
         }
-        match open(&export, target, opts.session_precision) {
+        match open(export, target, opts.session_precision) {
             Ok(session) => running.push(Running {
                 target,
                 session,
