@@ -32,6 +32,7 @@ fn same_input_gives_byte_identical_files() {
                 "generation_config.json",
                 "model.onnx",
                 "model.onnx.data",
+                "oxport_manifest.json",
                 "special_tokens_map.json",
                 "tokenizer.json",
                 "tokenizer_config.json"
